@@ -1,0 +1,226 @@
+//! The control plane: what ecmigrate asks of ElastiCache and KMS, as traits with two real implementations
+//! (`sandbox`: local redis-server processes; `aws`: the AWS SDK) and a dry-run wrapper.
+//!
+//! Reads and mutations are separate traits on purpose: the dry-run wrapper is built from a reader only, so
+//! a rehearsal has no way to reach a mutating call of the real cloud.
+
+pub mod dry_run;
+pub mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::secret::Secret;
+
+/// Errors any cloud can return. Provider-specific detail is flattened into `message`.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("{what} `{id}` was not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} `{id}` already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    #[error("{message}")]
+    InvalidRequest { message: String },
+    /// Throttling, 5xx, connection resets: worth retrying.
+    #[error("transient error: {message}")]
+    Transient { message: String },
+    #[error("{message}")]
+    Other { message: String },
+}
+
+impl CloudError {
+    pub fn other(message: impl Into<String>) -> Self {
+        CloudError::Other { message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CloudError::InvalidRequest { message: message.into() }
+    }
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CloudError::Transient { .. })
+    }
+}
+
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// A `host:port` pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
+    pub role: NodeRole,
+    pub endpoint: Endpoint,
+    pub tls: bool,
+}
+
+/// A replication group as `DescribeReplicationGroups` reports it, reduced to what ecmigrate uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicationGroup {
+    pub id: String,
+    /// `creating`, `available`, `modifying`, `deleting`, `create-failed`, `snapshotting`.
+    pub status: String,
+    pub engine: String,
+    pub engine_version: String,
+    pub at_rest_encryption_enabled: bool,
+    pub transit_encryption_enabled: bool,
+    pub transit_encryption_mode: Option<String>,
+    pub auth_token_enabled: bool,
+    pub kms_key_id: Option<String>,
+    pub cache_node_type: String,
+    pub cluster_enabled: bool,
+    pub num_node_groups: u32,
+    /// Nodes per node group, primary included.
+    pub nodes_per_node_group: u32,
+    pub primary_endpoint: Option<Endpoint>,
+    pub reader_endpoint: Option<Endpoint>,
+    pub nodes: Vec<Node>,
+    pub cache_subnet_group_name: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub cache_parameter_group_name: Option<String>,
+    pub port: Option<u16>,
+    pub preferred_maintenance_window: Option<String>,
+    pub snapshot_window: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ReplicationGroup {
+    pub fn is_available(&self) -> bool {
+        self.status == "available"
+    }
+    pub fn fully_encrypted(&self) -> bool {
+        self.at_rest_encryption_enabled && self.transit_encryption_enabled
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub name: String,
+    pub source_group: String,
+    /// `creating`, `available`, `failed`, `deleting`.
+    pub status: String,
+    /// The key the snapshot is encrypted with; `None` = not encrypted.
+    pub kms_key_id: Option<String>,
+    /// `manual` or `automated`.
+    pub source: String,
+}
+
+impl Snapshot {
+    pub fn encrypted(&self) -> bool {
+        self.kms_key_id.is_some()
+    }
+}
+
+/// Everything CreateReplicationGroup needs to restore a snapshot into an encrypted group.
+#[derive(Debug, Clone)]
+pub struct CreateEncryptedGroup {
+    pub id: String,
+    pub description: String,
+    pub snapshot_name: String,
+    pub engine: String,
+    pub engine_version: String,
+    pub cache_node_type: String,
+    pub cluster_enabled: bool,
+    pub num_node_groups: u32,
+    pub replicas_per_node_group: u32,
+    /// `None` = the service-managed key.
+    pub kms_key_id: Option<String>,
+    pub transit_encryption_mode: String,
+    pub auth_token: Secret,
+    pub cache_subnet_group_name: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub cache_parameter_group_name: Option<String>,
+    pub port: Option<u16>,
+    pub preferred_maintenance_window: Option<String>,
+    pub snapshot_window: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A KMS key as `DescribeKey` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KmsKey {
+    pub key_id: String,
+    pub arn: String,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, ...
+    pub key_state: String,
+    /// `SYMMETRIC_DEFAULT`, `RSA_2048`, ...
+    pub key_spec: String,
+    /// `ENCRYPT_DECRYPT`, `SIGN_VERIFY`, ...
+    pub key_usage: String,
+    pub aliases: Vec<String>,
+}
+
+impl KmsKey {
+    pub fn usable_for_elasticache(&self) -> Result<(), String> {
+        if self.key_state != "Enabled" {
+            return Err(format!("key state is {} (must be Enabled)", self.key_state));
+        }
+        if self.key_spec != "SYMMETRIC_DEFAULT" {
+            return Err(format!("key spec is {} (must be SYMMETRIC_DEFAULT)", self.key_spec));
+        }
+        if self.key_usage != "ENCRYPT_DECRYPT" {
+            return Err(format!("key usage is {} (must be ENCRYPT_DECRYPT)", self.key_usage));
+        }
+        Ok(())
+    }
+}
+
+/// What a rehearsal and a run both read.
+#[async_trait]
+pub trait CloudRead: Send + Sync {
+    /// `sandbox` or `aws`.
+    fn provider(&self) -> &'static str;
+    async fn describe_group(&self, id: &str) -> CloudResult<Option<ReplicationGroup>>;
+    async fn list_groups(&self) -> CloudResult<Vec<ReplicationGroup>>;
+    async fn describe_snapshot(&self, name: &str) -> CloudResult<Option<Snapshot>>;
+    /// Snapshots taken of `group` (all snapshots when `None`).
+    async fn list_snapshots(&self, group: Option<&str>) -> CloudResult<Vec<Snapshot>>;
+    /// `key_id` may be an id, an ARN or `alias/NAME`; `None` when the key does not exist.
+    async fn describe_key(&self, key_id: &str) -> CloudResult<Option<KmsKey>>;
+    /// The key ElastiCache uses when a plan names none.
+    fn default_kms_key(&self) -> Option<String>;
+    /// The group an endpoint alias points at (sandbox DNS stand-in), `None` if there is no such alias.
+    async fn resolve_alias(&self, alias: &str) -> CloudResult<Option<String>>;
+    /// CA the target's data plane certificates chain to, when it is not a public one.
+    fn data_plane_ca(&self) -> Option<PathBuf>;
+}
+
+/// The mutating calls. Only the real clouds implement it; a dry run never holds one.
+#[async_trait]
+pub trait CloudWrite: Send + Sync {
+    /// Take a manual snapshot of `group`, encrypted with `kms_key_id` when given.
+    async fn create_snapshot(
+        &self,
+        group: &str,
+        name: &str,
+        kms_key_id: Option<&str>,
+    ) -> CloudResult<()>;
+    async fn create_group_from_snapshot(&self, request: &CreateEncryptedGroup) -> CloudResult<()>;
+    /// Delete a group. There is deliberately no final-snapshot parameter: the final snapshot is taken
+    /// beforehand, encrypted (safety invariant 6).
+    async fn delete_group(&self, id: &str) -> CloudResult<()>;
+    async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()>;
+}
+
+/// A cloud a run can change.
+pub trait Cloud: CloudRead + CloudWrite {}
+impl<T: CloudRead + CloudWrite> Cloud for T {}

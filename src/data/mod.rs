@@ -1,0 +1,6 @@
+//! The Redis data plane: connections (plain, TLS with a private CA, AUTH), seeding, and the verifier.
+//! It knows nothing about plans.
+
+pub mod connect;
+pub mod seed;
+pub mod verify;

@@ -1,0 +1,280 @@
+//! The version-1 plan schema as serde types. Unknown fields are errors everywhere.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Plan format version; only 1 exists.
+    pub version: u32,
+    /// Name of the migration; state lives in `<state-dir>/<name>/`, so it must be a plain folder name.
+    pub name: String,
+    #[serde(default)]
+    pub provider: Provider,
+    /// AWS settings; only with `provider: aws`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsSettings>,
+    pub source: SourceSpec,
+    pub target: TargetSpec,
+    pub steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// The embedded sandbox of local redis-server processes.
+    #[default]
+    Sandbox,
+    /// Amazon ElastiCache and KMS through the AWS SDK.
+    Aws,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Sandbox => "sandbox",
+            Provider::Aws => "aws",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub replication_group_id: String,
+    /// `host:port` to reach the source's data plane (for example through a tunnel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitEncryptionMode {
+    /// Only TLS connections are accepted.
+    #[default]
+    Required,
+    /// TLS and plain connections are both accepted.
+    Preferred,
+}
+
+impl TransitEncryptionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitEncryptionMode::Required => "required",
+            TransitEncryptionMode::Preferred => "preferred",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub replication_group_id: String,
+    /// KMS key id, ARN or `alias/NAME`; absent = the service-managed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub transit_encryption_mode: TransitEncryptionMode,
+    /// Where the AUTH token comes from. The plan never holds the token itself.
+    pub auth_token: AuthTokenSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_node_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_cache_clusters: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_node_groups: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_per_node_group: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_subnet_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_parameter_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// `host:port` to reach the target's data plane (for example through a tunnel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_endpoint: Option<String>,
+    /// A private CA (PEM) for TLS to the target's data plane; relative to the plan's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Where the AUTH token lives. Exactly one of `file` / `env`; `generate: true` needs `file`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthTokenSpec {
+    /// Generate a new token and keep it in `file` (written with mode 0600).
+    #[serde(default)]
+    pub generate: bool,
+    /// File holding the token (relative to the plan's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding an existing token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// One step of the plan, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepSpec {
+    Preflight(PreflightStep),
+    Backup(BackupStep),
+    RestoreEncrypted(RestoreEncryptedStep),
+    StreamCopy(StreamCopyStep),
+    Verify(VerifyStep),
+    Cutover(CutoverStep),
+    DeleteSource(DeleteSourceStep),
+}
+
+impl StepSpec {
+    pub fn kind(&self) -> StepKind {
+        match self {
+            StepSpec::Preflight(_) => StepKind::Preflight,
+            StepSpec::Backup(_) => StepKind::Backup,
+            StepSpec::RestoreEncrypted(_) => StepKind::RestoreEncrypted,
+            StepSpec::StreamCopy(_) => StepKind::StreamCopy,
+            StepSpec::Verify(_) => StepKind::Verify,
+            StepSpec::Cutover(_) => StepKind::Cutover,
+            StepSpec::DeleteSource(_) => StepKind::DeleteSource,
+        }
+    }
+}
+
+/// Step kinds in the only order a plan may list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Preflight,
+    Backup,
+    RestoreEncrypted,
+    StreamCopy,
+    Verify,
+    Cutover,
+    DeleteSource,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Preflight => "preflight",
+            StepKind::Backup => "backup",
+            StepKind::RestoreEncrypted => "restore_encrypted",
+            StepKind::StreamCopy => "stream_copy",
+            StepKind::Verify => "verify",
+            StepKind::Cutover => "cutover",
+            StepKind::DeleteSource => "delete_source",
+        }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightStep {}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStep {
+    /// Default `<source>-ecmigrate-<run id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_name: Option<String>,
+    /// Give up waiting for the snapshot after this many seconds (60..=86400, default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreEncryptedStep {
+    /// Give up waiting for the new group after this many seconds (60..=86400, default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamCopyStep {}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyStep {
+    /// Number of keys sampled per database (1..=1000000, default 1000). Not with `full: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<u64>,
+    /// Compare every key.
+    #[serde(default)]
+    pub full: bool,
+    /// TTLs may differ by this many milliseconds (0..=600000, default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_tolerance_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoverStrategy {
+    /// Repoint a sandbox endpoint alias (`alias` field).
+    SandboxAlias,
+    /// Print what to change and wait for the operator's confirmation.
+    Manual,
+    /// Upsert a Route53 CNAME (not built yet).
+    Route53,
+    /// Run an operator command (not built yet).
+    Command,
+}
+
+impl CutoverStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutoverStrategy::SandboxAlias => "sandbox_alias",
+            CutoverStrategy::Manual => "manual",
+            CutoverStrategy::Route53 => "route53",
+            CutoverStrategy::Command => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverStep {
+    pub strategy: CutoverStrategy,
+    /// The sandbox alias to repoint (strategy `sandbox_alias` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Hold before the switch until released (`ecmigrate cutover PLAN`).
+    #[serde(default)]
+    pub postpone: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSourceStep {
+    /// Default `<source>-ecmigrate-final-<run id>`; taken encrypted with the target's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_snapshot_name: Option<String>,
+    /// The source's id, typed out: required to delete without a TTY (with `--yes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+}

@@ -1,0 +1,162 @@
+//! AUTH tokens: a wrapper that never prints its value, generation, and the stores a token is kept in.
+//!
+//! The state file and every output name the store (`file:/path`, `env:NAME`), never the token.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A secret string. `Debug` and `Display` print `<redacted>`; only `expose()` gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Characters a generated token draws from: printable ASCII without `/`, `"`, `@` and without
+/// characters that need quoting in a shell or a URL.
+const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!#%^*+=";
+
+/// A fresh 64-character token from the system's CSPRNG.
+pub fn generate_token() -> Secret {
+    let mut bytes = [0u8; 64];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system random source");
+    let token: String = bytes
+        .iter()
+        .map(|b| TOKEN_ALPHABET[*b as usize % TOKEN_ALPHABET.len()] as char)
+        .collect();
+    Secret(token)
+}
+
+/// Where a token is kept. Its `Display` is the reference the state file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenStore {
+    File(PathBuf),
+    Env(String),
+}
+
+impl fmt::Display for TokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenStore::File(p) => write!(f, "file:{}", p.display()),
+            TokenStore::Env(name) => write!(f, "env:{name}"),
+        }
+    }
+}
+
+impl TokenStore {
+    /// The stored token, `Ok(None)` when the store is empty (no file, unset variable).
+    pub fn load(&self) -> Result<Option<Secret>, String> {
+        match self {
+            TokenStore::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("cannot read token file {}: {e}", path.display())),
+            },
+            TokenStore::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// Whether `save` would succeed, without writing anything.
+    pub fn check_writable(&self) -> Result<(), String> {
+        match self {
+            TokenStore::File(path) => {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let mut dir = parent;
+                // The folder may not exist yet; the nearest existing ancestor must be writable.
+                while !dir.exists() {
+                    match dir.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => dir = p,
+                        _ => {
+                            dir = Path::new(".");
+                            break;
+                        }
+                    }
+                }
+                let meta = std::fs::metadata(dir)
+                    .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+                if !meta.is_dir() {
+                    return Err(format!("{} is not a folder", dir.display()));
+                }
+                if meta.permissions().readonly() {
+                    return Err(format!("{} is not writable", dir.display()));
+                }
+                Ok(())
+            }
+            TokenStore::Env(name) => Err(format!(
+                "an environment variable ({name}) cannot receive a generated token; use `file:`"
+            )),
+        }
+    }
+
+    /// Keep `token` in the store: a file is written atomically with mode 0600.
+    pub fn save(&self, token: &Secret) -> Result<(), String> {
+        match self {
+            TokenStore::File(path) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
+                let tmp = path.with_extension("tmp-ecmigrate");
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                file.write_all(token.expose().as_bytes())
+                    .and_then(|_| file.write_all(b"\n"))
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, path)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Ok(())
+            }
+            TokenStore::Env(_) => self.check_writable(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_formats_its_value() {
+        let s = Secret::new("super-secret-token-value");
+        assert_eq!(format!("{s}"), "<redacted>");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+    }
+
+    #[test]
+    fn generated_tokens_follow_the_auth_rules() {
+        for _ in 0..100 {
+            let t = generate_token();
+            crate::plan::rules::check_auth_token(t.expose()).unwrap();
+        }
+        assert_ne!(generate_token(), generate_token());
+    }
+}
