@@ -61,7 +61,11 @@ pub enum Error {
     PreflightRefused { refusals: Vec<Refusal> },
 
     #[error("step `{step}` failed: {message}")]
-    StepFailed { step: String, message: String, hint: String },
+    StepFailed {
+        step: String,
+        message: String,
+        hint: String,
+    },
 
     #[error("{message}")]
     Failed { message: String, hint: String },
@@ -76,11 +80,17 @@ pub enum Error {
 
 impl Error {
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Usage { message: message.into(), hint: hint.into() }
+        Error::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn failed(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Failed { message: message.into(), hint: hint.into() }
+        Error::Failed {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn exit_code(&self) -> i32 {

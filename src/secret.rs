@@ -33,7 +33,8 @@ impl fmt::Display for Secret {
 
 /// Characters a generated token draws from: printable ASCII without `/`, `"`, `@` and without
 /// characters that need quoting in a shell or a URL.
-const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!#%^*+=";
+const TOKEN_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!#%^*+=";
 
 /// A fresh 64-character token from the system's CSPRNG.
 pub fn generate_token() -> Secret {
@@ -67,7 +68,9 @@ impl TokenStore {
     pub fn load(&self) -> Result<Option<Secret>, String> {
         match self {
             TokenStore::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string()))),
+                Ok(text) => Ok(Some(Secret(
+                    text.trim_end_matches(['\n', '\r']).to_string(),
+                ))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(format!("cannot read token file {}: {e}", path.display())),
             },
@@ -82,7 +85,10 @@ impl TokenStore {
     pub fn check_writable(&self) -> Result<(), String> {
         match self {
             TokenStore::File(path) => {
-                let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let parent = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 let mut dir = parent;
                 // The folder may not exist yet; the nearest existing ancestor must be writable.
                 while !dir.exists() {

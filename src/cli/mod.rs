@@ -1,5 +1,170 @@
-//! Command-line definitions (clap) and one function per subcommand.
+//! Command-line definitions (clap) and one function per subcommand; no logic beyond wiring arguments.
 
+mod audit;
+mod plan_cmd;
+mod run_cmd;
+mod sandbox_cmd;
+mod status_cmd;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::cloud::Cloud;
+use crate::cloud::sandbox::Sandbox;
+use crate::error::{Error, Result, exit_code};
+use crate::plan::Provider;
+use crate::ui::OutputFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ecmigrate",
+    version,
+    about = "Move an unencrypted ElastiCache (Redis OSS / Valkey) replication group onto an encrypted one (KMS at rest, TLS + AUTH in transit) without losing writes; resumable."
+)]
+pub struct Cli {
+    /// Folder of the embedded sandbox's registry and processes.
+    #[arg(
+        long,
+        global = true,
+        env = "ECMIGRATE_SANDBOX_DIR",
+        default_value = ".ecmigrate/sandbox"
+    )]
+    pub sandbox_dir: PathBuf,
+    /// Folder of run state (one sub-folder per plan name).
+    #[arg(
+        long,
+        global = true,
+        env = "ECMIGRATE_STATE_DIR",
+        default_value = ".ecmigrate/state"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The embedded sandbox: local redis-server groups standing in for ElastiCache.
+    #[command(subcommand)]
+    Sandbox(sandbox_cmd::SandboxCommand),
+    /// List replication groups with their encryption state and the path that fits each (exit 1 if any is unencrypted).
+    Audit(audit::AuditArgs),
+    /// Validate a plan or print its JSON Schema.
+    #[command(subcommand)]
+    Plan(plan_cmd::PlanCommand),
+    /// Run a plan; after a failure the same command resumes from the last checkpoint.
+    Run(run_cmd::RunArgs),
+    /// Where a run stands.
+    Status(status_cmd::StatusArgs),
+}
+
+/// Parse the command line, run, print any error with its hint, and return the exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit_code::OK
+                }
+                _ => exit_code::INVALID_INPUT,
+            };
+        }
+    };
+    let json = cli.wants_json();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit_code::FAILED;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = dispatch(cli) => r,
+            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+        }
+    });
+    // Sandbox processes are detached; nothing else must outlive the command.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => report_error(&e, json),
+    }
+}
+
+fn report_error(e: &Error, json: bool) -> i32 {
+    let code = e.exit_code();
+    if json {
+        let body =
+            serde_json::json!({ "error": e.to_string(), "hint": e.hint(), "exit_code": code });
+        let _ = writeln!(std::io::stdout(), "{body}");
+    }
+    eprintln!("error: {e}");
+    eprintln!("hint: {}", e.hint());
+    code
+}
+
+impl Cli {
+    fn wants_json(&self) -> bool {
+        let format = match &self.command {
+            Command::Run(a) => a.output,
+            Command::Status(a) => a.output,
+            Command::Audit(a) => a.output,
+            Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
+            _ => OutputFormat::Text,
+        };
+        format == OutputFormat::Json
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let globals = Globals {
+        sandbox_dir: cli.sandbox_dir,
+        state_dir: cli.state_dir,
+    };
+    match cli.command {
+        Command::Sandbox(c) => sandbox_cmd::run(&globals, c).await,
+        Command::Audit(a) => audit::run(&globals, a).await,
+        Command::Plan(c) => plan_cmd::run(c),
+        Command::Run(a) => run_cmd::run(&globals, a).await,
+        Command::Status(a) => status_cmd::run(&globals, a),
+    }
+}
+
+pub struct Globals {
+    pub sandbox_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl Globals {
+    pub fn sandbox(&self) -> Result<Sandbox> {
+        Sandbox::open(&self.sandbox_dir).map_err(|e| {
+            Error::failed(
+                format!(
+                    "cannot open the sandbox at {}: {e}",
+                    self.sandbox_dir.display()
+                ),
+                "check --sandbox-dir",
+            )
+        })
+    }
+
+    /// The cloud a plan's provider names.
+    pub fn cloud(&self, provider: Provider) -> Result<Arc<dyn Cloud>> {
+        match provider {
+            Provider::Sandbox => Ok(Arc::new(self.sandbox()?)),
+            Provider::Aws => Err(Error::usage(
+                "provider `aws` is not available in this version",
+                "rehearse on the embedded sandbox with `provider: sandbox`",
+            )),
+        }
+    }
 }

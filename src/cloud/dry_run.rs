@@ -1,1 +1,186 @@
-//! (being written)
+//! The rehearsal cloud. It is built from a *reader* of the real cloud, so no mutating call can reach it:
+//! every mutation is reported as a call that would be made and recorded in an in-memory overlay, so the
+//! rest of the run sees the resources it "created" (as available) and walks the same path as a real run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{
+    CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, Endpoint, KmsKey, Node, NodeRole,
+    ReplicationGroup, Snapshot,
+};
+
+#[derive(Default)]
+struct Overlay {
+    snapshots: BTreeMap<String, Snapshot>,
+    groups: BTreeMap<String, ReplicationGroup>,
+    deleted_groups: BTreeSet<String>,
+    aliases: BTreeMap<String, String>,
+}
+
+pub struct DryRunCloud {
+    real: Arc<dyn CloudRead>,
+    overlay: Mutex<Overlay>,
+}
+
+impl DryRunCloud {
+    pub fn new(real: Arc<dyn CloudRead>) -> Self {
+        DryRunCloud {
+            real,
+            overlay: Mutex::new(Overlay::default()),
+        }
+    }
+
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.overlay.lock().expect("overlay lock")
+    }
+
+    /// Whether `id` exists only in this rehearsal (so its data plane cannot be reached).
+    pub fn is_simulated_group(&self, id: &str) -> bool {
+        self.overlay().groups.contains_key(id)
+    }
+}
+
+#[async_trait]
+impl CloudRead for DryRunCloud {
+    fn provider(&self) -> &'static str {
+        self.real.provider()
+    }
+
+    async fn describe_group(&self, id: &str) -> CloudResult<Option<ReplicationGroup>> {
+        {
+            let overlay = self.overlay();
+            if overlay.deleted_groups.contains(id) {
+                return Ok(None);
+            }
+            if let Some(g) = overlay.groups.get(id) {
+                return Ok(Some(g.clone()));
+            }
+        }
+        self.real.describe_group(id).await
+    }
+
+    async fn list_groups(&self) -> CloudResult<Vec<ReplicationGroup>> {
+        let mut groups = self.real.list_groups().await?;
+        let overlay = self.overlay();
+        groups.retain(|g| !overlay.deleted_groups.contains(&g.id));
+        groups.extend(overlay.groups.values().cloned());
+        Ok(groups)
+    }
+
+    async fn describe_snapshot(&self, name: &str) -> CloudResult<Option<Snapshot>> {
+        if let Some(s) = self.overlay().snapshots.get(name) {
+            return Ok(Some(s.clone()));
+        }
+        self.real.describe_snapshot(name).await
+    }
+
+    async fn list_snapshots(&self, group: Option<&str>) -> CloudResult<Vec<Snapshot>> {
+        let mut snapshots = self.real.list_snapshots(group).await?;
+        snapshots.extend(
+            self.overlay()
+                .snapshots
+                .values()
+                .filter(|s| group.is_none_or(|g| s.source_group == g))
+                .cloned(),
+        );
+        Ok(snapshots)
+    }
+
+    async fn describe_key(&self, key_id: &str) -> CloudResult<Option<KmsKey>> {
+        self.real.describe_key(key_id).await
+    }
+
+    fn default_kms_key(&self) -> Option<String> {
+        self.real.default_kms_key()
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> CloudResult<Option<String>> {
+        if let Some(g) = self.overlay().aliases.get(alias) {
+            return Ok(Some(g.clone()));
+        }
+        self.real.resolve_alias(alias).await
+    }
+
+    fn data_plane_ca(&self) -> Option<PathBuf> {
+        self.real.data_plane_ca()
+    }
+}
+
+#[async_trait]
+impl CloudWrite for DryRunCloud {
+    async fn create_snapshot(
+        &self,
+        group: &str,
+        name: &str,
+        kms_key_id: Option<&str>,
+    ) -> CloudResult<()> {
+        self.overlay().snapshots.insert(
+            name.to_string(),
+            Snapshot {
+                name: name.to_string(),
+                source_group: group.to_string(),
+                status: "available".into(),
+                kms_key_id: kms_key_id.map(str::to_string),
+                source: "manual".into(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn create_group_from_snapshot(&self, r: &CreateEncryptedGroup) -> CloudResult<()> {
+        let endpoint = Endpoint {
+            host: "(not created: dry run)".into(),
+            port: r.port.unwrap_or(6379),
+        };
+        let group = ReplicationGroup {
+            id: r.id.clone(),
+            status: "available".into(),
+            engine: r.engine.clone(),
+            engine_version: r.engine_version.clone(),
+            at_rest_encryption_enabled: true,
+            transit_encryption_enabled: true,
+            transit_encryption_mode: Some(r.transit_encryption_mode.clone()),
+            auth_token_enabled: true,
+            kms_key_id: r.kms_key_id.clone(),
+            cache_node_type: r.cache_node_type.clone(),
+            cluster_enabled: r.cluster_enabled,
+            num_node_groups: r.num_node_groups,
+            nodes_per_node_group: r.replicas_per_node_group + 1,
+            primary_endpoint: Some(endpoint.clone()),
+            reader_endpoint: None,
+            nodes: vec![Node {
+                id: format!("{}-001", r.id),
+                role: NodeRole::Primary,
+                endpoint,
+                tls: true,
+            }],
+            cache_subnet_group_name: r.cache_subnet_group_name.clone(),
+            security_group_ids: r.security_group_ids.clone(),
+            cache_parameter_group_name: r.cache_parameter_group_name.clone(),
+            port: r.port,
+            preferred_maintenance_window: r.preferred_maintenance_window.clone(),
+            snapshot_window: r.snapshot_window.clone(),
+            tags: r.tags.clone(),
+        };
+        self.overlay().groups.insert(r.id.clone(), group);
+        Ok(())
+    }
+
+    async fn delete_group(&self, id: &str) -> CloudResult<()> {
+        let mut overlay = self.overlay();
+        overlay.groups.remove(id);
+        overlay.deleted_groups.insert(id.to_string());
+        Ok(())
+    }
+
+    async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
+        self.overlay()
+            .aliases
+            .insert(alias.to_string(), group.to_string());
+        Ok(())
+    }
+}

@@ -33,10 +33,14 @@ pub enum CloudError {
 
 impl CloudError {
     pub fn other(message: impl Into<String>) -> Self {
-        CloudError::Other { message: message.into() }
+        CloudError::Other {
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
-        CloudError::InvalidRequest { message: message.into() }
+        CloudError::InvalidRequest {
+            message: message.into(),
+        }
     }
     pub fn is_transient(&self) -> bool {
         matches!(self, CloudError::Transient { .. })
@@ -175,10 +179,16 @@ impl KmsKey {
             return Err(format!("key state is {} (must be Enabled)", self.key_state));
         }
         if self.key_spec != "SYMMETRIC_DEFAULT" {
-            return Err(format!("key spec is {} (must be SYMMETRIC_DEFAULT)", self.key_spec));
+            return Err(format!(
+                "key spec is {} (must be SYMMETRIC_DEFAULT)",
+                self.key_spec
+            ));
         }
         if self.key_usage != "ENCRYPT_DECRYPT" {
-            return Err(format!("key usage is {} (must be ENCRYPT_DECRYPT)", self.key_usage));
+            return Err(format!(
+                "key usage is {} (must be ENCRYPT_DECRYPT)",
+                self.key_usage
+            ));
         }
         Ok(())
     }

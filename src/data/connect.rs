@@ -22,7 +22,14 @@ pub struct RedisEndpoint {
 
 impl RedisEndpoint {
     pub fn plain(host: impl Into<String>, port: u16) -> Self {
-        RedisEndpoint { host: host.into(), port, tls: false, ca_file: None, password: None, db: 0 }
+        RedisEndpoint {
+            host: host.into(),
+            port,
+            tls: false,
+            ca_file: None,
+            password: None,
+            db: 0,
+        }
     }
 
     pub fn with_db(&self, db: i64) -> Self {
@@ -64,7 +71,10 @@ impl RedisEndpoint {
             };
             redis::Client::build_with_tls(
                 info,
-                redis::TlsCertificates { client_tls: None, root_cert },
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                },
             )
         } else {
             redis::Client::open(info)

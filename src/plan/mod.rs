@@ -23,7 +23,11 @@ pub struct LoadedPlan {
 impl LoadedPlan {
     /// A path from the plan, resolved against the plan's folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 }
 
@@ -45,8 +49,16 @@ pub fn load(path: &Path) -> Result<LoadedPlan> {
             rule: e.to_string(),
         }],
     })?;
-    let dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
-    Ok(LoadedPlan { plan, path: path.to_path_buf(), dir })
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(LoadedPlan {
+        plan,
+        path: path.to_path_buf(),
+        dir,
+    })
 }
 
 /// The JSON Schema of plan version 1, for editors.

@@ -4,7 +4,9 @@
 pub fn check_auth_token(token: &str) -> Result<(), String> {
     let len = token.chars().count();
     if !(16..=128).contains(&len) {
-        return Err(format!("an AUTH token must be 16 to 128 characters long (this one has {len})"));
+        return Err(format!(
+            "an AUTH token must be 16 to 128 characters long (this one has {len})"
+        ));
     }
     if let Some(c) = token.chars().find(|c| !(c.is_ascii_graphic())) {
         let _ = c;
@@ -20,7 +22,10 @@ pub fn check_auth_token(token: &str) -> Result<(), String> {
 /// no two consecutive hyphens, not ending with a hyphen.
 pub fn check_group_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 40 {
-        return Err(format!("a replication group id must be 1 to 40 characters long (this one has {})", id.len()));
+        return Err(format!(
+            "a replication group id must be 1 to 40 characters long (this one has {})",
+            id.len()
+        ));
     }
     if !id.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
         return Err("a replication group id must start with a letter".into());

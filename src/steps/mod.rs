@@ -1,1 +1,198 @@
-//! (being written)
+//! One file per step kind. Each step is idempotent on resume: it records its intent before a mutating call
+//! and, when run again, finds what it already created and waits for it instead of creating a second one.
+//! Steps reach the control plane only through `cloud` traits and the data plane only through `data`.
+
+pub mod backup;
+pub mod cutover;
+pub mod delete_source;
+pub mod preflight;
+pub mod restore_encrypted;
+pub mod stream_copy;
+pub mod verify;
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::cloud::{CloudError, ReplicationGroup};
+use crate::data::connect::RedisEndpoint;
+use crate::engine::StepContext;
+use crate::error::{Error, Result};
+use crate::plan::{LoadedPlan, StepSpec};
+use crate::secret::{Secret, TokenStore};
+
+/// What a finished step leaves in the state file.
+pub struct StepOutcome {
+    pub outputs: Map<String, Value>,
+    /// The step had nothing to do (recorded as `skipped`).
+    pub skipped: bool,
+}
+
+impl StepOutcome {
+    pub fn done(outputs: Map<String, Value>) -> Self {
+        StepOutcome {
+            outputs,
+            skipped: false,
+        }
+    }
+}
+
+pub async fn execute(spec: &StepSpec, ctx: &StepContext) -> Result<StepOutcome> {
+    match spec {
+        StepSpec::Preflight(s) => preflight::run(ctx, s).await,
+        StepSpec::Backup(s) => backup::run(ctx, s).await,
+        StepSpec::RestoreEncrypted(s) => restore_encrypted::run(ctx, s).await,
+        StepSpec::StreamCopy(s) => stream_copy::run(ctx, s).await,
+        StepSpec::Verify(s) => verify::run(ctx, s).await,
+        StepSpec::Cutover(s) => cutover::run(ctx, s).await,
+        StepSpec::DeleteSource(s) => delete_source::run(ctx, s).await,
+    }
+}
+
+/// The default wait bound for cloud operations (an hour: large snapshots take long).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub fn timeout(seconds: Option<u64>) -> Duration {
+    seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT)
+}
+
+pub fn cloud_error(what: &str, e: CloudError) -> Error {
+    let hint = match &e {
+        CloudError::Transient { .. } => {
+            "the cloud is throttling or failing; run the same command again to resume"
+        }
+        CloudError::NotFound { .. } => {
+            "check the identifiers in the plan and the provider/region it points at"
+        }
+        CloudError::AlreadyExists { .. } => "another resource has this name; rename it in the plan",
+        _ => "fix the cause shown and run the same command again; it resumes where it stopped",
+    };
+    Error::failed(format!("{what}: {e}"), hint)
+}
+
+/// The store the plan names for the target's AUTH token.
+pub fn token_store(plan: &LoadedPlan) -> TokenStore {
+    let spec = &plan.plan.target.auth_token;
+    match (&spec.file, &spec.env) {
+        (Some(file), _) => TokenStore::File(plan.resolve(file)),
+        (None, Some(env)) => TokenStore::Env(env.clone()),
+        // Validation guarantees one of them; keep a harmless default rather than panic.
+        (None, None) => TokenStore::Env("ECMIGRATE_AUTH_TOKEN".into()),
+    }
+}
+
+/// The target's AUTH token, which must already be stored (restore_encrypted stores a generated one).
+pub fn load_token(ctx: &StepContext) -> Result<Secret> {
+    let store = token_store(&ctx.plan);
+    match store.load() {
+        Ok(Some(token)) => Ok(token),
+        Ok(None) => Err(Error::failed(
+            format!("the AUTH token is not in {store}"),
+            "restore the token file or set the variable the plan names; the target group requires it",
+        )),
+        Err(e) => Err(Error::failed(
+            e,
+            "check the token store named in target.auth_token",
+        )),
+    }
+}
+
+/// The KMS key the target and its snapshots are encrypted with: the plan's, or the service default.
+pub fn kms_key_ref(ctx: &StepContext) -> Option<String> {
+    ctx.plan
+        .plan
+        .target
+        .kms_key_id
+        .clone()
+        .or_else(|| ctx.cloud.default_kms_key())
+}
+
+fn parse_endpoint(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// How to reach the source's data plane: the plan's `data_endpoint`, else the group's primary endpoint.
+pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
+    let (host, port) = match &ctx.plan.plan.source.data_endpoint {
+        Some(e) => parse_endpoint(e).ok_or_else(|| {
+            Error::usage(
+                format!("source.data_endpoint `{e}` is not host:port"),
+                "write it as host:port",
+            )
+        })?,
+        None => {
+            let ep = group.primary_endpoint.clone().ok_or_else(|| {
+                Error::failed(
+                    format!("the group `{}` reports no primary endpoint", group.id),
+                    "set source.data_endpoint in the plan",
+                )
+            })?;
+            (ep.host, ep.port)
+        }
+    };
+    Ok(RedisEndpoint {
+        host,
+        port,
+        tls: group.transit_encryption_enabled,
+        ca_file: ctx.cloud.data_plane_ca(),
+        password: None,
+        db: 0,
+    })
+}
+
+/// How to reach the target's data plane: TLS with the plan's CA (or the cloud's), and the AUTH token.
+pub fn target_data_endpoint(
+    ctx: &StepContext,
+    group: &ReplicationGroup,
+    token: Secret,
+) -> Result<RedisEndpoint> {
+    let target = &ctx.plan.plan.target;
+    let (host, port) = match &target.data_endpoint {
+        Some(e) => parse_endpoint(e).ok_or_else(|| {
+            Error::usage(
+                format!("target.data_endpoint `{e}` is not host:port"),
+                "write it as host:port",
+            )
+        })?,
+        None => {
+            let ep = group.primary_endpoint.clone().ok_or_else(|| {
+                Error::failed(
+                    format!("the group `{}` reports no primary endpoint", group.id),
+                    "set target.data_endpoint in the plan",
+                )
+            })?;
+            (ep.host, ep.port)
+        }
+    };
+    let ca_file = target
+        .tls_ca_file
+        .as_ref()
+        .map(|p| ctx.plan.resolve(p))
+        .or_else(|| ctx.cloud.data_plane_ca());
+    Ok(RedisEndpoint {
+        host,
+        port,
+        tls: true,
+        ca_file,
+        password: Some(token),
+        db: 0,
+    })
+}
+
+/// Look a group up, turning "absent" into an error that names it.
+pub async fn require_group(ctx: &StepContext, id: &str) -> Result<ReplicationGroup> {
+    match ctx.cloud.describe_group(id).await {
+        Ok(Some(g)) => Ok(g),
+        Ok(None) => Err(Error::failed(
+            format!("replication group `{id}` does not exist"),
+            "check the plan's ids and the provider it points at",
+        )),
+        Err(e) => Err(cloud_error(&format!("describing `{id}`"), e)),
+    }
+}
+
+pub fn obj(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}

@@ -1,0 +1,177 @@
+//! `ecmigrate sandbox up|status|down|kms`: the embedded stand-in for ElastiCache and KMS.
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use crate::cli::Globals;
+use crate::error::{Error, Result, exit_code};
+use crate::ui::OutputFormat;
+
+#[derive(Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Start an unencrypted group of local redis-server nodes seeded with keys.
+    Up {
+        #[arg(long, default_value = "orders")]
+        group: String,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5))]
+        replicas: u32,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+    },
+    /// Groups, nodes, snapshots, aliases and KMS keys of the sandbox.
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Stop every sandbox process.
+    Down,
+    /// Sandbox KMS keys (alias/ALIAS).
+    #[command(subcommand)]
+    Kms(KmsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KmsCommand {
+    Create { alias: String },
+    Disable { alias: String },
+    Enable { alias: String },
+}
+
+fn sandbox_error(what: &str, e: crate::cloud::CloudError) -> Error {
+    Error::failed(
+        format!("{what}: {e}"),
+        "see `ecmigrate sandbox status`; `ecmigrate sandbox down` stops everything",
+    )
+}
+
+pub async fn run(globals: &Globals, command: SandboxCommand) -> Result<i32> {
+    let sandbox = globals.sandbox()?;
+    match command {
+        SandboxCommand::Up {
+            group,
+            replicas,
+            keys,
+        } => {
+            crate::plan::rules::check_group_id(&group).map_err(|rule| {
+                Error::usage(
+                    format!("--group `{group}`: {rule}"),
+                    "use an ElastiCache-style id such as `orders`",
+                )
+            })?;
+            let bar = (keys > 0 && crate::ui::stdout_is_terminal()).then(|| {
+                let b = indicatif::ProgressBar::new(keys);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "seeding {bar:30} {pos}/{len} keys ({per_sec})",
+                    )
+                    .expect("template"),
+                );
+                b
+            });
+            let progress = |done: u64, _total: u64| {
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                }
+            };
+            let g = sandbox
+                .up(&group, replicas, keys, &progress)
+                .await
+                .map_err(|e| sandbox_error("sandbox up", e))?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let primary = g
+                .primary_endpoint
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            println!(
+                "sandbox group `{}` is {} at {primary} ({} node(s), unencrypted, {keys} keys); alias `{}-endpoint`",
+                g.id,
+                g.status,
+                g.nodes.len(),
+                g.id
+            );
+        }
+        SandboxCommand::Status { output } => {
+            let status = sandbox
+                .status()
+                .await
+                .map_err(|e| sandbox_error("sandbox status", e))?;
+            let v = serde_json::to_value(&status).expect("status serializes");
+            match output {
+                OutputFormat::Json => println!("{v}"),
+                OutputFormat::Text => print_status(&v),
+            }
+        }
+        SandboxCommand::Down => {
+            let n = sandbox
+                .down()
+                .await
+                .map_err(|e| sandbox_error("sandbox down", e))?;
+            println!("stopped {n} sandbox process(es)");
+        }
+        SandboxCommand::Kms(k) => {
+            let key = match &k {
+                KmsCommand::Create { alias } => sandbox.kms_create(alias),
+                KmsCommand::Disable { alias } => sandbox.kms_set_enabled(alias, false),
+                KmsCommand::Enable { alias } => sandbox.kms_set_enabled(alias, true),
+            }
+            .map_err(|e| sandbox_error("sandbox kms", e))?;
+            println!(
+                "KMS key {} ({}): {}",
+                key.aliases.join(", "),
+                key.key_id,
+                key.key_state
+            );
+        }
+    }
+    Ok(exit_code::OK)
+}
+
+fn print_status(v: &Value) {
+    let s = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    println!("CA: {}", s(&v["ca_file"]));
+    println!("groups:");
+    for g in v["groups"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<24} {:<10} at-rest={} transit={} auth={}",
+            s(&g["replication_group_id"]),
+            s(&g["status"]),
+            g["at_rest_encryption_enabled"],
+            g["transit_encryption_enabled"],
+            g["auth_token_enabled"]
+        );
+        for n in g["nodes"].as_array().into_iter().flatten() {
+            println!(
+                "      {:<8} {}:{} tls={}",
+                s(&n["role"]),
+                s(&n["host"]),
+                n["port"],
+                n["tls"]
+            );
+        }
+    }
+    println!("snapshots:");
+    for snap in v["snapshots"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<48} of {:<20} encrypted={}",
+            s(&snap["name"]),
+            s(&snap["source_group"]),
+            snap["encrypted"]
+        );
+    }
+    println!("aliases:");
+    for (name, group) in v["aliases"].as_object().into_iter().flatten() {
+        println!("  {name} -> {}", s(group));
+    }
+    if let Some(keys) = v.get("kms_keys").and_then(Value::as_array) {
+        println!("kms keys:");
+        for k in keys {
+            println!("  {}", k);
+        }
+    }
+}

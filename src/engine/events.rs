@@ -1,0 +1,123 @@
+//! What the engine and its steps say while they work. Only a reporter (`ui`) turns events into output, and
+//! the run's journal (`events.jsonl`) keeps them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::plan::StepKind;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        plan: String,
+        run_id: String,
+        dry_run: bool,
+        resumed: bool,
+        steps: usize,
+    },
+    StepStarted {
+        index: usize,
+        kind: StepKind,
+        attempt: u32,
+    },
+    StepSkipped {
+        index: usize,
+        kind: StepKind,
+        reason: String,
+    },
+    /// One check (preflight and others): `ok: false` means refused.
+    Check {
+        kind: StepKind,
+        name: String,
+        ok: bool,
+        detail: String,
+    },
+    /// A mutating call: made, or (dry run) one that would be made. Parameters are already redacted.
+    Call {
+        kind: StepKind,
+        operation: String,
+        params: Value,
+        dry_run: bool,
+    },
+    Waiting {
+        kind: StepKind,
+        what: String,
+        status: String,
+        elapsed_ms: u64,
+    },
+    Progress {
+        kind: StepKind,
+        what: String,
+        done: u64,
+        total: u64,
+    },
+    Note {
+        kind: StepKind,
+        message: String,
+    },
+    StepDone {
+        index: usize,
+        kind: StepKind,
+        elapsed_ms: u64,
+        outputs: Value,
+    },
+    StepFailed {
+        index: usize,
+        kind: StepKind,
+        error: String,
+        hint: String,
+    },
+    RunFinished {
+        state: String,
+        elapsed_ms: u64,
+    },
+}
+
+/// Where events go: a reporter draws them; a journal appends them to `events.jsonl`.
+pub trait EventListener: Send + Sync {
+    fn event(&self, event: &Event);
+}
+
+/// The engine's single outlet for events, cheap to clone into steps.
+#[derive(Clone)]
+pub struct EventSink {
+    listeners: Arc<Vec<Arc<dyn EventListener>>>,
+    started: Instant,
+    last_waiting: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl EventSink {
+    pub fn new(listeners: Vec<Arc<dyn EventListener>>) -> Self {
+        EventSink {
+            listeners: Arc::new(listeners),
+            started: Instant::now(),
+            last_waiting: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        for l in self.listeners.iter() {
+            l.event(&event);
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether this waiting status differs from the last one (journals keep only the changes).
+    pub fn waiting_changed(&self, what: &str, status: &str) -> bool {
+        let mut last = self.last_waiting.lock().expect("lock");
+        let key = (what.to_string(), status.to_string());
+        if last.as_ref() == Some(&key) {
+            false
+        } else {
+            *last = Some(key);
+            true
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The checkpoint ledger: `state.json` (format version, plan checksum, one record per step) and the
+//! append-only `events.jsonl`, both written so that a crash never leaves a torn file; and the per-plan lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::events::{Event, EventListener};
+use crate::error::{Error, Result};
+use crate::plan::{Plan, StepKind};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    NotStarted,
+    Running,
+    Waiting,
+    Failed,
+    Done,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::NotStarted => "not_started",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Failed => "failed",
+            RunStatus::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub kind: StepKind,
+    /// Checksum of this step's spec: a finished step whose spec changed cannot be resumed.
+    pub checksum: String,
+    pub status: StepStatus,
+    pub attempt: u32,
+    /// What the step is about to create, recorded before the mutating call, so a resumed step finds it.
+    #[serde(default)]
+    pub intent: Map<String, Value>,
+    #[serde(default)]
+    pub outputs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub format_version: u32,
+    pub plan_name: String,
+    pub plan_checksum: String,
+    /// The plan as it was first run (it holds no secrets: tokens are referenced, never inlined).
+    pub plan: Value,
+    pub run_id: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub state: RunStatus,
+    pub steps: Vec<StepRecord>,
+}
+
+/// SHA-256 of a value's JSON, hex.
+pub fn checksum<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).expect("serializable");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RunState {
+    pub fn new(plan: &Plan, run_id: String) -> Self {
+        let now = Utc::now();
+        RunState {
+            format_version: FORMAT_VERSION,
+            plan_name: plan.name.clone(),
+            plan_checksum: checksum(plan),
+            plan: serde_json::to_value(plan).expect("plan serializes"),
+            run_id,
+            created_at: now,
+            updated_at: now,
+            state: RunStatus::NotStarted,
+            steps: plan
+                .steps
+                .iter()
+                .map(|s| StepRecord {
+                    kind: s.kind(),
+                    checksum: checksum(s),
+                    status: StepStatus::Pending,
+                    attempt: 0,
+                    intent: Map::new(),
+                    outputs: Map::new(),
+                    started_at: None,
+                    finished_at: None,
+                    error: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Outputs of the first step of `kind`, if it finished.
+    pub fn outputs_of(&self, kind: StepKind) -> Option<&Map<String, Value>> {
+        self.steps
+            .iter()
+            .find(|s| s.kind == kind && s.status == StepStatus::Done)
+            .map(|s| &s.outputs)
+    }
+
+    pub fn step_done(&self, kind: StepKind) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.kind == kind && s.status == StepStatus::Done)
+    }
+
+    /// Refuse to resume with a plan that changed in a way the recorded steps cannot follow. Changes to
+    /// steps that have not started yet are compatible; anything else names the first changed field.
+    pub fn check_resumable_with(&self, plan: &Plan) -> Result<()> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(Error::failed(
+                format!(
+                    "the state file has format version {} but this ecmigrate writes version {FORMAT_VERSION}",
+                    self.format_version
+                ),
+                "finish the run with the ecmigrate version that started it",
+            ));
+        }
+        if self.plan_checksum == checksum(plan) {
+            return Ok(());
+        }
+        let new = serde_json::to_value(plan).expect("plan serializes");
+        let mut changed = Vec::new();
+        diff_paths("", &self.plan, &new, &mut changed);
+        let pending_step = |path: &str| -> bool {
+            let Some(rest) = path.strip_prefix("steps[") else {
+                return false;
+            };
+            let Some(end) = rest.find(']') else {
+                return false;
+            };
+            let Ok(index) = rest[..end].parse::<usize>() else {
+                return false;
+            };
+            self.steps
+                .get(index)
+                .is_some_and(|s| s.status == StepStatus::Pending)
+                && plan.steps.get(index).map(|s| s.kind()) == self.steps.get(index).map(|s| s.kind)
+        };
+        let same_step_list = plan.steps.len() == self.steps.len()
+            && plan
+                .steps
+                .iter()
+                .zip(&self.steps)
+                .all(|(a, b)| a.kind() == b.kind);
+        match changed
+            .iter()
+            .find(|p| !(same_step_list && pending_step(p)))
+        {
+            None => Ok(()),
+            Some(field) => Err(Error::usage(
+                format!(
+                    "the plan changed since run {} started: `{field}` differs from the recorded plan",
+                    self.run_id
+                ),
+                "put the plan back as it was to resume, or start a new migration under a new `name` \
+                 (changes are allowed only in steps that have not started)",
+            )),
+        }
+    }
+}
+
+fn diff_paths(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_paths(&path, x, y, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for i in 0..a.len().max(b.len()) {
+                let path = format!("{prefix}[{i}]");
+                match (a.get(i), b.get(i)) {
+                    (Some(x), Some(y)) => diff_paths(&path, x, y, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        (a, b) if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// Where a plan's state lives.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    pub dir: PathBuf,
+}
+
+impl StatePaths {
+    pub fn new(state_dir: &Path, plan_name: &str) -> Self {
+        StatePaths {
+            dir: state_dir.join(plan_name),
+        }
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn events_file(&self) -> PathBuf {
+        self.dir.join("events.jsonl")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+
+    pub fn load(&self) -> Result<Option<RunState>> {
+        let path = self.state_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::failed(
+                    format!("cannot read {}: {e}", path.display()),
+                    "check the permissions of the state folder (--state-dir)",
+                ));
+            }
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::failed(
+                format!("the state file {} is not readable: {e}", path.display()),
+                "restore it from a backup, or move it away to start the migration over",
+            )
+        })
+    }
+
+    /// Is a run of this plan holding the lock right now?
+    pub fn is_locked(&self) -> bool {
+        match File::open(self.lock_file()) {
+            Ok(f) => match f.try_lock_shared() {
+                Ok(()) => {
+                    let _ = f.unlock();
+                    false
+                }
+                Err(_) => true,
+            },
+            Err(_) => false,
+        }
+    }
+}
+
+/// The exclusive lock of one plan's state; only its holder writes the state.
+pub struct StateLock {
+    paths: StatePaths,
+    _file: File,
+}
+
+impl StateLock {
+    pub fn acquire(paths: &StatePaths) -> Result<StateLock> {
+        std::fs::create_dir_all(&paths.dir).map_err(|e| {
+            Error::failed(
+                format!(
+                    "cannot create the state folder {}: {e}",
+                    paths.dir.display()
+                ),
+                "choose a writable folder with --state-dir or ECMIGRATE_STATE_DIR",
+            )
+        })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(paths.lock_file())
+            .map_err(|e| {
+                Error::failed(
+                    format!("cannot open the lock file: {e}"),
+                    "check the state folder",
+                )
+            })?;
+        file.try_lock().map_err(|_| {
+            Error::failed(
+                format!(
+                    "another ecmigrate run of this plan is in progress ({} is locked)",
+                    paths.lock_file().display()
+                ),
+                "wait for it to finish, or watch it with `ecmigrate status PLAN`",
+            )
+        })?;
+        Ok(StateLock {
+            paths: paths.clone(),
+            _file: file,
+        })
+    }
+
+    /// Write the state atomically: temp file, fsync, rename, fsync of the folder.
+    pub fn save(&self, state: &RunState) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_atomic(&self.paths.state_file(), &bytes).map_err(|e| {
+            Error::failed(
+                format!("cannot write the state file: {e}"),
+                "check disk space and permissions of the state folder",
+            )
+        })
+    }
+
+    pub fn journal(&self) -> Journal {
+        Journal {
+            path: self.paths.events_file(),
+        }
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Appends every event to `events.jsonl` (one JSON object per line, flushed and synced per line).
+pub struct Journal {
+    path: PathBuf,
+}
+
+impl EventListener for Journal {
+    fn event(&self, event: &Event) {
+        // Progress ticks would swamp the journal; their start and end are in the step events.
+        if matches!(event, Event::Progress { .. }) {
+            return;
+        }
+        let mut line = serde_json::json!({ "at": Utc::now().to_rfc3339() });
+        if let (Value::Object(obj), Ok(Value::Object(ev))) =
+            (&mut line, serde_json::to_value(event))
+        {
+            obj.extend(ev);
+        }
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            let _ = writeln!(f, "{line}");
+            let _ = f.sync_data();
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `backup`: a manual snapshot of the source, encrypted with the target's KMS key (safety invariant 6).
+//! The snapshot name is recorded before the call, so a resumed run waits for that snapshot.
+
+use serde_json::json;
+
+use crate::engine::{Poll, StepContext, wait_until};
+use crate::error::Result;
+use crate::plan::{BackupStep, StepKind};
+use crate::steps::{StepOutcome, cloud_error, obj, require_group, timeout};
+
+pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
+    let source_id = ctx.plan.plan.source.replication_group_id.clone();
+    let name = match ctx
+        .intent("snapshot_name")
+        .and_then(|v| v.as_str().map(str::to_string))
+    {
+        Some(recorded) => recorded,
+        None => spec
+            .snapshot_name
+            .clone()
+            .unwrap_or_else(|| format!("{source_id}-ecmigrate-{}", ctx.run_id)),
+    };
+    let kms_key = encryption_key(ctx).await?;
+
+    match ctx
+        .cloud
+        .describe_snapshot(&name)
+        .await
+        .map_err(|e| cloud_error("describing the snapshot", e))?
+    {
+        Some(existing) => {
+            ctx.note(format!(
+                "snapshot `{name}` was already requested; waiting for it"
+            ));
+            if existing.source_group != source_id {
+                return Err(crate::error::Error::failed(
+                    format!(
+                        "snapshot `{name}` exists but belongs to `{}`",
+                        existing.source_group
+                    ),
+                    "choose another backup.snapshot_name",
+                ));
+            }
+        }
+        None => {
+            require_group(ctx, &source_id).await?;
+            ctx.record_intent("snapshot_name", json!(name))?;
+            ctx.call(
+                "CreateSnapshot",
+                json!({ "ReplicationGroupId": source_id, "SnapshotName": name, "KmsKeyId": kms_key }),
+            );
+            ctx.write
+                .create_snapshot(&source_id, &name, kms_key.as_deref())
+                .await
+                .map_err(|e| cloud_error("CreateSnapshot", e))?;
+        }
+    }
+
+    let snapshot = wait_until(
+        ctx,
+        &format!("snapshot {name}"),
+        timeout(spec.timeout_seconds),
+        || async {
+            Ok(match ctx.cloud.describe_snapshot(&name).await? {
+                Some(s) if s.status == "available" => Poll::Ready(s),
+                Some(s) if s.status == "failed" => {
+                    Poll::Failed(format!("snapshot `{name}` failed"))
+                }
+                Some(s) => Poll::Pending(s.status),
+                None => Poll::Pending("not visible yet".into()),
+            })
+        },
+    )
+    .await?;
+    Ok(StepOutcome::done(obj(vec![
+        ("snapshot_name", json!(snapshot.name)),
+        ("kms_key_id", json!(snapshot.kms_key_id)),
+        ("encrypted", json!(snapshot.encrypted())),
+    ])))
+}
+
+/// The key snapshots are sealed with: the one preflight resolved, else the plan's or the default.
+pub async fn encryption_key(ctx: &StepContext) -> Result<Option<String>> {
+    if let Some(arn) = ctx.outputs_of(StepKind::Preflight).and_then(|o| {
+        o.get("kms_key_id")
+            .and_then(|v| v.as_str().map(str::to_string))
+    }) {
+        return Ok(Some(arn));
+    }
+    match crate::steps::kms_key_ref(ctx) {
+        None => Ok(None),
+        Some(key) => match ctx
+            .cloud
+            .describe_key(&key)
+            .await
+            .map_err(|e| cloud_error("describing the KMS key", e))?
+        {
+            Some(k) => Ok(Some(k.arn)),
+            None => Ok(Some(key)),
+        },
+    }
+}

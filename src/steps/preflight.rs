@@ -1,0 +1,279 @@
+//! `preflight`: every check an operator would make by hand, before anything changes. All checks run; any
+//! failure refuses the migration (exit 3) with one hint per failed check.
+
+use serde_json::json;
+
+use crate::engine::StepContext;
+use crate::error::{Error, Refusal, Result};
+use crate::plan::{CutoverStrategy, PreflightStep, StepSpec, rules};
+use crate::steps::{StepOutcome, cloud_error, kms_key_ref, obj, token_store};
+
+struct Checks<'a> {
+    ctx: &'a StepContext,
+    refusals: Vec<Refusal>,
+}
+
+impl Checks<'_> {
+    fn pass(&self, name: &str, detail: impl Into<String>) {
+        self.ctx.check(name, true, detail);
+    }
+    fn refuse(&mut self, name: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let message = message.into();
+        self.ctx.check(name, false, message.clone());
+        self.refusals.push(Refusal {
+            check: name.into(),
+            message,
+            hint: hint.into(),
+        });
+    }
+}
+
+pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome> {
+    let plan = &ctx.plan.plan;
+    let mut c = Checks {
+        ctx,
+        refusals: Vec::new(),
+    };
+    let source_id = &plan.source.replication_group_id;
+    let target_id = &plan.target.replication_group_id;
+
+    // Source: exists, available, not already encrypted, engine supports encryption.
+    let source = ctx
+        .cloud
+        .describe_group(source_id)
+        .await
+        .map_err(|e| cloud_error("describing the source", e))?;
+    let mut engine_version = None;
+    match &source {
+        None => c.refuse(
+            "source_exists",
+            format!("source replication group `{source_id}` does not exist"),
+            format!(
+                "check source.replication_group_id and the provider ({})",
+                ctx.cloud.provider()
+            ),
+        ),
+        Some(g) => {
+            c.pass("source_exists", format!("`{source_id}` exists"));
+            engine_version = Some(g.engine_version.clone());
+            if g.is_available() {
+                c.pass("source_available", format!("`{source_id}` is available"));
+            } else {
+                c.refuse(
+                    "source_available",
+                    format!("source `{source_id}` is `{}`, not `available`", g.status),
+                    "wait until the group is available (no modification or snapshot in progress), then run again",
+                );
+            }
+            if g.fully_encrypted() {
+                c.refuse(
+                    "source_unencrypted",
+                    format!("source `{source_id}` already has at-rest and in-transit encryption"),
+                    "nothing to migrate: the group is already encrypted",
+                );
+            } else if g.at_rest_encryption_enabled {
+                c.refuse(
+                    "source_unencrypted",
+                    format!("source `{source_id}` already has at-rest encryption; only in-transit encryption is missing"),
+                    "enable in-transit encryption in place (TransitEncryptionMode preferred, then required; Redis 7.0+) instead of recreating",
+                );
+            } else {
+                c.pass(
+                    "source_unencrypted",
+                    "at-rest encryption is off: a new group is needed",
+                );
+            }
+            match engine_supports_encryption(&g.engine_version) {
+                Ok(()) => c.pass(
+                    "engine_version",
+                    format!("engine {} supports encryption", g.engine_version),
+                ),
+                Err(rule) => c.refuse(
+                    "engine_version",
+                    rule,
+                    "upgrade the source's engine (3.2.6, 4.0.10 or later) before migrating",
+                ),
+            }
+            if g.cluster_enabled {
+                c.pass(
+                    "shape",
+                    format!("cluster mode enabled, {} shard(s)", g.num_node_groups),
+                );
+            } else {
+                c.pass(
+                    "shape",
+                    format!(
+                        "{} node(s), cluster mode disabled",
+                        g.nodes.len().max(g.nodes_per_node_group as usize)
+                    ),
+                );
+            }
+        }
+    }
+
+    // Target id free.
+    match ctx.cloud.describe_group(target_id).await.map_err(|e| cloud_error("describing the target", e))? {
+        None => c.pass("target_id_free", format!("`{target_id}` is free")),
+        Some(g) => c.refuse(
+            "target_id_free",
+            format!("target replication group `{target_id}` already exists (status {})", g.status),
+            "choose another target.replication_group_id, or delete the existing group if it is a leftover",
+        ),
+    }
+
+    // KMS key usable.
+    let key_ref = kms_key_ref(ctx);
+    let mut kms_arn = None;
+    match &key_ref {
+        None => c.pass("kms_key", "the service-managed key will be used"),
+        Some(key) => match ctx.cloud.describe_key(key).await.map_err(|e| cloud_error("describing the KMS key", e))? {
+            None => c.refuse(
+                "kms_key",
+                format!("KMS key `{key}` does not exist"),
+                "check target.kms_key_id (key id, ARN or alias/NAME) and the region; in the sandbox: `ecmigrate sandbox kms create NAME`",
+            ),
+            Some(k) => match k.usable_for_elasticache() {
+                Ok(()) => {
+                    c.pass("kms_key", format!("`{key}` is enabled, symmetric, for encrypt/decrypt"));
+                    kms_arn = Some(k.arn.clone());
+                }
+                Err(why) => c.refuse(
+                    "kms_key",
+                    format!("KMS key `{key}` cannot be used: {why}"),
+                    "enable the key or choose a symmetric ENCRYPT_DECRYPT key (sandbox: `ecmigrate sandbox kms enable NAME`)",
+                ),
+            },
+        },
+    }
+
+    // AUTH token: an existing one must meet the rules; a generated one needs a writable store.
+    let store = token_store(&ctx.plan);
+    let spec = &plan.target.auth_token;
+    match store.load() {
+        Ok(Some(token)) => match rules::check_auth_token(token.expose()) {
+            Ok(()) => c.pass("auth_token", format!("the token in {store} meets the AUTH rules")),
+            Err(rule) => c.refuse("auth_token", format!("the token in {store} is invalid: {rule}"), "replace it, or remove the file and use `generate: true`"),
+        },
+        Ok(None) if spec.generate => match store.check_writable() {
+            Ok(()) => c.pass("auth_token", format!("a new token will be generated and kept in {store}")),
+            Err(why) => c.refuse("auth_token", format!("cannot keep a generated token in {store}: {why}"), "point target.auth_token.file at a writable path"),
+        },
+        Ok(None) => c.refuse(
+            "auth_token",
+            format!("no AUTH token in {store}"),
+            "put the token there (16-128 printable characters, no / \" @), or use `generate: true` with a file",
+        ),
+        Err(why) => c.refuse("auth_token", why, "check the token store named in target.auth_token"),
+    }
+
+    // Cutover alias (sandbox): it should point at the source now.
+    for step in &plan.steps {
+        if let StepSpec::Cutover(cut) = step
+            && cut.strategy == CutoverStrategy::SandboxAlias
+            && let Some(alias) = &cut.alias
+        {
+            match ctx
+                .cloud
+                .resolve_alias(alias)
+                .await
+                .map_err(|e| cloud_error("resolving the alias", e))?
+            {
+                Some(g) if &g == source_id => c.pass(
+                    "cutover_alias",
+                    format!("alias `{alias}` points at `{source_id}`"),
+                ),
+                Some(g) => c.refuse(
+                    "cutover_alias",
+                    format!("alias `{alias}` points at `{g}`, not at the source `{source_id}`"),
+                    "check the cutover step's alias",
+                ),
+                None => c.refuse(
+                    "cutover_alias",
+                    format!("alias `{alias}` does not exist"),
+                    "check the cutover step's alias (`ecmigrate sandbox status` lists them)",
+                ),
+            }
+        }
+    }
+
+    // Unencrypted snapshots that already exist stay the operator's to handle: list them (invariant 6).
+    let mut unencrypted = Vec::new();
+    if source.is_some() {
+        let snaps = ctx
+            .cloud
+            .list_snapshots(Some(source_id))
+            .await
+            .map_err(|e| cloud_error("listing snapshots", e))?;
+        unencrypted = snaps
+            .iter()
+            .filter(|s| !s.encrypted())
+            .map(|s| s.name.clone())
+            .collect();
+        if unencrypted.is_empty() {
+            c.pass(
+                "unencrypted_snapshots",
+                "no unencrypted snapshot of the source exists",
+            );
+        } else {
+            ctx.note(format!(
+                "unencrypted snapshots of `{source_id}` exist and will be left alone: {} (delete them once the migration is done)",
+                unencrypted.join(", ")
+            ));
+        }
+    }
+
+    if !c.refusals.is_empty() {
+        return Err(Error::PreflightRefused {
+            refusals: c.refusals,
+        });
+    }
+    Ok(StepOutcome::done(obj(vec![
+        ("source_engine_version", json!(engine_version)),
+        ("kms_key_id", json!(kms_arn)),
+        ("auth_token_store", json!(store.to_string())),
+        ("unencrypted_snapshots", json!(unencrypted)),
+    ])))
+}
+
+/// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).
+pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), String> {
+    let parts: Vec<u32> = version
+        .split('.')
+        .map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    let v = |i: usize| parts.get(i).copied().unwrap_or(0);
+    let ok = match (v(0), v(1)) {
+        (3, 2) => v(2) == 6,
+        (4, 0) => v(2) >= 10,
+        (major, _) => major >= 5 || (major == 4 && v(1) > 0),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "engine version {version} does not support encryption (3.2.6, 4.0.10 or later is needed)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::engine_supports_encryption as ok;
+
+    #[test]
+    fn engine_versions_that_support_encryption() {
+        for v in [
+            "3.2.6", "4.0.10", "4.0.14", "5.0.6", "6.x", "6.2", "7.0.15", "7.1",
+        ] {
+            assert!(ok(v).is_ok(), "{v}");
+        }
+        for v in ["2.8.24", "3.2.4", "3.2.10", "4.0.9"] {
+            assert!(ok(v).is_err(), "{v}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `restore_encrypted`: create the target group from the backup snapshot with at-rest encryption (the
+//! target's KMS key) and in-transit encryption with an AUTH token, copying the source's shape unless the
+//! plan overrides it. The target id is the deterministic name a resumed run looks for.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::cloud::CreateEncryptedGroup;
+use crate::engine::{Poll, StepContext, wait_until};
+use crate::error::{Error, Result};
+use crate::plan::{RestoreEncryptedStep, StepKind, rules};
+use crate::secret::generate_token;
+use crate::steps::backup::encryption_key;
+use crate::steps::{StepOutcome, cloud_error, obj, require_group, timeout, token_store};
+
+pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepOutcome> {
+    let plan = &ctx.plan.plan;
+    let target_id = plan.target.replication_group_id.clone();
+    let snapshot_name = ctx
+        .outputs_of(StepKind::Backup)
+        .and_then(|o| {
+            o.get("snapshot_name")
+                .and_then(|v| v.as_str().map(str::to_string))
+        })
+        .ok_or_else(|| {
+            Error::failed(
+                "no finished backup to restore from",
+                "the plan needs a `backup` step before `restore_encrypted`",
+            )
+        })?;
+
+    let existing = ctx
+        .cloud
+        .describe_group(&target_id)
+        .await
+        .map_err(|e| cloud_error("describing the target", e))?;
+    let store = token_store(&ctx.plan);
+    match existing {
+        Some(group) => {
+            // Ours only if an earlier attempt recorded the intent to create it.
+            if ctx.intent("target_id").is_none() {
+                return Err(Error::failed(
+                    format!("target `{target_id}` exists but this run did not create it"),
+                    "choose another target.replication_group_id",
+                ));
+            }
+            ctx.note(format!(
+                "target `{target_id}` was already requested (status {}); waiting for it",
+                group.status
+            ));
+        }
+        None => {
+            let source = require_group(ctx, &plan.source.replication_group_id).await?;
+            // The token first: it must be stored before the group that requires it exists.
+            let token = match store
+                .load()
+                .map_err(|e| Error::failed(e, "check target.auth_token"))?
+            {
+                Some(t) => t,
+                None if plan.target.auth_token.generate => {
+                    let t = generate_token();
+                    ctx.call(
+                        "StoreAuthToken",
+                        json!({ "store": store.to_string(), "token": "<redacted>" }),
+                    );
+                    ctx.tokens.save(&store, &t).map_err(|e| {
+                        Error::failed(e, "point target.auth_token.file at a writable path")
+                    })?;
+                    t
+                }
+                None => {
+                    return Err(Error::failed(
+                        format!("no AUTH token in {store}"),
+                        "put the token there or use `generate: true`",
+                    ));
+                }
+            };
+            rules::check_auth_token(token.expose()).map_err(|rule| {
+                Error::failed(
+                    format!("the AUTH token in {store} is invalid: {rule}"),
+                    "replace the token",
+                )
+            })?;
+
+            let t = &plan.target;
+            let replicas = match (t.replicas_per_node_group, t.num_cache_clusters) {
+                (Some(r), _) => r,
+                (None, Some(n)) => n.saturating_sub(1),
+                (None, None) => source.nodes_per_node_group.saturating_sub(1),
+            };
+            let mut tags: BTreeMap<String, String> = source.tags.clone();
+            if let Some(extra) = &t.tags {
+                tags.extend(extra.clone());
+            }
+            tags.insert("ecmigrate:plan".into(), plan.name.clone());
+            tags.insert("ecmigrate:run".into(), ctx.run_id.clone());
+            tags.insert("ecmigrate:source".into(), source.id.clone());
+            let request = CreateEncryptedGroup {
+                id: target_id.clone(),
+                description: format!(
+                    "encrypted copy of {} (ecmigrate plan {})",
+                    source.id, plan.name
+                ),
+                snapshot_name: snapshot_name.clone(),
+                engine: source.engine.clone(),
+                engine_version: source.engine_version.clone(),
+                cache_node_type: t
+                    .cache_node_type
+                    .clone()
+                    .unwrap_or(source.cache_node_type.clone()),
+                cluster_enabled: source.cluster_enabled,
+                num_node_groups: t.num_node_groups.unwrap_or(source.num_node_groups),
+                replicas_per_node_group: replicas,
+                kms_key_id: encryption_key(ctx).await?,
+                transit_encryption_mode: t.transit_encryption_mode.as_str().to_string(),
+                auth_token: token,
+                cache_subnet_group_name: t
+                    .cache_subnet_group_name
+                    .clone()
+                    .or(source.cache_subnet_group_name.clone()),
+                security_group_ids: t
+                    .security_group_ids
+                    .clone()
+                    .unwrap_or(source.security_group_ids.clone()),
+                cache_parameter_group_name: t
+                    .cache_parameter_group_name
+                    .clone()
+                    .or(source.cache_parameter_group_name.clone()),
+                port: t.port.or(source.port),
+                preferred_maintenance_window: source.preferred_maintenance_window.clone(),
+                snapshot_window: source.snapshot_window.clone(),
+                tags,
+            };
+            ctx.record_intent("target_id", json!(target_id))?;
+            ctx.call("CreateReplicationGroup", create_params(&request));
+            ctx.write
+                .create_group_from_snapshot(&request)
+                .await
+                .map_err(|e| cloud_error("CreateReplicationGroup", e))?;
+        }
+    }
+
+    let group = wait_until(
+        ctx,
+        &format!("replication group {target_id}"),
+        timeout(spec.timeout_seconds),
+        || async {
+            Ok(match ctx.cloud.describe_group(&target_id).await? {
+                Some(g) if g.is_available() => Poll::Ready(g),
+                Some(g) if g.status == "create-failed" => {
+                    Poll::Failed(format!("creating `{target_id}` failed"))
+                }
+                Some(g) => Poll::Pending(g.status),
+                None => Poll::Pending("not visible yet".into()),
+            })
+        },
+    )
+    .await?;
+    if !group.at_rest_encryption_enabled
+        || !group.transit_encryption_enabled
+        || !group.auth_token_enabled
+    {
+        return Err(Error::failed(
+            format!(
+                "target `{target_id}` came up without full encryption (at rest {}, in transit {}, AUTH {})",
+                group.at_rest_encryption_enabled,
+                group.transit_encryption_enabled,
+                group.auth_token_enabled
+            ),
+            "do not cut over: delete the target and check the account's ElastiCache settings",
+        ));
+    }
+    Ok(StepOutcome::done(obj(vec![
+        ("target_id", json!(group.id)),
+        (
+            "primary_endpoint",
+            json!(group.primary_endpoint.as_ref().map(|e| e.to_string())),
+        ),
+        (
+            "at_rest_encryption_enabled",
+            json!(group.at_rest_encryption_enabled),
+        ),
+        (
+            "transit_encryption_enabled",
+            json!(group.transit_encryption_enabled),
+        ),
+        (
+            "transit_encryption_mode",
+            json!(group.transit_encryption_mode),
+        ),
+        ("auth_token_enabled", json!(group.auth_token_enabled)),
+        ("kms_key_id", json!(group.kms_key_id)),
+        ("auth_token_store", json!(store.to_string())),
+    ])))
+}
+
+/// The request as the operator should see it: every field, the token redacted.
+fn create_params(r: &CreateEncryptedGroup) -> serde_json::Value {
+    json!({
+        "ReplicationGroupId": r.id,
+        "SnapshotName": r.snapshot_name,
+        "Engine": r.engine,
+        "EngineVersion": r.engine_version,
+        "CacheNodeType": r.cache_node_type,
+        "NumNodeGroups": r.num_node_groups,
+        "ReplicasPerNodeGroup": r.replicas_per_node_group,
+        "AtRestEncryptionEnabled": true,
+        "KmsKeyId": r.kms_key_id,
+        "TransitEncryptionEnabled": true,
+        "TransitEncryptionMode": r.transit_encryption_mode,
+        "AuthToken": "<redacted>",
+        "CacheSubnetGroupName": r.cache_subnet_group_name,
+        "SecurityGroupIds": r.security_group_ids,
+        "CacheParameterGroupName": r.cache_parameter_group_name,
+        "Port": r.port,
+        "Tags": r.tags,
+    })
+}
