@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job on the embedded sandbox: an unencrypted group `orders` with data is migrated to
+# `orders-enc` (KMS at rest, TLS + AUTH in transit), the alias is switched, and the source is deleted
+# with an encrypted final snapshot kept. Safe to run again: it starts from a clean sandbox each time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_redis_server
+cargo build --quiet
+bin=target/debug/ecmigrate
+export ECMIGRATE_SANDBOX_DIR="$PWD/.ecmigrate/sandbox" ECMIGRATE_STATE_DIR="$PWD/.ecmigrate/state"
+
+step "a fresh sandbox"
+"$bin" sandbox down >/dev/null 2>&1 || true
+rm -rf .ecmigrate/sandbox .ecmigrate/state/sandbox-demo .ecmigrate/secrets
+"$bin" sandbox up --group orders --replicas 1 --keys "${DEMO_KEYS:-20000}"
+"$bin" sandbox kms create orders
+
+step "audit before (exit 1 = unencrypted groups found)"
+"$bin" audit || true
+
+step "rehearsal: every check and every call, nothing changed"
+"$bin" run plans/sandbox-demo.yaml --dry-run
+
+step "the migration"
+"$bin" run plans/sandbox-demo.yaml --yes
+
+step "where the run stands"
+"$bin" status plans/sandbox-demo.yaml
+
+step "audit after"
+"$bin" audit
+"$bin" sandbox status
+
+echo
+echo "The sandbox keeps running: connect to the new group with"
+echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
+echo "Stop it with: target/debug/ecmigrate sandbox down"

@@ -1,0 +1,178 @@
+//! A small builder around the real binary: a temp folder with its own sandbox and state, plans written
+//! into it, and `sandbox down` on drop so no redis-server outlives a test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const SOURCE: &str = "orders";
+pub const TARGET: &str = "orders-enc";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    extra_env: Vec<(String, String)>,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ecmigrate"))
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        Env { dir: tempfile::tempdir().expect("temp dir"), extra_env: Vec::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn sandbox_dir(&self) -> PathBuf {
+        self.path().join("sandbox")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    pub fn token_file(&self) -> PathBuf {
+        self.path().join("secrets").join("target.token")
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.push((key.into(), value.into()));
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("ECMIGRATE_SANDBOX_DIR", self.sandbox_dir())
+            .env("ECMIGRATE_STATE_DIR", self.state_dir())
+            .env("CI", "true")
+            .env_remove("ECMIGRATE_SANDBOX_CREATE_DELAY_MS")
+            .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self.command(args).output().expect("run ecmigrate");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Run and insist on an exit code.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "ecmigrate {args:?} failed: {r:?}");
+        r
+    }
+
+    pub fn write_plan(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, yaml).expect("write plan");
+        path
+    }
+
+    /// An unencrypted source `orders` with `keys` keys and one replica, and a KMS key alias/orders.
+    pub fn sandbox_with_source(&self, keys: u64) {
+        self.ok(&["sandbox", "up", "--group", SOURCE, "--replicas", "1", "--keys", &keys.to_string()]);
+        self.ok(&["sandbox", "kms", "create", "orders"]);
+    }
+
+    pub fn sandbox_status(&self) -> Value {
+        let r = self.ok(&["sandbox", "status", "--output", "json"]);
+        serde_json::from_str(&r.stdout).expect("status json")
+    }
+
+    pub fn group<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+        status["groups"].as_array()?.iter().find(|g| g["replication_group_id"] == id)
+    }
+
+    pub fn primary_port(status: &Value, id: &str) -> u16 {
+        let g = Self::group(status, id).unwrap_or_else(|| panic!("group {id} in {status}"));
+        let node = g["nodes"].as_array().unwrap().iter().find(|n| n["role"] == "primary").expect("primary");
+        node["port"].as_u64().unwrap() as u16
+    }
+
+    /// Every file under the sandbox folder, recursively.
+    pub fn sandbox_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.sandbox_dir(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.sandbox_dir().exists() {
+            let _ = self.command(&["sandbox", "down"]).output();
+        }
+    }
+}
+
+/// The full migration plan used by most tests (token generated into the env's secrets folder).
+pub fn full_plan(env: &Env) -> String {
+    format!(
+        r#"version: 1
+name: orders-migration
+provider: sandbox
+source:
+  replication_group_id: {SOURCE}
+target:
+  replication_group_id: {TARGET}
+  kms_key_id: alias/orders
+  auth_token: {{ generate: true, file: {} }}
+steps:
+  - kind: preflight
+  - kind: backup
+  - kind: restore_encrypted
+  - kind: verify
+    full: true
+  - kind: cutover
+    strategy: sandbox_alias
+    alias: orders-endpoint
+  - kind: delete_source
+    confirm: {SOURCE}
+"#,
+        env.token_file().display()
+    )
+}
+
+/// A tokio runtime for talking to redis from a test.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
