@@ -187,6 +187,21 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
                 ),
             )
         }
+        other if positions.broken().is_some() => {
+            // A syntax error: name the collection the parser was reading.
+            let field = match positions.broken() {
+                Some("") | None => "(yaml)".to_string(),
+                Some(p) => p.to_string(),
+            };
+            let at = pos
+                .map(|(l, c)| format!(" (noticed at line {l}, column {c})"))
+                .unwrap_or_default();
+            let text = other.to_string();
+            (
+                field,
+                format!("not valid YAML: {}{at}", message_only(&text)),
+            )
+        }
         other => {
             let text = other.to_string();
             let msg = message_only(&text);

@@ -27,6 +27,8 @@ pub(crate) struct Entry {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Positions {
     entries: HashMap<String, Entry>,
+    /// The collection being read when the parser met a syntax error.
+    broken: Option<String>,
 }
 
 enum Frame {
@@ -58,7 +60,12 @@ impl Positions {
         let mut open: Vec<Option<(String, Pos, Pos, bool)>> = Vec::new();
         let mut documents = 0usize;
         for item in Parser::new_from_str(text) {
-            let Ok((event, span)) = item else { break };
+            let Ok((event, span)) = item else {
+                out.broken = stack.last().map(|f| match f {
+                    Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => path.clone(),
+                });
+                break;
+            };
             let start = (span.start.line(), span.start.col() + 1);
             let end = (span.end.line(), span.end.col() + 1);
             match event {
@@ -136,6 +143,18 @@ impl Positions {
                         .as_ref()
                         .map(|(p, _)| p.clone())
                         .unwrap_or_else(|| "?".into());
+                    if let Some((p, key)) = &here {
+                        // Until the collection closes (it may never, on a syntax error) it runs to the end.
+                        let end = (usize::MAX, usize::MAX);
+                        let entry = Entry {
+                            key: *key,
+                            start,
+                            end,
+                            is_map,
+                            scalar: None,
+                        };
+                        out.entries.insert(p.clone(), entry);
+                    }
                     open.push(here.map(|(p, k)| (p, k, start, is_map)));
                     stack.push(if is_map {
                         Frame::Mapping {
@@ -176,6 +195,11 @@ impl Positions {
             }
         }
         out
+    }
+
+    /// The collection being read when the parser met a syntax error (`` for the root).
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.broken.as_deref().filter(|p| *p != "?")
     }
 
     /// The entry at `path`, if the document has it.

@@ -133,7 +133,7 @@ pub fn check_profile(profile: &str) -> Result<(), String> {
 
 /// A data-plane endpoint `host:port`: host non-empty (IPv6 in brackets), port 1–65535.
 pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    const RULE: &str = "must be `host:port` with a port from 1 to 65535 (IPv6 hosts in brackets, e.g. `[::1]:6379`)";
+    const RULE: &str = "must be `host:port` with a port from 1 to 65535, an IPv6 host in brackets like `[::1]:6379`";
     let (host, port) = if let Some(rest) = endpoint.strip_prefix('[') {
         match rest.split_once("]:") {
             Some((h, p))
@@ -206,7 +206,7 @@ fn check_alias_name(alias: &str) -> Result<(), String> {
         return Err("an alias name may contain only letters, digits, `/`, `_` and `-`".into());
     }
     if name.starts_with("aws/") && name != "aws/elasticache" {
-        return Err("`alias/aws/...` names are reserved for AWS managed keys (only `alias/aws/elasticache` is allowed)".into());
+        return Err("`alias/aws/…` is reserved for AWS managed keys; only `alias/aws/elasticache` is allowed".into());
     }
     Ok(())
 }

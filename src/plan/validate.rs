@@ -242,7 +242,7 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
     }
     if let Some(d) = index_of(StepKind::DeleteSource) {
         for needed in [StepKind::Verify, StepKind::Cutover] {
-            if !index_of(needed).is_some_and(|i| i < d) {
+            if index_of(needed).is_none_or(|i| i >= d) {
                 f.add(
                     format!("steps[{d}].kind"),
                     format!(
