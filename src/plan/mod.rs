@@ -173,7 +173,13 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
         E::SerdeUnknownVariant {
             variant, expected, ..
         } => {
-            let shown: String = variant.chars().take(40).collect();
+            // Values of 16 characters or more are not repeated: they could be an AUTH token pasted
+            // into the wrong field (a valid token has at least 16 characters).
+            let shown = if variant.chars().count() < 16 {
+                format!("unknown value `{variant}`")
+            } else {
+                "unknown value".to_string()
+            };
             // Step mappings are buffered: the position is the step's start, the culprit its `kind`.
             let field = match pos.and_then(|p| positions.mapping_at(p)) {
                 Some(m) if expected.contains(&"preflight") => format!("{m}.kind"),
@@ -181,10 +187,7 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
             };
             (
                 field,
-                format!(
-                    "unknown value `{shown}`; expected one of {}",
-                    quoted_list(expected)
-                ),
+                format!("{shown}; expected one of {}", quoted_list(expected)),
             )
         }
         other if positions.broken().is_some() => {
@@ -213,6 +216,13 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
             };
             (here.clone().unwrap_or_else(|| "(yaml)".into()), rule)
         }
+    };
+    let (field, rule) = if field.is_empty() {
+        let want =
+            "the plan must be a mapping with `version`, `name`, `source`, `target` and `steps`";
+        ("(document)".to_string(), format!("{want} ({rule})"))
+    } else {
+        (field, rule)
     };
     let line = positions
         .line_of(&field)

@@ -230,12 +230,12 @@ pub fn check_kms_key_id(key: &str) -> Result<(), String> {
                 || (p.starts_with('-') && p.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
         });
         if !partition_ok {
-            return Err(format!("{RULE} (bad partition `{partition}`)"));
+            return Err(format!(
+                "{RULE} (the ARN's partition must be `aws` or `aws-…`)"
+            ));
         }
         if *service != "kms" {
-            return Err(format!(
-                "{RULE} (the ARN's service is `{service}`, not `kms`)"
-            ));
+            return Err(format!("{RULE} (the ARN's service must be `kms`)"));
         }
         if check_region(region).is_err() {
             return Err(format!("{RULE} (bad region in the ARN)"));

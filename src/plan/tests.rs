@@ -602,3 +602,37 @@ fn command_strategy_is_refused_in_words() {
     );
     assert_eq!(issues[0].line, Some(13));
 }
+
+#[test]
+fn odd_documents_are_refused_with_an_issue() {
+    for text in [
+        "",
+        "[]",
+        "- 1\n",
+        "version: 1\n---\nversion: 1\n",
+        "just text",
+        "{",
+        "\t- x",
+    ] {
+        let issues = issues_in(text);
+        assert!(!issues.is_empty(), "{text:?}");
+        assert!(!issues[0].rule.is_empty());
+        println!("{text:?} => {}", issues[0]);
+    }
+}
+
+#[test]
+fn long_unknown_values_are_not_repeated() {
+    let secret = "abcdefghijklmnopqrstu";
+    let issues =
+        issues_in(&GOOD.replace("name: orders", &format!("name: orders\nprovider: {secret}")));
+    assert_eq!(issues[0].field, "provider");
+    assert_eq!(issues[0].line, Some(3));
+    assert!(!issues[0].rule.contains(secret), "{}", issues[0].rule);
+    let issues = issues_in(&GOOD.replace("name: orders", "name: orders\nprovider: azure"));
+    assert!(
+        issues[0].rule.starts_with("unknown value `azure`"),
+        "{}",
+        issues[0].rule
+    );
+}
