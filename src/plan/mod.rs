@@ -1,14 +1,20 @@
 //! The plan: YAML parsing (serde-saphyr), validation that names file, line, field and rule, and the JSON
 //! Schema export. Nothing here touches the network.
 
+mod positions;
 pub mod rules;
 pub mod types;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
 pub use types::*;
 
 use crate::error::{Error, PlanIssue, Result};
+use positions::Positions;
 
 /// A parsed and validated plan with where it came from.
 #[derive(Debug, Clone)]
@@ -33,22 +39,16 @@ impl LoadedPlan {
 
 /// Read, parse and validate a plan file. Every problem found is reported at once.
 pub fn load(path: &Path) -> Result<LoadedPlan> {
+    let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidPlan {
         issues: vec![PlanIssue {
-            file: path.display().to_string(),
+            file: file.clone(),
             line: None,
             field: "(file)".into(),
             rule: format!("the plan file must be readable: {e}"),
         }],
     })?;
-    let plan: Plan = serde_saphyr::from_str(&text).map_err(|e| Error::InvalidPlan {
-        issues: vec![PlanIssue {
-            file: path.display().to_string(),
-            line: None,
-            field: "(yaml)".into(),
-            rule: e.to_string(),
-        }],
-    })?;
+    let plan = parse_str(&text, &file)?;
     let dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -61,7 +61,237 @@ pub fn load(path: &Path) -> Result<LoadedPlan> {
     })
 }
 
+/// Parse and validate plan text; `file` is the name used in issues.
+pub fn parse_str(text: &str, file: &str) -> Result<Plan> {
+    let positions = Positions::of(text);
+    let plan: Plan = serde_saphyr::from_str(text).map_err(|e| Error::InvalidPlan {
+        issues: vec![yaml_issue(&e, &positions, file)],
+    })?;
+    let issues: Vec<PlanIssue> = validate::validate(&plan)
+        .into_iter()
+        .map(|f| PlanIssue {
+            file: file.to_string(),
+            line: positions.line_of(&f.field),
+            field: f.field,
+            rule: f.rule,
+        })
+        .collect();
+    if issues.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Error::InvalidPlan { issues })
+    }
+}
+
 /// The JSON Schema of plan version 1, for editors.
 pub fn schema_json() -> String {
     serde_json::to_string_pretty(&schemars::schema_for!(Plan)).expect("schema serializes")
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The kind of a value serde found (`string`, `integer`, ...), without the value itself: the value
+/// might be a secret pasted in the wrong place.
+fn kind_only(unexpected: &str) -> String {
+    let kind = unexpected.split([' ', '"', '`']).next().unwrap_or("value");
+    match kind {
+        "string" | "char" => "a string".into(),
+        "integer" | "floating" => "a number".into(),
+        "boolean" => "a boolean".into(),
+        "sequence" => "a list".into(),
+        "map" => "a mapping".into(),
+        "unit" | "null" => "an empty value".into(),
+        other => other.to_string(),
+    }
+}
+
+fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> PlanIssue {
+    use serde_saphyr::Error as E;
+    let inner = err.without_snippet();
+    let pos = inner
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| (l.line() as usize, l.column() as usize));
+    let here = pos.and_then(|p| positions.path_at(p)).map(str::to_string);
+    let (field, rule) = match inner {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => {
+            // The position is the unknown key itself, or (inside buffered step mappings) the mapping.
+            let parent = pos
+                .and_then(|p| positions.mapping_at(p))
+                .unwrap_or_default();
+            let path = join_field(parent, field);
+            let mut rule = format!(
+                "unknown field `{field}`; expected one of {}",
+                quoted_list(expected)
+            );
+            if path.starts_with("target.auth_token") {
+                rule = format!(
+                    "unknown field `{field}`: the plan never holds the AUTH token itself; use `file: PATH` or `env: NAME` (and `generate: true` to create one)"
+                );
+            }
+            (path, rule)
+        }
+        E::SerdeMissingField { field, .. } => {
+            let parent = pos
+                .and_then(|p| positions.mapping_at(p))
+                .unwrap_or_default();
+            (
+                join_field(parent, field),
+                format!("missing required field `{field}`"),
+            )
+        }
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => {
+            let field = buffered_culprit(positions, pos, expected)
+                .or(here.clone())
+                .unwrap_or_else(|| "(yaml)".into());
+            (
+                field,
+                format!(
+                    "expected {}, found {}",
+                    expected_words(expected),
+                    kind_only(unexpected)
+                ),
+            )
+        }
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
+            // Values of 16 characters or more are not repeated: they could be an AUTH token pasted
+            // into the wrong field (a valid token has at least 16 characters).
+            let shown = if variant.chars().count() < 16 {
+                format!("unknown value `{variant}`")
+            } else {
+                "unknown value".to_string()
+            };
+            // Step mappings are buffered: the position is the step's start, the culprit its `kind`.
+            let field = match pos.and_then(|p| positions.mapping_at(p)) {
+                Some(m) if expected.contains(&"preflight") => format!("{m}.kind"),
+                _ => here.clone().unwrap_or_else(|| "(yaml)".into()),
+            };
+            (
+                field,
+                format!("{shown}; expected one of {}", quoted_list(expected)),
+            )
+        }
+        other if positions.broken().is_some() => {
+            // A syntax error: name the collection the parser was reading.
+            let field = match positions.broken() {
+                Some("") | None => "(yaml)".to_string(),
+                Some(p) => p.to_string(),
+            };
+            let at = pos
+                .map(|(l, c)| format!(" (noticed at line {l}, column {c})"))
+                .unwrap_or_default();
+            let text = other.to_string();
+            (
+                field,
+                format!("not valid YAML: {}{at}", message_only(&text)),
+            )
+        }
+        other => {
+            let text = other.to_string();
+            let msg = message_only(&text);
+            let rule = match msg.strip_prefix("invalid ") {
+                Some(t) if ["u8", "u16", "u32", "u64"].contains(&t) => {
+                    "expected a whole number".to_string()
+                }
+                _ => format!("not a valid plan: {msg}"),
+            };
+            (here.clone().unwrap_or_else(|| "(yaml)".into()), rule)
+        }
+    };
+    let (field, rule) = if field.is_empty() {
+        let want =
+            "the plan must be a mapping with `version`, `name`, `source`, `target` and `steps`";
+        ("(document)".to_string(), format!("{want} ({rule})"))
+    } else {
+        (field, rule)
+    };
+    let line = positions
+        .line_of(&field)
+        .filter(|_| !field.starts_with('('))
+        .or(pos.map(|p| p.0));
+    PlanIssue {
+        file: file.to_string(),
+        line,
+        field,
+        rule,
+    }
+}
+
+/// Serde's name of an expected type in words.
+fn expected_words(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number".into(),
+        "a boolean" | "bool" => "`true` or `false`".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Inside a buffered step mapping serde reports type errors at the step's start; find the child whose
+/// scalar does not fit the expected type.
+fn buffered_culprit(
+    positions: &Positions,
+    pos: Option<(usize, usize)>,
+    expected: &str,
+) -> Option<String> {
+    let pos = pos?;
+    let mapping = positions.mapping_at(pos)?;
+    if positions.get(mapping)?.start != pos {
+        return None;
+    }
+    // The scalar fields of step mappings by type: serde only says which type it expected.
+    let wanted: &[&str] = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => {
+            &["timeout_seconds", "sample", "ttl_tolerance_ms"]
+        }
+        "a boolean" | "bool" => &["full", "postpone"],
+        _ => &["snapshot_name", "final_snapshot_name", "confirm", "alias"],
+    };
+    let fits = |v: &str| match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => v.parse::<u64>().is_ok(),
+        "a boolean" | "bool" => matches!(v, "true" | "false"),
+        _ => true,
+    };
+    positions
+        .children(mapping)
+        .into_iter()
+        .filter(|(p, _)| p.rsplit('.').next().is_some_and(|k| wanted.contains(&k)))
+        .find(|(_, e)| e.scalar.as_deref().is_none_or(|v| !fits(v)))
+        .map(|(p, _)| p.to_string())
+}
+
+fn join_field(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// The first line of a parser message without its ` at line L, column C` suffix (the issue has the line).
+fn message_only(s: &str) -> &str {
+    let s = s.lines().next().unwrap_or(s).trim();
+    let s = s.strip_prefix("error: ").unwrap_or(s);
+    match s.rfind(" at line ") {
+        Some(i) => &s[..i],
+        None => s,
+    }
 }

@@ -1,0 +1,297 @@
+//! Where each field of a YAML document is: dotted field paths (`target.auth_token.file`,
+//! `steps[3].alias`) mapped to 1-based lines, built by walking the parser's events.
+
+use std::collections::HashMap;
+
+use serde_saphyr::granit_parser::{Event, Parser};
+
+/// A position as (1-based line, 1-based column).
+pub(crate) type Pos = (usize, usize);
+
+/// One node of the document, addressed by its dotted path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Where the key naming this node starts (for mapping values), else where the node starts.
+    pub key: Pos,
+    /// Where the node's value starts.
+    pub start: Pos,
+    /// Where the node's value ends (exclusive).
+    pub end: Pos,
+    /// Whether the node is a mapping.
+    pub is_map: bool,
+    /// The text of a scalar node.
+    pub scalar: Option<String>,
+}
+
+/// Field paths of a document and where they are.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Positions {
+    entries: HashMap<String, Entry>,
+    /// The collection being read when the parser met a syntax error.
+    broken: Option<String>,
+}
+
+enum Frame {
+    Mapping {
+        path: String,
+        key: Option<(String, Pos)>,
+        expecting_key: bool,
+    },
+    Sequence {
+        path: String,
+        index: usize,
+    },
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Positions {
+    /// Walk `text`'s events. A syntax error stops the walk; what was seen so far is kept.
+    pub(crate) fn of(text: &str) -> Positions {
+        let mut out = Positions::default();
+        let mut stack: Vec<Frame> = Vec::new();
+        // Paths of open collections, with their key position and start, closed on the matching end.
+        let mut open: Vec<Option<(String, Pos, Pos, bool)>> = Vec::new();
+        let mut documents = 0usize;
+        for item in Parser::new_from_str(text) {
+            let Ok((event, span)) = item else {
+                out.broken = stack.last().map(|f| match f {
+                    Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => path.clone(),
+                });
+                break;
+            };
+            let start = (span.start.line(), span.start.col() + 1);
+            let end = (span.end.line(), span.end.col() + 1);
+            match event {
+                Event::DocumentStart(..) => {
+                    documents += 1;
+                    if documents > 1 {
+                        break;
+                    }
+                }
+                Event::Scalar(value, ..) => {
+                    if let Some(Frame::Mapping {
+                        key, expecting_key, ..
+                    }) = stack.last_mut()
+                        && *expecting_key
+                    {
+                        *key = Some((value.into_owned(), start));
+                        *expecting_key = false;
+                        continue;
+                    }
+                    if let Some((path, key)) = value_path(&stack, start) {
+                        let scalar = Some(value.into_owned());
+                        out.entries.insert(
+                            path,
+                            Entry {
+                                key,
+                                start,
+                                end,
+                                is_map: false,
+                                scalar,
+                            },
+                        );
+                    }
+                    advance(&mut stack);
+                }
+                Event::Alias(_) => {
+                    if let Some(Frame::Mapping {
+                        key, expecting_key, ..
+                    }) = stack.last_mut()
+                        && *expecting_key
+                    {
+                        *key = Some(("*".to_string(), start));
+                        *expecting_key = false;
+                        continue;
+                    }
+                    if let Some((path, key)) = value_path(&stack, start) {
+                        out.entries.insert(
+                            path,
+                            Entry {
+                                key,
+                                start,
+                                end,
+                                is_map: false,
+                                scalar: None,
+                            },
+                        );
+                    }
+                    advance(&mut stack);
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let is_map = matches!(event, Event::MappingStart(..));
+                    // A collection used as a mapping key has no field path.
+                    let as_key = matches!(
+                        stack.last(),
+                        Some(Frame::Mapping {
+                            expecting_key: true,
+                            ..
+                        })
+                    );
+                    let here = if as_key {
+                        None
+                    } else {
+                        value_path(&stack, start)
+                    };
+                    let path = here
+                        .as_ref()
+                        .map(|(p, _)| p.clone())
+                        .unwrap_or_else(|| "?".into());
+                    if let Some((p, key)) = &here {
+                        // Until the collection closes (it may never, on a syntax error) it runs to the end.
+                        let end = (usize::MAX, usize::MAX);
+                        let entry = Entry {
+                            key: *key,
+                            start,
+                            end,
+                            is_map,
+                            scalar: None,
+                        };
+                        out.entries.insert(p.clone(), entry);
+                    }
+                    open.push(here.map(|(p, k)| (p, k, start, is_map)));
+                    stack.push(if is_map {
+                        Frame::Mapping {
+                            path,
+                            key: None,
+                            expecting_key: true,
+                        }
+                    } else {
+                        Frame::Sequence { path, index: 0 }
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    if let Some(Some((path, key, start, is_map))) = open.pop() {
+                        out.entries.insert(
+                            path,
+                            Entry {
+                                key,
+                                start,
+                                end,
+                                is_map,
+                                scalar: None,
+                            },
+                        );
+                    }
+                    if let Some(Frame::Mapping {
+                        key, expecting_key, ..
+                    }) = stack.last_mut()
+                        && *expecting_key
+                    {
+                        *key = Some(("?".to_string(), start));
+                        *expecting_key = false;
+                        continue;
+                    }
+                    advance(&mut stack);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The collection being read when the parser met a syntax error (`` for the root).
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.broken.as_deref().filter(|p| *p != "?")
+    }
+
+    /// The entry at `path`, if the document has it.
+    pub(crate) fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// The direct children of the mapping at `path`, in document order.
+    pub(crate) fn children<'a>(&'a self, path: &'a str) -> Vec<(&'a str, &'a Entry)> {
+        let mut out: Vec<(&str, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(p, _)| {
+                p.strip_prefix(path)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|r| !r.contains(['.', '[']))
+            })
+            .map(|(p, e)| (p.as_str(), e))
+            .collect();
+        out.sort_by_key(|(_, e)| e.key);
+        out
+    }
+
+    /// The deepest mapping that contains `pos` (its start included).
+    pub(crate) fn mapping_at(&self, pos: Pos) -> Option<&str> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.is_map && e.start <= pos && pos < e.end)
+            .max_by_key(|(p, e)| (e.start, p.len()))
+            .map(|(p, _)| p.as_str())
+    }
+
+    /// The line of `path`; a missing field points at its nearest present parent.
+    pub(crate) fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(e) = self.entries.get(p) {
+                return Some(e.key.0);
+            }
+            p = parent(p)?;
+        }
+    }
+
+    /// The deepest field whose key is at `pos` or whose value contains `pos`.
+    pub(crate) fn path_at(&self, pos: Pos) -> Option<&str> {
+        if let Some((p, _)) = self
+            .entries
+            .iter()
+            .filter(|(p, e)| e.key == pos && !p.is_empty())
+            .max_by_key(|(p, _)| p.len())
+        {
+            return Some(p);
+        }
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.start <= pos && pos < e.end.max((e.start.0, e.start.1 + 1)))
+            .max_by_key(|(p, e)| (e.start, p.len()))
+            .map(|(p, _)| p.as_str())
+    }
+}
+
+/// The parent of a dotted path: `a.b[2].c` → `a.b[2]` → `a.b` → `a` → `` → none.
+pub(crate) fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    let cut = path.rfind(['.', '[']).unwrap_or(0);
+    Some(&path[..cut])
+}
+
+fn value_path(stack: &[Frame], start: Pos) -> Option<(String, Pos)> {
+    match stack.last() {
+        None => Some((String::new(), start)),
+        Some(Frame::Mapping {
+            path,
+            key: Some((k, kpos)),
+            ..
+        }) => Some((join(path, k), *kpos)),
+        Some(Frame::Mapping { key: None, .. }) => None,
+        Some(Frame::Sequence { path, index }) => Some((format!("{path}[{index}]"), start)),
+    }
+}
+
+fn advance(stack: &mut [Frame]) {
+    match stack.last_mut() {
+        Some(Frame::Mapping {
+            key, expecting_key, ..
+        }) => {
+            *key = None;
+            *expecting_key = true;
+        }
+        Some(Frame::Sequence { index, .. }) => *index += 1,
+        None => {}
+    }
+}

@@ -1,0 +1,638 @@
+//! Plan loading and validation: fixtures under `tests/plans/` and edge cases of each rule.
+
+use std::path::{Path, PathBuf};
+
+use super::rules::*;
+use super::*;
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/plans")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn issues_of(path: &Path) -> Vec<PlanIssue> {
+    match load(path) {
+        Ok(_) => panic!("{} should be refused", path.display()),
+        Err(Error::InvalidPlan { issues }) => issues,
+        Err(other) => panic!("{}: unexpected error {other}", path.display()),
+    }
+}
+
+fn issues_in(text: &str) -> Vec<PlanIssue> {
+    match parse_str(text, "plan.yaml") {
+        Ok(_) => panic!("should be refused:\n{text}"),
+        Err(Error::InvalidPlan { issues }) => issues,
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+/// The key a field path ends with: `steps[2].alias` → `alias`, `target.security_group_ids[1]` →
+/// `security_group_ids`, `steps` → `steps`.
+fn last_key(field: &str) -> &str {
+    let trimmed = field
+        .trim_end_matches(|c: char| c == ']' || c.is_ascii_digit())
+        .trim_end_matches('[');
+    let trimmed = if trimmed.ends_with(']') {
+        field
+    } else {
+        trimmed
+    };
+    trimmed.rsplit(['.', ']']).next().unwrap_or(trimmed)
+}
+
+#[test]
+fn every_invalid_fixture_is_refused_naming_its_field_and_line() {
+    let files = fixtures("invalid");
+    assert!(files.len() >= 24, "only {} invalid fixtures", files.len());
+    let mut fields = std::collections::HashSet::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect-field: "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: first line must be `# expect-field: FIELD`",
+                    path.display()
+                )
+            })
+            .trim()
+            .to_string();
+        let issues = issues_of(path);
+        let shown = issues
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        println!("{shown}");
+        assert_eq!(
+            issues.len(),
+            1,
+            "{}: exactly one thing is wrong, yet:\n{shown}",
+            path.display()
+        );
+        let issue = &issues[0];
+        assert!(
+            issue.field == expect || issue.field.starts_with(&format!("{expect}.")),
+            "{}: expected field `{expect}`, got:\n{shown}",
+            path.display()
+        );
+        assert_eq!(issue.file, path.display().to_string());
+        let line = issue
+            .line
+            .unwrap_or_else(|| panic!("{}: no line in {shown}", path.display()));
+        assert!(
+            line >= 2 && line <= text.lines().count(),
+            "{}: line {line} out of the file",
+            path.display()
+        );
+        // Where the field is written, the line must be the one holding its key.
+        let key = format!("{}:", last_key(&issue.field));
+        if text.lines().skip(1).any(|l| l.contains(&key)) {
+            assert!(
+                text.lines().nth(line - 1).unwrap().contains(&key),
+                "{}: line {line} does not hold `{key}`: {shown}",
+                path.display()
+            );
+        }
+        assert!(
+            !issue.rule.is_empty() && issue.rule.chars().next().unwrap().is_lowercase()
+                || issue.rule.starts_with('`'),
+            "{shown}"
+        );
+        fields.insert(path.file_name().unwrap().to_owned());
+    }
+    assert_eq!(fields.len(), files.len());
+}
+
+#[test]
+fn valid_fixtures_load() {
+    let files = fixtures("valid");
+    assert!(files.len() >= 2);
+    for path in files {
+        let loaded = load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(loaded.plan.version, 1);
+        assert_eq!(loaded.plan.source.replication_group_id, "orders");
+        assert_eq!(loaded.dir, path.parent().unwrap());
+    }
+}
+
+#[test]
+fn full_fixture_has_every_step_and_resolves_paths_against_its_folder() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plans/valid/full.yaml");
+    let loaded = load(&path).unwrap();
+    let kinds: Vec<StepKind> = loaded.plan.steps.iter().map(StepSpec::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            StepKind::Preflight,
+            StepKind::Backup,
+            StepKind::RestoreEncrypted,
+            StepKind::StreamCopy,
+            StepKind::Verify,
+            StepKind::Cutover,
+            StepKind::DeleteSource
+        ]
+    );
+    let token = loaded.plan.target.auth_token.file.clone().unwrap();
+    assert_eq!(
+        loaded.resolve(&token),
+        path.parent().unwrap().join("secrets/orders.token")
+    );
+    assert_eq!(
+        loaded.resolve(Path::new("/abs/ca.pem")),
+        PathBuf::from("/abs/ca.pem")
+    );
+    assert_eq!(loaded.plan.provider, Provider::Sandbox);
+}
+
+#[test]
+fn missing_file_is_an_invalid_plan() {
+    let issues = match load(Path::new("/nonexistent/plan.yaml")) {
+        Err(Error::InvalidPlan { issues }) => issues,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(issues[0].field, "(file)");
+}
+
+const GOOD: &str = "version: 1
+name: orders
+source:
+  replication_group_id: orders
+target:
+  replication_group_id: orders-enc
+  auth_token: { env: TOKEN }
+steps:
+  - kind: preflight
+  - kind: backup
+  - kind: restore_encrypted
+";
+
+#[test]
+fn relative_plan_path_has_dot_as_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+    let loaded = load(&file).unwrap();
+    assert_eq!(loaded.dir, dir.path());
+    assert_eq!(
+        loaded.resolve(Path::new("t.token")),
+        dir.path().join("t.token")
+    );
+}
+
+#[test]
+fn every_issue_is_reported_not_just_the_first() {
+    let text = GOOD
+        .replace("version: 1", "version: 3")
+        .replace("name: orders", "name: .hidden")
+        .replace("orders-enc", "orders-enc-")
+        .replace("env: TOKEN", "env: 9TOKEN")
+        .replace("  - kind: backup\n", "");
+    let issues = issues_in(&text);
+    let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "version",
+            "name",
+            "target.replication_group_id",
+            "target.auth_token.env",
+            "steps"
+        ],
+        "{issues:#?}"
+    );
+    let lines: Vec<Option<usize>> = issues.iter().map(|i| i.line).collect();
+    assert_eq!(lines, [Some(1), Some(2), Some(6), Some(7), Some(8)]);
+    assert!(
+        issues[4].rule.contains("`backup` step is required"),
+        "{}",
+        issues[4].rule
+    );
+}
+
+#[test]
+fn step_order_messages_name_the_rule() {
+    let text = GOOD.replace(
+        "  - kind: preflight\n  - kind: backup\n  - kind: restore_encrypted\n",
+        "  - kind: preflight\n  - kind: restore_encrypted\n  - kind: backup\n  - kind: verify\n  - kind: verify\n",
+    );
+    let issues = issues_in(&text);
+    let rules: Vec<(&str, &str)> = issues
+        .iter()
+        .map(|i| (i.field.as_str(), i.rule.as_str()))
+        .collect();
+    assert_eq!(rules.len(), 2, "{rules:#?}");
+    assert_eq!(rules[0].0, "steps[2].kind");
+    assert!(
+        rules[0]
+            .1
+            .starts_with("`backup` must come before `restore_encrypted`"),
+        "{}",
+        rules[0].1
+    );
+    assert_eq!(issues[0].line, Some(11));
+    assert_eq!(rules[1].0, "steps[4].kind");
+    assert!(
+        rules[1].1.starts_with("`verify` appears twice"),
+        "{}",
+        rules[1].1
+    );
+    assert_eq!(issues[1].line, Some(13));
+}
+
+#[test]
+fn missing_field_points_at_its_parent() {
+    let text = GOOD.replace("  replication_group_id: orders-enc\n", "");
+    let issues = issues_in(&text);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].field, "target.replication_group_id");
+    assert_eq!(issues[0].line, Some(5));
+    assert!(issues[0].rule.contains("missing"), "{}", issues[0].rule);
+}
+
+#[test]
+fn unknown_fields_and_wrong_types_do_not_echo_values() {
+    let secret = "s3cr3t-t0ken-value-1234567890";
+    for text in [
+        GOOD.replace("{ env: TOKEN }", &format!("{{ value: {secret} }}")),
+        GOOD.replace("{ env: TOKEN }", secret),
+        GOOD.replace("name: orders", &format!("name: orders\npassword: {secret}")),
+        GOOD.replace(
+            "  - kind: backup\n",
+            &format!("  - kind: backup\n    timeout_seconds: {secret}\n"),
+        ),
+        GOOD.replace("version: 1", &format!("version: {secret}")),
+        GOOD.replace(
+            "{ env: TOKEN }",
+            &format!("{{ env: TOKEN, generate: {secret} }}"),
+        ),
+    ] {
+        let issues = issues_in(&text);
+        let shown = Error::InvalidPlan {
+            issues: issues.clone(),
+        }
+        .to_string();
+        assert!(!shown.contains(secret), "value echoed: {shown}");
+        assert!(issues[0].line.is_some(), "{shown}");
+    }
+    let issues = issues_in(&GOOD.replace("{ env: TOKEN }", &format!("{{ value: \"{secret}\" }}")));
+    assert_eq!(issues[0].field, "target.auth_token.value");
+    assert!(
+        issues[0].rule.contains("never holds the AUTH token"),
+        "{}",
+        issues[0].rule
+    );
+}
+
+#[test]
+fn type_errors_inside_steps_name_the_step_field() {
+    let text = GOOD.replace(
+        "  - kind: restore_encrypted\n",
+        "  - kind: restore_encrypted\n    timeout_seconds: soon\n",
+    );
+    let issues = issues_in(&text);
+    assert_eq!(issues[0].field, "steps[2].timeout_seconds");
+    assert_eq!(issues[0].line, Some(12));
+    assert!(
+        issues[0].rule.contains("whole number"),
+        "{}",
+        issues[0].rule
+    );
+    let text = GOOD.replace(
+        "  - kind: backup\n",
+        "  - kind: cutover\n    strategy: manual\n    postpone: maybe\n  - kind: backup\n",
+    );
+    let issues = issues_in(&text);
+    assert_eq!(issues[0].field, "steps[1].postpone");
+}
+
+#[test]
+fn syntax_errors_carry_a_line() {
+    let text = GOOD.replace("name: orders", "name: \"orders");
+    let issues = issues_in(&text);
+    assert_eq!(issues.len(), 1);
+    assert!(issues[0].line.is_some(), "{issues:?}");
+}
+
+#[test]
+fn schema_is_json_and_names_every_step_kind() {
+    let schema: serde_json::Value = serde_json::from_str(&schema_json()).expect("valid JSON");
+    let text = schema.to_string();
+    for kind in [
+        "preflight",
+        "backup",
+        "restore_encrypted",
+        "stream_copy",
+        "verify",
+        "cutover",
+        "delete_source",
+    ] {
+        assert!(text.contains(&format!("\"{kind}\"")), "schema lacks {kind}");
+    }
+    assert!(text.contains("sandbox_alias") && text.contains("auth_token"));
+}
+
+#[test]
+fn auth_token_edges() {
+    assert!(check_auth_token(&"a".repeat(15)).is_err());
+    assert!(check_auth_token(&"a".repeat(16)).is_ok());
+    assert!(check_auth_token(&"a".repeat(128)).is_ok());
+    assert!(check_auth_token(&"a".repeat(129)).is_err());
+    for bad in ['@', '/', '"', ' ', 'é', '\t'] {
+        let t = format!("abcdefghijklmno{bad}");
+        let err = check_auth_token(&t).unwrap_err();
+        assert!(!err.contains(&t), "token echoed: {err}");
+    }
+    assert!(check_auth_token("abcdefghijklmno!#$%&*()-+=").is_ok());
+}
+
+#[test]
+fn group_id_edges() {
+    let forty = format!("a{}", "b".repeat(39));
+    assert!(check_group_id(&forty).is_ok());
+    assert!(
+        check_group_id(&format!("{forty}c"))
+            .unwrap_err()
+            .contains("got 41 characters")
+    );
+    assert!(check_group_id("").is_err());
+    assert!(check_group_id("a").is_ok());
+    assert!(check_group_id("1orders").is_err());
+    assert!(check_group_id("-orders").is_err());
+    assert!(check_group_id("orders--enc").unwrap_err().contains("`--`"));
+    assert!(
+        check_group_id("orders-")
+            .unwrap_err()
+            .contains("trailing hyphen")
+    );
+    assert!(check_group_id("orders_enc").unwrap_err().contains("`_`"));
+    assert!(check_group_id("ordérs").is_err());
+    assert!(check_group_id("Orders-Enc-2").is_ok());
+}
+
+#[test]
+fn plan_name_edges() {
+    for ok in [
+        "orders",
+        "o",
+        "orders.v2_final-1",
+        "0rders",
+        &"a".repeat(64),
+    ] {
+        assert!(check_plan_name(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        "a\\b",
+        ".hidden",
+        "-x",
+        "_x",
+        "a b",
+        "ordérs",
+        &"a".repeat(65),
+    ] {
+        assert!(check_plan_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn snapshot_name_edges() {
+    assert!(check_snapshot_name(&format!("s{}", "a".repeat(254))).is_ok());
+    assert!(check_snapshot_name(&format!("s{}", "a".repeat(255))).is_err());
+    assert!(check_snapshot_name("snap--x").is_err());
+    assert!(check_snapshot_name("snap-").is_err());
+    assert!(check_snapshot_name("9snap").is_err());
+}
+
+#[test]
+fn region_edges() {
+    for ok in [
+        "us-east-1",
+        "eu-central-2",
+        "us-gov-west-1",
+        "ap-southeast-10",
+    ] {
+        assert!(check_region(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "us-east",
+        "US-east-1",
+        "use-east-1",
+        "us-east-1a",
+        "us--1",
+        "us-gov-",
+        "us-east-1-",
+    ] {
+        assert!(check_region(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn endpoint_edges() {
+    for ok in [
+        "127.0.0.1:6379",
+        "localhost:1",
+        "h:65535",
+        "[::1]:6379",
+        "[2001:db8::1]:6380",
+        "my-cache.abc.use1.cache.amazonaws.com:6379",
+    ] {
+        assert!(check_endpoint(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "localhost",
+        ":6379",
+        "h:0",
+        "h:65536",
+        "h:70000",
+        "h:",
+        "h:63x",
+        "::1:6379",
+        "[::1]6379",
+        "[]:6379",
+        "h :6379",
+        "h:-1",
+    ] {
+        assert!(check_endpoint(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn kms_key_edges() {
+    for ok in [
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        "mrk-1234abcd12ab34cd56ef1234567890ab",
+        "alias/orders",
+        "alias/team/orders_key-1",
+        "alias/aws/elasticache",
+        "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+        "arn:aws:kms:eu-west-1:123456789012:alias/orders",
+    ] {
+        assert!(check_kms_key_id(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "orders",
+        "1234abcd-12ab-34cd",
+        "1234abcd-12ab-34cd-56ef-1234567890ag",
+        "mrk-1234",
+        "alias/",
+        "alias/aws/s3",
+        "alias/bad name",
+        "arn:aws:kms:us-east-1:12345678901:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:s3:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:useast1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:us-east-1:123456789012:key/nope",
+        "arn:azure:kms:us-east-1:123456789012:alias/x",
+        "arn:aws:kms:us-east-1:123456789012",
+    ] {
+        assert!(check_kms_key_id(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn small_rule_edges() {
+    assert!(check_env_name("_A1").is_ok());
+    assert!(check_env_name("A-B").is_err());
+    assert!(check_env_name("1A").is_err());
+    assert!(check_env_name("").is_err());
+    assert!(check_cache_node_type("cache.t4g.micro").is_ok());
+    assert!(check_cache_node_type("cache.r7g.large.x").is_err());
+    assert!(check_cache_node_type("cache.R7g.large").is_err());
+    assert!(check_cache_node_type("cache..large").is_err());
+    assert!(check_security_group_id("sg-01234567").is_ok());
+    assert!(check_security_group_id("sg-0123456789abcdef0").is_ok());
+    assert!(check_security_group_id("sg-0123456").is_err());
+    assert!(check_security_group_id("sg-0123456789abcdef01").is_err());
+    assert!(check_security_group_id("sg-0123456A").is_err());
+    assert!(check_tag(&"k".repeat(128), &"v".repeat(256)).is_ok());
+    assert!(check_tag(&"k".repeat(129), "v").is_err());
+    assert!(check_tag("k", &"v".repeat(257)).is_err());
+    assert!(check_tag("", "v").is_err());
+    assert!(check_tag("aws:x", "v").is_err());
+    assert!(check_tag("AWS:x", "v").is_err());
+    assert!(check_alias("orders-endpoint").is_ok());
+    assert!(check_alias(&format!("a{}", "b".repeat(62))).is_ok());
+    assert!(check_alias(&format!("a{}", "b".repeat(63))).is_err());
+    assert!(check_alias("Orders").is_err());
+    assert!(check_alias("1orders").is_err());
+    assert!(check_alias("").is_err());
+    assert!(check_profile("").is_err());
+    assert!(check_profile("prod").is_ok());
+    assert!(
+        check_range(0, 1, 6)
+            .unwrap_err()
+            .contains("from 1 to 6 (got 0)")
+    );
+}
+
+#[test]
+fn numeric_limits_in_plans() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "  auth_token: { env: TOKEN }\n",
+            &format!("  auth_token: {{ env: TOKEN }}\n{extra}"),
+        )
+    };
+    assert!(parse_str(&with("  num_cache_clusters: 6\n  port: 1\n"), "p").is_ok());
+    assert!(
+        parse_str(
+            &with("  num_node_groups: 500\n  replicas_per_node_group: 0\n"),
+            "p"
+        )
+        .is_ok()
+    );
+    let issues = issues_in(&with(
+        "  num_node_groups: 501\n  replicas_per_node_group: 6\n  num_cache_clusters: 0\n",
+    ));
+    let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "target.num_cache_clusters",
+            "target.num_node_groups",
+            "target.num_node_groups",
+            "target.replicas_per_node_group"
+        ]
+    );
+    let many: String = (0..51).map(|i| format!("    k{i}: v\n")).collect();
+    let issues = issues_in(&with(&format!("  tags:\n{many}")));
+    assert_eq!(issues[0].field, "target.tags");
+    assert_eq!(issues[0].line, Some(8));
+}
+
+#[test]
+fn auth_token_needs_a_place() {
+    let issues = issues_in(&GOOD.replace("{ env: TOKEN }", "{}"));
+    assert_eq!(issues[0].field, "target.auth_token");
+    assert_eq!(issues[0].line, Some(7));
+    let issues = issues_in(&GOOD.replace("{ env: TOKEN }", "{ generate: true }"));
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].field, "target.auth_token.generate");
+}
+
+#[test]
+fn command_strategy_is_refused_in_words() {
+    let text = GOOD.replace(
+        "  - kind: restore_encrypted\n",
+        "  - kind: restore_encrypted\n  - kind: cutover\n    strategy: command\n",
+    );
+    let issues = issues_in(&text);
+    assert_eq!(issues[0].field, "steps[3].strategy");
+    assert_eq!(
+        issues[0].rule,
+        "strategy `command` is not available in this version; use `manual` or `sandbox_alias`"
+    );
+    assert_eq!(issues[0].line, Some(13));
+}
+
+#[test]
+fn odd_documents_are_refused_with_an_issue() {
+    for text in [
+        "",
+        "[]",
+        "- 1\n",
+        "version: 1\n---\nversion: 1\n",
+        "just text",
+        "{",
+        "\t- x",
+    ] {
+        let issues = issues_in(text);
+        assert!(!issues.is_empty(), "{text:?}");
+        assert!(!issues[0].rule.is_empty());
+        println!("{text:?} => {}", issues[0]);
+    }
+}
+
+#[test]
+fn long_unknown_values_are_not_repeated() {
+    let secret = "abcdefghijklmnopqrstu";
+    let issues =
+        issues_in(&GOOD.replace("name: orders", &format!("name: orders\nprovider: {secret}")));
+    assert_eq!(issues[0].field, "provider");
+    assert_eq!(issues[0].line, Some(3));
+    assert!(!issues[0].rule.contains(secret), "{}", issues[0].rule);
+    let issues = issues_in(&GOOD.replace("name: orders", "name: orders\nprovider: azure"));
+    assert!(
+        issues[0].rule.starts_with("unknown value `azure`"),
+        "{}",
+        issues[0].rule
+    );
+}

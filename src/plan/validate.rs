@@ -1,0 +1,348 @@
+//! The rules a parsed plan must follow, beyond what its types already enforce. Every broken rule is
+//! collected; nothing stops at the first one.
+
+use std::path::Path;
+
+use super::rules;
+use super::types::*;
+
+/// One broken rule: the dotted field path and the rule in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub field: String,
+    pub rule: String,
+}
+
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn add(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        self.0.push(Finding {
+            field: field.into(),
+            rule: rule.into(),
+        });
+    }
+
+    fn check(&mut self, field: impl Into<String>, result: Result<(), String>) {
+        if let Err(rule) = result {
+            self.add(field, rule);
+        }
+    }
+}
+
+/// Every rule the plan breaks, in document order as far as practical.
+pub(crate) fn validate(plan: &Plan) -> Vec<Finding> {
+    let mut f = Findings::default();
+    if plan.version != 1 {
+        f.add(
+            "version",
+            format!(
+                "must be 1, the only plan version this ecmigrate knows (got {})",
+                plan.version
+            ),
+        );
+    }
+    f.check("name", rules::check_plan_name(&plan.name));
+    check_aws(plan, &mut f);
+    check_source(plan, &mut f);
+    check_target(plan, &mut f);
+    check_steps(plan, &mut f);
+    f.0
+}
+
+fn check_aws(plan: &Plan, f: &mut Findings) {
+    let Some(aws) = &plan.aws else { return };
+    if plan.provider != Provider::Aws {
+        f.add(
+            "aws",
+            format!("the `aws` block is only allowed with `provider: aws` (this plan uses `provider: {}`)", plan.provider.as_str()),
+        );
+        return;
+    }
+    if let Some(region) = &aws.region {
+        f.check("aws.region", rules::check_region(region));
+    }
+    if let Some(profile) = &aws.profile {
+        f.check("aws.profile", rules::check_profile(profile));
+    }
+}
+
+fn check_source(plan: &Plan, f: &mut Findings) {
+    f.check(
+        "source.replication_group_id",
+        rules::check_group_id(&plan.source.replication_group_id),
+    );
+    if let Some(ep) = &plan.source.data_endpoint {
+        f.check("source.data_endpoint", rules::check_endpoint(ep));
+    }
+}
+
+fn check_path(f: &mut Findings, field: &str, p: &Path) {
+    if p.as_os_str().is_empty() {
+        f.add(field, "must not be empty: give a path (relative paths are resolved against the plan's folder)");
+    }
+}
+
+fn check_target(plan: &Plan, f: &mut Findings) {
+    let t = &plan.target;
+    f.check(
+        "target.replication_group_id",
+        rules::check_group_id(&t.replication_group_id),
+    );
+    if t.replication_group_id
+        .eq_ignore_ascii_case(&plan.source.replication_group_id)
+    {
+        f.add(
+            "target.replication_group_id",
+            "must differ from `source.replication_group_id` (ElastiCache ids are not case-sensitive): the migration creates a new group",
+        );
+    }
+    if let Some(k) = &t.kms_key_id {
+        f.check("target.kms_key_id", rules::check_kms_key_id(k));
+    }
+
+    let a = &t.auth_token;
+    match (&a.file, &a.env) {
+        (Some(_), Some(_)) => f.add("target.auth_token.env", "give exactly one of `file` or `env`, not both"),
+        (None, None) if !a.generate => f.add(
+            "target.auth_token",
+            "must say where the AUTH token is: `file: PATH` or `env: NAME` (or `generate: true` with `file`)",
+        ),
+        _ => {}
+    }
+    if a.generate && a.file.is_none() {
+        f.add(
+            "target.auth_token.generate",
+            "`generate: true` needs `file`: a generated token must be stored in a file ecmigrate can write",
+        );
+    }
+    if let Some(p) = &a.file {
+        check_path(f, "target.auth_token.file", p);
+    }
+    if let Some(env) = &a.env {
+        f.check("target.auth_token.env", rules::check_env_name(env));
+    }
+
+    if let Some(v) = &t.cache_node_type {
+        f.check("target.cache_node_type", rules::check_cache_node_type(v));
+    }
+    if let Some(n) = t.num_cache_clusters {
+        f.check(
+            "target.num_cache_clusters",
+            rules::check_range(n.into(), 1, 6),
+        );
+    }
+    if let Some(n) = t.num_node_groups {
+        f.check(
+            "target.num_node_groups",
+            rules::check_range(n.into(), 1, 500),
+        );
+        if t.num_cache_clusters.is_some() {
+            f.add(
+                "target.num_node_groups",
+                "`num_cache_clusters` and `num_node_groups` are mutually exclusive: give one (cluster mode disabled or enabled)",
+            );
+        }
+    }
+    if let Some(n) = t.replicas_per_node_group {
+        f.check(
+            "target.replicas_per_node_group",
+            rules::check_range(n.into(), 0, 5),
+        );
+    }
+    for (field, name) in [
+        ("target.cache_subnet_group_name", &t.cache_subnet_group_name),
+        (
+            "target.cache_parameter_group_name",
+            &t.cache_parameter_group_name,
+        ),
+    ] {
+        if let Some(name) = name
+            && (name.trim().is_empty() || name.chars().count() > 255)
+        {
+            f.add(
+                field,
+                "must be 1 to 255 characters, or left out to use the source's",
+            );
+        }
+    }
+    if let Some(ids) = &t.security_group_ids {
+        for (i, id) in ids.iter().enumerate() {
+            f.check(
+                format!("target.security_group_ids[{i}]"),
+                rules::check_security_group_id(id),
+            );
+        }
+    }
+    if let Some(port) = t.port {
+        f.check("target.port", rules::check_range(port.into(), 1, 65535));
+    }
+    if let Some(tags) = &t.tags {
+        if tags.len() > 50 {
+            f.add(
+                "target.tags",
+                format!("at most 50 tags are allowed (got {})", tags.len()),
+            );
+        }
+        for (k, v) in tags {
+            f.check(format!("target.tags.{k}"), rules::check_tag(k, v));
+        }
+    }
+    if let Some(ep) = &t.data_endpoint {
+        f.check("target.data_endpoint", rules::check_endpoint(ep));
+    }
+    if let Some(p) = &t.tls_ca_file {
+        check_path(f, "target.tls_ca_file", p);
+    }
+}
+
+const STEP_ORDER: &str =
+    "preflight, backup, restore_encrypted, stream_copy, verify, cutover, delete_source";
+
+fn check_steps(plan: &Plan, f: &mut Findings) {
+    if plan.steps.is_empty() {
+        f.add("steps", format!("must list at least the `preflight`, `backup` and `restore_encrypted` steps (in the order {STEP_ORDER})"));
+        return;
+    }
+    // Where each kind was first listed.
+    let mut seen: Vec<(StepKind, usize)> = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let kind = step.kind();
+        if let Some((_, j)) = seen.iter().find(|(k, _)| *k == kind) {
+            f.add(
+                format!("steps[{i}].kind"),
+                format!(
+                    "`{kind}` appears twice (first as steps[{j}]); each step may be listed once"
+                ),
+            );
+            continue;
+        }
+        if let Some((later, _)) = seen
+            .iter()
+            .filter(|(k, _)| *k > kind)
+            .min_by_key(|(_, j)| *j)
+        {
+            f.add(
+                format!("steps[{i}].kind"),
+                format!("`{kind}` must come before `{later}` (steps keep the order {STEP_ORDER})"),
+            );
+        }
+        seen.push((kind, i));
+    }
+    let index_of = |k: StepKind| seen.iter().find(|(s, _)| *s == k).map(|(_, i)| *i);
+    for required in [
+        StepKind::Preflight,
+        StepKind::Backup,
+        StepKind::RestoreEncrypted,
+    ] {
+        if index_of(required).is_none() {
+            f.add("steps", format!("a `{required}` step is required"));
+        }
+    }
+    if let Some(d) = index_of(StepKind::DeleteSource) {
+        for needed in [StepKind::Verify, StepKind::Cutover] {
+            if index_of(needed).is_none_or(|i| i >= d) {
+                f.add(
+                    format!("steps[{d}].kind"),
+                    format!(
+                        "`delete_source` needs a `{needed}` step before it: the source may only be deleted after cutover and a passed verify"
+                    ),
+                );
+            }
+        }
+    }
+
+    let backup_name = plan.steps.iter().find_map(|s| match s {
+        StepSpec::Backup(b) => b.snapshot_name.as_deref(),
+        _ => None,
+    });
+    for (i, step) in plan.steps.iter().enumerate() {
+        let at = |field: &str| format!("steps[{i}].{field}");
+        match step {
+            StepSpec::Preflight(_) | StepSpec::StreamCopy(_) => {}
+            StepSpec::Backup(b) => {
+                if let Some(n) = &b.snapshot_name {
+                    f.check(at("snapshot_name"), rules::check_snapshot_name(n));
+                }
+                if let Some(t) = b.timeout_seconds {
+                    f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
+                }
+            }
+            StepSpec::RestoreEncrypted(r) => {
+                if let Some(t) = r.timeout_seconds {
+                    f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
+                }
+            }
+            StepSpec::Verify(v) => {
+                if let Some(s) = v.sample {
+                    f.check(at("sample"), rules::check_range(s, 1, 1_000_000));
+                    if v.full {
+                        f.add(
+                            at("sample"),
+                            "`sample` and `full: true` exclude each other: give one",
+                        );
+                    }
+                }
+                if let Some(t) = v.ttl_tolerance_ms {
+                    f.check(at("ttl_tolerance_ms"), rules::check_range(t, 0, 600_000));
+                }
+            }
+            StepSpec::Cutover(c) => check_cutover(plan, c, i, f),
+            StepSpec::DeleteSource(d) => {
+                if let Some(n) = &d.final_snapshot_name {
+                    f.check(at("final_snapshot_name"), rules::check_snapshot_name(n));
+                    if backup_name.is_some_and(|b| b.eq_ignore_ascii_case(n)) {
+                        f.add(
+                            at("final_snapshot_name"),
+                            "must differ from the backup step's `snapshot_name`: both snapshots are kept",
+                        );
+                    }
+                }
+                if let Some(c) = &d.confirm
+                    && c != &plan.source.replication_group_id
+                {
+                    f.add(
+                        at("confirm"),
+                        "must equal `source.replication_group_id` exactly, or be left out",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
+    let at = |field: &str| format!("steps[{i}].{field}");
+    match c.strategy {
+        CutoverStrategy::Route53 | CutoverStrategy::Command => f.add(
+            at("strategy"),
+            format!(
+                "strategy `{}` is not available in this version; use `manual` or `sandbox_alias`",
+                c.strategy.as_str()
+            ),
+        ),
+        CutoverStrategy::SandboxAlias => {
+            if plan.provider != Provider::Sandbox {
+                f.add(
+                    at("strategy"),
+                    "strategy `sandbox_alias` needs `provider: sandbox`; use `manual` with AWS",
+                );
+            }
+            match &c.alias {
+                None => f.add(
+                    at("alias"),
+                    "strategy `sandbox_alias` needs `alias`: the sandbox endpoint alias to repoint",
+                ),
+                Some(a) => f.check(at("alias"), rules::check_alias(a)),
+            }
+        }
+        CutoverStrategy::Manual => {}
+    }
+    if c.alias.is_some() && c.strategy != CutoverStrategy::SandboxAlias {
+        f.add(
+            at("alias"),
+            "`alias` is only allowed with strategy `sandbox_alias`",
+        );
+    }
+}
