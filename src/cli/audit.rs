@@ -87,8 +87,8 @@ pub async fn run(globals: &Globals, args: AuditArgs) -> Result<i32> {
         OutputFormat::Json => println!("{}", serde_json::json!({ "groups": audited })),
         OutputFormat::Text => {
             println!(
-                "{:<28} {:<10} {:<8} {:<8} {:<10} {:<6} {}",
-                "GROUP", "STATUS", "ENGINE", "AT-REST", "TRANSIT", "AUTH", "RECOMMENDED"
+                "{:<28} {:<10} {:<8} {:<8} {:<10} {:<6} RECOMMENDED",
+                "GROUP", "STATUS", "ENGINE", "AT-REST", "TRANSIT", "AUTH"
             );
             for a in &audited {
                 println!(

@@ -181,6 +181,14 @@ impl StepContext {
     }
 }
 
+/// The reading and writing halves of the cloud, the rehearsal overlay (dry run only), and the token sink.
+type CloudHandles = (
+    Arc<dyn CloudRead>,
+    Arc<dyn CloudWrite>,
+    Option<Arc<DryRunCloud>>,
+    Arc<dyn TokenSink>,
+);
+
 /// The outcome of `run`.
 pub struct RunSummary {
     pub state: RunState,
@@ -202,12 +210,7 @@ pub async fn run(
     }
     preconditions(&plan, &options)?;
 
-    let (cloud_read, cloud_write, dry_run_cloud, tokens): (
-        Arc<dyn CloudRead>,
-        Arc<dyn CloudWrite>,
-        Option<Arc<DryRunCloud>>,
-        Arc<dyn TokenSink>,
-    ) = match cloud {
+    let (cloud_read, cloud_write, dry_run_cloud, tokens): CloudHandles = match cloud {
         CloudAccess::Real(c) if !options.dry_run => (c.clone(), c, None, Arc::new(RealTokenSink)),
         CloudAccess::Real(_) => {
             return Err(Error::failed(
@@ -383,18 +386,18 @@ fn preconditions(plan: &LoadedPlan, options: &RunOptions) -> Result<()> {
     }
     for spec in &plan.plan.steps {
         match spec {
-            StepSpec::DeleteSource(d) => {
+            StepSpec::DeleteSource(d)
                 if !options.yes
-                    || d.confirm.as_deref() != Some(plan.plan.source.replication_group_id.as_str())
-                {
-                    return Err(Error::usage(
-                        "`delete_source` needs a confirmation and there is no terminal to ask on",
-                        format!(
-                            "add `confirm: {}` to the delete_source step and pass --yes, or run from a terminal",
-                            plan.plan.source.replication_group_id
-                        ),
-                    ));
-                }
+                    || d.confirm.as_deref()
+                        != Some(plan.plan.source.replication_group_id.as_str()) =>
+            {
+                return Err(Error::usage(
+                    "`delete_source` needs a confirmation and there is no terminal to ask on",
+                    format!(
+                        "add `confirm: {}` to the delete_source step and pass --yes, or run from a terminal",
+                        plan.plan.source.replication_group_id
+                    ),
+                ));
             }
             StepSpec::Cutover(c)
                 if c.strategy == crate::plan::CutoverStrategy::Manual && !options.yes =>

@@ -28,7 +28,11 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -39,7 +43,10 @@ pub fn bin() -> PathBuf {
 impl Env {
     pub fn new() -> Env {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        Env { dir: tempfile::tempdir().expect("temp dir"), extra_env: Vec::new() }
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra_env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -98,7 +105,16 @@ impl Env {
 
     /// An unencrypted source `orders` with `keys` keys and one replica, and a KMS key alias/orders.
     pub fn sandbox_with_source(&self, keys: u64) {
-        self.ok(&["sandbox", "up", "--group", SOURCE, "--replicas", "1", "--keys", &keys.to_string()]);
+        self.ok(&[
+            "sandbox",
+            "up",
+            "--group",
+            SOURCE,
+            "--replicas",
+            "1",
+            "--keys",
+            &keys.to_string(),
+        ]);
         self.ok(&["sandbox", "kms", "create", "orders"]);
     }
 
@@ -108,12 +124,20 @@ impl Env {
     }
 
     pub fn group<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
-        status["groups"].as_array()?.iter().find(|g| g["replication_group_id"] == id)
+        status["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["replication_group_id"] == id)
     }
 
     pub fn primary_port(status: &Value, id: &str) -> u16 {
         let g = Self::group(status, id).unwrap_or_else(|| panic!("group {id} in {status}"));
-        let node = g["nodes"].as_array().unwrap().iter().find(|n| n["role"] == "primary").expect("primary");
+        let node = g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["role"] == "primary")
+            .expect("primary");
         node["port"].as_u64().unwrap() as u16
     }
 
@@ -174,5 +198,9 @@ steps:
 
 /// A tokio runtime for talking to redis from a test.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
