@@ -362,8 +362,8 @@ fn preflight_refuses_a_disabled_key_with_exit_3_and_creates_nothing() {
     assert!(run.stderr.contains("kms_key"), "{run:?}");
     assert!(run.stderr.contains("hint:"), "{run:?}");
     assert_eq!(
-        fingerprint(&env).0,
-        before.0,
+        fingerprint(&env).files,
+        before.files,
         "preflight changed the sandbox"
     );
     assert!(!env.token_file().exists());
