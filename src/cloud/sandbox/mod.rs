@@ -63,6 +63,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     dir: PathBuf,
+    /// Overrides `ECMIGRATE_SANDBOX_CREATE_DELAY_MS` for this handle.
+    create_delay: Option<Duration>,
 }
 
 /// `sandbox status --output json`.
@@ -165,10 +167,19 @@ impl Sandbox {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         let dir = std::path::absolute(dir).map_err(|e| io("resolve", dir, e))?;
-        let sandbox = Sandbox { dir };
+        let sandbox = Sandbox {
+            dir,
+            create_delay: None,
+        };
         let _lock = registry::lock(&sandbox.dir)?;
         tls::ensure_ca(&sandbox.dir)?;
         Ok(sandbox)
+    }
+
+    /// Keep restored groups `creating` at least `delay` after creation (instead of the env var's value).
+    pub fn with_create_delay(mut self, delay: Duration) -> Self {
+        self.create_delay = Some(delay);
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -798,7 +809,7 @@ impl Sandbox {
             .signed_duration_since(group.created_at)
             .to_std()
             .unwrap_or_default()
-            >= create_delay();
+            >= self.create_delay.unwrap_or_else(create_delay);
         if old_enough && self.ready(&group).await {
             registry::update(&self.dir, |reg| {
                 if let Some(g) = reg.groups.get_mut(id)

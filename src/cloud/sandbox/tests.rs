@@ -392,3 +392,66 @@ fn sandbox_seal_roundtrip_and_tamper() {
     assert_eq!(kms::find(&reg, "alias/t").unwrap().id, key.id);
     assert_eq!(kms::find(&reg, &key.id).unwrap().id, key.id);
 }
+
+#[tokio::test]
+async fn sandbox_describe_finishes_a_creation_whose_nodes_died() {
+    let mut sb = sandbox();
+    sb.sb = sb.sb.clone().with_create_delay(Duration::from_millis(1500));
+    sb.up("src", 0, 200, &no_progress).await.unwrap();
+    sb.kms_create("k").unwrap();
+    sb.create_snapshot("src", "snap", Some("alias/k"))
+        .await
+        .unwrap();
+    let token = crate::secret::generate_token();
+    sb.create_group_from_snapshot(&request("enc", "snap", Some("alias/k"), &token))
+        .await
+        .unwrap();
+    assert_eq!(
+        sb.describe_group("enc").await.unwrap().unwrap().status,
+        "creating"
+    );
+
+    // Lose every node of the creating group (as when a run is killed mid-restore and the processes go too).
+    let status = sb.status().await.unwrap();
+    let enc = status
+        .groups
+        .iter()
+        .find(|g| g.replication_group_id == "enc")
+        .unwrap();
+    assert_eq!(enc.status, "creating");
+    for node in &enc.nodes {
+        let pid = node.pid.unwrap();
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        assert!(!process::pid_alive(pid));
+    }
+
+    // Describe restarts them (the primary from the sealed snapshot again) and the group becomes available.
+    let group = wait_available(&sb, "enc").await;
+    for node in &group.nodes {
+        let mut ep = RedisEndpoint::plain(HOST, node.endpoint.port);
+        ep.tls = true;
+        ep.ca_file = sb.data_plane_ca();
+        ep.password = Some(token.clone());
+        assert_eq!(dbsize(&ep).await.unwrap(), 200, "{}", node.id);
+    }
+    assert_eq!(files_containing(sb.dir(), b"ecm:"), Vec::<PathBuf>::new());
+
+    // Processes gone without `down` (a reboot): groups report `stopped`; `up` replaces a stopped plain group.
+    assert_eq!(sb.stop_all_blocking(), 3);
+    assert_eq!(
+        sb.describe_group("enc").await.unwrap().unwrap().status,
+        "stopped"
+    );
+    assert_eq!(
+        sb.describe_group("src").await.unwrap().unwrap().status,
+        "stopped"
+    );
+    let again = sb.up("src", 0, 10, &no_progress).await.unwrap();
+    assert_eq!(again.status, "available");
+    let err = sb.up("enc", 0, 10, &no_progress).await.unwrap_err();
+    assert!(matches!(err, CloudError::InvalidRequest { .. }), "{err}");
+    assert_eq!(sb.down().await.unwrap(), 1);
+}
