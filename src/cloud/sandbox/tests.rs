@@ -338,10 +338,20 @@ async fn sandbox_disabled_key_refuses_snapshot_and_restore() {
     );
     assert!(sb.describe_group("enc").await.unwrap().is_none());
 
-    // Enabled again, with the default key for the group.
+    // Enabled again, with the default key for the group, in transit mode `preferred`.
     sb.kms_set_enabled("alias/k", true).unwrap();
+    req.transit_encryption_mode = "preferred".into();
     sb.create_group_from_snapshot(&req).await.unwrap();
     let g = wait_available(&sb, "enc").await;
+    assert_eq!(g.transit_encryption_mode.as_deref(), Some("preferred"));
+    // `preferred` also opens a plain-text port, still behind AUTH.
+    let plain_port = registry::load(sb.dir()).unwrap().groups["enc"].nodes[0]
+        .plain_port
+        .unwrap();
+    let mut plain = RedisEndpoint::plain(HOST, plain_port);
+    assert!(dbsize(&plain).await.unwrap_err().contains("NOAUTH"));
+    plain.password = Some(token.clone());
+    assert_eq!(dbsize(&plain).await.unwrap(), 50);
     let default = sb.describe_key(DEFAULT_KEY_ALIAS).await.unwrap().unwrap();
     assert_eq!(g.kms_key_id.as_deref(), Some(default.arn.as_str()));
     assert_eq!(default.key_state, "Enabled");
@@ -454,4 +464,34 @@ async fn sandbox_describe_finishes_a_creation_whose_nodes_died() {
     let err = sb.up("enc", 0, 10, &no_progress).await.unwrap_err();
     assert!(matches!(err, CloudError::InvalidRequest { .. }), "{err}");
     assert_eq!(sb.down().await.unwrap(), 1);
+}
+
+#[test]
+fn sandbox_registry_updates_from_many_handles_are_not_lost() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let dir = tmp.path().join("sandbox");
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let dir = dir.clone();
+            s.spawn(move || {
+                Sandbox::open(&dir)
+                    .unwrap()
+                    .kms_create(&format!("key{i}"))
+                    .unwrap()
+            });
+        }
+    });
+    let reg = registry::load(&dir).unwrap();
+    assert_eq!(reg.kms_keys.len(), 8);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join(registry::REGISTRY_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let ca_key = std::fs::metadata(dir.join("ca/ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(ca_key & 0o777, 0o600);
 }
