@@ -1,0 +1,270 @@
+//! redis-server processes: configuration files, start (daemonized, tracked by pidfile), liveness, stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::registry::write_atomic;
+use crate::cloud::{CloudError, CloudResult};
+use crate::secret::Secret;
+
+pub const HOST: &str = "127.0.0.1";
+pub const PIDFILE: &str = "redis.pid";
+pub const CONF: &str = "redis.conf";
+pub const LOGFILE: &str = "redis.log";
+pub const RDB: &str = "dump.rdb";
+
+/// The TLS files of an encrypted node.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// What goes into one node's `redis.conf`.
+pub struct NodeConfig<'a> {
+    /// The client port (TLS port when `tls` is set).
+    pub port: u16,
+    /// Plain-text port next to the TLS one (transit mode `preferred`).
+    pub plain_port: Option<u16>,
+    pub tls: Option<TlsFiles>,
+    pub password: Option<&'a Secret>,
+    pub replica_of: Option<u16>,
+}
+
+/// A value quoted for redis.conf (double quotes, `\` and `"` escaped).
+fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn unquote(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return value.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn path_str(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+/// Write `<node_dir>/redis.conf` (mode 0600: it holds the AUTH token of an encrypted node).
+pub fn write_conf(node_dir: &Path, cfg: &NodeConfig<'_>) -> CloudResult<()> {
+    let mut c = vec![
+        format!("bind {HOST}"),
+        "daemonize yes".to_string(),
+        format!("pidfile {}", path_str(&node_dir.join(PIDFILE))),
+        format!("logfile {}", path_str(&node_dir.join(LOGFILE))),
+        format!("dir {}", path_str(node_dir)),
+        format!("dbfilename {RDB}"),
+        "save \"\"".to_string(),
+        "appendonly no".to_string(),
+        "repl-diskless-sync yes".to_string(),
+        "repl-diskless-sync-delay 0".to_string(),
+        "repl-diskless-load swapdb".to_string(),
+        "shutdown-on-sigterm nosave now".to_string(),
+        "shutdown-on-sigint nosave now".to_string(),
+        "notify-keyspace-events KEA".to_string(),
+    ];
+    match &cfg.tls {
+        None => {
+            c.push("protected-mode no".to_string());
+            c.push(format!("port {}", cfg.port));
+        }
+        Some(t) => {
+            c.push(format!("port {}", cfg.plain_port.unwrap_or(0)));
+            c.push(format!("tls-port {}", cfg.port));
+            c.push(format!("tls-cert-file {}", path_str(&t.cert)));
+            c.push(format!("tls-key-file {}", path_str(&t.key)));
+            c.push(format!("tls-ca-cert-file {}", path_str(&t.ca)));
+            c.push("tls-auth-clients no".to_string());
+            c.push("tls-replication yes".to_string());
+        }
+    }
+    if let Some(p) = cfg.password {
+        c.push(format!("requirepass {}", quote(p.expose())));
+        c.push(format!("masterauth {}", quote(p.expose())));
+    }
+    if let Some(primary) = cfg.replica_of {
+        c.push(format!("replicaof {HOST} {primary}"));
+    }
+    c.push(String::new());
+    write_atomic(&node_dir.join(CONF), c.join("\n").as_bytes(), 0o600)
+}
+
+/// The AUTH token in a node's redis.conf, if any.
+pub fn read_password(node_dir: &Path) -> Option<Secret> {
+    let text = std::fs::read_to_string(node_dir.join(CONF)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("requirepass "))
+        .map(|v| Secret::new(unquote(v.trim())))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> CloudResult<u16> {
+    let l = std::net::TcpListener::bind((HOST, 0))
+        .map_err(|e| CloudError::other(format!("sandbox: cannot find a free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| CloudError::other(format!("sandbox: cannot find a free port: {e}")))
+}
+
+/// `7.0.15` from `redis-server --version`.
+pub fn redis_version() -> String {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).to_string();
+                text.split_whitespace()
+                    .find_map(|w| w.strip_prefix("v=").map(str::to_string))
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+    .clone()
+}
+
+/// Running (not a zombie).
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
+}
+
+/// Whether `pid` is the redis-server of `node_dir` (its working folder), so a recycled pid is never killed.
+fn is_node_process(pid: i32, node_dir: &Path) -> bool {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+    let want = std::fs::canonicalize(node_dir).unwrap_or_else(|_| node_dir.to_path_buf());
+    match cwd {
+        Ok(cwd) => cwd == want,
+        Err(_) => std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.contains("redis-server"))
+            .unwrap_or(false),
+    }
+}
+
+fn pidfile_pid(node_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(node_dir.join(PIDFILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The live redis-server process of `node_dir`: from its pidfile, else the recorded pid.
+pub fn node_pid(node_dir: &Path, recorded: Option<i32>) -> Option<i32> {
+    [pidfile_pid(node_dir), recorded]
+        .into_iter()
+        .flatten()
+        .find(|pid| pid_alive(*pid) && is_node_process(*pid, node_dir))
+}
+
+pub enum StartError {
+    /// The port was taken between choosing it and binding it: pick another and retry.
+    PortClash,
+    Failed(String),
+}
+
+/// Start `redis-server <node_dir>/redis.conf` (it daemonizes) and wait until its pidfile names a live
+/// process, which redis writes after it has bound its ports.
+pub fn start(node_dir: &Path) -> Result<i32, StartError> {
+    let _ = std::fs::remove_file(node_dir.join(PIDFILE));
+    let log = node_dir.join(LOGFILE);
+    let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let status = std::process::Command::new("redis-server")
+        .arg(node_dir.join(CONF))
+        .current_dir(node_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| StartError::Failed(format!("cannot run redis-server: {e}")))?;
+    if !status.success() {
+        return Err(StartError::Failed(format!(
+            "redis-server exited with {status} (see {})",
+            log.display()
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(pid) = pidfile_pid(node_dir).filter(|p| pid_alive(*p)) {
+            return Ok(pid);
+        }
+        let new_log = std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b[(log_len as usize).min(b.len())..]).to_string())
+            .unwrap_or_default();
+        if new_log.contains("Address already in use") {
+            return Err(StartError::PortClash);
+        }
+        if new_log.contains("# Fatal")
+            || new_log.contains("FATAL")
+            || new_log.contains("Failed listening")
+        {
+            return Err(StartError::Failed(format!(
+                "redis-server did not start: {}",
+                new_log.trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(StartError::Failed(format!(
+                "redis-server did not start within 15s (see {})",
+                log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM every pid, wait up to `grace`, SIGKILL the rest, and wait until all are gone.
+/// Returns how many were running.
+pub fn stop_pids(pids: &[i32], grace: Duration) -> usize {
+    let live: Vec<i32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+    for pid in &live {
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    let reap = |pid: i32| unsafe {
+        // Reaps it when it happens to be our child (never with daemonized redis); harmless otherwise.
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, libc::WNOHANG);
+    };
+    let wait = |limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            live.iter().for_each(|p| reap(*p));
+            if live.iter().all(|p| !pid_alive(*p)) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(grace);
+    for pid in live.iter().filter(|p| pid_alive(**p)) {
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    wait(Duration::from_secs(5));
+    // A process that turned into a zombie after the last reap in `wait`.
+    live.iter().for_each(|p| reap(*p));
+    live.len()
+}

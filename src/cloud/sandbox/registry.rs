@@ -1,0 +1,184 @@
+//! The sandbox registry: one JSON file with every group, snapshot, alias and KMS key.
+//!
+//! Every read-modify-write holds an exclusive lock on `<dir>/.lock` and replaces the file atomically
+//! (temp file, fsync, rename, fsync of the folder), so several processes may share one sandbox folder.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{CloudError, CloudResult};
+
+pub const REGISTRY_FILE: &str = "registry.json";
+const LOCK_FILE: &str = ".lock";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Registry {
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupRec>,
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, SnapshotRec>,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// By key id.
+    #[serde(default)]
+    pub kms_keys: BTreeMap<String, KeyRec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRec {
+    /// `<group>-001`, `<group>-002`, ...
+    pub id: String,
+    pub role: Role,
+    /// The port clients use: the TLS port on an encrypted group.
+    pub port: u16,
+    /// A second, plain-text port (transit mode `preferred` only).
+    #[serde(default)]
+    pub plain_port: Option<u16>,
+    pub tls: bool,
+    /// The node's folder: `nodes/<group>/<n>/`.
+    pub dir: PathBuf,
+    pub pid: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupRec {
+    pub id: String,
+    pub description: String,
+    /// Stored status: `creating`, `available`, `create-failed`. What describe reports is computed from it
+    /// and the processes (see `Sandbox::describe_group`).
+    pub status: String,
+    pub engine: String,
+    pub engine_version: String,
+    pub at_rest_encryption_enabled: bool,
+    pub transit_encryption_enabled: bool,
+    pub transit_encryption_mode: Option<String>,
+    pub auth_token_enabled: bool,
+    /// ARN of the KMS key (at-rest encrypted groups only).
+    pub kms_key_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The snapshot an encrypted group was restored from.
+    pub source_snapshot: Option<String>,
+    pub nodes: Vec<NodeRec>,
+    /// Replicas the group should have (nodes are added as they start).
+    pub replicas: u32,
+    pub cache_subnet_group_name: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub cache_parameter_group_name: Option<String>,
+    pub preferred_maintenance_window: Option<String>,
+    pub snapshot_window: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRec {
+    pub name: String,
+    pub source_group: String,
+    /// `creating` or `available`.
+    pub status: String,
+    /// Id of the KMS key the snapshot is sealed with; `None` = plain RDB.
+    pub kms_key_id: Option<String>,
+    /// Relative to the sandbox folder: `snapshots/<name>.rdb` or `snapshots/<name>.sealed`.
+    pub file: PathBuf,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRec {
+    pub id: String,
+    pub arn: String,
+    /// `alias/NAME`.
+    pub aliases: Vec<String>,
+    pub enabled: bool,
+    /// 32 bytes of key material, hex. registry.json is 0600 for this reason.
+    pub material_hex: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> CloudError {
+    CloudError::other(format!("sandbox: cannot {what} {}: {e}", path.display()))
+}
+
+/// Read the registry without a lock (the file is always replaced atomically).
+pub fn load(dir: &Path) -> CloudResult<Registry> {
+    let path = dir.join(REGISTRY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| CloudError::other(format!("sandbox: {} is corrupt: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+        Err(e) => Err(io_err("read", &path, e)),
+    }
+}
+
+/// An exclusive lock on the sandbox folder, released on drop.
+pub struct Lock {
+    _file: File,
+}
+
+pub fn lock(dir: &Path) -> CloudResult<Lock> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_err("open", &path, e))?;
+    file.lock().map_err(|e| io_err("lock", &path, e))?;
+    Ok(Lock { _file: file })
+}
+
+/// Write `bytes` to `path` atomically with mode `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> CloudResult<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| io_err("write", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| io_err("write", &tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| io_err("replace", path, e))?;
+    if let Ok(d) = File::open(parent) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+pub fn save(dir: &Path, registry: &Registry) -> CloudResult<()> {
+    let bytes = serde_json::to_vec_pretty(registry)
+        .map_err(|e| CloudError::other(format!("sandbox: cannot encode the registry: {e}")))?;
+    write_atomic(&dir.join(REGISTRY_FILE), &bytes, 0o600)
+}
+
+/// Run `f` on the registry under the exclusive lock and save what it leaves.
+pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Registry) -> CloudResult<T>) -> CloudResult<T> {
+    let _lock = lock(dir)?;
+    let mut registry = load(dir)?;
+    let out = f(&mut registry)?;
+    save(dir, &registry)?;
+    Ok(out)
+}
