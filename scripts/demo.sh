@@ -35,5 +35,5 @@ step "audit after"
 
 echo
 echo "The sandbox keeps running: connect to the new group with"
-echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
+echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
 echo "Stop it with: target/debug/ecmigrate sandbox down"

@@ -29,7 +29,7 @@ fn tls_endpoint(env: &Env, port: u16, password: Option<Secret>) -> RedisEndpoint
         host: "127.0.0.1".into(),
         port,
         tls: true,
-        ca_file: Some(env.sandbox_dir().join("ca.pem")),
+        ca_file: Some(env.sandbox_status()["ca_file"].as_str().unwrap().into()),
         password,
         db: 0,
     }
