@@ -204,7 +204,10 @@ pub async fn run(
     prompter: Arc<dyn Prompter>,
 ) -> Result<RunSummary> {
     let paths = StatePaths::new(&options.state_dir, &plan.plan.name);
-    let existing = paths.load()?;
+    // A run that created nothing (preflight refused, say) starts over with the plan as it is now.
+    let existing = paths
+        .load()?
+        .filter(|s| !s.nothing_created() || s.check_resumable_with(&plan.plan).is_ok());
     if let Some(state) = &existing {
         state.check_resumable_with(&plan.plan)?;
     }

@@ -132,6 +132,14 @@ impl RunState {
             .any(|s| s.kind == kind && s.status == StepStatus::Done)
     }
 
+    /// Nothing was created yet: no step finished and none recorded an intent (say, preflight refused).
+    /// Such a run can start over with whatever the plan says now.
+    pub fn nothing_created(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|s| s.status != StepStatus::Done && s.intent.is_empty())
+    }
+
     /// Refuse to resume with a plan that changed in a way the recorded steps cannot follow. Changes to
     /// steps that have not started yet are compatible; anything else names the first changed field.
     pub fn check_resumable_with(&self, plan: &Plan) -> Result<()> {
