@@ -116,15 +116,13 @@ pub async fn verify(
         };
         let mut compare_batch =
             async |batch: &[Vec<u8>], report: &mut VerifyReport| -> Result<(), String> {
-                for key in batch {
-                    if let Some(reason) = compare_key(&mut s, &mut d, key, ttl_tolerance_ms)
-                        .await
-                        .map_err(err)?
-                    {
-                        report.record(*db, key, reason);
-                    }
-                    report.keys_compared += 1;
+                for (key, reason) in compare_keys(&mut s, &mut d, batch, ttl_tolerance_ms)
+                    .await
+                    .map_err(err)?
+                {
+                    report.record(*db, key, reason);
                 }
+                report.keys_compared += batch.len() as u64;
                 Ok(())
             };
         match mode {
@@ -176,95 +174,124 @@ async fn sample_keys(conn: &mut MultiplexedConnection, n: u64) -> redis::RedisRe
     Ok(seen.into_iter().collect())
 }
 
-/// `None` when the key matches; otherwise what differs.
-async fn compare_key(
+/// The keys of `batch` that differ, with what differs. Two pipelined round trips per side: types and
+/// TTLs, then values; both sides are read concurrently.
+async fn compare_keys<'k>(
     s: &mut MultiplexedConnection,
     d: &mut MultiplexedConnection,
-    key: &[u8],
+    batch: &'k [Vec<u8>],
     ttl_tolerance_ms: i64,
-) -> redis::RedisResult<Option<String>> {
-    let (s_type, s_ttl) = type_and_ttl(s, key).await?;
-    let (d_type, d_ttl) = type_and_ttl(d, key).await?;
-    if s_type == "none" {
-        // Gone from the source while we looked (expired or deleted): nothing to compare.
-        return Ok(None);
+) -> redis::RedisResult<Vec<(&'k [u8], String)>> {
+    let (s_meta, d_meta) = tokio::try_join!(types_and_ttls(s, batch), types_and_ttls(d, batch))?;
+    let mut differ = Vec::new();
+    let mut to_read: Vec<(usize, String)> = Vec::new();
+    for (i, key) in batch.iter().enumerate() {
+        let ((s_type, _), (d_type, _)) = (&s_meta[i], &d_meta[i]);
+        if s_type == "none" {
+            // Gone from the source while we looked (expired or deleted): nothing to compare.
+            continue;
+        }
+        if s_type != d_type {
+            differ.push((
+                key.as_slice(),
+                if d_type == "none" {
+                    "missing on the target".to_string()
+                } else {
+                    format!("type {s_type} on the source, {d_type} on the target")
+                },
+            ));
+            continue;
+        }
+        to_read.push((i, s_type.clone()));
     }
-    if s_type != d_type {
-        return Ok(Some(if d_type == "none" {
-            "missing on the target".into()
-        } else {
-            format!("type {s_type} on the source, {d_type} on the target")
-        }));
+    let (s_vals, d_vals) = tokio::try_join!(
+        read_values(s, batch, &to_read),
+        read_values(d, batch, &to_read)
+    )?;
+    for (n, (i, kind)) in to_read.iter().enumerate() {
+        let key = batch[*i].as_slice();
+        if s_vals[n] != d_vals[n] {
+            differ.push((key, format!("{kind} value differs")));
+            continue;
+        }
+        let (s_ttl, d_ttl) = (s_meta[*i].1, d_meta[*i].1);
+        let ttl_ok = match (s_ttl, d_ttl) {
+            (a, b) if a < 0 || b < 0 => a == b,
+            (a, b) => (a - b).abs() <= ttl_tolerance_ms,
+        };
+        if !ttl_ok {
+            differ.push((
+                key,
+                format!("TTL {s_ttl} ms on the source, {d_ttl} ms on the target"),
+            ));
+        }
     }
-    let s_val = read_value(s, key, &s_type).await?;
-    let d_val = read_value(d, key, &d_type).await?;
-    if s_val != d_val {
-        return Ok(Some(format!("{s_type} value differs")));
-    }
-    let ttl_ok = match (s_ttl, d_ttl) {
-        (a, b) if a < 0 || b < 0 => a == b,
-        (a, b) => (a - b).abs() <= ttl_tolerance_ms,
-    };
-    if !ttl_ok {
-        return Ok(Some(format!(
-            "TTL {s_ttl} ms on the source, {d_ttl} ms on the target"
-        )));
-    }
-    Ok(None)
+    Ok(differ)
 }
 
-async fn type_and_ttl(
+async fn types_and_ttls(
     c: &mut MultiplexedConnection,
-    key: &[u8],
-) -> redis::RedisResult<(String, i64)> {
-    redis::pipe()
-        .cmd("TYPE")
-        .arg(key)
-        .cmd("PTTL")
-        .arg(key)
-        .query_async(c)
-        .await
+    keys: &[Vec<u8>],
+) -> redis::RedisResult<Vec<(String, i64)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+    }
+    let flat: Vec<RValue> = pipe.query_async(c).await?;
+    Ok(flat
+        .chunks(2)
+        .map(|p| {
+            let kind = match &p[0] {
+                RValue::SimpleString(t) => t.clone(),
+                RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "none".into(),
+            };
+            let ttl = match p.get(1) {
+                Some(RValue::Int(t)) => *t,
+                _ => -2,
+            };
+            (kind, ttl)
+        })
+        .collect())
 }
 
-/// A canonical form of the value: unordered collections sorted.
-async fn read_value(
+/// Canonical values of `keys[i]` for each `(i, type)`, in one pipeline.
+async fn read_values(
     c: &mut MultiplexedConnection,
-    key: &[u8],
-    kind: &str,
-) -> redis::RedisResult<Vec<Vec<u8>>> {
-    let value: RValue = match kind {
-        "string" => redis::cmd("GET").arg(key).query_async(c).await?,
-        "hash" => redis::cmd("HGETALL").arg(key).query_async(c).await?,
-        "list" => {
-            redis::cmd("LRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query_async(c)
-                .await?
-        }
-        "set" => redis::cmd("SMEMBERS").arg(key).query_async(c).await?,
-        "zset" => {
-            redis::cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .query_async(c)
-                .await?
-        }
-        "stream" => {
-            redis::cmd("XRANGE")
-                .arg(key)
-                .arg("-")
-                .arg("+")
-                .query_async(c)
-                .await?
-        }
-        _ => redis::cmd("DUMP").arg(key).query_async(c).await?,
-    };
+    keys: &[Vec<u8>],
+    which: &[(usize, String)],
+) -> redis::RedisResult<Vec<Vec<Vec<u8>>>> {
+    if which.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (i, kind) in which {
+        let key = &keys[*i];
+        match kind.as_str() {
+            "string" => pipe.cmd("GET").arg(key),
+            "hash" => pipe.cmd("HGETALL").arg(key),
+            "list" => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
+            "set" => pipe.cmd("SMEMBERS").arg(key),
+            "zset" => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+            "stream" => pipe.cmd("XRANGE").arg(key).arg("-").arg("+"),
+            _ => pipe.cmd("DUMP").arg(key),
+        };
+    }
+    let values: Vec<RValue> = pipe.query_async(c).await?;
+    Ok(values
+        .iter()
+        .zip(which)
+        .map(|(v, (_, kind))| canonical(v, kind))
+        .collect())
+}
+
+/// A canonical form of a value: unordered collections sorted.
+fn canonical(value: &RValue, kind: &str) -> Vec<Vec<u8>> {
     let mut flat = Vec::new();
-    flatten(&value, &mut flat);
+    flatten(value, &mut flat);
     match kind {
         "set" => flat.sort(),
         "hash" => {
@@ -274,7 +301,7 @@ async fn read_value(
         }
         _ => {}
     }
-    Ok(flat)
+    flat
 }
 
 trait ConcatWithSep {

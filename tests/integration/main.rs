@@ -4,3 +4,4 @@
 mod harness;
 mod invalid_plans;
 mod sandbox_migration;
+mod verifier;
