@@ -3,10 +3,10 @@
 
 use serde_json::json;
 
-use crate::engine::{Poll, StepContext, wait_until};
+use crate::engine::StepContext;
 use crate::error::Result;
 use crate::plan::{BackupStep, StepKind};
-use crate::steps::{StepOutcome, cloud_error, obj, require_group, timeout};
+use crate::steps::{StepOutcome, cloud_error, obj, require_group, timeout, wait_for_snapshot};
 
 pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
@@ -56,22 +56,7 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
         }
     }
 
-    let snapshot = wait_until(
-        ctx,
-        &format!("snapshot {name}"),
-        timeout(spec.timeout_seconds),
-        || async {
-            Ok(match ctx.cloud.describe_snapshot(&name).await? {
-                Some(s) if s.status == "available" => Poll::Ready(s),
-                Some(s) if s.status == "failed" => {
-                    Poll::Failed(format!("snapshot `{name}` failed"))
-                }
-                Some(s) => Poll::Pending(s.status),
-                None => Poll::Pending("not visible yet".into()),
-            })
-        },
-    )
-    .await?;
+    let snapshot = wait_for_snapshot(ctx, &name, timeout(spec.timeout_seconds)).await?;
     Ok(StepOutcome::done(obj(vec![
         ("snapshot_name", json!(snapshot.name)),
         ("kms_key_id", json!(snapshot.kms_key_id)),

@@ -8,7 +8,7 @@ use crate::engine::{Poll, StepContext, wait_until};
 use crate::error::{Error, Result};
 use crate::plan::{DeleteSourceStep, StepKind};
 use crate::steps::backup::encryption_key;
-use crate::steps::{StepOutcome, cloud_error, obj, timeout};
+use crate::steps::{StepOutcome, cloud_error, obj, timeout, wait_for_snapshot};
 
 pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
@@ -83,20 +83,7 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             .await
             .map_err(|e| cloud_error("CreateSnapshot (final)", e))?;
     }
-    let snapshot = wait_until(
-        ctx,
-        &format!("final snapshot {final_name}"),
-        timeout(None),
-        || async {
-            Ok(match ctx.cloud.describe_snapshot(&final_name).await? {
-                Some(s) if s.status == "available" => Poll::Ready(s),
-                Some(s) if s.status == "failed" => Poll::Failed("the final snapshot failed".into()),
-                Some(s) => Poll::Pending(s.status),
-                None => Poll::Pending("not visible yet".into()),
-            })
-        },
-    )
-    .await?;
+    let snapshot = wait_for_snapshot(ctx, &final_name, timeout(None)).await?;
     if !snapshot.encrypted() {
         return Err(Error::failed(
             format!(

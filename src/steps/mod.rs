@@ -113,25 +113,36 @@ fn parse_endpoint(text: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
-/// How to reach the source's data plane: the plan's `data_endpoint`, else the group's primary endpoint.
-pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
-    let (host, port) = match &ctx.plan.plan.source.data_endpoint {
+/// `host:port` of a group's data plane: the plan's override (`<side>.data_endpoint`, for tunnels), else
+/// the group's primary endpoint.
+fn data_host_port(
+    side: &str,
+    plan_override: Option<&String>,
+    group: &ReplicationGroup,
+) -> Result<(String, u16)> {
+    match plan_override {
         Some(e) => parse_endpoint(e).ok_or_else(|| {
             Error::usage(
-                format!("source.data_endpoint `{e}` is not host:port"),
+                format!("{side}.data_endpoint `{e}` is not host:port"),
                 "write it as host:port",
             )
-        })?,
+        }),
         None => {
             let ep = group.primary_endpoint.clone().ok_or_else(|| {
                 Error::failed(
                     format!("the group `{}` reports no primary endpoint", group.id),
-                    "set source.data_endpoint in the plan",
+                    format!("set {side}.data_endpoint in the plan"),
                 )
             })?;
-            (ep.host, ep.port)
+            Ok((ep.host, ep.port))
         }
-    };
+    }
+}
+
+/// How to reach the source's data plane (TLS only if the source already has it).
+pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
+    let (host, port) =
+        data_host_port("source", ctx.plan.plan.source.data_endpoint.as_ref(), group)?;
     Ok(RedisEndpoint {
         host,
         port,
@@ -149,23 +160,7 @@ pub fn target_data_endpoint(
     token: Secret,
 ) -> Result<RedisEndpoint> {
     let target = &ctx.plan.plan.target;
-    let (host, port) = match &target.data_endpoint {
-        Some(e) => parse_endpoint(e).ok_or_else(|| {
-            Error::usage(
-                format!("target.data_endpoint `{e}` is not host:port"),
-                "write it as host:port",
-            )
-        })?,
-        None => {
-            let ep = group.primary_endpoint.clone().ok_or_else(|| {
-                Error::failed(
-                    format!("the group `{}` reports no primary endpoint", group.id),
-                    "set target.data_endpoint in the plan",
-                )
-            })?;
-            (ep.host, ep.port)
-        }
-    };
+    let (host, port) = data_host_port("target", target.data_endpoint.as_ref(), group)?;
     let ca_file = target
         .tls_ca_file
         .as_ref()
@@ -195,4 +190,22 @@ pub async fn require_group(ctx: &StepContext, id: &str) -> Result<ReplicationGro
 
 pub fn obj(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// Wait until snapshot `name` is available (bounded by `limit`).
+pub async fn wait_for_snapshot(
+    ctx: &StepContext,
+    name: &str,
+    limit: Duration,
+) -> Result<crate::cloud::Snapshot> {
+    crate::engine::wait_until(ctx, &format!("snapshot {name}"), limit, || async {
+        use crate::engine::Poll;
+        Ok(match ctx.cloud.describe_snapshot(name).await? {
+            Some(s) if s.status == "available" => Poll::Ready(s),
+            Some(s) if s.status == "failed" => Poll::Failed(format!("snapshot `{name}` failed")),
+            Some(s) => Poll::Pending(s.status),
+            None => Poll::Pending("not visible yet".into()),
+        })
+    })
+    .await
 }
