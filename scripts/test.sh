@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need (redis-server), then format, lints, and every test
-# (unit + integration against real redis-server processes). Fails on the first problem.
+# The whole test suite: installs what the tests need (redis-server, moto[server] in .venv/), then format,
+# lints, and every test (unit + integration against real redis-server processes and a moto_server this
+# script starts on a free loopback port and stops on exit). Fails on the first problem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_redis_server
+ensure_moto
 # Every test works in a temp folder under this one, so a server left behind is found by its folder.
 export TMPDIR="$PWD/target/test-tmp"
 rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
@@ -14,6 +16,7 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --all-targets --quiet -- -D warnings
 step "tests"
+start_moto
 cargo test --quiet -- --test-threads "${TEST_THREADS:-4}"
 step "no redis-server left running by the tests"
 left=""

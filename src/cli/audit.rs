@@ -73,7 +73,7 @@ pub async fn run(globals: &Globals, args: AuditArgs) -> Result<i32> {
         ProviderArg::Sandbox => Provider::Sandbox,
         ProviderArg::Aws => Provider::Aws,
     };
-    let cloud = globals.cloud(provider)?;
+    let cloud = globals.cloud(provider, None).await?;
     let mut groups = cloud.list_groups().await.map_err(|e| {
         Error::failed(
             format!("listing replication groups: {e}"),

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::cloud::Cloud;
+use crate::cloud::aws::Aws;
 use crate::cloud::sandbox::Sandbox;
 use crate::error::{Error, Result, exit_code};
-use crate::plan::Provider;
+use crate::plan::{AwsSettings, Provider};
 use crate::ui::OutputFormat;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,12 @@ pub struct Cli {
         default_value = ".ecmigrate/state"
     )]
     pub state_dir: PathBuf,
+    /// AWS region (provider `aws`); overrides the plan's `aws.region` and the environment.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS shared-config profile (provider `aws`); overrides the plan's `aws.profile`.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -129,6 +136,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     let globals = Globals {
         sandbox_dir: cli.sandbox_dir,
         state_dir: cli.state_dir,
+        region: cli.region,
+        profile: cli.profile,
     };
     match cli.command {
         Command::Sandbox(c) => sandbox_cmd::run(&globals, c).await,
@@ -142,6 +151,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
 pub struct Globals {
     pub sandbox_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// `--region` / `--profile`: they win over the plan's `aws` block.
+    pub region: Option<String>,
+    pub profile: Option<String>,
 }
 
 impl Globals {
@@ -157,14 +169,31 @@ impl Globals {
         })
     }
 
-    /// The cloud a plan's provider names.
-    pub fn cloud(&self, provider: Provider) -> Result<Arc<dyn Cloud>> {
+    /// The cloud a plan's provider names. For `aws`, the flags win over the plan's `aws` block.
+    pub async fn cloud(
+        &self,
+        provider: Provider,
+        aws: Option<&AwsSettings>,
+    ) -> Result<Arc<dyn Cloud>> {
         match provider {
             Provider::Sandbox => Ok(Arc::new(self.sandbox()?)),
-            Provider::Aws => Err(Error::usage(
-                "provider `aws` is not available in this version",
-                "rehearse on the embedded sandbox with `provider: sandbox`",
-            )),
+            Provider::Aws => {
+                let region = self
+                    .region
+                    .clone()
+                    .or_else(|| aws.and_then(|a| a.region.clone()));
+                let profile = self
+                    .profile
+                    .clone()
+                    .or_else(|| aws.and_then(|a| a.profile.clone()));
+                let cloud = Aws::connect(region, profile).await.map_err(|e| {
+                    Error::usage(
+                        format!("cannot set up the AWS clients: {e}"),
+                        "set the region (`aws.region`, --region or AWS_REGION) and credentials (standard AWS chain)",
+                    )
+                })?;
+                Ok(Arc::new(cloud))
+            }
         }
     }
 }

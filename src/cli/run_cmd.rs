@@ -35,7 +35,9 @@ pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
     } else {
         Arc::new(NoPrompter)
     };
-    let cloud = globals.cloud(plan.plan.provider)?;
+    let cloud = globals
+        .cloud(plan.plan.provider, plan.plan.aws.as_ref())
+        .await?;
     // A rehearsal gets only the reading half of the cloud; the engine cannot reach a mutating call.
     let access = if args.dry_run {
         let reader: Arc<dyn CloudRead> = cloud;

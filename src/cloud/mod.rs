@@ -4,6 +4,7 @@
 //! Reads and mutations are separate traits on purpose: the dry-run wrapper is built from a reader only, so
 //! a rehearsal has no way to reach a mutating call of the real cloud.
 
+pub mod aws;
 pub mod dry_run;
 pub mod sandbox;
 

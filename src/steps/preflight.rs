@@ -94,6 +94,40 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
                     "upgrade the source's engine (3.2.6, 4.0.10 or later) before migrating",
                 ),
             }
+            let node_type = plan
+                .target
+                .cache_node_type
+                .clone()
+                .unwrap_or_else(|| g.cache_node_type.clone());
+            match node_type_supports_encryption(&node_type) {
+                Ok(()) => c.pass(
+                    "node_type",
+                    format!("node type {node_type} supports encryption"),
+                ),
+                Err(rule) => c.refuse(
+                    "node_type",
+                    rule,
+                    "set target.cache_node_type to a current-generation type (for example cache.r7g.large or cache.t4g.medium)",
+                ),
+            }
+            if ctx.cloud.provider() == "aws" {
+                match plan
+                    .target
+                    .cache_subnet_group_name
+                    .clone()
+                    .or_else(|| g.cache_subnet_group_name.clone())
+                {
+                    Some(name) => c.pass(
+                        "cache_subnet_group",
+                        format!("the target goes into cache subnet group `{name}`"),
+                    ),
+                    None => c.refuse(
+                        "cache_subnet_group",
+                        format!("no cache subnet group: `{source_id}` reports none and the plan names none"),
+                        "set target.cache_subnet_group_name to a cache subnet group of the VPC the clients use",
+                    ),
+                }
+            }
             if g.cluster_enabled {
                 c.pass(
                     "shape",
@@ -261,9 +295,45 @@ pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), Stri
     }
 }
 
+/// Previous-generation node families (EC2-Classic era) cannot run an encrypted group; every current
+/// family can. A type that is not `cache.FAMILY.SIZE` is left to the cloud to judge.
+pub fn node_type_supports_encryption(node_type: &str) -> std::result::Result<(), String> {
+    const PREVIOUS_GENERATION: &[&str] = &["t1", "m1", "m2", "m3", "c1", "r3"];
+    let family = node_type.split('.').nth(1).unwrap_or_default();
+    if PREVIOUS_GENERATION.contains(&family) {
+        Err(format!(
+            "node type {node_type} is a previous-generation type ({family}) that does not support encryption"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::engine_supports_encryption as ok;
+
+    #[test]
+    fn node_types_that_support_encryption() {
+        use super::node_type_supports_encryption as nt;
+        for t in [
+            "cache.t3.micro",
+            "cache.r7g.large",
+            "cache.m5.xlarge",
+            "cache.sandbox.micro",
+        ] {
+            assert!(nt(t).is_ok(), "{t}");
+        }
+        for t in [
+            "cache.t1.micro",
+            "cache.m1.small",
+            "cache.m3.medium",
+            "cache.c1.xlarge",
+            "cache.r3.large",
+        ] {
+            assert!(nt(t).is_err(), "{t}");
+        }
+    }
 
     #[test]
     fn engine_versions_that_support_encryption() {
