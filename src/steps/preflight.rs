@@ -159,7 +159,13 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
     let key_ref = kms_key_ref(ctx);
     let mut kms_arn = None;
     match &key_ref {
-        None => c.pass("kms_key", "the service-managed key will be used"),
+        // Without a key, the snapshots of an unencrypted source would be unencrypted copies of its data
+        // (safety invariant 6): refuse before anything is taken.
+        None => c.refuse(
+            "kms_key",
+            "no KMS key to encrypt the pre-migration and final snapshots with",
+            "set target.kms_key_id to a customer managed key (id, ARN or alias/NAME); the service-managed key cannot encrypt a snapshot of an unencrypted group",
+        ),
         Some(key) => match ctx.cloud.describe_key(key).await.map_err(|e| cloud_error("describing the KMS key", e))? {
             None => c.refuse(
                 "kms_key",

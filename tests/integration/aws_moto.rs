@@ -644,3 +644,40 @@ fn aws_preflight_refuses_a_group_without_a_cache_subnet_group() {
         "cache_subnet_group",
     );
 }
+
+#[test]
+fn aws_preflight_refuses_a_plan_without_a_kms_key() {
+    // Without a customer managed key the snapshots of the unencrypted source would be unencrypted.
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let env = refusal_env(&moto);
+    let source = unique("nokms");
+    let alias = unique("k");
+    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
+    moto.seed_key(&alias);
+    let target = format!("{source}-enc");
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-refused",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: None,
+        },
+    );
+    let without_key = text.replace(&format!("  kms_key_id: alias/{alias}\n"), "");
+    assert_ne!(text, without_key, "the plan template changed: {text}");
+    let plan = env.write_plan("refused.yaml", &without_key);
+    let before = moto.resources_of(&source);
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("[kms_key]"), "{run:?}");
+    assert!(run.stderr.contains("no KMS key to encrypt"), "{run:?}");
+    assert_eq!(
+        moto.resources_of(&source),
+        before,
+        "a refused run changed moto"
+    );
+    assert!(moto.group(&target).is_none(), "target created");
+}
