@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::cloud::dry_run::DryRunCloud;
 use crate::cloud::{Cloud, CloudRead, CloudWrite};
 use crate::error::{Error, Result};
-use crate::plan::{LoadedPlan, StepKind, StepSpec};
+use crate::plan::{LoadedPlan, StepKind};
 use crate::secret::{Secret, TokenStore};
 use crate::ui::Prompter;
 use events::{Event, EventListener, EventSink};
@@ -211,27 +211,25 @@ pub async fn run(
     if let Some(state) = &existing {
         state.check_resumable_with(&plan.plan)?;
     }
-    preconditions(&plan, &options)?;
+    crate::steps::confirmations_possible(&plan, &options)?;
 
-    let (cloud_read, cloud_write, dry_run_cloud, tokens): CloudHandles = match cloud {
-        CloudAccess::Real(c) if !options.dry_run => (c.clone(), c, None, Arc::new(RealTokenSink)),
-        CloudAccess::Real(_) => {
-            return Err(Error::failed(
-                "internal: a rehearsal was handed a cloud that can mutate",
-                "report this bug; nothing was changed",
-            ));
-        }
-        CloudAccess::ReadOnly(reader) => {
-            let d = Arc::new(DryRunCloud::new(reader));
-            (d.clone(), d.clone(), Some(d), Arc::new(DryRunTokenSink))
-        }
-    };
-    if !options.dry_run && dry_run_cloud.is_some() {
-        return Err(Error::failed(
-            "internal: a real run needs a cloud that can mutate",
-            "report this bug",
-        ));
-    }
+    let (cloud_read, cloud_write, dry_run_cloud, tokens): CloudHandles =
+        match (cloud, options.dry_run) {
+            (CloudAccess::Real(c), false) => (c.clone(), c, None, Arc::new(RealTokenSink)),
+            (CloudAccess::ReadOnly(reader), true) => {
+                let d = Arc::new(DryRunCloud::new(reader));
+                (d.clone(), d.clone(), Some(d), Arc::new(DryRunTokenSink))
+            }
+            (_, dry_run) => {
+                return Err(Error::failed(
+                    format!(
+                        "internal: a {} was handed the wrong kind of cloud access",
+                        if dry_run { "rehearsal" } else { "real run" }
+                    ),
+                    "report this bug; nothing was changed",
+                ));
+            }
+        };
 
     let resumed = existing.is_some();
     let (lock, mut state) = if options.dry_run {
@@ -380,40 +378,6 @@ pub async fn run(
         state: ledger.snapshot(),
         state_file: (!options.dry_run).then(|| paths.state_file()),
     })
-}
-
-/// Refusals that need no cloud: confirmations that cannot be given without a terminal.
-fn preconditions(plan: &LoadedPlan, options: &RunOptions) -> Result<()> {
-    if options.interactive || options.dry_run {
-        return Ok(());
-    }
-    for spec in &plan.plan.steps {
-        match spec {
-            StepSpec::DeleteSource(d)
-                if !options.yes
-                    || d.confirm.as_deref()
-                        != Some(plan.plan.source.replication_group_id.as_str()) =>
-            {
-                return Err(Error::usage(
-                    "`delete_source` needs a confirmation and there is no terminal to ask on",
-                    format!(
-                        "add `confirm: {}` to the delete_source step and pass --yes, or run from a terminal",
-                        plan.plan.source.replication_group_id
-                    ),
-                ));
-            }
-            StepSpec::Cutover(c)
-                if c.strategy == crate::plan::CutoverStrategy::Manual && !options.yes =>
-            {
-                return Err(Error::usage(
-                    "the `manual` cutover asks the operator to confirm the switch and there is no terminal",
-                    "run from a terminal, or pass --yes once the clients have been repointed",
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn new_run_id() -> String {

@@ -76,54 +76,10 @@ impl Positions {
                     }
                 }
                 Event::Scalar(value, ..) => {
-                    if let Some(Frame::Mapping {
-                        key, expecting_key, ..
-                    }) = stack.last_mut()
-                        && *expecting_key
-                    {
-                        *key = Some((value.into_owned(), start));
-                        *expecting_key = false;
-                        continue;
-                    }
-                    if let Some((path, key)) = value_path(&stack, start) {
-                        let scalar = Some(value.into_owned());
-                        out.entries.insert(
-                            path,
-                            Entry {
-                                key,
-                                start,
-                                end,
-                                is_map: false,
-                                scalar,
-                            },
-                        );
-                    }
-                    advance(&mut stack);
+                    leaf(&mut stack, &mut out, value.into_owned(), true, start, end)
                 }
-                Event::Alias(_) => {
-                    if let Some(Frame::Mapping {
-                        key, expecting_key, ..
-                    }) = stack.last_mut()
-                        && *expecting_key
-                    {
-                        *key = Some(("*".to_string(), start));
-                        *expecting_key = false;
-                        continue;
-                    }
-                    if let Some((path, key)) = value_path(&stack, start) {
-                        out.entries.insert(
-                            path,
-                            Entry {
-                                key,
-                                start,
-                                end,
-                                is_map: false,
-                                scalar: None,
-                            },
-                        );
-                    }
-                    advance(&mut stack);
-                }
+                // An alias names no field; as a key it stands for `*`.
+                Event::Alias(_) => leaf(&mut stack, &mut out, "*".to_string(), false, start, end),
                 Event::MappingStart(..) | Event::SequenceStart(..) => {
                     let is_map = matches!(event, Event::MappingStart(..));
                     // A collection used as a mapping key has no field path.
@@ -268,6 +224,41 @@ pub(crate) fn parent(path: &str) -> Option<&str> {
     }
     let cut = path.rfind(['.', '[']).unwrap_or(0);
     Some(&path[..cut])
+}
+
+/// A scalar or an alias: a mapping key, or a leaf value recorded under its path (with its text when
+/// `is_scalar`).
+fn leaf(
+    stack: &mut [Frame],
+    out: &mut Positions,
+    text: String,
+    is_scalar: bool,
+    start: Pos,
+    end: Pos,
+) {
+    if let Some(Frame::Mapping {
+        key, expecting_key, ..
+    }) = stack.last_mut()
+        && *expecting_key
+    {
+        *key = Some((text, start));
+        *expecting_key = false;
+        return;
+    }
+    if let Some((path, key)) = value_path(stack, start) {
+        let scalar = is_scalar.then_some(text);
+        out.entries.insert(
+            path,
+            Entry {
+                key,
+                start,
+                end,
+                is_map: false,
+                scalar,
+            },
+        );
+    }
+    advance(stack);
 }
 
 fn value_path(stack: &[Frame], start: Pos) -> Option<(String, Pos)> {

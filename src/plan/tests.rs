@@ -328,15 +328,7 @@ fn syntax_errors_carry_a_line() {
 fn schema_is_json_and_names_every_step_kind() {
     let schema: serde_json::Value = serde_json::from_str(&schema_json()).expect("valid JSON");
     let text = schema.to_string();
-    for kind in [
-        "preflight",
-        "backup",
-        "restore_encrypted",
-        "stream_copy",
-        "verify",
-        "cutover",
-        "delete_source",
-    ] {
+    for kind in StepKind::ALL.map(StepKind::as_str) {
         assert!(text.contains(&format!("\"{kind}\"")), "schema lacks {kind}");
     }
     assert!(text.contains("sandbox_alias") && text.contains("auth_token"));

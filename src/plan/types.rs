@@ -172,6 +172,17 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// Every kind, in the only order a plan may list them.
+    pub const ALL: [StepKind; 7] = [
+        StepKind::Preflight,
+        StepKind::Backup,
+        StepKind::RestoreEncrypted,
+        StepKind::StreamCopy,
+        StepKind::Verify,
+        StepKind::Cutover,
+        StepKind::DeleteSource,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Preflight => "preflight",

@@ -197,12 +197,10 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     }
 }
 
-const STEP_ORDER: &str =
-    "preflight, backup, restore_encrypted, stream_copy, verify, cutover, delete_source";
-
 fn check_steps(plan: &Plan, f: &mut Findings) {
+    let order = StepKind::ALL.map(StepKind::as_str).join(", ");
     if plan.steps.is_empty() {
-        f.add("steps", format!("must list at least the `preflight`, `backup` and `restore_encrypted` steps (in the order {STEP_ORDER})"));
+        f.add("steps", format!("must list at least the `preflight`, `backup` and `restore_encrypted` steps (in the order {order})"));
         return;
     }
     // Where each kind was first listed.
@@ -225,7 +223,7 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
         {
             f.add(
                 format!("steps[{i}].kind"),
-                format!("`{kind}` must come before `{later}` (steps keep the order {STEP_ORDER})"),
+                format!("`{kind}` must come before `{later}` (steps keep the order {order})"),
             );
         }
         seen.push((kind, i));

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::cloud::{CloudError, ReplicationGroup};
 use crate::data::connect::RedisEndpoint;
-use crate::engine::StepContext;
+use crate::engine::{RunOptions, StepContext};
 use crate::error::{Error, Result};
 use crate::plan::{LoadedPlan, StepSpec};
 use crate::secret::{Secret, TokenStore};
@@ -208,4 +208,39 @@ pub async fn wait_for_snapshot(
         })
     })
     .await
+}
+
+/// Refused before anything runs: steps that need a confirmation that cannot be given (no terminal, and
+/// no `--yes` with `confirm:`).
+pub fn confirmations_possible(plan: &LoadedPlan, options: &RunOptions) -> Result<()> {
+    if options.interactive || options.dry_run {
+        return Ok(());
+    }
+    for spec in &plan.plan.steps {
+        match spec {
+            StepSpec::DeleteSource(d)
+                if !options.yes
+                    || d.confirm.as_deref()
+                        != Some(plan.plan.source.replication_group_id.as_str()) =>
+            {
+                return Err(Error::usage(
+                    "`delete_source` needs a confirmation and there is no terminal to ask on",
+                    format!(
+                        "add `confirm: {}` to the delete_source step and pass --yes, or run from a terminal",
+                        plan.plan.source.replication_group_id
+                    ),
+                ));
+            }
+            StepSpec::Cutover(c)
+                if c.strategy == crate::plan::CutoverStrategy::Manual && !options.yes =>
+            {
+                return Err(Error::usage(
+                    "the `manual` cutover asks the operator to confirm the switch and there is no terminal",
+                    "run from a terminal, or pass --yes once the clients have been repointed",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -497,187 +497,145 @@ fn aws_dry_run_makes_no_mutating_call() {
 }
 
 /// Run a plan expected to be refused by preflight: exit 3, the check named, nothing created in moto.
-fn assert_refused(moto: &Moto, env: &Env, source: &str, target: &str, alias: &str, check: &str) {
-    let plan = env.write_plan(
-        "refused.yaml",
-        &aws_plan(
-            env,
-            &AwsPlan {
-                name: "aws-refused",
-                source,
-                target,
-                kms_alias: alias,
-                data: None,
-            },
-        ),
-    );
-    let before = moto.resources_of(source);
-    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert!(
-        run.stderr.contains(&format!("[{check}]")),
-        "expected a `{check}` refusal: {run:?}"
-    );
-    assert!(run.stderr.contains("hint:"), "{run:?}");
-    assert_eq!(
-        moto.resources_of(source),
-        before,
-        "a refused run changed moto"
-    );
-    assert!(
-        moto.group(target).is_none() || before.iter().any(|r| r.contains(target)),
-        "target created"
-    );
-    assert_no_token(env, "aws-refused", &[&run]);
+/// One preflight refusal against moto: a fresh env with a token, a unique source id (target `<source>-enc`)
+/// and a unique key alias; each test seeds moto for the fault it checks.
+struct RefusalCase {
+    moto: Moto,
+    env: Env,
+    source: String,
+    target: String,
+    alias: String,
 }
 
-fn refusal_env(moto: &Moto) -> Env {
-    let mut env = Env::new();
-    moto.configure(&mut env, false);
-    write_token(&env);
-    env
+impl RefusalCase {
+    /// `None` when no moto server is configured (outside CI only).
+    fn new(prefix: &str) -> Option<RefusalCase> {
+        let moto = Moto::new(&moto_url()?);
+        let mut env = Env::new();
+        moto.configure(&mut env, false);
+        write_token(&env);
+        let source = unique(prefix);
+        let target = format!("{source}-enc");
+        Some(RefusalCase {
+            moto,
+            env,
+            source,
+            target,
+            alias: unique("k"),
+        })
+    }
+
+    fn plan_text(&self) -> String {
+        aws_plan(
+            &self.env,
+            &AwsPlan {
+                name: "aws-refused",
+                source: &self.source,
+                target: &self.target,
+                kms_alias: &self.alias,
+                data: None,
+            },
+        )
+    }
+
+    /// Run `plan_text`: exit 3 naming `check` with a hint, moto unchanged, no target, no token shown.
+    fn assert_refused(&self, plan_text: &str, check: &str) -> Run {
+        let plan = self.env.write_plan("refused.yaml", plan_text);
+        let before = self.moto.resources_of(&self.source);
+        let run = self.env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+        assert_eq!(run.code, 3, "{run:?}");
+        assert!(
+            run.stderr.contains(&format!("[{check}]")),
+            "expected a `{check}` refusal: {run:?}"
+        );
+        assert!(run.stderr.contains("hint:"), "{run:?}");
+        assert_eq!(
+            self.moto.resources_of(&self.source),
+            before,
+            "a refused run changed moto"
+        );
+        assert!(
+            self.moto.group(&self.target).is_none()
+                || before.iter().any(|r| r.contains(&self.target)),
+            "target created"
+        );
+        assert_no_token(&self.env, "aws-refused", &[&run]);
+        run
+    }
 }
 
 #[test]
 fn aws_preflight_refuses_a_missing_source() {
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("missing");
-    let alias = unique("k");
-    moto.seed_key(&alias);
-    assert_refused(
-        &moto,
-        &env,
-        &source,
-        &format!("{source}-enc"),
-        &alias,
-        "source_exists",
-    );
+    let Some(c) = RefusalCase::new("missing") else {
+        return;
+    };
+    c.moto.seed_key(&c.alias);
+    c.assert_refused(&c.plan_text(), "source_exists");
 }
 
 #[test]
 fn aws_preflight_refuses_a_taken_target_id() {
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("taken");
-    let target = format!("{source}-enc");
-    let alias = unique("k");
-    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
-    moto.seed_group(&target, "7.0.7", Some("subnets-a"));
-    moto.seed_key(&alias);
-    assert_refused(&moto, &env, &source, &target, &alias, "target_id_free");
+    let Some(c) = RefusalCase::new("taken") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
+    c.moto.seed_group(&c.target, "7.0.7", Some("subnets-a"));
+    c.moto.seed_key(&c.alias);
+    c.assert_refused(&c.plan_text(), "target_id_free");
 }
 
 #[test]
 fn aws_preflight_refuses_a_disabled_kms_key() {
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("kmsoff");
-    let alias = unique("k");
-    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
-    let arn = moto.seed_key(&alias);
-    moto.disable_key(&arn);
-    assert_refused(
-        &moto,
-        &env,
-        &source,
-        &format!("{source}-enc"),
-        &alias,
-        "kms_key",
-    );
+    let Some(c) = RefusalCase::new("kmsoff") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
+    let arn = c.moto.seed_key(&c.alias);
+    c.moto.disable_key(&arn);
+    c.assert_refused(&c.plan_text(), "kms_key");
 }
 
 #[test]
 fn aws_preflight_refuses_a_missing_kms_key() {
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("kmsnone");
-    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
-    assert_refused(
-        &moto,
-        &env,
-        &source,
-        &format!("{source}-enc"),
-        &unique("nokey"),
-        "kms_key",
-    );
+    // The alias is never created.
+    let Some(c) = RefusalCase::new("kmsnone") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
+    c.assert_refused(&c.plan_text(), "kms_key");
 }
 
 #[test]
 fn aws_preflight_refuses_an_engine_too_old_for_encryption() {
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("old");
-    let alias = unique("k");
-    moto.seed_group(&source, "3.2.4", Some("subnets-a"));
-    moto.seed_key(&alias);
-    assert_refused(
-        &moto,
-        &env,
-        &source,
-        &format!("{source}-enc"),
-        &alias,
-        "engine_version",
-    );
+    let Some(c) = RefusalCase::new("old") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "3.2.4", Some("subnets-a"));
+    c.moto.seed_key(&c.alias);
+    c.assert_refused(&c.plan_text(), "engine_version");
 }
 
 #[test]
 fn aws_preflight_refuses_a_group_without_a_cache_subnet_group() {
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("nosubnet");
-    let alias = unique("k");
-    moto.seed_group(&source, "7.0.7", None);
-    moto.seed_key(&alias);
-    assert_refused(
-        &moto,
-        &env,
-        &source,
-        &format!("{source}-enc"),
-        &alias,
-        "cache_subnet_group",
-    );
+    let Some(c) = RefusalCase::new("nosubnet") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", None);
+    c.moto.seed_key(&c.alias);
+    c.assert_refused(&c.plan_text(), "cache_subnet_group");
 }
 
 #[test]
 fn aws_preflight_refuses_a_plan_without_a_kms_key() {
     // Without a customer managed key the snapshots of the unencrypted source would be unencrypted.
-    let Some(url) = moto_url() else { return };
-    let moto = Moto::new(&url);
-    let env = refusal_env(&moto);
-    let source = unique("nokms");
-    let alias = unique("k");
-    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
-    moto.seed_key(&alias);
-    let target = format!("{source}-enc");
-    let text = aws_plan(
-        &env,
-        &AwsPlan {
-            name: "aws-refused",
-            source: &source,
-            target: &target,
-            kms_alias: &alias,
-            data: None,
-        },
-    );
-    let without_key = text.replace(&format!("  kms_key_id: alias/{alias}\n"), "");
+    let Some(c) = RefusalCase::new("nokms") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
+    c.moto.seed_key(&c.alias);
+    let text = c.plan_text();
+    let without_key = text.replace(&format!("  kms_key_id: alias/{}\n", c.alias), "");
     assert_ne!(text, without_key, "the plan template changed: {text}");
-    let plan = env.write_plan("refused.yaml", &without_key);
-    let before = moto.resources_of(&source);
-    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("[kms_key]"), "{run:?}");
+    let run = c.assert_refused(&without_key, "kms_key");
     assert!(run.stderr.contains("no KMS key to encrypt"), "{run:?}");
-    assert_eq!(
-        moto.resources_of(&source),
-        before,
-        "a refused run changed moto"
-    );
-    assert!(moto.group(&target).is_none(), "target created");
 }

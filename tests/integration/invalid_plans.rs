@@ -90,15 +90,7 @@ fn the_valid_fixtures_and_the_demo_plan_validate() {
     let schema = env.ok(&["plan", "schema"]);
     let v: serde_json::Value = serde_json::from_str(&schema.stdout).expect("schema is JSON");
     let text = v.to_string();
-    for kind in [
-        "preflight",
-        "backup",
-        "restore_encrypted",
-        "stream_copy",
-        "verify",
-        "cutover",
-        "delete_source",
-    ] {
+    for kind in ecmigrate::plan::StepKind::ALL.map(|k| k.as_str()) {
         assert!(text.contains(kind), "schema lacks {kind}");
     }
 }
