@@ -76,6 +76,11 @@ impl Ledger {
         Ok(r)
     }
 
+    /// Read the state without copying all of it.
+    fn read<R>(&self, f: impl FnOnce(&RunState) -> R) -> R {
+        f(&self.state.lock().expect("state lock"))
+    }
+
     fn snapshot(&self) -> RunState {
         self.state.lock().expect("state lock").clone()
     }
@@ -111,10 +116,8 @@ impl StepContext {
 
     /// This step's intent recorded in an earlier attempt.
     pub fn intent(&self, key: &str) -> Option<Value> {
-        self.ledger.snapshot().steps[self.index]
-            .intent
-            .get(key)
-            .cloned()
+        self.ledger
+            .read(|s| s.steps[self.index].intent.get(key).cloned())
     }
 
     /// Record what the step is about to create, durably, before the mutating call.
@@ -127,11 +130,11 @@ impl StepContext {
 
     /// Outputs of an earlier finished step.
     pub fn outputs_of(&self, kind: StepKind) -> Option<Map<String, Value>> {
-        self.ledger.snapshot().outputs_of(kind).cloned()
+        self.ledger.read(|s| s.outputs_of(kind).cloned())
     }
 
     pub fn step_done(&self, kind: StepKind) -> bool {
-        self.ledger.snapshot().step_done(kind)
+        self.ledger.read(|s| s.step_done(kind))
     }
 
     pub fn check(&self, name: &str, ok: bool, detail: impl Into<String>) {
@@ -279,8 +282,9 @@ pub async fn run(
     });
 
     for (index, spec) in plan.plan.steps.iter().enumerate() {
-        let record = ledger.snapshot().steps[index].clone();
-        if matches!(record.status, StepStatus::Done | StepStatus::Skipped) {
+        let (status, previous_attempt) =
+            ledger.read(|s| (s.steps[index].status, s.steps[index].attempt));
+        if matches!(status, StepStatus::Done | StepStatus::Skipped) {
             events.emit(Event::StepSkipped {
                 index,
                 kind: spec.kind(),
@@ -288,7 +292,7 @@ pub async fn run(
             });
             continue;
         }
-        let attempt = record.attempt + 1;
+        let attempt = previous_attempt + 1;
         ledger.update(|s| {
             let r = &mut s.steps[index];
             r.status = StepStatus::Running;
@@ -304,7 +308,7 @@ pub async fn run(
         let step_started = Instant::now();
         let ctx = StepContext {
             plan: plan.clone(),
-            run_id: ledger.snapshot().run_id,
+            run_id: ledger.read(|s| s.run_id.clone()),
             cloud: cloud_read.clone(),
             write: cloud_write.clone(),
             tokens: tokens.clone(),
