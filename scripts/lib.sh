@@ -32,7 +32,11 @@ free_port() {
 start_moto() {
   local port
   port=$(free_port)
-  .venv/bin/moto_server -H 127.0.0.1 -p "$port" >.venv/moto.log 2>&1 &
+  # moto's recorder keeps every request it serves, so tests can count the calls a run made.
+  export ECMIGRATE_TEST_MOTO_RECORDING="$PWD/.venv/moto-recording.jsonl"
+  : >"$ECMIGRATE_TEST_MOTO_RECORDING"
+  MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$ECMIGRATE_TEST_MOTO_RECORDING" \
+    .venv/bin/moto_server -H 127.0.0.1 -p "$port" >.venv/moto.log 2>&1 &
   MOTO_PID=$!
   trap 'stop_moto' EXIT
   for _ in $(seq 1 100); do

@@ -100,14 +100,27 @@ impl Moto {
     /// An unencrypted, available group of two nodes, and (moto gap) a cache cluster standing in for its
     /// first member so DescribeCacheClusters reports engine version, subnet group, security groups...
     fn seed_group(&self, id: &str, engine_version: &str, subnet_group: Option<&str>) {
+        self.seed_group_shaped(id, engine_version, subnet_group, "cache.t3.micro", false);
+    }
+
+    /// As `seed_group`, with a node type and optionally at-rest encryption already on.
+    fn seed_group_shaped(
+        &self,
+        id: &str,
+        engine_version: &str,
+        subnet_group: Option<&str>,
+        node_type: &str,
+        at_rest_encrypted: bool,
+    ) {
         block_on(async {
             self.ec
                 .create_replication_group()
+                .at_rest_encryption_enabled(at_rest_encrypted)
                 .replication_group_id(id)
                 .replication_group_description("ecmigrate test source")
                 .engine("redis")
                 .engine_version(engine_version)
-                .cache_node_type("cache.t3.micro")
+                .cache_node_type(node_type)
                 .num_cache_clusters(2)
                 // moto gap: without this, moto creates one member for NumCacheClusters=2.
                 .replicas_per_node_group(1)
@@ -120,7 +133,7 @@ impl Moto {
                 .cache_cluster_id(format!("{id}-001"))
                 .engine("redis")
                 .engine_version(engine_version)
-                .cache_node_type("cache.t3.micro")
+                .cache_node_type(node_type)
                 .num_cache_nodes(1)
                 .set_cache_subnet_group_name(subnet_group.map(str::to_string))
                 .security_group_ids("sg-0123456789abcdef0")
@@ -222,6 +235,68 @@ impl Moto {
                 .unwrap_or_default()
         })
     }
+}
+
+/// The AWS operations moto's recorder saw in requests that mention `marker` (ids are unique per test),
+/// from line `from` of the recording on. ElastiCache speaks the query protocol (`Action=` in the body);
+/// KMS and Secrets Manager name the operation in `X-Amz-Target`.
+fn recorded_operations(marker: &str, from: usize) -> Vec<String> {
+    use base64::Engine;
+    let path = recording_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut operations = Vec::new();
+    for line in text.lines().skip(from) {
+        let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let raw = r["body"].as_str().unwrap_or("");
+        let body = if r["body_encoded"] == true {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            raw.to_string()
+        };
+        if !body.contains(marker) && !r["url"].as_str().unwrap_or("").contains(marker) {
+            continue;
+        }
+        let action = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .map(str::to_string);
+        let target = r["headers"]
+            .as_object()
+            .and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+            })
+            .and_then(|(_, v)| v.as_str())
+            .and_then(|t| t.rsplit('.').next())
+            .map(str::to_string);
+        operations.extend(action.or(target));
+    }
+    operations
+}
+
+fn recording_path() -> String {
+    std::env::var("ECMIGRATE_TEST_MOTO_RECORDING")
+        .expect("ECMIGRATE_TEST_MOTO_RECORDING: scripts/test.sh starts moto with its recorder on")
+}
+
+fn recording_len() -> usize {
+    std::fs::read_to_string(recording_path())
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Operations that change something (AWS names them with these verbs).
+fn is_mutating(operation: &str) -> bool {
+    const VERBS: [&str; 14] = [
+        "Create", "Delete", "Modify", "Put", "Update", "Disable", "Enable", "Add", "Remove",
+        "Reboot", "Increase", "Decrease", "Copy", "Tag",
+    ];
+    VERBS.iter().any(|v| operation.starts_with(v))
 }
 
 struct AwsPlan<'a> {
@@ -372,9 +447,26 @@ fn aws_full_plan_against_moto_creates_an_encrypted_group_and_deletes_the_source(
         ),
     );
 
+    let recorded_before = recording_len();
     let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("CreateReplicationGroup"), "{run:?}");
+    // Exactly the mutations a migration needs, each once.
+    let mut mutating: Vec<String> = recorded_operations(&source, recorded_before)
+        .into_iter()
+        .filter(|o| is_mutating(o))
+        .collect();
+    mutating.sort();
+    assert_eq!(
+        mutating,
+        [
+            "CreateReplicationGroup",
+            "CreateSnapshot",
+            "CreateSnapshot",
+            "DeleteReplicationGroup"
+        ],
+        "the recorder saw other mutations"
+    );
 
     let g = moto.group(&target).expect("target group in moto");
     assert_eq!(g.status(), Some("available"));
@@ -487,9 +579,22 @@ fn aws_dry_run_makes_no_mutating_call() {
     );
     let before = moto.resources_of(&source);
     assert_eq!(before, vec![format!("group {source} available")]);
+    let recorded_before = recording_len();
 
     let run = env.run(&["run", plan.to_str().unwrap(), "--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
+    // Count what the rehearsal sent: reads of the source, and not one mutating call.
+    let operations = recorded_operations(&source, recorded_before);
+    assert!(
+        operations.iter().any(|o| o == "DescribeReplicationGroups"),
+        "the recorder saw no read: {operations:?}"
+    );
+    let mutating: Vec<&String> = operations.iter().filter(|o| is_mutating(o)).collect();
+    assert_eq!(
+        mutating.len(),
+        0,
+        "mutating calls in a dry run: {mutating:?} (all: {operations:?})"
+    );
     assert!(run.stdout.contains("CreateSnapshot"), "{run:?}");
     assert!(run.stdout.contains("CreateReplicationGroup"), "{run:?}");
     assert_eq!(moto.resources_of(&source), before, "a dry run changed moto");
@@ -638,4 +743,122 @@ fn aws_preflight_refuses_a_plan_without_a_kms_key() {
     assert_ne!(text, without_key, "the plan template changed: {text}");
     let run = c.assert_refused(&without_key, "kms_key");
     assert!(run.stderr.contains("no KMS key to encrypt"), "{run:?}");
+}
+
+#[test]
+fn aws_preflight_refuses_a_source_with_at_rest_encryption_and_points_at_in_place_transit() {
+    let Some(c) = RefusalCase::new("atrest") else {
+        return;
+    };
+    c.moto.seed_group_shaped(
+        &c.source,
+        "7.0.7",
+        Some("subnets-a"),
+        "cache.t3.micro",
+        true,
+    );
+    c.moto.seed_key(&c.alias);
+    let run = c.assert_refused(&c.plan_text(), "source_unencrypted");
+    assert!(run.stderr.contains("in place"), "{run:?}");
+}
+
+#[test]
+fn aws_preflight_refuses_a_previous_generation_node_type() {
+    let Some(c) = RefusalCase::new("oldnode") else {
+        return;
+    };
+    c.moto.seed_group_shaped(
+        &c.source,
+        "7.0.7",
+        Some("subnets-a"),
+        "cache.m1.small",
+        false,
+    );
+    c.moto.seed_key(&c.alias);
+    c.assert_refused(&c.plan_text(), "node_type");
+}
+
+#[test]
+fn aws_run_killed_after_the_create_call_resumes_without_creating_anything_twice() {
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    write_token(&env);
+    // Enough keys that verify (after restore) takes a moment, so the kill lands before the run ends.
+    let data = local_data_plane(&env, 5000);
+    let source = unique("kill");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
+    moto.seed_key(&alias);
+    let plan = env.write_plan(
+        "aws.yaml",
+        &aws_plan(
+            &env,
+            &AwsPlan {
+                name: "aws-kill",
+                source: &source,
+                target: &target,
+                kms_alias: &alias,
+                data: Some(data),
+            },
+        ),
+    );
+    let recorded_before = recording_len();
+    let events = env.state_dir().join("aws-kill").join("events.jsonl");
+    let mut child = env
+        .command(&["run", plan.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        if text.contains("\"operation\":\"CreateReplicationGroup\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "restore never started: {text}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before restore: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let mid = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
+    let mid: serde_json::Value = serde_json::from_str(&mid.stdout).unwrap();
+    assert_ne!(
+        mid["state"], "done",
+        "the kill landed after the run finished: {mid}"
+    );
+
+    let resumed = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(
+        !resumed.stdout.contains("call CreateReplicationGroup"),
+        "{resumed:?}"
+    );
+    let mut mutating: Vec<String> = recorded_operations(&source, recorded_before)
+        .into_iter()
+        .filter(|o| is_mutating(o))
+        .collect();
+    mutating.sort();
+    assert_eq!(
+        mutating,
+        [
+            "CreateReplicationGroup",
+            "CreateSnapshot",
+            "CreateSnapshot",
+            "DeleteReplicationGroup"
+        ],
+        "something was created twice across the kill"
+    );
+    assert_eq!(moto.snapshots_of(&source).len(), 2);
+    assert_no_token(&env, "aws-kill", &[&resumed]);
 }
