@@ -47,11 +47,15 @@ pub fn generate_token() -> Secret {
     Secret(token)
 }
 
+const CLOUD_STORE: &str = "internal: a Secrets Manager token is read and written through the cloud";
+
 /// Where a token is kept. Its `Display` is the reference the state file records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenStore {
     File(PathBuf),
     Env(String),
+    /// A Secrets Manager secret (name or ARN): read and written through the cloud, not here.
+    SecretsManager(String),
 }
 
 impl fmt::Display for TokenStore {
@@ -59,6 +63,7 @@ impl fmt::Display for TokenStore {
         match self {
             TokenStore::File(p) => write!(f, "file:{}", p.display()),
             TokenStore::Env(name) => write!(f, "env:{name}"),
+            TokenStore::SecretsManager(id) => write!(f, "secretsmanager:{id}"),
         }
     }
 }
@@ -78,6 +83,7 @@ impl TokenStore {
                 Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
                 _ => Ok(None),
             },
+            TokenStore::SecretsManager(_) => Err(CLOUD_STORE.into()),
         }
     }
 
@@ -113,6 +119,9 @@ impl TokenStore {
             TokenStore::Env(name) => Err(format!(
                 "an environment variable ({name}) cannot receive a generated token; use `file:`"
             )),
+            // Whether the secret can be written is only known by writing it; preflight checks the
+            // service answers.
+            TokenStore::SecretsManager(_) => Ok(()),
         }
     }
 
@@ -142,6 +151,7 @@ impl TokenStore {
                 Ok(())
             }
             TokenStore::Env(_) => self.check_writable(),
+            TokenStore::SecretsManager(_) => Err(CLOUD_STORE.into()),
         }
     }
 }

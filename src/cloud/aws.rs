@@ -16,6 +16,8 @@ use aws_sdk_elasticache::config::http::HttpResponse;
 use aws_sdk_elasticache::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticache::types as ec;
 
+use crate::secret::Secret;
+
 use super::{
     CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, Endpoint, KmsKey, Node,
     NodeRole, ReplicationGroup, Snapshot,
@@ -25,6 +27,7 @@ use super::{
 pub struct Aws {
     ec: aws_sdk_elasticache::Client,
     kms: aws_sdk_kms::Client,
+    secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Aws {
@@ -47,6 +50,7 @@ impl Aws {
         Ok(Aws {
             ec: aws_sdk_elasticache::Client::new(&config),
             kms: aws_sdk_kms::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
         })
     }
 
@@ -428,6 +432,12 @@ impl CloudRead for Aws {
     fn data_plane_ca(&self) -> Option<PathBuf> {
         None
     }
+
+    async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
+        let out = self.secrets.get_secret_value().secret_id(id).send().await;
+        let value = none_if_not_found(out.map_err(|e| map_err(e, "secret", id)))?;
+        Ok(value.and_then(|v| v.secret_string().map(Secret::new)))
+    }
 }
 
 #[async_trait]
@@ -510,6 +520,47 @@ impl CloudWrite for Aws {
         Err(CloudError::other(format!(
             "endpoint alias `{alias}`: not supported on aws; use the manual cutover"
         )))
+    }
+
+    async fn put_secret(
+        &self,
+        id: &str,
+        value: &Secret,
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        // A new version of an existing secret, else a new secret. Errors name the secret, never the value.
+        let put = self
+            .secrets
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value.expose())
+            .send()
+            .await;
+        match put.map_err(|e| map_err(e, "secret", id)) {
+            Ok(_) => Ok(()),
+            Err(CloudError::NotFound { .. }) => {
+                let tags = tags
+                    .iter()
+                    .map(|(k, v)| {
+                        aws_sdk_secretsmanager::types::Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                    })
+                    .collect();
+                self.secrets
+                    .create_secret()
+                    .name(id)
+                    .description("ElastiCache AUTH token written by ecmigrate")
+                    .secret_string(value.expose())
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(|e| map_err(e, "secret", id))?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -605,6 +656,16 @@ mod mock_tests {
         Aws {
             ec: aws_sdk_elasticache::Client::from_conf(conf),
             kms: aws_sdk_kms::Client::from_conf(kms_conf),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+                    .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                        "a", "b", None, None, "test",
+                    ))
+                    .http_client(create_mock_http_client())
+                    .build(),
+            ),
         }
     }
 

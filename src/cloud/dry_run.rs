@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::secret::Secret;
+
 use super::{
     CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, Endpoint, KmsKey, Node, NodeRole,
     ReplicationGroup, Snapshot,
@@ -19,6 +21,7 @@ struct Overlay {
     groups: BTreeMap<String, ReplicationGroup>,
     deleted_groups: BTreeSet<String>,
     aliases: BTreeMap<String, String>,
+    secrets: BTreeMap<String, Secret>,
 }
 
 pub struct DryRunCloud {
@@ -108,6 +111,13 @@ impl CloudRead for DryRunCloud {
     fn data_plane_ca(&self) -> Option<PathBuf> {
         self.real.data_plane_ca()
     }
+
+    async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
+        if let Some(s) = self.overlay().secrets.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        self.real.get_secret(id).await
+    }
 }
 
 #[async_trait]
@@ -181,6 +191,16 @@ impl CloudWrite for DryRunCloud {
         self.overlay()
             .aliases
             .insert(alias.to_string(), group.to_string());
+        Ok(())
+    }
+
+    async fn put_secret(
+        &self,
+        id: &str,
+        value: &Secret,
+        _tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.overlay().secrets.insert(id.to_string(), value.clone());
         Ok(())
     }
 }

@@ -213,6 +213,8 @@ pub trait CloudRead: Send + Sync {
     async fn resolve_alias(&self, alias: &str) -> CloudResult<Option<String>>;
     /// CA the target's data plane certificates chain to, when it is not a public one.
     fn data_plane_ca(&self) -> Option<PathBuf>;
+    /// The value of a Secrets Manager secret (name or ARN); `None` when there is no such secret.
+    async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>>;
 }
 
 /// The mutating calls. Only the real clouds implement it; a dry run never holds one.
@@ -230,6 +232,13 @@ pub trait CloudWrite: Send + Sync {
     /// beforehand, encrypted (safety invariant 6).
     async fn delete_group(&self, id: &str) -> CloudResult<()>;
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()>;
+    /// Store `value` as the secret `id`: a new secret (with `tags`), or a new version of an existing one.
+    async fn put_secret(
+        &self,
+        id: &str,
+        value: &Secret,
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()>;
 }
 
 /// A cloud a run can change.

@@ -272,6 +272,31 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A Secrets Manager secret name (1–512 of letters, digits and `/_+=.@-`) or a secret ARN.
+pub fn check_secret_id(id: &str) -> Result<(), String> {
+    if id.starts_with("arn:") {
+        let parts: Vec<&str> = id.splitn(7, ':').collect();
+        return if parts.len() == 7
+            && parts[2] == "secretsmanager"
+            && parts[5] == "secret"
+            && !parts[6].is_empty()
+        {
+            Ok(())
+        } else {
+            Err("must be a secret name or an ARN like arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME".into())
+        };
+    }
+    let ok = (1..=512).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a secret name: 1 to 512 letters, digits and `/_+=.@-`, or a secret ARN".into())
+    }
+}
+
 /// A node type such as `cache.r7g.large`.
 pub fn check_cache_node_type(t: &str) -> Result<(), String> {
     let rule =

@@ -628,3 +628,16 @@ fn long_unknown_values_are_not_repeated() {
         issues[0].rule
     );
 }
+
+#[test]
+fn secret_id_edges() {
+    assert!(check_secret_id("orders/auth-token_1+=.@").is_ok());
+    assert!(
+        check_secret_id("arn:aws:secretsmanager:us-east-1:123456789012:secret:orders-AbCdEf")
+            .is_ok()
+    );
+    assert!(check_secret_id("").is_err());
+    assert!(check_secret_id(&"a".repeat(513)).is_err());
+    assert!(check_secret_id("orders auth").is_err());
+    assert!(check_secret_id("arn:aws:kms:us-east-1:123456789012:key/abc").is_err());
+}

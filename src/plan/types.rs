@@ -116,7 +116,8 @@ pub struct TargetSpec {
     pub tls_ca_file: Option<PathBuf>,
 }
 
-/// Where the AUTH token lives. Exactly one of `file` / `env`; `generate: true` needs `file`.
+/// Where the AUTH token lives. Exactly one of `file` / `env` / `secrets_manager`; `generate: true` needs
+/// `file` or `secrets_manager`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthTokenSpec {
@@ -129,6 +130,10 @@ pub struct AuthTokenSpec {
     /// Environment variable holding an existing token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// AWS Secrets Manager secret (name or ARN) holding the token, or receiving a generated one. In the
+    /// sandbox, its stand-in keeps secrets in 0600 files under the sandbox folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_manager: Option<String>,
 }
 
 /// One step of the plan, tagged by `kind`.

@@ -103,18 +103,31 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     }
 
     let a = &t.auth_token;
-    match (&a.file, &a.env) {
-        (Some(_), Some(_)) => f.add("target.auth_token.env", "give exactly one of `file` or `env`, not both"),
-        (None, None) if !a.generate => f.add(
+    match (&a.file, &a.env, &a.secrets_manager) {
+        (Some(_), Some(_), _) => f.add(
+            "target.auth_token.env",
+            "give exactly one of `file`, `env` or `secrets_manager`, not several",
+        ),
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => f.add(
+            "target.auth_token.secrets_manager",
+            "give exactly one of `file`, `env` or `secrets_manager`, not several",
+        ),
+        (None, None, None) if !a.generate => f.add(
             "target.auth_token",
-            "must say where the AUTH token is: `file: PATH` or `env: NAME` (or `generate: true` with `file`)",
+            "must say where the AUTH token is: `file: PATH`, `env: NAME` or `secrets_manager: SECRET` (or `generate: true` with `file` or `secrets_manager`)",
         ),
         _ => {}
     }
-    if a.generate && a.file.is_none() {
+    if a.generate && a.file.is_none() && a.secrets_manager.is_none() {
         f.add(
             "target.auth_token.generate",
-            "`generate: true` needs `file`: a generated token must be stored in a file ecmigrate can write",
+            "`generate: true` needs `file` or `secrets_manager`: a generated token must be stored where ecmigrate can write it",
+        );
+    }
+    if let Some(id) = &a.secrets_manager {
+        f.check(
+            "target.auth_token.secrets_manager",
+            rules::check_secret_id(id),
         );
     }
     if let Some(p) = &a.file {

@@ -189,7 +189,7 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
     // AUTH token: an existing one must meet the rules; a generated one needs a writable store.
     let store = token_store(&ctx.plan);
     let spec = &plan.target.auth_token;
-    match store.load() {
+    match crate::steps::read_token(ctx, &store).await {
         Ok(Some(token)) => match rules::check_auth_token(token.expose()) {
             Ok(()) => c.pass("auth_token", format!("the token in {store} meets the AUTH rules")),
             Err(rule) => c.refuse("auth_token", format!("the token in {store} is invalid: {rule}"), "replace it, or remove the file and use `generate: true`"),

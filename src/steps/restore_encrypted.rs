@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::plan::{RestoreEncryptedStep, StepKind, rules};
 use crate::secret::generate_token;
 use crate::steps::backup::encryption_key;
-use crate::steps::{StepOutcome, cloud_error, obj, require_group, timeout, token_store};
+use crate::steps::{
+    StepOutcome, cloud_error, keep_token, obj, read_token, require_group, timeout, token_store,
+};
 
 pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
@@ -53,20 +55,14 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
         None => {
             let source = require_group(ctx, &plan.source.replication_group_id).await?;
             // The token first: it must be stored before the group that requires it exists.
-            let token = match store
-                .load()
+            let token = match read_token(ctx, &store)
+                .await
                 .map_err(|e| Error::failed(e, "check target.auth_token"))?
             {
                 Some(t) => t,
                 None if plan.target.auth_token.generate => {
                     let t = generate_token();
-                    ctx.call(
-                        "StoreAuthToken",
-                        json!({ "store": store.to_string(), "token": "<redacted>" }),
-                    );
-                    ctx.tokens.save(&store, &t).map_err(|e| {
-                        Error::failed(e, "point target.auth_token.file at a writable path")
-                    })?;
+                    keep_token(ctx, &store, &t).await?;
                     t
                 }
                 None => {

@@ -51,7 +51,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
             ("dry_run", json!(true)),
         ])));
     }
-    let token = load_token(ctx)?;
+    let token = load_token(ctx).await?;
     let dst = target_data_endpoint(ctx, &target, token)?;
     let events = ctx.events.clone();
     let kind = ctx.kind;

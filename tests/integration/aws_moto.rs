@@ -58,6 +58,7 @@ struct Moto {
     url: String,
     ec: aws_sdk_elasticache::Client,
     kms: aws_sdk_kms::Client,
+    secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Moto {
@@ -73,12 +74,19 @@ impl Moto {
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
             .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .build();
+        let secrets = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
             .credentials_provider(creds)
             .build();
         Moto {
             url: url.to_string(),
             ec: aws_sdk_elasticache::Client::from_conf(ec),
             kms: aws_sdk_kms::Client::from_conf(kms),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
         }
     }
 
@@ -175,6 +183,32 @@ impl Moto {
         });
     }
 
+    /// A Secrets Manager secret holding `value`.
+    fn seed_secret(&self, name: &str, value: &str) {
+        block_on(async {
+            self.secrets
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .send()
+                .await
+                .expect("create secret");
+        });
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        block_on(async {
+            let out = self
+                .secrets
+                .get_secret_value()
+                .secret_id(name)
+                .send()
+                .await
+                .ok()?;
+            out.secret_string().map(str::to_string)
+        })
+    }
+
     fn group(&self, id: &str) -> Option<aws_sdk_elasticache::types::ReplicationGroup> {
         block_on(async {
             match self
@@ -195,28 +229,27 @@ impl Moto {
     fn resources_of(&self, marker: &str) -> Vec<String> {
         block_on(async {
             let mut out = Vec::new();
-            let groups = self
+            // Every page: a long-lived moto holds more groups than one page.
+            let mut groups = self
                 .ec
                 .describe_replication_groups()
-                .send()
-                .await
-                .expect("list groups");
-            for g in groups.replication_groups() {
-                let id = g.replication_group_id().unwrap_or_default();
-                if id.contains(marker) {
-                    out.push(format!("group {id} {}", g.status().unwrap_or_default()));
+                .into_paginator()
+                .send();
+            while let Some(page) = groups.next().await {
+                for g in page.expect("list groups").replication_groups() {
+                    let id = g.replication_group_id().unwrap_or_default();
+                    if id.contains(marker) {
+                        out.push(format!("group {id} {}", g.status().unwrap_or_default()));
+                    }
                 }
             }
-            let snaps = self
-                .ec
-                .describe_snapshots()
-                .send()
-                .await
-                .expect("list snapshots");
-            for s in snaps.snapshots() {
-                let name = s.snapshot_name().unwrap_or_default();
-                if name.contains(marker) {
-                    out.push(format!("snapshot {name}"));
+            let mut snaps = self.ec.describe_snapshots().into_paginator().send();
+            while let Some(page) = snaps.next().await {
+                for s in page.expect("list snapshots").snapshots() {
+                    let name = s.snapshot_name().unwrap_or_default();
+                    if name.contains(marker) {
+                        out.push(format!("snapshot {name}"));
+                    }
                 }
             }
             out.sort();
@@ -840,10 +873,8 @@ fn aws_run_killed_after_the_create_call_resumes_without_creating_anything_twice(
 
     let resumed = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
-    assert!(
-        !resumed.stdout.contains("call CreateReplicationGroup"),
-        "{resumed:?}"
-    );
+    // The kill may land before the create request left (the resumed run then makes it) or after (the
+    // resumed run finds the group): either way moto must see exactly one create.
     let mut mutating: Vec<String> = recorded_operations(&source, recorded_before)
         .into_iter()
         .filter(|o| is_mutating(o))
@@ -861,4 +892,135 @@ fn aws_run_killed_after_the_create_call_resumes_without_creating_anything_twice(
     );
     assert_eq!(moto.snapshots_of(&source).len(), 2);
     assert_no_token(&env, "aws-kill", &[&resumed]);
+}
+
+/// `aws_plan` with the token in a Secrets Manager secret instead of a file.
+fn with_secrets_manager(plan: &str, env: &Env, secret: &str, generate: bool) -> String {
+    let file_store = format!(
+        "auth_token: {{ file: {} }}",
+        env.path().join("secrets").join("aws.token").display()
+    );
+    assert!(
+        plan.contains(&file_store),
+        "the plan template changed: {plan}"
+    );
+    plan.replace(
+        &file_store,
+        &format!("auth_token: {{ generate: {generate}, secrets_manager: {secret} }}"),
+    )
+}
+
+#[test]
+fn aws_token_from_secrets_manager_opens_the_target_and_only_its_reference_is_kept() {
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    write_token(&env);
+    let data = local_data_plane(&env, 200);
+    let source = unique("smsrc");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    let secret = format!("ecmigrate/{source}");
+    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
+    moto.seed_key(&alias);
+    moto.seed_secret(&secret, TOKEN);
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-sm",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: Some(data),
+        },
+    );
+    let plan = env.write_plan(
+        "aws.yaml",
+        &with_secrets_manager(&text, &env, &secret, false),
+    );
+    // The file store is not used: take it away so a mistaken read would fail.
+    std::fs::remove_file(env.path().join("secrets").join("aws.token")).unwrap();
+
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let state = std::fs::read_to_string(env.state_dir().join("aws-sm").join("state.json")).unwrap();
+    assert!(
+        state.contains(&format!("secretsmanager:{secret}")),
+        "{state}"
+    );
+    assert_no_token(&env, "aws-sm", &[&run]);
+    let status: serde_json::Value = serde_json::from_str(
+        &env.ok(&["status", plan.to_str().unwrap(), "--output", "json"])
+            .stdout,
+    )
+    .unwrap();
+    let verify = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "verify")
+        .unwrap();
+    assert_eq!(verify["outputs"]["keys_compared"], 200, "{status}");
+}
+
+#[test]
+fn aws_generated_token_is_stored_in_secrets_manager_before_the_group_is_created() {
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    let source = unique("smgen");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    let secret = format!("ecmigrate/{source}");
+    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
+    moto.seed_key(&alias);
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-smgen",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: None,
+        },
+    );
+    let plan = env.write_plan(
+        "aws.yaml",
+        &with_secrets_manager(&text, &env, &secret, true),
+    );
+    let recorded_before = recording_len();
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let token = moto
+        .secret(&secret)
+        .expect("the generated token is in Secrets Manager");
+    ecmigrate::plan::rules::check_auth_token(&token).unwrap();
+    assert!(
+        !run.all_output().contains(&token),
+        "the token leaked into the output"
+    );
+    let state =
+        std::fs::read_to_string(env.state_dir().join("aws-smgen").join("state.json")).unwrap();
+    assert!(!state.contains(&token) && state.contains(&format!("secretsmanager:{secret}")));
+    // Stored first (PutSecretValue finds no secret, CreateSecret makes it), then the group.
+    let operations: Vec<String> = recorded_operations(&source, recorded_before)
+        .into_iter()
+        .filter(|o| is_mutating(o))
+        .collect();
+    let stored = operations
+        .iter()
+        .position(|o| o == "CreateSecret")
+        .expect("CreateSecret recorded");
+    let created = operations
+        .iter()
+        .position(|o| o == "CreateReplicationGroup")
+        .expect("create recorded");
+    assert!(stored < created, "{operations:?}");
+    assert_eq!(
+        moto.group(&target).and_then(|g| g.auth_token_enabled()),
+        Some(true)
+    );
 }

@@ -429,3 +429,47 @@ fn a_changed_plan_is_refused_naming_the_field() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("target.kms_key_id"), "{run:?}");
 }
+
+#[test]
+fn a_generated_token_kept_in_the_secrets_manager_stand_in_opens_the_target() {
+    use ecmigrate::cloud::CloudRead;
+    let env = Env::new();
+    env.sandbox_with_source(200);
+    let text = full_plan(&env).replace(
+        &format!(
+            "auth_token: {{ generate: true, file: {} }}",
+            env.token_file().display()
+        ),
+        "auth_token: { generate: true, secrets_manager: orders/auth-token }",
+    );
+    assert!(text.contains("secrets_manager"), "{text}");
+    let plan = env.write_plan("plan.yaml", &text);
+    let run = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert!(run.stdout.contains("PutSecretValue"), "{run:?}");
+
+    let sandbox = ecmigrate::cloud::sandbox::Sandbox::open(&env.sandbox_dir()).unwrap();
+    let token = block_on(sandbox.get_secret("orders/auth-token"))
+        .unwrap()
+        .expect("the token was stored");
+    ecmigrate::plan::rules::check_auth_token(token.expose()).unwrap();
+    let state =
+        std::fs::read_to_string(env.state_dir().join("orders-migration").join("state.json"))
+            .unwrap();
+    assert!(
+        state.contains("secretsmanager:orders/auth-token"),
+        "the state keeps the reference"
+    );
+    assert!(
+        !state.contains(token.expose()) && !run.all_output().contains(token.expose()),
+        "the token leaked"
+    );
+
+    let port = Env::primary_port(&env.sandbox_status(), TARGET);
+    block_on(async {
+        let mut c = connect(&tls_endpoint(&env, port, Some(token)))
+            .await
+            .expect("TLS + AUTH");
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        assert_eq!(n, 200);
+    });
+}

@@ -187,6 +187,12 @@ impl Sandbox {
     }
 
     /// PEM of the sandbox CA (created by `open`).
+    /// The Secrets Manager stand-in: one 0600 file per secret, named by the hex of its id.
+    fn secret_store(&self, id: &str) -> crate::secret::TokenStore {
+        let name: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        crate::secret::TokenStore::File(self.dir.join("secrets-manager").join(name))
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         tls::ca_cert_path(&self.dir)
     }
@@ -992,6 +998,10 @@ impl CloudRead for Sandbox {
     fn data_plane_ca(&self) -> Option<PathBuf> {
         Some(self.ca_file())
     }
+
+    async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
+        self.secret_store(id).load().map_err(CloudError::other)
+    }
 }
 
 #[async_trait]
@@ -1187,5 +1197,14 @@ impl CloudWrite for Sandbox {
             reg.aliases.insert(alias.to_string(), group.to_string());
             Ok(())
         })
+    }
+
+    async fn put_secret(
+        &self,
+        id: &str,
+        value: &Secret,
+        _tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.secret_store(id).save(value).map_err(CloudError::other)
     }
 }
