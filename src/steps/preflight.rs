@@ -128,20 +128,7 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
                     ),
                 }
             }
-            if g.cluster_enabled {
-                c.pass(
-                    "shape",
-                    format!("cluster mode enabled, {} shard(s)", g.num_node_groups),
-                );
-            } else {
-                c.pass(
-                    "shape",
-                    format!(
-                        "{} node(s), cluster mode disabled",
-                        g.nodes.len().max(g.nodes_per_node_group as usize)
-                    ),
-                );
-            }
+            check_cluster_mode(ctx, &mut c, g).await;
         }
     }
 
@@ -273,6 +260,72 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         ("auth_token_store", json!(store.to_string())),
         ("unencrypted_snapshots", json!(unencrypted)),
     ])))
+}
+
+/// The target keeps the source's cluster mode unless the plan asks for shards (`num_node_groups`). A
+/// cluster-mode-enabled group has database 0 only, so the snapshot of a cluster-mode-disabled source with
+/// keys in other databases cannot be restored into one; and restore cannot turn cluster mode off.
+async fn check_cluster_mode(
+    ctx: &StepContext,
+    c: &mut Checks<'_>,
+    g: &crate::cloud::ReplicationGroup,
+) {
+    let t = &ctx.plan.plan.target;
+    if g.cluster_enabled {
+        if t.num_cache_clusters.is_some() {
+            c.refuse(
+                "cluster_mode",
+                format!("`{}` has cluster mode enabled; `num_cache_clusters` would turn it off, which a restore cannot do", g.id),
+                "remove target.num_cache_clusters (use num_node_groups / replicas_per_node_group)",
+            );
+        } else {
+            c.pass(
+                "cluster_mode",
+                format!("cluster mode enabled, {} shard(s), kept", g.num_node_groups),
+            );
+        }
+        return;
+    }
+    let nodes = g.nodes.len().max(g.nodes_per_node_group as usize);
+    if t.num_node_groups.is_none() {
+        c.pass(
+            "cluster_mode",
+            format!("{nodes} node(s), cluster mode disabled, kept"),
+        );
+        return;
+    }
+    // The plan turns cluster mode on: every key must be in database 0.
+    let keyspace = async {
+        let endpoint = crate::steps::source_data_endpoint(ctx, g).map_err(|e| e.to_string())?;
+        let mut conn = crate::data::connect::connect(&endpoint).await?;
+        crate::data::verify::keyspace(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match keyspace.await {
+        Ok(dbs) => {
+            let others: Vec<String> =
+                dbs.iter().filter(|(db, keys)| **db != 0 && **keys > 0).map(|(db, keys)| format!("db{db} ({keys} keys)")).collect();
+            if others.is_empty() {
+                c.pass("cluster_mode", "cluster mode will be enabled; every key is in database 0");
+            } else {
+                c.refuse(
+                    "cluster_mode",
+                    format!(
+                        "target.num_node_groups turns cluster mode on, which has database 0 only, but `{}` has keys in {}",
+                        g.id,
+                        others.join(", ")
+                    ),
+                    "remove target.num_node_groups to keep cluster mode disabled, or move those keys to database 0 first",
+                );
+            }
+        }
+        Err(why) => c.refuse(
+            "cluster_mode",
+            format!("target.num_node_groups turns cluster mode on, and the source's databases cannot be checked: {why}"),
+            "set source.data_endpoint so preflight can check that every key is in database 0, or remove target.num_node_groups",
+        ),
+    }
 }
 
 /// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).

@@ -41,11 +41,18 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
     match existing {
         Some(group) => {
             // Ours only if an earlier attempt recorded the intent to create it.
+            // Ours if an earlier attempt recorded the intent to create it, or if its tags name this plan
+            // and run (the state may have been written before the tags were: either is enough).
+            let tagged_ours = group.tags.get("ecmigrate:plan") == Some(&plan.name)
+                && group.tags.get("ecmigrate:run") == Some(&ctx.run_id);
             if ctx.intent("target_id").is_none() {
-                return Err(Error::failed(
-                    format!("target `{target_id}` exists but this run did not create it"),
-                    "choose another target.replication_group_id",
-                ));
+                if !tagged_ours {
+                    return Err(Error::failed(
+                        format!("target `{target_id}` exists but this run did not create it"),
+                        "choose another target.replication_group_id",
+                    ));
+                }
+                ctx.record_intent("target_id", json!(target_id))?;
             }
             ctx.note(format!(
                 "target `{target_id}` was already requested (status {}); waiting for it",
@@ -105,7 +112,8 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
                     .cache_node_type
                     .clone()
                     .unwrap_or(source.cache_node_type.clone()),
-                cluster_enabled: source.cluster_enabled,
+                // Shards in the plan turn cluster mode on (preflight checked the source allows it).
+                cluster_enabled: source.cluster_enabled || t.num_node_groups.is_some(),
                 num_node_groups: t.num_node_groups.unwrap_or(source.num_node_groups),
                 replicas_per_node_group: replicas,
                 kms_key_id: encryption_key(ctx).await?,

@@ -270,16 +270,13 @@ fn dry_run_prints_every_call_and_changes_nothing() {
     assert_eq!(fingerprint(&env), before);
 }
 
-#[test]
-fn sigkill_during_restore_then_resume_creates_nothing_twice() {
-    let mut env = Env::new();
-    env.sandbox_with_source(1000);
-    let plan = env.write_plan("plan.yaml", &full_plan(&env));
+/// Start the plan with a slow sandbox create (it stays slow for every later command of `env`), and
+/// SIGKILL it while the target is being created.
+fn kill_during_restore(env: &mut Env, plan: &std::path::Path) {
     let events = env
         .state_dir()
         .join("orders-migration")
         .join("events.jsonl");
-
     env.set_env("ECMIGRATE_SANDBOX_CREATE_DELAY_MS", "4000");
     let mut child = env
         .command(&["run", plan.to_str().unwrap(), "--yes"])
@@ -305,6 +302,14 @@ fn sigkill_during_restore_then_resume_creates_nothing_twice() {
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+}
+
+#[test]
+fn sigkill_during_restore_then_resume_creates_nothing_twice() {
+    let mut env = Env::new();
+    env.sandbox_with_source(1000);
+    let plan = env.write_plan("plan.yaml", &full_plan(&env));
+    kill_during_restore(&mut env, &plan);
 
     let mid = env.sandbox_status();
     let target =
@@ -472,4 +477,88 @@ fn a_generated_token_kept_in_the_secrets_manager_stand_in_opens_the_target() {
         let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
         assert_eq!(n, 200);
     });
+}
+
+#[test]
+fn preflight_refuses_cluster_mode_for_a_source_with_keys_outside_database_0() {
+    let env = Env::new();
+    env.sandbox_with_source(50);
+    let port = Env::primary_port(&env.sandbox_status(), SOURCE);
+    block_on(async {
+        let mut c = connect(&RedisEndpoint::plain("127.0.0.1", port).with_db(3))
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("ecm:in-db3")
+            .arg("x")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    });
+    let text = full_plan(&env).replace(
+        "  kms_key_id: alias/orders\n",
+        "  kms_key_id: alias/orders\n  num_node_groups: 2\n",
+    );
+    let plan = env.write_plan("plan.yaml", &text);
+    let before = fingerprint(&env);
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("[cluster_mode]") && run.stderr.contains("db3 (1 keys)"),
+        "{run:?}"
+    );
+    assert_eq!(
+        fingerprint(&env).files,
+        before.files,
+        "preflight changed the sandbox"
+    );
+}
+
+/// Rewrite the state file as if the restore step had not recorded its intent (or had another run id).
+fn edit_state(env: &Env, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = env.state_dir().join("orders-migration").join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut state);
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}
+
+#[test]
+fn a_target_without_recorded_intent_is_adopted_only_when_its_tags_name_this_run() {
+    let mut env = Env::new();
+    env.sandbox_with_source(100);
+    let plan = env.write_plan("plan.yaml", &full_plan(&env));
+    kill_during_restore(&mut env, &plan);
+    // The state lost the restore step's intent: the group's tags (plan + run) still tie it to the run.
+    edit_state(&env, |s| s["steps"][2]["intent"] = serde_json::json!({}));
+    let saved =
+        std::fs::read_to_string(env.state_dir().join("orders-migration").join("state.json"))
+            .unwrap();
+
+    // Another run id: the tags do not match, so the existing group is not taken over.
+    edit_state(&env, |s| {
+        s["run_id"] = serde_json::json!("20000101000000-000000")
+    });
+    let refused = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("exists but this run did not create it"),
+        "{refused:?}"
+    );
+
+    std::fs::write(
+        env.state_dir().join("orders-migration").join("state.json"),
+        saved,
+    )
+    .unwrap();
+    let resumed = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert!(
+        !resumed.stdout.contains("call CreateReplicationGroup"),
+        "{resumed:?}"
+    );
+    let after = env.sandbox_status();
+    assert_eq!(after["groups"].as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(Env::group(&after, TARGET).unwrap()["status"], "available");
 }
