@@ -155,8 +155,29 @@ impl Moto {
 
     /// A symmetric KMS key with `alias/NAME`; returns its ARN.
     fn seed_key(&self, alias: &str) -> String {
+        self.seed_key_of(
+            alias,
+            aws_sdk_kms::types::KeySpec::SymmetricDefault,
+            aws_sdk_kms::types::KeyUsageType::EncryptDecrypt,
+        )
+    }
+
+    /// A KMS key of the given spec and usage with `alias/NAME`; returns its ARN.
+    fn seed_key_of(
+        &self,
+        alias: &str,
+        spec: aws_sdk_kms::types::KeySpec,
+        usage: aws_sdk_kms::types::KeyUsageType,
+    ) -> String {
         block_on(async {
-            let key = self.kms.create_key().send().await.expect("create key");
+            let key = self
+                .kms
+                .create_key()
+                .key_spec(spec)
+                .key_usage(usage)
+                .send()
+                .await
+                .expect("create key");
             let meta = key.key_metadata().unwrap();
             self.kms
                 .create_alias()
@@ -1022,5 +1043,39 @@ fn aws_generated_token_is_stored_in_secrets_manager_before_the_group_is_created(
     assert_eq!(
         moto.group(&target).and_then(|g| g.auth_token_enabled()),
         Some(true)
+    );
+}
+
+#[test]
+fn aws_preflight_refuses_an_asymmetric_signing_key() {
+    let Some(c) = RefusalCase::new("rsakey") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
+    c.moto.seed_key_of(
+        &c.alias,
+        aws_sdk_kms::types::KeySpec::Rsa2048,
+        aws_sdk_kms::types::KeyUsageType::SignVerify,
+    );
+    let run = c.assert_refused(&c.plan_text(), "kms_key");
+    assert!(
+        run.stderr.contains("RSA_2048") || run.stderr.contains("SIGN_VERIFY"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn aws_preflight_refuses_a_token_that_breaks_the_auth_rules() {
+    let Some(c) = RefusalCase::new("badtoken") else {
+        return;
+    };
+    c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
+    c.moto.seed_key(&c.alias);
+    let bad = "short@token";
+    std::fs::write(c.env.path().join("secrets").join("aws.token"), bad).unwrap();
+    let run = c.assert_refused(&c.plan_text(), "auth_token");
+    assert!(
+        !run.all_output().contains(bad),
+        "the bad token was echoed: {run:?}"
     );
 }

@@ -562,3 +562,25 @@ fn a_target_without_recorded_intent_is_adopted_only_when_its_tags_name_this_run(
     assert_eq!(after["groups"].as_array().unwrap().len(), 1, "{after}");
     assert_eq!(Env::group(&after, TARGET).unwrap()["status"], "available");
 }
+
+#[test]
+fn preflight_refuses_a_source_that_is_not_available() {
+    let env = Env::new();
+    env.sandbox_with_source(20);
+    // The source's primary dies: the group is no longer `available`.
+    let status = env.sandbox_status();
+    let primary = Env::group(&status, SOURCE).unwrap()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "primary")
+        .and_then(|n| n["pid"].as_i64())
+        .expect("primary pid in sandbox status");
+    unsafe { libc::kill(primary as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    let plan = env.write_plan("plan.yaml", &full_plan(&env));
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("[source_available]"), "{run:?}");
+    assert!(!env.token_file().exists());
+}
