@@ -40,12 +40,7 @@ pub struct AuditedGroup {
 /// The path that fits a group: already encrypted, transit enabled in place, or recreated.
 pub fn assess(g: &ReplicationGroup) -> AuditedGroup {
     let engine_ok = crate::steps::preflight::engine_supports_encryption(&g.engine_version);
-    let major: u32 = g
-        .engine_version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+    let major = crate::steps::preflight::engine_major(&g.engine_version);
     let (eligible, path) = if g.fully_encrypted() {
         (false, "already_encrypted".to_string())
     } else if let Err(why) = engine_ok {

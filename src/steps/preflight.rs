@@ -75,7 +75,14 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
                 c.refuse(
                     "source_unencrypted",
                     format!("source `{source_id}` already has at-rest encryption; only in-transit encryption is missing"),
-                    "enable in-transit encryption in place (TransitEncryptionMode preferred, then required; Redis 7.0+) instead of recreating",
+                    if engine_major(&g.engine_version) >= 7 {
+                        "enable in-transit encryption in place instead of recreating: ModifyReplicationGroup with TransitEncryptionEnabled and TransitEncryptionMode preferred, move the clients to TLS, then mode required".to_string()
+                    } else {
+                        format!(
+                            "in-place in-transit encryption needs engine 7.0 or later (this is {}): upgrade the engine, then enable it in place (mode preferred, then required)",
+                            g.engine_version
+                        )
+                    },
                 );
             } else {
                 c.pass(
@@ -326,6 +333,15 @@ async fn check_cluster_mode(
             "set source.data_endpoint so preflight can check that every key is in database 0, or remove target.num_node_groups",
         ),
     }
+}
+
+/// The major engine version (`7` of `7.0.15`), 0 when unreadable.
+pub fn engine_major(version: &str) -> u32 {
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
 }
 
 /// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).
