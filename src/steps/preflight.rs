@@ -346,6 +346,9 @@ pub fn engine_major(version: &str) -> u32 {
 
 /// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).
 pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), String> {
+    if version.trim().is_empty() {
+        return Err("the engine version is unknown (none of the group's member clusters could be described)".into());
+    }
     let parts: Vec<u32> = version
         .split('.')
         .map(|p| {
@@ -417,7 +420,7 @@ mod tests {
         ] {
             assert!(ok(v).is_ok(), "{v}");
         }
-        for v in ["2.8.24", "3.2.4", "3.2.10", "4.0.9"] {
+        for v in ["2.8.24", "3.2.4", "3.2.10", "4.0.9", ""] {
             assert!(ok(v).is_err(), "{v}");
         }
     }
