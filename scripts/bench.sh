@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# The benchmark of issue 4, all measured in this one run on this machine:
+#   scenario 1: seed BENCH_KEYS keys into a plain source, then copy them into an empty TLS + AUTH target with
+#     (a) `ecmigrate copy` (the copier a plan runs), (b) the redis-py SCAN -> DUMP/PTTL -> RESTORE script a
+#     user would write, (c) a replica full sync (REPLICAOF: the physical ceiling ElastiCache forbids);
+#     optionally (a) again at BENCH_KEYS_LARGE keys, to show the copier's peak RSS does not grow with keys.
+#   scenario 2: a writer at BENCH_WRITE_RATE writes/s during `ecmigrate copy --live`; at cutover, the lag of
+#     the writer's last write, then `ecmigrate verify --full` counts the writes lost.
+# Prints two tables and writes target/bench-results.json. Installs what it lacks (redis-server, redis-py in
+# .venv/), builds the release binary, and stops every process it started on exit. Exits non-zero when a
+# step fails or a copy is not exact.
+#
+# Settings (environment): BENCH_KEYS=1000000 BENCH_LIVE_KEYS=200000 BENCH_WRITE_RATE=5000
+#   BENCH_LIVE_SECONDS=20 BENCH_KEYS_LARGE= (unset: skipped)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+source scripts/bench/lib.sh
+
+BENCH_KEYS=${BENCH_KEYS:-1000000}
+BENCH_LIVE_KEYS=${BENCH_LIVE_KEYS:-200000}
+BENCH_WRITE_RATE=${BENCH_WRITE_RATE:-5000}
+BENCH_LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
+BENCH_KEYS_LARGE=${BENCH_KEYS_LARGE:-}
+
+PY=.venv/bin/python
+BIN=target/release/ecmigrate
+HERE=scripts/bench
+
+step "install what the benchmark needs"
+ensure_redis_server
+for tool in redis-cli openssl; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing (redis-tools / openssl)"; exit 1; }
+done
+ensure_bench_venv
+
+step "build the release binary"
+cargo build --release --quiet
+[ -x "$BIN" ]
+
+TMP="$PWD/target/bench-tmp"
+RESULTS="$TMP/results.tsv"
+rm -rf "$TMP" && mkdir -p "$TMP"
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  local rc=$?
+  stop_bench_processes
+  # No redis-server started from this folder may survive the benchmark.
+  local pid left=""
+  for pid in $(pgrep -x redis-server || true); do
+    case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in "$TMP"/*) left="$left $pid" ;; esac
+  done
+  if [ -n "$left" ]; then echo "redis-server still running from $TMP:$left" >&2; rc=1; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+# Turn a signal into an exit, so the EXIT trap above also runs on Ctrl-C and kill.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# fail MESSAGE [FILE]: print what failed (and the tail of FILE, e.g. a stderr log), and exit non-zero.
+fail() {
+  echo "FAILED: $1" >&2
+  if [ -n "${2:-}" ] && [ -s "$2" ]; then echo "--- last lines of $2:" >&2; tail -20 "$2" >&2; fi
+  exit 1
+}
+
+# record KEY VALUE: one measurement for report.py (VALUE is JSON or text).
+record() { printf '%s\t%s\n' "$1" "$2" >>"$RESULTS"; }
+
+step "servers: a plain source and a TLS + AUTH target on 127.0.0.1"
+make_certs "$TMP"
+# A random 32-character AUTH token, handed to every client through the environment only.
+BENCH_TOKEN=$(openssl rand -hex 16)
+export BENCH_TOKEN
+CA="$TMP/ca.crt"
+SRC_PORT=$(free_port)
+DST_PORT=$(free_port)
+while [ "$DST_PORT" = "$SRC_PORT" ]; do DST_PORT=$(free_port); done
+# diskless sync without its default 5 s wait, so (c) measures the transfer and not a timer.
+start_redis source "$TMP" <<EOF
+port $SRC_PORT
+notify-keyspace-events KEA
+repl-diskless-sync-delay 0
+EOF
+start_redis target "$TMP" <<EOF
+port 0
+tls-port $DST_PORT
+tls-cert-file $TMP/server.crt
+tls-key-file $TMP/server.key
+tls-ca-cert-file $CA
+tls-auth-clients no
+requirepass $BENCH_TOKEN
+EOF
+wait_port "$SRC_PORT" || fail "the source did not start" "$TMP/source/redis.log"
+wait_port "$DST_PORT" || fail "the target did not start" "$TMP/target/redis.log"
+
+src_cli() { redis-cli -h 127.0.0.1 -p "$SRC_PORT" "$@"; }
+dst_cli() { REDISCLI_AUTH="$BENCH_TOKEN" redis-cli -h 127.0.0.1 -p "$DST_PORT" --tls --cacert "$CA" "$@"; }
+dst_cli ping | grep -q PONG || fail "the target does not answer PING over TLS with AUTH" "$TMP/target/redis.log"
+flush_target() { [ "$(dst_cli flushall)" = OK ] || fail "FLUSHALL on the target"; }
+
+SRC_URL="redis://127.0.0.1:$SRC_PORT"
+DST_URL="rediss://127.0.0.1:$DST_PORT"
+record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\"}"
+record machine "{\"cores\": $(nproc), \"redis\": \"$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')\"}"
+
+# The copy and verify commands may not exist in this build yet: then their rows say so instead of a number.
+if "$BIN" copy --help >/dev/null 2>&1 && "$BIN" verify --help 2>/dev/null | grep -q -- --full; then
+  HAVE_COPY=1
+else
+  HAVE_COPY=0
+  echo "this build of ecmigrate has no 'copy' / 'verify --full' command: its rows will read 'not available yet'"
+fi
+
+# seed KEYS PREFIX: flush the source, then seed it; prints the seeder's report.
+seed() {
+  [ "$(src_cli flushall)" = OK ] || fail "FLUSHALL on the source"
+  $PY "$HERE/seed.py" --port "$SRC_PORT" --keys "$1" --prefix "$2" >"$TMP/seed.out" 2>"$TMP/seed.err" ||
+    fail "seeding $1 keys" "$TMP/seed.err"
+  cat "$TMP/seed.out"
+}
+
+# run_copy PREFIX: (a) into an empty target, timed from outside; records PREFIX_status/_seconds/_json/
+# _target_keys.
+run_copy() {
+  local p=$1 t0 t1 rc=0
+  if [ "$HAVE_COPY" = 0 ]; then record "${p}_status" "not available yet"; return; fi
+  flush_target
+  t0=$(now)
+  "$BIN" copy "$SRC_URL" "$DST_URL" --ca-file "$CA" --dst-password-env BENCH_TOKEN --output json \
+    >"$TMP/$p.out" 2>"$TMP/$p.err" || rc=$?
+  t1=$(now)
+  [ "$rc" = 0 ] || fail "ecmigrate copy exited $rc" "$TMP/$p.err"
+  tail -n 1 "$TMP/$p.out" | $PY -c 'import json,sys; d=json.load(sys.stdin); [d[k] for k in ("keys_copied","seconds","keys_per_sec","peak_rss_kb")]' ||
+    fail "ecmigrate copy's last stdout line is not the JSON report" "$TMP/$p.out"
+  record "${p}_status" ok
+  record "${p}_seconds" "$(elapsed "$t0" "$t1")"
+  record "${p}_json" "$(tail -n 1 "$TMP/$p.out")"
+  record "${p}_target_keys" "$(dst_cli dbsize)"
+  echo "(a) $(elapsed "$t0" "$t1") s: $(tail -n 1 "$TMP/$p.out")"
+}
+
+step "scenario 1: seed $BENCH_KEYS keys"
+seed "$BENCH_KEYS" "bench:"
+SRC_KEYS=$(src_cli dbsize)
+[ "$SRC_KEYS" -gt 0 ] || fail "the source holds no keys after seeding"
+record source_keys "$SRC_KEYS"
+
+step "(a) ecmigrate copy"
+run_copy a
+
+step "(b) redis-py SCAN -> DUMP/PTTL -> RESTORE"
+flush_target
+t0=$(now)
+$PY "$HERE/baseline.py" --src-port "$SRC_PORT" --dst-port "$DST_PORT" --ca-file "$CA" \
+  >"$TMP/b.out" 2>"$TMP/b.err" || fail "the redis-py baseline" "$TMP/b.err"
+t1=$(now)
+record b_seconds "$(elapsed "$t0" "$t1")"
+record b_target_keys "$(dst_cli dbsize)"
+echo "(b) $(elapsed "$t0" "$t1") s: $(tail -n 1 "$TMP/b.out")"
+flush_target # frees the target's memory before the replica needs as much again
+
+step "(c) replica full sync (REPLICAOF)"
+REP_PORT=$(free_port)
+start_redis replica "$TMP" <<<"port $REP_PORT"
+REP_PID=${BENCH_PIDS[-1]}
+wait_port "$REP_PORT" || fail "the replica did not start" "$TMP/replica/redis.log"
+# Timed inside the poller, from the REPLICAOF command: the replica's own start-up is not part of a sync.
+$PY "$HERE/replica_sync.py" --src-port "$SRC_PORT" --replica-port "$REP_PORT" \
+  >"$TMP/c.out" 2>"$TMP/c.err" || fail "the replica full sync" "$TMP/c.err"
+record c_seconds "$($PY -c 'import json,sys; print(json.load(sys.stdin)["seconds"])' <"$TMP/c.out")"
+echo "(c) $(cat "$TMP/c.out")"
+kill "$REP_PID"
+wait "$REP_PID" 2>/dev/null || true # its exit status is the SIGTERM it was sent
+
+if [ -n "$BENCH_KEYS_LARGE" ]; then
+  step "(a) again at $BENCH_KEYS_LARGE keys: does the copier's peak RSS grow with the key count?"
+  if [ "$HAVE_COPY" = 1 ]; then
+    seed "$BENCH_KEYS_LARGE" "bench:"
+    record large_source_keys "$(src_cli dbsize)"
+    run_copy large
+  else
+    record large_source_keys "$BENCH_KEYS_LARGE"
+    record large_status "not available yet"
+  fi
+fi
+
+step "scenario 2: live writer at $BENCH_WRITE_RATE writes/s for $BENCH_LIVE_SECONDS s during copy --live"
+flush_target
+seed "$BENCH_LIVE_KEYS" "live:seed:"
+record live_source_keys "$(src_cli dbsize)"
+MARKER="cutover-$(openssl rand -hex 8)"
+$PY "$HERE/writer.py" --port "$SRC_PORT" --rate "$BENCH_WRITE_RATE" --marker "$MARKER" \
+  --ready-file "$TMP/writer.ready" >"$TMP/writer.out" 2>"$TMP/writer.err" &
+WRITER_PID=$!
+BENCH_PIDS+=("$WRITER_PID")
+for _ in $(seq 1 600); do [ -e "$TMP/writer.ready" ] && break; sleep 0.05; done
+[ -e "$TMP/writer.ready" ] || fail "the writer did not start" "$TMP/writer.err"
+if [ "$HAVE_COPY" = 1 ]; then
+  "$BIN" copy "$SRC_URL" "$DST_URL" --live --ca-file "$CA" --dst-password-env BENCH_TOKEN --output json \
+    >"$TMP/live.out" 2>"$TMP/live.err" &
+  COPIER_PID=$!
+  BENCH_PIDS+=("$COPIER_PID")
+fi
+sleep "$BENCH_LIVE_SECONDS"
+if [ "$HAVE_COPY" = 1 ]; then
+  kill -0 "$COPIER_PID" 2>/dev/null || fail "ecmigrate copy --live exited before cutover" "$TMP/live.err"
+  # The poller connects first, so its start-up is not counted as lag.
+  $PY "$HERE/wait_marker.py" --port "$DST_PORT" --ca-file "$CA" --marker "$MARKER" \
+    --ready-file "$TMP/poller.ready" >"$TMP/poller.out" 2>"$TMP/poller.err" &
+  POLLER_PID=$!
+  BENCH_PIDS+=("$POLLER_PID")
+  for _ in $(seq 1 600); do [ -e "$TMP/poller.ready" ] && break; sleep 0.05; done
+  [ -e "$TMP/poller.ready" ] || fail "the marker poller did not start" "$TMP/poller.err"
+fi
+kill -TERM "$WRITER_PID"
+wait "$WRITER_PID" || fail "the writer" "$TMP/writer.err"
+WRITER_DONE=$(now)
+record writer_json "$(tail -n 1 "$TMP/writer.out")"
+echo "writer: $(tail -n 1 "$TMP/writer.out")"
+if [ "$HAVE_COPY" = 1 ]; then
+  wait "$POLLER_PID" || fail "the writer's last write never reached the target" "$TMP/poller.err"
+  record seen_time "$($PY -c 'import json,sys; print(json.load(sys.stdin)["seen_time"])' <"$TMP/poller.out")"
+  # Cutover: the copier drains what it has and exits 0 on SIGINT.
+  kill -INT "$COPIER_PID"
+  for _ in $(seq 1 1200); do kill -0 "$COPIER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$COPIER_PID" 2>/dev/null && fail "ecmigrate copy --live still running 120 s after SIGINT" "$TMP/live.err"
+  rc=0
+  wait "$COPIER_PID" || rc=$?
+  [ "$rc" = 0 ] || fail "ecmigrate copy --live exited $rc after SIGINT (expected 0)" "$TMP/live.err"
+  record live_copier_json "$(tail -n 1 "$TMP/live.out")"
+  echo "copier: $(tail -n 1 "$TMP/live.out")"
+  # The writer's keys with a short PX live at most 3 s: let the last of them expire on both sides (the
+  # target got their absolute expiry), so none expires in the middle of the comparison.
+  sleep "$(awk -v d="$WRITER_DONE" -v n="$(now)" 'BEGIN { w = 3.5 - (n - d); print (w > 0 ? w : 0) }')"
+  rc=0
+  "$BIN" verify "$SRC_URL" "$DST_URL" --full --ca-file "$CA" --dst-password-env BENCH_TOKEN --output json \
+    >"$TMP/verify.out" 2>"$TMP/verify.err" || rc=$?
+  tail -n 1 "$TMP/verify.out" | $PY -c 'import json,sys; d=json.load(sys.stdin); [d[k] for k in ("keys_compared","mismatch_count","key_counts")]' ||
+    fail "ecmigrate verify exited $rc without its JSON report" "$TMP/verify.err"
+  # A non-zero exit with a report means differences were found: the report counts them as writes lost.
+  echo "verify (exit $rc): $(tail -n 1 "$TMP/verify.out")"
+  record verify_json "$(tail -n 1 "$TMP/verify.out")"
+  record live_status ok
+else
+  record live_status "not available yet"
+fi
+
+step "results"
+rc=0
+$PY "$HERE/report.py" --results "$RESULTS" --json-out target/bench-results.json || rc=$?
+if [ "$HAVE_COPY" = 0 ]; then
+  echo "ecmigrate copy / verify are not in this build: the benchmark is incomplete"
+  rc=2
+fi
+exit "$rc"

@@ -1,0 +1,176 @@
+"""Turn the measurements scripts/bench.sh recorded (one `KEY<TAB>VALUE` a line, VALUE either JSON or
+text) into the two text tables and target/bench-results.json. Computes nothing it was not given except
+ratios and rates. Exits 1 when a correctness check failed (a key count that differs, writes lost, a step
+that failed), so the benchmark itself fails; a missed speed or memory target is only reported."""
+import argparse
+import json
+import sys
+import time
+
+
+def load(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            key, _, value = line.partition("\t")
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: " | ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+    )
+    sep = "-+-".join("-" * w for w in widths)
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--json-out", required=True)
+    args = ap.parse_args()
+    m = load(args.results)
+    problems, notes = [], []
+    src_keys = m.get("source_keys")
+
+    def rate(seconds, keys):
+        return keys / seconds if seconds and keys else None
+
+    b_rate = rate(m.get("b_seconds"), src_keys)
+    c_rate = rate(m.get("c_seconds"), src_keys)
+    rows = []
+
+    def add(method, seconds, keys, rss_kb=None, status="ok"):
+        if status != "ok":
+            rows.append({"method": method, "status": status})
+            return
+        kps = rate(seconds, keys)
+        rows.append({
+            "method": method,
+            "status": "ok",
+            "keys": keys,
+            "seconds": seconds,
+            "keys_per_sec": round(kps, 1) if kps else None,
+            "x_b": round(kps / b_rate, 2) if kps and b_rate else None,
+            "x_c": round(kps / c_rate, 3) if kps and c_rate else None,
+            "peak_rss_mb": round(rss_kb / 1024, 1) if rss_kb is not None else None,
+        })
+
+    def check_copy(label, prefix, want):
+        got = m.get(f"{prefix}_target_keys")
+        if got is not None and got != want:
+            problems.append(f"{label}: target holds {got} keys, source {want}")
+
+    a_status = m.get("a_status", "not run")
+    a_json = m.get("a_json") if isinstance(m.get("a_json"), dict) else {}
+    add(f"(a) ecmigrate copy", m.get("a_seconds"), src_keys, a_json.get("peak_rss_kb"),
+        "ok" if a_status == "ok" else a_status)
+    if a_status == "ok":
+        check_copy("(a)", "a", src_keys)
+        if a_json.get("keys_copied") != src_keys:
+            notes.append(f"(a) reports keys_copied={a_json.get('keys_copied')} for {src_keys} source keys")
+        notes.append(f"(a) own report: {a_json.get('seconds')} s, {a_json.get('keys_per_sec')} keys/s inside the process")
+    elif a_status != "not available yet":
+        problems.append(f"(a) {a_status}")
+    add("(b) redis-py SCAN+DUMP/PTTL+RESTORE", m.get("b_seconds"), src_keys)
+    check_copy("(b)", "b", src_keys)
+    add("(c) REPLICAOF full sync", m.get("c_seconds"), src_keys)
+    large_status = m.get("large_status")
+    if large_status is not None:
+        lj = m.get("large_json") if isinstance(m.get("large_json"), dict) else {}
+        add(f"(a) ecmigrate copy, {m.get('large_source_keys')} keys", m.get("large_seconds"),
+            m.get("large_source_keys"), lj.get("peak_rss_kb"), "ok" if large_status == "ok" else large_status)
+        if large_status == "ok":
+            check_copy("(a) large", "large", m.get("large_source_keys"))
+        elif large_status != "not available yet":
+            problems.append(f"(a) large: {large_status}")
+
+    header = ["method", "seconds", "keys/s", "× (b)", "× (c)", "peak RSS (MB)"]
+    text_rows = []
+    for r in rows:
+        if r["status"] != "ok":
+            text_rows.append([r["method"], r["status"], "", "", "", ""])
+        else:
+            text_rows.append([r["method"], fmt(r["seconds"], ".2f"), fmt(r["keys_per_sec"], ",.0f"),
+                              fmt(r["x_b"], ".2f"), fmt(r["x_c"], ".3f"), fmt(r["peak_rss_mb"], ".1f")])
+    s = m.get("settings", {})
+    print(f"\nScenario 1: copy {src_keys:,} keys from a plain source to an empty TLS + AUTH target" if src_keys
+          else "\nScenario 1")
+    print(table(header, text_rows))
+
+    # The issue's targets, reported (not enforced: the benchmark measures, the reader judges).
+    a_row = rows[0]
+    if a_row["status"] == "ok":
+        xb, rss = a_row["x_b"], a_row["peak_rss_mb"]
+        notes.append(f"target (a) >= 6x (b): {'met' if xb and xb >= 6 else 'NOT met'} ({xb}x)")
+        notes.append(f"target peak RSS < 100 MB: {'met' if rss is not None and rss < 100 else 'NOT met'} ({rss} MB)")
+
+    live = None
+    live_status = m.get("live_status")
+    if live_status is not None:
+        w = m.get("writer_json") if isinstance(m.get("writer_json"), dict) else {}
+        v = m.get("verify_json") if isinstance(m.get("verify_json"), dict) else {}
+        cj = m.get("live_copier_json") if isinstance(m.get("live_copier_json"), dict) else {}
+        live = {"status": live_status, "source_keys_seeded": m.get("live_source_keys"), "writer": w,
+                "copier": cj, "verify": v}
+        print(f"\nScenario 2: live writer at {s.get('write_rate')} writes/s for {s.get('live_seconds')} s "
+              f"on {m.get('live_source_keys')} seeded keys, copier --live, cutover, verify --full")
+        if live_status == "ok":
+            kc = v.get("key_counts") or {}
+            src_n, dst_n = kc.get("source"), kc.get("target")
+            mism = v.get("mismatch_count")
+            diff = abs(src_n - dst_n) if isinstance(src_n, int) and isinstance(dst_n, int) else None
+            lost = mism + diff if isinstance(mism, int) and diff is not None else None
+            lag_ms = (m["seen_time"] - w["marker_time"]) * 1000 if "seen_time" in m and "marker_time" in w else None
+            rss = cj.get("peak_rss_kb")
+            live.update({"writes_made": w.get("writes"), "writes_lost": lost, "mismatch_count": mism,
+                         "key_count_difference": diff, "lag_at_cutover_ms": round(lag_ms, 1) if lag_ms is not None else None,
+                         "copier_peak_rss_mb": round(rss / 1024, 1) if rss is not None else None})
+            print(table(["writes made", "writes lost", "lag at cutover (ms)", "copier peak RSS (MB)"], [[
+                fmt(w.get("writes"), ","),
+                f"{fmt(lost, ',')} (mismatches {fmt(mism, ',')} + |{fmt(src_n, ',')} - {fmt(dst_n, ',')}| keys)",
+                fmt(lag_ms, ".1f"), fmt(live["copier_peak_rss_mb"], ".1f")]]))
+            notes.append(f"writer: {w.get('achieved_rate')} writes/s achieved of {s.get('write_rate')} asked; mix "
+                         + ", ".join(f"{k} {w.get(k)}" for k in ("set_new", "overwrite", "del", "set_px", "hset", "sadd", "lpush")))
+            notes.append(f"verify --full compared {v.get('keys_compared')} keys")
+            if lost != 0:
+                problems.append(f"live: {lost} writes lost (must be 0)")
+            if lag_ms is not None:
+                notes.append(f"target lag at cutover < 1 s: {'met' if lag_ms < 1000 else 'NOT met'}")
+        else:
+            print(table(["writes made", "writes lost", "lag at cutover (ms)", "copier peak RSS (MB)"],
+                        [[fmt(w.get("writes"), ","), live_status, live_status, live_status]]))
+            if live_status != "not available yet":
+                problems.append(f"live: {live_status}")
+
+    print()
+    for n in notes:
+        print(f"  note: {n}")
+    for p in problems:
+        print(f"  WARNING: {p}")
+    print(f"  settings: " + " ".join(f"{k}={v}" for k, v in s.items()))
+
+    result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": s, "source_keys": src_keys,
+              "scenario1": rows, "scenario2": live, "notes": notes, "problems": problems,
+              "machine": m.get("machine")}
+    with open(args.json_out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"  written: {args.json_out}")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
