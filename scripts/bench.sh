@@ -23,6 +23,10 @@ BENCH_WRITE_RATE=${BENCH_WRITE_RATE:-5000}
 BENCH_LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
 BENCH_KEYS_LARGE=${BENCH_KEYS_LARGE:-}
 
+for setting in BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
+  case "${!setting}" in '' | *[!0-9]* | 0) echo "$setting must be a positive whole number, not '${!setting}'"; exit 2 ;; esac
+done
+
 PY=.venv/bin/python
 BIN=target/release/ecmigrate
 HERE=scripts/bench
