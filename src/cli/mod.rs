@@ -1,10 +1,13 @@
 //! Command-line definitions (clap) and one function per subcommand; no logic beyond wiring arguments.
 
 mod audit;
+mod copy_cmd;
+mod endpoints;
 mod plan_cmd;
 mod run_cmd;
 mod sandbox_cmd;
 mod status_cmd;
+mod verify_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -66,6 +69,10 @@ pub enum Command {
     Run(run_cmd::RunArgs),
     /// Where a run stands.
     Status(status_cmd::StatusArgs),
+    /// The copier alone, between any two Redis endpoints (one-shot, or --live until interrupted).
+    Copy(copy_cmd::CopyArgs),
+    /// Compare two Redis endpoints by type, value and TTL (exit 1 when they differ).
+    Verify(verify_cmd::VerifyArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -93,7 +100,12 @@ pub fn main() -> i32 {
             return exit_code::FAILED;
         }
     };
+    // A live copy ends on Ctrl-C by itself (it catches up first); everything else is interrupted.
+    let stops_itself = matches!(&cli.command, Command::Copy(a) if a.live);
     let result = runtime.block_on(async {
+        if stops_itself {
+            return dispatch(cli).await;
+        }
         tokio::select! {
             r = dispatch(cli) => r,
             _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
@@ -125,6 +137,8 @@ impl Cli {
             Command::Run(a) => a.output,
             Command::Status(a) => a.output,
             Command::Audit(a) => a.output,
+            Command::Copy(a) => a.output,
+            Command::Verify(a) => a.output,
             Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
             _ => OutputFormat::Text,
         };
@@ -145,6 +159,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Plan(c) => plan_cmd::run(c),
         Command::Run(a) => run_cmd::run(&globals, a).await,
         Command::Status(a) => status_cmd::run(&globals, a),
+        Command::Copy(a) => copy_cmd::run(a).await,
+        Command::Verify(a) => verify_cmd::run(a).await,
     }
 }
 

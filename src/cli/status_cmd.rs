@@ -44,6 +44,10 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
             })
         })
         .collect();
+    // The live stream's lag, as the run's tailer last wrote it.
+    let stream: Option<serde_json::Value> = std::fs::read_to_string(paths.dir.join("stream.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     let next = steps
         .iter()
         .find(|s| !matches!(s["status"].as_str(), Some("done") | Some("skipped")))
@@ -57,6 +61,7 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
                 "run_id": state.as_ref().map(|s| s.run_id.clone()),
                 "state_file": paths.state_file(),
                 "next_step": next,
+                "stream": stream,
                 "steps": steps,
             });
             println!("{body}");
@@ -83,6 +88,16 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
                     "  [{}] {:<18} {status}{err}",
                     i + 1,
                     s["kind"].as_str().unwrap_or("?")
+                );
+            }
+            if let Some(st) = &stream {
+                println!(
+                    "stream: {} changes replayed, {} pending (oldest {} ms), {} reconcile pass(es); as of {}",
+                    st["replayed"],
+                    st["capture"]["pending"],
+                    st["capture"]["oldest_pending_ms"],
+                    st["reconciles"],
+                    st["updated_at"].as_str().unwrap_or("?")
                 );
             }
             match (run_state, next) {

@@ -103,3 +103,95 @@ fn describe(endpoint: &RedisEndpoint, e: &redis::RedisError) -> String {
     };
     format!("cannot connect to {}: {text}", endpoint.display_url())
 }
+
+/// A dedicated publish/subscribe connection (for keyspace notifications).
+pub async fn pubsub(endpoint: &RedisEndpoint) -> Result<redis::aio::PubSub, String> {
+    let client = endpoint.client().map_err(|e| describe(endpoint, &e))?;
+    client
+        .get_async_pubsub()
+        .await
+        .map_err(|e| describe(endpoint, &e))
+}
+
+impl RedisEndpoint {
+    /// Parse `redis://[:password@]host:port[/db]` or `rediss://…` (TLS). A password in the URL is allowed
+    /// but `password` (from an environment variable) keeps it out of shell history and wins.
+    pub fn from_url(
+        url: &str,
+        password: Option<Secret>,
+        ca_file: Option<PathBuf>,
+    ) -> Result<RedisEndpoint, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("redis://") {
+            (false, r)
+        } else {
+            return Err("must start with redis:// or rediss:// (TLS)".into());
+        };
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, db)) if !db.is_empty() => (
+                hp,
+                db.parse::<i64>()
+                    .map_err(|_| format!("database `{db}` is not a number"))?,
+            ),
+            Some((hp, _)) => (hp, 0),
+            None => (hostpart, 0),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("port `{p}` is not a number from 1 to 65535"))?,
+            ),
+            None => (hostport, 6379),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("has no host".into());
+        }
+        let url_password = auth
+            .map(|a| a.rsplit_once(':').map(|(_, p)| p).unwrap_or(a))
+            .filter(|p| !p.is_empty());
+        let password = password.or_else(|| url_password.map(Secret::new));
+        Ok(RedisEndpoint {
+            host: host.to_string(),
+            port,
+            tls,
+            ca_file: if tls { ca_file } else { None },
+            password,
+            db,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let e = RedisEndpoint::from_url("rediss://:s3cret-token-value@10.0.0.1:6380/2", None, None)
+            .unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls, e.db),
+            ("10.0.0.1", 6380, true, 2)
+        );
+        assert_eq!(e.password.unwrap().expose(), "s3cret-token-value");
+        let e = RedisEndpoint::from_url("redis://localhost", Some(Secret::new("env-token")), None)
+            .unwrap();
+        assert_eq!((e.port, e.tls, e.db), (6379, false, 0));
+        assert_eq!(e.password.unwrap().expose(), "env-token");
+        assert!(RedisEndpoint::from_url("http://x:1", None, None).is_err());
+        assert!(RedisEndpoint::from_url("redis://x:99999", None, None).is_err());
+        assert!(
+            !RedisEndpoint::from_url("rediss://:pw@h:1", None, None)
+                .unwrap()
+                .display_url()
+                .contains("pw")
+        );
+    }
+}

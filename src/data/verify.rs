@@ -33,6 +33,9 @@ pub struct VerifyReport {
     pub mismatch_count: u64,
     /// The first differences found (at most 20).
     pub mismatches: Vec<Mismatch>,
+    /// Every differing key up to a bound (for a re-check once pending writes are copied).
+    #[serde(skip)]
+    pub differing: Vec<(i64, Vec<u8>)>,
 }
 
 impl VerifyReport {
@@ -42,6 +45,9 @@ impl VerifyReport {
 
     fn record(&mut self, db: i64, key: &[u8], reason: String) {
         self.mismatch_count += 1;
+        if self.differing.len() < 100_000 {
+            self.differing.push((db, key.to_vec()));
+        }
         if self.mismatches.len() < 20 {
             self.mismatches.push(Mismatch {
                 db,
@@ -156,6 +162,35 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// Compare again only these keys (after a live copy caught up): which still differ, and how.
+pub async fn recheck(
+    source: &RedisEndpoint,
+    target: &RedisEndpoint,
+    keys: &[(i64, Vec<u8>)],
+    ttl_tolerance_ms: i64,
+) -> Result<Vec<Mismatch>, String> {
+    let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
+    for (db, key) in keys {
+        by_db.entry(*db).or_default().push(key.clone());
+    }
+    let mut out = Vec::new();
+    for (db, keys) in by_db {
+        let mut s = connect(&source.with_db(db)).await?;
+        let mut d = connect(&target.with_db(db)).await?;
+        for chunk in keys.chunks(1000) {
+            let differ = compare_keys(&mut s, &mut d, chunk, ttl_tolerance_ms)
+                .await
+                .map_err(|e| format!("verify: {e}"))?;
+            out.extend(differ.into_iter().map(|(key, reason)| Mismatch {
+                db,
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason,
+            }));
+        }
+    }
+    Ok(out)
 }
 
 async fn sample_keys(conn: &mut MultiplexedConnection, n: u64) -> redis::RedisResult<Vec<Vec<u8>>> {

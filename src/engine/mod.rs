@@ -100,11 +100,18 @@ pub struct StepContext {
     index: usize,
     ledger: Arc<Ledger>,
     dry_run_cloud: Option<Arc<DryRunCloud>>,
+    /// The run's change capture and streaming copy, shared by the steps that start, feed and stop it.
+    pub live: Arc<tokio::sync::Mutex<crate::data::stream::LiveState>>,
 }
 
 impl StepContext {
     pub fn dry_run(&self) -> bool {
         self.options.dry_run
+    }
+
+    /// This plan's state folder (for files a step keeps beside the state, such as the capture's spill).
+    pub fn state_folder(&self) -> std::path::PathBuf {
+        self.options.state_dir.join(&self.plan.plan.name)
     }
 
     /// Whether `group` exists only in this rehearsal (its data plane cannot be reached).
@@ -273,6 +280,9 @@ pub async fn run(
     });
     ledger.update(|_| ())?;
     let started = Instant::now();
+    let live = Arc::new(tokio::sync::Mutex::new(
+        crate::data::stream::LiveState::default(),
+    ));
     events.emit(Event::RunStarted {
         plan: plan.plan.name.clone(),
         run_id: state.run_id.clone(),
@@ -319,6 +329,7 @@ pub async fn run(
             index,
             ledger: ledger.clone(),
             dry_run_cloud: dry_run_cloud.clone(),
+            live: live.clone(),
         };
         match crate::steps::execute(spec, &ctx).await {
             Ok(outcome) => {
@@ -355,6 +366,7 @@ pub async fn run(
                     error: message.clone(),
                     hint: hint.clone(),
                 });
+                shutdown_live(&live).await;
                 events.emit(Event::RunFinished {
                     state: "failed".into(),
                     elapsed_ms: started.elapsed().as_millis() as u64,
@@ -374,6 +386,7 @@ pub async fn run(
         }
     }
     ledger.update(|s| s.state = RunStatus::Done)?;
+    shutdown_live(&live).await;
     events.emit(Event::RunFinished {
         state: "done".into(),
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -382,6 +395,20 @@ pub async fn run(
         state: ledger.snapshot(),
         state_file: (!options.dry_run).then(|| paths.state_file()),
     })
+}
+
+/// Stop any tailing and capture still running when the run ends.
+async fn shutdown_live(live: &tokio::sync::Mutex<crate::data::stream::LiveState>) {
+    let mut live = live.lock().await;
+    if let Some(tailer) = live.tailer.take() {
+        let _ = tailer.stop().await;
+    }
+    if let Some(stream) = live.stream.take() {
+        stream.lock().await.capture.stop();
+    }
+    if let Some(capture) = live.capture.take() {
+        capture.stop();
+    }
 }
 
 fn new_run_id() -> String {

@@ -6,7 +6,10 @@ use serde_json::json;
 use crate::engine::StepContext;
 use crate::error::Result;
 use crate::plan::{BackupStep, StepKind};
-use crate::steps::{StepOutcome, cloud_error, obj, require_group, timeout, wait_for_snapshot};
+use crate::steps::{
+    StepOutcome, cloud_error, obj, plan_streams, require_group, start_capture, timeout,
+    wait_for_snapshot,
+};
 
 pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
@@ -32,6 +35,10 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
             ctx.note(format!(
                 "snapshot `{name}` was already requested; waiting for it"
             ));
+            if plan_streams(&ctx.plan) && !ctx.dry_run() {
+                let source = require_group(ctx, &source_id).await?;
+                start_capture(ctx, &source, false).await?;
+            }
             if existing.source_group != source_id {
                 return Err(crate::error::Error::failed(
                     format!(
@@ -43,7 +50,15 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
             }
         }
         None => {
-            require_group(ctx, &source_id).await?;
+            let source = require_group(ctx, &source_id).await?;
+            // Changes are captured from before the snapshot, so none made after it is lost.
+            if plan_streams(&ctx.plan) {
+                if ctx.dry_run() {
+                    ctx.note("would subscribe to the source's keyspace notifications before the snapshot");
+                } else {
+                    start_capture(ctx, &source, true).await?;
+                }
+            }
             ctx.record_intent("snapshot_name", json!(name))?;
             ctx.call(
                 "CreateSnapshot",

@@ -19,7 +19,13 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
             "remove `postpone` from the cutover step",
         ));
     }
-    match spec.strategy {
+    // Everything captured so far reaches the target before clients move.
+    let caught_up = if ctx.dry_run() {
+        None
+    } else {
+        crate::steps::stream_copy::pause_and_catch_up(ctx).await?
+    };
+    let mut outcome = match spec.strategy {
         CutoverStrategy::SandboxAlias => {
             let alias = spec.alias.clone().ok_or_else(|| {
                 Error::usage("the cutover step needs `alias`", "add `alias: NAME`")
@@ -82,5 +88,18 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
             ),
             "use `manual` or `sandbox_alias`",
         )),
+    }?;
+    // Writes that reached the source during the switch.
+    let finished = if ctx.dry_run() {
+        None
+    } else {
+        crate::steps::stream_copy::finish(ctx).await?
+    };
+    if let Some(v) = caught_up {
+        outcome.outputs.insert("catch_up".into(), v);
     }
+    if let Some(v) = finished {
+        outcome.outputs.insert("stream".into(), v);
+    }
+    Ok(outcome)
 }

@@ -288,3 +288,59 @@ pub fn confirmations_possible(plan: &LoadedPlan, options: &RunOptions) -> Result
     }
     Ok(())
 }
+
+/// Whether the plan streams changes (has a `stream_copy` step).
+pub fn plan_streams(plan: &LoadedPlan) -> bool {
+    plan.plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, StepSpec::StreamCopy(_)))
+}
+
+/// Subscribe to the source's changes (for `stream_copy`), unless already subscribed in this process.
+/// `before_snapshot`: whether this happens before the backup snapshot is requested; if not, the capture is
+/// marked as having a gap, which `stream_copy` closes with a full reconcile pass.
+pub async fn start_capture(
+    ctx: &StepContext,
+    source: &ReplicationGroup,
+    before_snapshot: bool,
+) -> Result<()> {
+    let mut live = ctx.live.lock().await;
+    if live.capture.is_some() || live.stream.is_some() {
+        return Ok(());
+    }
+    let endpoint = source_data_endpoint(ctx, source)?;
+    let style = crate::data::capture::detect_style(&endpoint, true)
+        .await
+        .map_err(|e| Error::failed(e, NOTIFICATIONS_FIX))?;
+    let spill = ctx.state_folder().join("capture.spill");
+    let _ = std::fs::remove_file(&spill);
+    let capture = crate::data::capture::Capture::start(endpoint, style, spill, 1_000_000)
+        .await
+        .map_err(|e| {
+            Error::failed(
+                e,
+                "check that the source's data plane is reachable (source.data_endpoint)",
+            )
+        })?;
+    if !before_snapshot {
+        capture.mark_gap("the capture started after the snapshot (a resumed run)");
+    }
+    ctx.note(format!(
+        "capturing changes of `{}` (keyspace notifications){}",
+        source.id,
+        if before_snapshot {
+            " from before the snapshot"
+        } else {
+            "; a full reconcile pass will close the gap"
+        }
+    ));
+    live.capture = Some(capture);
+    live.started_before_snapshot = before_snapshot;
+    Ok(())
+}
+
+/// What to change when keyspace notifications are off.
+pub const NOTIFICATIONS_FIX: &str = "set notify-keyspace-events to `KEA` on the source (on ElastiCache: in a custom \
+    parameter group attached to the group; self-managed: CONFIG SET notify-keyspace-events KEA), or remove the \
+    stream_copy step and stop writes before the backup";

@@ -136,6 +136,9 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
                 }
             }
             check_cluster_mode(ctx, &mut c, g).await;
+            if crate::steps::plan_streams(&ctx.plan) {
+                check_notifications(ctx, &mut c, g).await;
+            }
         }
     }
 
@@ -267,6 +270,33 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         ("auth_token_store", json!(store.to_string())),
         ("unencrypted_snapshots", json!(unencrypted)),
     ])))
+}
+
+/// `stream_copy` needs keyspace notifications on the source. Where CONFIG is blocked (ElastiCache), a real
+/// run writes a probe key with a 2 s expiry and waits for its notification; a rehearsal only reports that.
+async fn check_notifications(
+    ctx: &StepContext,
+    c: &mut Checks<'_>,
+    g: &crate::cloud::ReplicationGroup,
+) {
+    let endpoint = match crate::steps::source_data_endpoint(ctx, g) {
+        Ok(e) => e,
+        Err(e) => {
+            return c.refuse(
+                "keyspace_notifications",
+                e.to_string(),
+                "set source.data_endpoint",
+            );
+        }
+    };
+    match crate::data::capture::detect_style(&endpoint, !ctx.dry_run()).await {
+        Ok(style) => c.pass("keyspace_notifications", format!("the source notifies every change ({style:?})")),
+        Err(why) if ctx.dry_run() && why.contains("CONFIG is not allowed") => c.pass(
+            "keyspace_notifications",
+            "CONFIG is blocked here: the real run writes a probe key (2 s expiry) to check notifications",
+        ),
+        Err(why) => c.refuse("keyspace_notifications", why, crate::steps::NOTIFICATIONS_FIX),
+    }
 }
 
 /// The target keeps the source's cluster mode unless the plan asks for shards (`num_node_groups`). A

@@ -63,14 +63,55 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
             total,
         });
     };
-    let report = verify(&src, &dst, mode, tolerance, &progress)
+    let hint = "check that both data endpoints are reachable (data_endpoint, tls_ca_file, token)";
+    crate::steps::stream_copy::ensure_stream(ctx).await?;
+    let stream = ctx.live.lock().await.stream.clone();
+    if let Some(stream) = &stream {
+        stream
+            .lock()
+            .await
+            .catch_up(&|_, _| {})
+            .await
+            .map_err(|e| Error::failed(e, hint))?;
+    }
+    let mut report = verify(&src, &dst, mode, tolerance, &progress)
         .await
-        .map_err(|e| {
-            Error::failed(
-                e,
-                "check that both data endpoints are reachable (data_endpoint, tls_ca_file, token)",
-            )
-        })?;
+        .map_err(|e| Error::failed(e, hint))?;
+    if let Some(stream) = &stream
+        && !report.passed()
+    {
+        // Writes continue while a streamed copy is verified: a key that changed during the comparison is
+        // checked again once the stream has caught up; counts are taken with the tailer held.
+        for round in 1..=5 {
+            let mut s = stream.lock().await;
+            s.catch_up(&|_, _| {})
+                .await
+                .map_err(|e| Error::failed(e, hint))?;
+            let still = crate::data::verify::recheck(&src, &dst, &report.differing, tolerance)
+                .await
+                .map_err(|e| Error::failed(e, hint))?;
+            let counts = key_counts(&src, &dst)
+                .await
+                .map_err(|e| Error::failed(e, hint))?;
+            drop(s);
+            ctx.note(format!(
+                "re-check {round}: {} of {} differing keys still differ after catching up",
+                still.len(),
+                report.differing.len()
+            ));
+            report.differing = still
+                .iter()
+                .map(|m| (m.db, m.key.clone().into_bytes()))
+                .collect();
+            report.mismatch_count = still.len() as u64;
+            report.mismatches = still.into_iter().take(20).collect();
+            report.key_counts = counts;
+            if report.passed() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     for (db, (s, t)) in &report.key_counts {
         ctx.check(
             &format!("db{db}_key_count"),
@@ -121,4 +162,31 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
         ("mismatches", json!(0)),
         ("ttl_tolerance_ms", json!(tolerance)),
     ])))
+}
+
+/// Key counts per database of both sides, read back to back.
+async fn key_counts(
+    src: &crate::data::connect::RedisEndpoint,
+    dst: &crate::data::connect::RedisEndpoint,
+) -> std::result::Result<std::collections::BTreeMap<i64, (u64, u64)>, String> {
+    let mut s = crate::data::connect::connect(src).await?;
+    let mut d = crate::data::connect::connect(dst).await?;
+    let a = crate::data::verify::keyspace(&mut s)
+        .await
+        .map_err(|e| e.to_string())?;
+    let b = crate::data::verify::keyspace(&mut d)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(a.keys()
+        .chain(b.keys())
+        .map(|db| {
+            (
+                *db,
+                (
+                    a.get(db).copied().unwrap_or(0),
+                    b.get(db).copied().unwrap_or(0),
+                ),
+            )
+        })
+        .collect())
 }

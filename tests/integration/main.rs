@@ -5,4 +5,5 @@ mod aws_moto;
 mod harness;
 mod invalid_plans;
 mod sandbox_migration;
+mod streaming;
 mod verifier;
