@@ -239,14 +239,29 @@ if [ "$HAVE_COPY" = 1 ]; then
   # The writer's keys with a short PX live at most 3 s: let the last of them expire on both sides (the
   # target got their absolute expiry), so none expires in the middle of the comparison.
   sleep "$(awk -v d="$WRITER_DONE" -v n="$(now)" 'BEGIN { w = 3.5 - (n - d); print (w > 0 ? w : 0) }')"
+  $PY "$HERE/reclaim_expired.py" --src-port "$SRC_PORT" --dst-port "$DST_PORT" --ca-file "$CA" \
+    >"$TMP/reclaim.out" 2>"$TMP/reclaim.err" || fail "reclaiming expired keys before verify" "$TMP/reclaim.err"
+  echo "expired keys reclaimed before verify (INFO keyspace counts): $(cat "$TMP/reclaim.out")"
+  record reclaim_json "$(cat "$TMP/reclaim.out")"
   rc=0
   "$BIN" verify "$SRC_URL" "$DST_URL" --full --ca-file "$CA" --dst-password-env BENCH_TOKEN --output json \
     >"$TMP/verify.out" 2>"$TMP/verify.err" || rc=$?
-  tail -n 1 "$TMP/verify.out" | $PY -c 'import json,sys; d=json.load(sys.stdin); [d[k] for k in ("keys_compared","mismatch_count","key_counts")]' ||
+  # Its report is the last stdout line with keys_compared; when the endpoints differ (exit 1) an error
+  # line follows it, and the report's counts are the writes lost.
+  verify_report=$(grep '"keys_compared"' "$TMP/verify.out" | tail -n 1 || true)
+  if [ -z "$verify_report" ] ||
+    ! $PY -c 'import json,sys; d=json.loads(sys.argv[1]); [d[k] for k in ("keys_compared","mismatch_count","key_counts")]' "$verify_report"; then
     fail "ecmigrate verify exited $rc without its JSON report" "$TMP/verify.err"
-  # A non-zero exit with a report means differences were found: the report counts them as writes lost.
-  echo "verify (exit $rc): $(tail -n 1 "$TMP/verify.out")"
-  record verify_json "$(tail -n 1 "$TMP/verify.out")"
+  fi
+  echo "verify (exit $rc): $verify_report"
+  record verify_json "$verify_report"
+  if [ "$rc" != 0 ]; then
+    # Say which keys differ, so a count difference can be traced to deletes, expirations or new keys.
+    $PY "$HERE/extra_keys.py" --src-port "$SRC_PORT" --dst-port "$DST_PORT" --ca-file "$CA" \
+      >"$TMP/extra.out" 2>"$TMP/extra.err" || fail "listing the keys that differ" "$TMP/extra.err"
+    echo "keys on one side only: $(cat "$TMP/extra.out")"
+    record extra_json "$(cat "$TMP/extra.out")"
+  fi
   record live_status ok
 else
   record live_status "not available yet"

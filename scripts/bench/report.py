@@ -131,8 +131,10 @@ def main() -> None:
         print(f"\nScenario 2: live writer at {s.get('write_rate')} writes/s for {s.get('live_seconds')} s "
               f"on {m.get('live_source_keys')} seeded keys, copier --live, cutover, verify --full")
         if live_status == "ok":
+            # key_counts is per database: {"db0": {"source": N, "target": M}, ...}; the table sums them.
             kc = v.get("key_counts") or {}
-            src_n, dst_n = kc.get("source"), kc.get("target")
+            src_n = sum(c.get("source", 0) for c in kc.values()) if kc else None
+            dst_n = sum(c.get("target", 0) for c in kc.values()) if kc else None
             mism = v.get("mismatch_count")
             diff = abs(src_n - dst_n) if isinstance(src_n, int) and isinstance(dst_n, int) else None
             lost = mism + diff if isinstance(mism, int) and diff is not None else None
@@ -147,7 +149,17 @@ def main() -> None:
                 fmt(lag_ms, ".1f"), fmt(live["copier_peak_rss_mb"], ".1f")]]))
             notes.append(f"writer: {w.get('achieved_rate')} writes/s achieved of {s.get('write_rate')} asked; mix "
                          + ", ".join(f"{k} {w.get(k)}" for k in ("set_new", "overwrite", "del", "set_px", "hset", "sadd", "lpush")))
-            notes.append(f"verify --full compared {v.get('keys_compared')} keys")
+            notes.append(f"verify --full compared {v.get('keys_compared')} keys; key counts {json.dumps(kc)}")
+            if isinstance(m.get("reclaim_json"), dict):
+                rj = m["reclaim_json"]
+                notes.append("expired but unreclaimed keys swept by a SCAN of each side before verify: "
+                             + ", ".join(f"{side} {c['before'] - c['after']}" for side, c in rj.items()))
+                live["expired_reclaimed_before_verify"] = rj
+            if isinstance(m.get("extra_json"), dict):
+                for side, d in m["extra_json"].items():
+                    notes.append(f"{side.replace('_', ' ')} (alive, after verify): {d['count']} keys, by prefix "
+                                 f"{d['by_prefix']}, {d['ttl']}, e.g. {d['examples'][:3]}")
+                live["keys_on_one_side"] = m["extra_json"]
             if lost != 0:
                 problems.append(f"live: {lost} writes lost (must be 0)")
             if lag_ms is not None:
