@@ -1,5 +1,5 @@
-//! The copier: moves keys from a source to a target with only what ElastiCache allows (SCAN, PTTL,
-//! MEMORY USAGE, DUMP, RESTORE, and type-wise reads for keys too large for one RESTORE).
+//! The copier: moves keys from a source to a target with only what ElastiCache allows (SCAN, PTTL, DUMP,
+//! RESTORE, and type-wise reads for keys too large for one RESTORE).
 //!
 //! Speed comes from pipelining batches and keeping several batches in flight over several connections;
 //! memory stays bounded because batches flow through a bounded channel and big keys are streamed in chunks.
@@ -225,27 +225,24 @@ impl Copier {
         }
     }
 
-    /// One batch: sizes and TTLs (with the source's clock), then DUMP of the small keys, then RESTORE (or
-    /// DEL) on the target; big keys go type-wise.
+    /// One batch: one round trip to the source (its clock, each key's PTTL and DUMP), one to the target
+    /// (RESTORE … ABSTTL, or DEL for keys gone); keys whose DUMP exceeds the bound go type-wise instead. A
+    /// big key's DUMP therefore passes through memory once before it is copied in chunks.
     async fn copy_batch(
         &self,
         src: &mut MultiplexedConnection,
         dst: &mut MultiplexedConnection,
         keys: &[Vec<u8>],
     ) -> Result<(), Err> {
-        let mut probe = redis::pipe();
-        probe.ignore_errors().cmd("TIME");
+        // One round trip to the source: its clock, then each key's TTL and serialized value.
+        let mut read = redis::pipe();
+        read.cmd("TIME");
         for key in keys {
-            probe
-                .cmd("PTTL")
-                .arg(key)
-                .cmd("MEMORY")
-                .arg("USAGE")
-                .arg(key);
+            read.cmd("PTTL").arg(key).cmd("DUMP").arg(key);
         }
-        let probed: Vec<redis::RedisResult<RValue>> = probe.query_async(src).await.map_err(rerr)?;
-        let now_ms = match probed.first() {
-            Some(Ok(RValue::Array(t))) if t.len() == 2 => {
+        let replies: Vec<RValue> = read.query_async(src).await.map_err(rerr)?;
+        let now_ms = match replies.first() {
+            Some(RValue::Array(t)) if t.len() == 2 => {
                 let secs = int_of(&t[0]).unwrap_or(0);
                 let micros = int_of(&t[1]).unwrap_or(0);
                 secs * 1000 + micros / 1000
@@ -253,60 +250,41 @@ impl Copier {
             _ => return Err("copy: the source did not answer TIME".into()),
         };
         let mut small: Vec<(usize, i64)> = Vec::with_capacity(keys.len());
+        let mut dumps: Vec<Vec<u8>> = Vec::with_capacity(keys.len());
         let mut big: Vec<(usize, i64)> = Vec::new();
         let mut gone: Vec<usize> = Vec::new();
-        for (i, _) in keys.iter().enumerate() {
-            let pttl = probed
-                .get(1 + 2 * i)
-                .and_then(|r| r.as_ref().ok())
-                .and_then(int_of)
-                .unwrap_or(-2);
-            // MEMORY USAGE may be renamed or refused: then the key is treated as small.
-            let size = probed
-                .get(2 + 2 * i)
-                .and_then(|r| r.as_ref().ok())
-                .and_then(int_of)
-                .unwrap_or(0);
-            if pttl == -2 {
-                gone.push(i);
-            } else if size as u64 > self.options.max_restore_bytes {
-                big.push((i, pttl));
-            } else {
-                small.push((i, pttl));
+        let mut replies = replies.into_iter().skip(1);
+        for i in 0..keys.len() {
+            let pttl = replies.next().as_ref().and_then(int_of).unwrap_or(-2);
+            let payload = match replies.next() {
+                Some(RValue::BulkString(b)) => Some(b),
+                _ => None,
+            };
+            match payload {
+                None => gone.push(i),
+                // Too large for one RESTORE (or above the bound): copied type-wise in chunks instead.
+                Some(p) if p.len() as u64 > self.options.max_restore_bytes => big.push((i, pttl)),
+                Some(p) => {
+                    small.push((i, pttl));
+                    dumps.push(p);
+                }
             }
-        }
-        let mut dumps: Vec<Option<Vec<u8>>> = Vec::new();
-        if !small.is_empty() {
-            let mut dump = redis::pipe();
-            for (i, _) in &small {
-                dump.cmd("DUMP").arg(&keys[*i]);
-            }
-            dumps = dump.query_async(src).await.map_err(rerr)?;
         }
         let mut write = redis::pipe();
         let mut writes = 0usize;
         let (mut copied, mut deleted) = (0u64, 0u64);
         for ((i, pttl), payload) in small.iter().zip(dumps) {
-            match payload {
-                Some(payload) => {
-                    let abs = if *pttl > 0 { now_ms + pttl } else { 0 };
-                    write
-                        .cmd("RESTORE")
-                        .arg(&keys[*i])
-                        .arg(abs)
-                        .arg(payload)
-                        .arg("REPLACE");
-                    if abs > 0 {
-                        write.arg("ABSTTL");
-                    }
-                    copied += 1;
-                }
-                // Gone between the probe and the DUMP.
-                None => {
-                    write.cmd("DEL").arg(&keys[*i]);
-                    deleted += 1;
-                }
+            let abs = if *pttl > 0 { now_ms + pttl } else { 0 };
+            write
+                .cmd("RESTORE")
+                .arg(&keys[*i])
+                .arg(abs)
+                .arg(payload)
+                .arg("REPLACE");
+            if abs > 0 {
+                write.arg("ABSTTL");
             }
+            copied += 1;
             writes += 1;
         }
         for i in &gone {

@@ -447,10 +447,17 @@ fn keys_larger_than_the_restore_bound_are_copied_in_chunks_with_their_ttls() {
                 .arg(format!("m{i}"))
                 .ignore();
         }
-        p.cmd("SET")
-            .arg("big:string")
-            .arg("x".repeat(300_000))
-            .ignore();
+        // Incompressible, since DUMP compresses strings: an xorshift stream of bytes.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        p.cmd("SET").arg("big:string").arg(noise).ignore();
         p.cmd("PEXPIRE").arg("big:hash").arg(7_200_000).ignore();
         let _: () = p.query_async(&mut c).await.unwrap();
     });
