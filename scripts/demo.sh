@@ -37,3 +37,5 @@ echo
 echo "The sandbox keeps running: connect to the new group with"
 echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
 echo "Stop it with: target/debug/ecmigrate sandbox down"
+echo
+echo "Evidence report for the auditors: .ecmigrate/state/sandbox-demo/report.md (and report.json)"

@@ -10,6 +10,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod plan;
+pub mod report;
 pub mod secret;
 pub mod steps;
 pub mod ui;

@@ -58,6 +58,9 @@ pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
         } else if let Some(file) = &summary.state_file {
             reporter.line(&format!("state: {}", file.display()));
         }
+        if let Some(report) = &summary.report {
+            reporter.line(&format!("evidence report: {}", report.display()));
+        }
     }
     Ok(exit_code::OK)
 }

@@ -62,6 +62,7 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
                 "state_file": paths.state_file(),
                 "next_step": next,
                 "stream": stream,
+                "report": paths.dir.join("report.md").exists().then(|| paths.dir.join("report.md")),
                 "steps": steps,
             });
             println!("{body}");
@@ -101,7 +102,16 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
                 );
             }
             match (run_state, next) {
-                (RunStatus::Done, _) => println!("the migration is finished"),
+                (RunStatus::Done, _) => {
+                    println!("the migration is finished");
+                    let report = paths.dir.join("report.md");
+                    if report.exists() {
+                        println!(
+                            "evidence report: {} (and report.json beside it)",
+                            report.display()
+                        );
+                    }
+                }
                 (RunStatus::NotStarted, _) => {
                     println!("next: ecmigrate run {}", args.plan.display())
                 }

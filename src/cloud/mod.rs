@@ -115,6 +115,19 @@ impl ReplicationGroup {
     pub fn fully_encrypted(&self) -> bool {
         self.at_rest_encryption_enabled && self.transit_encryption_enabled
     }
+
+    /// The attributes an auditor checks, named as DescribeReplicationGroups names them.
+    pub fn encryption_attributes(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ReplicationGroupId": self.id,
+            "Status": self.status,
+            "AtRestEncryptionEnabled": self.at_rest_encryption_enabled,
+            "TransitEncryptionEnabled": self.transit_encryption_enabled,
+            "TransitEncryptionMode": self.transit_encryption_mode,
+            "AuthTokenEnabled": self.auth_token_enabled,
+            "KmsKeyId": self.kms_key_id,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -203,6 +203,8 @@ type CloudHandles = (
 pub struct RunSummary {
     pub state: RunState,
     pub state_file: Option<std::path::PathBuf>,
+    /// The evidence report (`report.md`) of a finished run.
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Run (or resume, or rehearse) a plan.
@@ -256,7 +258,9 @@ pub async fn run(
         (Some(lock), state)
     };
     if state.state == RunStatus::Done {
+        let report = paths.dir.join("report.md");
         return Ok(RunSummary {
+            report: report.exists().then_some(report),
             state,
             state_file: Some(paths.state_file()),
         });
@@ -387,6 +391,21 @@ pub async fn run(
     }
     ledger.update(|s| s.state = RunStatus::Done)?;
     shutdown_live(&live).await;
+    let report = if options.dry_run {
+        None
+    } else {
+        match crate::report::write(&ledger.snapshot(), &plan, cloud_read.as_ref(), &paths.dir).await
+        {
+            Ok(files) => Some(files.markdown),
+            Err(e) => {
+                events.emit(Event::Note {
+                    kind: StepKind::DeleteSource,
+                    message: format!("the evidence report could not be written: {e}"),
+                });
+                None
+            }
+        }
+    };
     events.emit(Event::RunFinished {
         state: "done".into(),
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -394,6 +413,7 @@ pub async fn run(
     Ok(RunSummary {
         state: ledger.snapshot(),
         state_file: (!options.dry_run).then(|| paths.state_file()),
+        report,
     })
 }
 

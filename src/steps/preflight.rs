@@ -269,6 +269,13 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         ("kms_key_id", json!(kms_arn)),
         ("auth_token_store", json!(store.to_string())),
         ("unencrypted_snapshots", json!(unencrypted)),
+        (
+            "source_before",
+            source
+                .as_ref()
+                .map(|g| g.encryption_attributes())
+                .unwrap_or_default(),
+        ),
     ])))
 }
 

@@ -174,6 +174,50 @@ fn full_migration_leaves_only_an_encrypted_group_holding_every_key() {
         "{status}"
     );
 
+    // The evidence report: before/after attributes that match what the sandbox says, and no token.
+    let report_text = std::fs::read_to_string(state_dir.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&report_text).unwrap();
+    let markdown = std::fs::read_to_string(state_dir.join("report.md")).expect("report.md");
+    let sandbox_target = Env::group(&env.sandbox_status(), TARGET).unwrap().clone();
+    let after = &report["target"]["after"];
+    assert_eq!(
+        after["AtRestEncryptionEnabled"],
+        sandbox_target["at_rest_encryption_enabled"]
+    );
+    assert_eq!(
+        after["TransitEncryptionEnabled"],
+        sandbox_target["transit_encryption_enabled"]
+    );
+    assert_eq!(
+        after["AuthTokenEnabled"],
+        sandbox_target["auth_token_enabled"]
+    );
+    assert_eq!(after["KmsKeyId"], sandbox_target["kms_key_id"]);
+    assert_eq!(after["AtRestEncryptionEnabled"], true);
+    assert_eq!(report["source"]["before"]["AtRestEncryptionEnabled"], false);
+    assert_eq!(
+        report["source"]["before"]["TransitEncryptionEnabled"],
+        false
+    );
+    assert_eq!(report["source"]["after"]["Status"], "deleted");
+    assert!(
+        report["snapshots"]["final"]
+            .as_str()
+            .unwrap()
+            .contains("final")
+    );
+    assert!(report["plan_checksum"].as_str().unwrap().len() == 64);
+    assert!(markdown.contains("AtRestEncryptionEnabled") && markdown.contains(TARGET));
+    assert!(
+        !report_text.contains(token.expose()) && !markdown.contains(token.expose()),
+        "the token is in the report"
+    );
+    let status_text = env.ok(&["status", plan.to_str().unwrap()]).stdout;
+    assert!(
+        status_text.contains("report.md"),
+        "status must point to the report: {status_text}"
+    );
+
     // Running again is a no-op that reports the finished run.
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(
