@@ -1,13 +1,14 @@
 //! Command-line definitions (clap) and one function per subcommand; no logic beyond wiring arguments.
 
-mod audit;
+pub(crate) mod audit;
 mod copy_cmd;
 mod endpoints;
 mod plan_cmd;
-mod run_cmd;
+pub(crate) mod run_cmd;
 mod sandbox_cmd;
 mod status_cmd;
 mod verify_cmd;
+mod wizard_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -73,6 +74,8 @@ pub enum Command {
     Copy(copy_cmd::CopyArgs),
     /// Compare two Redis endpoints by type, value and TTL (exit 1 when they differ).
     Verify(verify_cmd::VerifyArgs),
+    /// Interactive: choose a group, a key and a token store; write a plan and rehearse it.
+    Wizard(wizard_cmd::WizardArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -101,7 +104,9 @@ pub fn main() -> i32 {
         }
     };
     // A live copy ends on Ctrl-C by itself (it catches up first); everything else is interrupted.
-    let stops_itself = matches!(&cli.command, Command::Copy(a) if a.live);
+    // The wizard's prompts read Ctrl-C themselves (and restore the cursor).
+    let stops_itself = matches!(&cli.command, Command::Copy(a) if a.live)
+        || matches!(&cli.command, Command::Wizard(_));
     let result = runtime.block_on(async {
         if stops_itself {
             return dispatch(cli).await;
@@ -161,7 +166,13 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Status(a) => status_cmd::run(&globals, a),
         Command::Copy(a) => copy_cmd::run(a).await,
         Command::Verify(a) => verify_cmd::run(a).await,
+        Command::Wizard(a) => wizard_cmd::run(&globals, a).await,
     }
+}
+
+/// The path the audit recommends for a group (`recreate`, `in_place_transit`, …), for the wizard's list.
+pub fn audit_assessment(g: &crate::cloud::ReplicationGroup) -> String {
+    audit::assess(g).recommended_path
 }
 
 pub struct Globals {

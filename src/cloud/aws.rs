@@ -380,6 +380,28 @@ impl CloudRead for Aws {
         Ok(snapshots)
     }
 
+    async fn list_keys(&self) -> CloudResult<Vec<KmsKey>> {
+        let mut names = Vec::new();
+        let mut pages = self.kms.list_aliases().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err(e, "KMS aliases", "*"))?;
+            names.extend(
+                page.aliases()
+                    .iter()
+                    .filter(|a| a.target_key_id().is_some())
+                    .filter_map(|a| a.alias_name().map(str::to_string))
+                    .filter(|n| !n.starts_with("alias/aws/")),
+            );
+        }
+        let mut keys = Vec::new();
+        for name in names {
+            if let Some(k) = self.describe_key(&name).await? {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    }
+
     async fn describe_key(&self, key_id: &str) -> CloudResult<Option<KmsKey>> {
         let out = match self.kms.describe_key().key_id(key_id).send().await {
             Ok(out) => out,

@@ -97,6 +97,10 @@ impl CloudRead for DryRunCloud {
         self.real.describe_key(key_id).await
     }
 
+    async fn list_keys(&self) -> CloudResult<Vec<KmsKey>> {
+        self.real.list_keys().await
+    }
+
     fn default_kms_key(&self) -> Option<String> {
         self.real.default_kms_key()
     }

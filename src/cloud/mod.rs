@@ -220,6 +220,8 @@ pub trait CloudRead: Send + Sync {
     async fn list_snapshots(&self, group: Option<&str>) -> CloudResult<Vec<Snapshot>>;
     /// `key_id` may be an id, an ARN or `alias/NAME`; `None` when the key does not exist.
     async fn describe_key(&self, key_id: &str) -> CloudResult<Option<KmsKey>>;
+    /// Customer managed keys with an alias (for the wizard to offer).
+    async fn list_keys(&self) -> CloudResult<Vec<KmsKey>>;
     /// The key ElastiCache uses when a plan names none.
     fn default_kms_key(&self) -> Option<String>;
     /// The group an endpoint alias points at (sandbox DNS stand-in), `None` if there is no such alias.

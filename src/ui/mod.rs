@@ -2,6 +2,7 @@
 //! or JSON lines, and the prompts. Every command works without a terminal.
 
 pub mod reporter;
+pub mod wizard;
 
 use std::io::IsTerminal;
 

@@ -7,3 +7,4 @@ mod invalid_plans;
 mod sandbox_migration;
 mod streaming;
 mod verifier;
+mod wizard;

@@ -995,6 +995,16 @@ impl CloudRead for Sandbox {
         Ok(registry::load(&self.dir)?.aliases.get(alias).cloned())
     }
 
+    async fn list_keys(&self) -> CloudResult<Vec<KmsKey>> {
+        let reg = registry::load(&self.dir)?;
+        Ok(reg
+            .kms_keys
+            .values()
+            .map(kms::to_kms_key)
+            .filter(|k| k.aliases.iter().any(|a| !a.starts_with("alias/aws/")))
+            .collect())
+    }
+
     fn data_plane_ca(&self) -> Option<PathBuf> {
         Some(self.ca_file())
     }
