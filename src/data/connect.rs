@@ -88,10 +88,60 @@ pub async fn connect(endpoint: &RedisEndpoint) -> Result<MultiplexedConnection, 
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(60)));
-    client
+    let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| describe(endpoint, &e))
+        .map_err(|e| describe(endpoint, &e))?;
+    // Every connection of ours carries this name, so the delete guard can tell ours from the
+    // application's. A server that refuses CLIENT SETNAME is still usable.
+    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(CLIENT_NAME)
+        .query_async(&mut conn)
+        .await;
+    Ok(conn)
+}
+
+/// The name every ecmigrate connection gives itself (CLIENT SETNAME).
+pub const CLIENT_NAME: &str = "ecmigrate";
+
+/// A client connected to a server, as `CLIENT LIST` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectedClient {
+    pub addr: String,
+    pub name: String,
+    pub age_seconds: u64,
+    pub last_command: String,
+}
+
+/// Clients of `endpoint` that are not ecmigrate's own and not replication links.
+pub async fn foreign_clients(endpoint: &RedisEndpoint) -> Result<Vec<ConnectedClient>, String> {
+    let mut conn = connect(endpoint).await?;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("CLIENT LIST on {}: {e}", endpoint.display_url()))?;
+    Ok(list.lines().filter_map(parse_client).collect())
+}
+
+fn parse_client(line: &str) -> Option<ConnectedClient> {
+    let field = |k: &str| {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or("")
+    };
+    let name = field("name");
+    let flags = field("flags");
+    if name.starts_with(CLIENT_NAME) || flags.contains('S') || flags.contains('M') {
+        return None;
+    }
+    Some(ConnectedClient {
+        addr: field("addr").to_string(),
+        name: name.to_string(),
+        age_seconds: field("age").parse().unwrap_or(0),
+        last_command: field("cmd").to_string(),
+    })
 }
 
 fn describe(endpoint: &RedisEndpoint, e: &redis::RedisError) -> String {

@@ -293,4 +293,10 @@ pub struct DeleteSourceStep {
     /// The source's id, typed out: required to delete without a TTY (with `--yes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
+    /// Wait this long (0..=86400 s, default 300) for clients other than ecmigrate's to leave the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_seconds: Option<u64>,
+    /// Delete even while other clients are connected (recorded as a warning in the report).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }

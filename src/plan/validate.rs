@@ -301,6 +301,9 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
             }
             StepSpec::Cutover(c) => check_cutover(plan, c, i, f),
             StepSpec::DeleteSource(d) => {
+                if let Some(t) = d.drain_timeout_seconds {
+                    f.check(at("drain_timeout_seconds"), rules::check_range(t, 0, 86400));
+                }
                 if let Some(n) = &d.final_snapshot_name {
                     f.check(at("final_snapshot_name"), rules::check_snapshot_name(n));
                     if backup_name.is_some_and(|b| b.eq_ignore_ascii_case(n)) {

@@ -67,6 +67,9 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         ctx.record_intent("confirmed", json!(true))?;
     }
 
+    // Nobody but us may still be using the source.
+    let forced = drain_clients(ctx, spec, source.as_ref().expect("checked above")).await?;
+
     // The final snapshot, encrypted with the target's key.
     let kms_key = encryption_key(ctx).await?;
     if ctx
@@ -116,7 +119,84 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         },
     )
     .await?;
-    Ok(done(&final_name, &source_id))
+    let mut outcome = done(&final_name, &source_id);
+    if !forced.is_empty() {
+        // The report carries it: the source was deleted while these clients still used it.
+        outcome
+            .outputs
+            .insert("forced_with_clients".into(), json!(forced));
+    }
+    Ok(outcome)
+}
+
+/// Wait (up to `drain_timeout_seconds`) until no client other than ecmigrate's is connected to the source's
+/// primary; refuse after that, unless `force`. Returns the clients a forced deletion went ahead with.
+async fn drain_clients(
+    ctx: &StepContext,
+    spec: &DeleteSourceStep,
+    source: &crate::cloud::ReplicationGroup,
+) -> Result<Vec<crate::data::connect::ConnectedClient>> {
+    let endpoint = crate::steps::source_data_endpoint(ctx, source)?;
+    let limit = std::time::Duration::from_secs(spec.drain_timeout_seconds.unwrap_or(300));
+    let started = std::time::Instant::now();
+    let describe = |c: &[crate::data::connect::ConnectedClient]| {
+        c.iter()
+            .map(|c| {
+                format!(
+                    "{} (name `{}`, connected {} s, last command `{}`)",
+                    c.addr, c.name, c.age_seconds, c.last_command
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    loop {
+        let clients = crate::data::connect::foreign_clients(&endpoint)
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "check that the source's data plane is reachable (source.data_endpoint)",
+                )
+            })?;
+        if clients.is_empty() {
+            ctx.check(
+                "clients_drained",
+                true,
+                "no client other than ecmigrate is connected to the source",
+            );
+            return Ok(Vec::new());
+        }
+        if ctx.dry_run() {
+            ctx.note(format!("{} client(s) still use the source; the real run waits up to {} s for them to leave: {}", clients.len(), limit.as_secs(), describe(&clients)));
+            return Ok(Vec::new());
+        }
+        if spec.force {
+            ctx.note(format!(
+                "force: deleting although {} client(s) are connected: {}",
+                clients.len(),
+                describe(&clients)
+            ));
+            return Ok(clients);
+        }
+        if started.elapsed() >= limit {
+            return Err(Error::failed(
+                format!(
+                    "{} client(s) other than ecmigrate are still connected to `{}`: {}",
+                    clients.len(),
+                    source.id,
+                    describe(&clients)
+                ),
+                "repoint those clients to the new endpoint and run again (or set `force: true` on the step to delete anyway)",
+            ));
+        }
+        ctx.waiting(
+            &format!("clients of {} to leave", source.id),
+            &format!("{} connected", clients.len()),
+            started,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 fn done(final_name: &str, source_id: &str) -> super::StepOutcome {

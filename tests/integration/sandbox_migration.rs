@@ -628,3 +628,40 @@ fn preflight_refuses_a_source_that_is_not_available() {
     assert!(run.stderr.contains("[source_available]"), "{run:?}");
     assert!(!env.token_file().exists());
 }
+
+#[test]
+fn delete_source_waits_for_foreign_clients_and_refuses_while_they_stay() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    env.sandbox_with_source(100);
+    let port = Env::primary_port(&env.sandbox_status(), SOURCE);
+    let text = full_plan(&env).replace(
+        "    confirm: orders",
+        "    confirm: orders\n    drain_timeout_seconds: 1",
+    );
+    let plan = env.write_plan("plan.yaml", &text);
+    // An application still connected to the source (a plain socket: it stays open until dropped).
+    let mut app = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    app.write_all(b"CLIENT SETNAME orders-app\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    app.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+
+    let refused = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("orders-app"),
+        "the refusal must name the client: {refused:?}"
+    );
+    assert!(refused.stderr.contains("force: true"), "{refused:?}");
+    assert!(
+        Env::group(&env.sandbox_status(), SOURCE).is_some(),
+        "the source was deleted"
+    );
+
+    drop(app);
+    std::thread::sleep(Duration::from_millis(200));
+    let resumed = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert!(resumed.stdout.contains("clients_drained"), "{resumed:?}");
+    assert!(Env::group(&env.sandbox_status(), SOURCE).is_none());
+}
