@@ -244,4 +244,19 @@ mod tests {
                 .contains("pw")
         );
     }
+
+    #[test]
+    fn client_list_lines_keep_only_foreign_clients() {
+        let app = "id=7 addr=127.0.0.1:5000 laddr=127.0.0.1:6379 fd=9 name=app age=42 idle=1 flags=N db=0 cmd=get";
+        let ours = "id=8 addr=127.0.0.1:5001 laddr=127.0.0.1:6379 fd=10 name=ecmigrate age=1 idle=0 flags=N db=0 cmd=client|list";
+        let replica = "id=9 addr=127.0.0.1:5002 laddr=127.0.0.1:6379 fd=11 name= age=100 idle=0 flags=S db=0 cmd=replconf";
+        let c = parse_client(app).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.age_seconds, c.last_command.as_str()),
+            ("app", 42, "get")
+        );
+        assert_eq!(c.addr, "127.0.0.1:5000");
+        assert!(parse_client(ours).is_none());
+        assert!(parse_client(replica).is_none());
+    }
 }
