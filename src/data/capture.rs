@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::data::connect::{RedisEndpoint, connect, pubsub};
@@ -174,7 +174,11 @@ struct Shared {
     subscribed: AtomicBool,
     stop: AtomicBool,
     wake: tokio::sync::Notify,
+    /// Fence proofs asked of the listener: answered once every notification sent before is recorded.
+    proofs: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ProofRequest>>>,
 }
+
+type ProofRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// A running capture of one source endpoint.
 pub struct Capture {
@@ -217,6 +221,7 @@ impl Capture {
             subscribed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            proofs: std::sync::Mutex::new(None),
         });
         let pattern = match style {
             EventStyle::KeyEvent => "__keyevent@*__:*",
@@ -309,6 +314,29 @@ impl Capture {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.task.abort();
     }
+
+    /// Once the source's writes are paused: prove that every notification the source sent before this call
+    /// is in the pending set. A `PING` on the subscribed connection is answered in order after the
+    /// notifications queued before it (a marker written on the source cannot work: the pause blocks
+    /// writes and PUBLISH), and the listener records every message it received before the answer.
+    pub async fn fence_proof(&self, timeout: Duration) -> Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = match &*self.shared.proofs.lock().expect("lock") {
+            Some(requests) => requests.send(reply).is_ok(),
+            None => false,
+        };
+        if !sent || !self.shared.subscribed.load(Ordering::SeqCst) {
+            return Err("the keyspace-notification subscription is not connected".into());
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the subscription dropped while proving the fence".into()),
+            Err(_) => Err(format!(
+                "no answer on the subscription within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
 }
 
 impl Drop for Capture {
@@ -327,21 +355,28 @@ async fn listen(
 ) {
     let mut conn = Some(first);
     loop {
-        if let Some(mut pubsub) = conn.take() {
-            let mut stream = pubsub.on_message();
-            while let Some(msg) = stream.next().await {
-                let Some(key) = parse(style, msg.get_channel_name(), msg.get_payload_bytes())
-                else {
-                    continue;
-                };
-                shared.events.fetch_add(1, Ordering::Relaxed);
-                let failed = shared.pending.lock().expect("lock").insert(key).err();
-                if let Some(e) = failed {
-                    let mut gap = shared.gap.lock().expect("lock");
-                    gap.get_or_insert_with(|| format!("capture spill file: {e}"));
+        if let Some(pubsub) = conn.take() {
+            let (mut sink, mut stream) = pubsub.split();
+            let (requests, mut proofs) = tokio::sync::mpsc::unbounded_channel::<ProofRequest>();
+            *shared.proofs.lock().expect("lock") = Some(requests);
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(msg) => record(style, &msg, &shared),
+                        None => break,
+                    },
+                    Some(reply) = proofs.recv() => {
+                        // The connection's reader hands over every message that precedes the PONG before
+                        // it resolves the PING, so they are all waiting in the stream once it returns.
+                        let answer = sink.ping::<redis::Value>().await;
+                        while let Some(Some(msg)) = stream.next().now_or_never() {
+                            record(style, &msg, &shared);
+                        }
+                        let _ = reply.send(answer.map(|_| ()).map_err(|e| format!("PING on the subscription: {e}")));
+                    }
                 }
-                shared.wake.notify_waiters();
             }
+            *shared.proofs.lock().expect("lock") = None;
         }
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -359,6 +394,20 @@ async fn listen(
             conn = Some(p);
         }
     }
+}
+
+/// Add the key of one notification to the pending set.
+fn record(style: EventStyle, msg: &redis::Msg, shared: &Shared) {
+    let Some(key) = parse(style, msg.get_channel_name(), msg.get_payload_bytes()) else {
+        return;
+    };
+    shared.events.fetch_add(1, Ordering::Relaxed);
+    let failed = shared.pending.lock().expect("lock").insert(key).err();
+    if let Some(e) = failed {
+        let mut gap = shared.gap.lock().expect("lock");
+        gap.get_or_insert_with(|| format!("capture spill file: {e}"));
+    }
+    shared.wake.notify_waiters();
 }
 
 /// `(db, key)` of one notification.

@@ -125,12 +125,26 @@ pub async fn foreign_clients(endpoint: &RedisEndpoint) -> Result<Vec<ConnectedCl
     Ok(list.lines().filter_map(parse_client).collect())
 }
 
+/// `(id, client)` of the application's clients in a `CLIENT LIST` reply: not ecmigrate's own, not
+/// replication links, not subscribers (the capture's subscription is one and carries no name).
+pub fn parse_client_list(list: &str) -> Vec<(u64, ConnectedClient)> {
+    list.lines()
+        .filter(|line| !client_field(line, "flags").contains('P'))
+        .filter_map(|line| {
+            let id = client_field(line, "id").parse().ok()?;
+            Some((id, parse_client(line)?))
+        })
+        .collect()
+}
+
+fn client_field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or("")
+}
+
 fn parse_client(line: &str) -> Option<ConnectedClient> {
-    let field = |k: &str| {
-        line.split(' ')
-            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            .unwrap_or("")
-    };
+    let field = |k: &str| client_field(line, k);
     let name = field("name");
     let flags = field("flags");
     if name.starts_with(CLIENT_NAME) || flags.contains('S') || flags.contains('M') {

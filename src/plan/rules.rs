@@ -375,3 +375,48 @@ pub fn check_range(value: u64, lo: u64, hi: u64) -> Result<(), String> {
         Err(format!("must be from {lo} to {hi} (got {value})"))
     }
 }
+
+/// A Route53 hosted zone id: `Z` and upper-case letters or digits, up to 32 characters in all, with or
+/// without the `/hostedzone/` prefix the API returns.
+pub fn check_hosted_zone_id(id: &str) -> Result<(), String> {
+    const RULE: &str = "must be a Route53 hosted zone id: upper-case letters and digits, up to 32 characters (e.g. `Z0123456789ABCDEFGHIJ`)";
+    let bare = id.strip_prefix("/hostedzone/").unwrap_or(id);
+    if bare.is_empty() || bare.len() > 32 {
+        return Err(format!("{RULE} (got {} characters)", bare.len()));
+    }
+    if let Some(c) = bare
+        .chars()
+        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit()))
+    {
+        return Err(format!("{RULE} (it contains {})", describe_char(c)));
+    }
+    Ok(())
+}
+
+/// A DNS name for a CNAME record: dot-separated labels of 1 to 63 letters, digits, hyphens or
+/// underscores, not starting or ending with a hyphen, at most 253 characters, an optional final dot.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    const RULE: &str = "must be a DNS name of dot-separated labels (1 to 63 letters, digits, `-` or `_`, no label starting or ending with `-`), at most 253 characters";
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() || bare.len() > 253 {
+        return Err(format!("{RULE} (got {} characters)", bare.len()));
+    }
+    if !bare.contains('.') {
+        return Err(format!("{RULE} (a record needs its zone: `NAME.ZONE`)"));
+    }
+    for label in bare.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("{RULE} (label `{label}` has {} characters)", label.len()));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("{RULE} (label `{label}` starts or ends with `-`)"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("{RULE} (it contains {})", describe_char(c)));
+        }
+    }
+    Ok(())
+}

@@ -255,9 +255,9 @@ pub enum CutoverStrategy {
     SandboxAlias,
     /// Print what to change and wait for the operator's confirmation.
     Manual,
-    /// Upsert a Route53 CNAME (not built yet).
+    /// Upsert a Route53 CNAME (`hosted_zone_id`, `record_name`) to the target's primary endpoint.
     Route53,
-    /// Run an operator command (not built yet).
+    /// Run the operator's `command` with the new endpoint in its environment.
     Command,
 }
 
@@ -279,9 +279,58 @@ pub struct CutoverStep {
     /// The sandbox alias to repoint (strategy `sandbox_alias` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
-    /// Hold before the switch until released (`ecmigrate cutover PLAN`).
+    /// The Route53 hosted zone of the record (strategy `route53` only), e.g. `Z0123456789ABCDEFGHIJ`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_zone_id: Option<String>,
+    /// The CNAME clients resolve (strategy `route53` only), e.g. `orders.cache.example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_name: Option<String>,
+    /// The switch command (strategy `command` only), run by `sh -c` with `ECMIGRATE_NEW_ENDPOINT`,
+    /// `ECMIGRATE_NEW_READER_ENDPOINT`, `ECMIGRATE_PORT`, `ECMIGRATE_TLS` and `ECMIGRATE_TOKEN_REF` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Hold before the switch until released (`ecmigrate cutover PLAN`, or a prompt on a terminal).
     #[serde(default)]
     pub postpone: bool,
+    /// Hold before the switch while this file exists (relative to the plan's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postpone_flag_file: Option<String>,
+    /// Longest write pause on the source (100..=30000 ms, default 3000); past it the fence is lifted and
+    /// retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_write_pause_ms: Option<u64>,
+    /// Fence attempts before the step fails (1..=20, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_attempts: Option<u32>,
+    /// After the switch, keep copying the source's changes for the record's TTL plus this long (0..=3600 s,
+    /// default 10), for clients that still hold the old address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+    /// Close the application's connections to the source inside the fence, so they reconnect to the new
+    /// endpoint (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_clients: Option<bool>,
+    /// A command run just before the fence (same environment as `command`); a failure holds the cutover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_switch: Option<String>,
+    /// A command run after the switch (same environment); a failure is reported, the switch stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_switch: Option<String>,
+}
+
+impl CutoverStep {
+    pub fn max_write_pause(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_write_pause_ms.unwrap_or(3000))
+    }
+    pub fn fence_attempts(&self) -> u32 {
+        self.fence_attempts.unwrap_or(5)
+    }
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.grace_seconds.unwrap_or(10))
+    }
+    pub fn disconnect_clients(&self) -> bool {
+        self.disconnect_clients.unwrap_or(true)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

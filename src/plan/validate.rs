@@ -328,19 +328,13 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
 
 fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
     let at = |field: &str| format!("steps[{i}].{field}");
+    let strategy = c.strategy.as_str();
     match c.strategy {
-        CutoverStrategy::Route53 | CutoverStrategy::Command => f.add(
-            at("strategy"),
-            format!(
-                "strategy `{}` is not available in this version; use `manual` or `sandbox_alias`",
-                c.strategy.as_str()
-            ),
-        ),
         CutoverStrategy::SandboxAlias => {
             if plan.provider != Provider::Sandbox {
                 f.add(
                     at("strategy"),
-                    "strategy `sandbox_alias` needs `provider: sandbox`; use `manual` with AWS",
+                    "strategy `sandbox_alias` needs `provider: sandbox`; use `route53`, `command` or `manual` with AWS",
                 );
             }
             match &c.alias {
@@ -351,12 +345,73 @@ fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
                 Some(a) => f.check(at("alias"), rules::check_alias(a)),
             }
         }
+        CutoverStrategy::Route53 => {
+            if plan.provider != Provider::Aws {
+                f.add(
+                    at("strategy"),
+                    "strategy `route53` needs `provider: aws`; use `sandbox_alias` with the sandbox",
+                );
+            }
+            match &c.hosted_zone_id {
+                None => f.add(
+                    at("hosted_zone_id"),
+                    "strategy `route53` needs `hosted_zone_id`: the zone of the record clients resolve",
+                ),
+                Some(z) => f.check(at("hosted_zone_id"), rules::check_hosted_zone_id(z)),
+            }
+            match &c.record_name {
+                None => f.add(
+                    at("record_name"),
+                    "strategy `route53` needs `record_name`: the CNAME clients resolve",
+                ),
+                Some(n) => f.check(at("record_name"), rules::check_dns_name(n)),
+            }
+        }
+        CutoverStrategy::Command => match &c.command {
+            None => f.add(
+                at("command"),
+                "strategy `command` needs `command`: the shell command that repoints the clients",
+            ),
+            Some(cmd) if cmd.trim().is_empty() => {
+                f.add(at("command"), "must not be empty")
+            }
+            Some(_) => {}
+        },
         CutoverStrategy::Manual => {}
     }
-    if c.alias.is_some() && c.strategy != CutoverStrategy::SandboxAlias {
-        f.add(
-            at("alias"),
-            "`alias` is only allowed with strategy `sandbox_alias`",
-        );
+    let only_with = [
+        ("alias", c.alias.is_some(), CutoverStrategy::SandboxAlias),
+        ("hosted_zone_id", c.hosted_zone_id.is_some(), CutoverStrategy::Route53),
+        ("record_name", c.record_name.is_some(), CutoverStrategy::Route53),
+        ("command", c.command.is_some(), CutoverStrategy::Command),
+    ];
+    for (field, given, allowed) in only_with {
+        if given && c.strategy != allowed {
+            f.add(
+                at(field),
+                format!(
+                    "`{field}` is only allowed with strategy `{}` (this step uses `{strategy}`)",
+                    allowed.as_str()
+                ),
+            );
+        }
+    }
+    if let Some(ms) = c.max_write_pause_ms {
+        f.check(at("max_write_pause_ms"), rules::check_range(ms, 100, 30_000));
+    }
+    if let Some(n) = c.fence_attempts {
+        f.check(at("fence_attempts"), rules::check_range(n as u64, 1, 20));
+    }
+    if let Some(s) = c.grace_seconds {
+        f.check(at("grace_seconds"), rules::check_range(s, 0, 3600));
+    }
+    for (field, value) in [
+        ("postpone_flag_file", &c.postpone_flag_file),
+        ("before_switch", &c.before_switch),
+        ("after_switch", &c.after_switch),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            f.add(at(field), "must not be empty; leave the field out instead");
+        }
     }
 }
