@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 mod copy_cmd;
+mod cutover_cmd;
 mod endpoints;
 mod plan_cmd;
 pub(crate) mod run_cmd;
@@ -70,6 +71,8 @@ pub enum Command {
     Run(run_cmd::RunArgs),
     /// Where a run stands.
     Status(status_cmd::StatusArgs),
+    /// Release a postponed cutover of the run in progress, and follow the switch.
+    Cutover(cutover_cmd::CutoverArgs),
     /// The copier alone, between any two Redis endpoints (one-shot, or --live until interrupted).
     Copy(copy_cmd::CopyArgs),
     /// Compare two Redis endpoints by type, value and TTL (exit 1 when they differ).
@@ -141,6 +144,7 @@ impl Cli {
         let format = match &self.command {
             Command::Run(a) => a.output,
             Command::Status(a) => a.output,
+            Command::Cutover(a) => a.output,
             Command::Audit(a) => a.output,
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
@@ -164,6 +168,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Plan(c) => plan_cmd::run(c),
         Command::Run(a) => run_cmd::run(&globals, a).await,
         Command::Status(a) => status_cmd::run(&globals, a),
+        Command::Cutover(a) => cutover_cmd::run(&globals, a).await,
         Command::Copy(a) => copy_cmd::run(a).await,
         Command::Verify(a) => verify_cmd::run(a).await,
         Command::Wizard(a) => wizard_cmd::run(&globals, a).await,

@@ -19,15 +19,16 @@ use aws_sdk_elasticache::types as ec;
 use crate::secret::Secret;
 
 use super::{
-    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, Endpoint, KmsKey, Node,
-    NodeRole, ReplicationGroup, Snapshot,
+    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, DnsRecord, Endpoint,
+    KmsKey, Node, NodeRole, ReplicationGroup, Snapshot,
 };
 
-/// ElastiCache and KMS clients for one account and region.
+/// ElastiCache, KMS, Secrets Manager and Route53 clients for one account and region.
 pub struct Aws {
     ec: aws_sdk_elasticache::Client,
     kms: aws_sdk_kms::Client,
     secrets: aws_sdk_secretsmanager::Client,
+    dns: aws_sdk_route53::Client,
 }
 
 impl Aws {
@@ -51,6 +52,7 @@ impl Aws {
             ec: aws_sdk_elasticache::Client::new(&config),
             kms: aws_sdk_kms::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
+            dns: aws_sdk_route53::Client::new(&config),
         })
     }
 
@@ -248,6 +250,11 @@ fn ec_tags(tags: &BTreeMap<String, String>) -> Vec<ec::Tag> {
 
 /// Map an SDK error onto `CloudError`: not found, already exists, transient (throttling, 5xx, timeouts,
 /// connection failures) or other. The message carries the service's code and message, never the request.
+/// DNS names compare without case and without the final dot.
+fn dns_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 fn map_err<E>(e: SdkError<E, HttpResponse>, what: &'static str, id: &str) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -460,6 +467,46 @@ impl CloudRead for Aws {
         let value = none_if_not_found(out.map_err(|e| map_err(e, "secret", id)))?;
         Ok(value.and_then(|v| v.secret_string().map(Secret::new)))
     }
+
+    async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
+        let out = self
+            .dns
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(name)
+            .max_items(10)
+            .send()
+            .await
+            .map_err(|e| map_err(e, "DNS record", name))?;
+        let wanted = dns_name(name);
+        Ok(out
+            .resource_record_sets()
+            .iter()
+            .find(|r| dns_name(r.name()) == wanted)
+            .map(|r| DnsRecord {
+                record_type: r.r#type().as_str().to_string(),
+                value: r
+                    .resource_records()
+                    .first()
+                    .map(|v| v.value().to_string())
+                    .unwrap_or_default(),
+                ttl: r.ttl().unwrap_or(0).max(0) as u64,
+            }))
+    }
+
+    async fn dns_change_status(&self, change_id: &str) -> CloudResult<String> {
+        let out = self
+            .dns
+            .get_change()
+            .id(change_id)
+            .send()
+            .await
+            .map_err(|e| map_err(e, "DNS change", change_id))?;
+        Ok(out
+            .change_info()
+            .map(|c| c.status().as_str().to_string())
+            .unwrap_or_default())
+    }
 }
 
 #[async_trait]
@@ -542,6 +589,54 @@ impl CloudWrite for Aws {
         Err(CloudError::other(format!(
             "endpoint alias `{alias}`: not supported on aws; use the manual cutover"
         )))
+    }
+
+    async fn upsert_cname(
+        &self,
+        zone: &str,
+        name: &str,
+        value: &str,
+        ttl: u64,
+    ) -> CloudResult<String> {
+        use aws_sdk_route53::types::{
+            Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+        };
+        let invalid = |e: aws_sdk_route53::error::BuildError| CloudError::invalid(e.to_string());
+        let record = ResourceRecordSet::builder()
+            .name(name)
+            .r#type(RrType::Cname)
+            .ttl(ttl as i64)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(value)
+                    .build()
+                    .map_err(invalid)?,
+            )
+            .build()
+            .map_err(invalid)?;
+        let batch = ChangeBatch::builder()
+            .comment("ecmigrate cutover")
+            .changes(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(record)
+                    .build()
+                    .map_err(invalid)?,
+            )
+            .build()
+            .map_err(invalid)?;
+        let out = self
+            .dns
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| map_err(e, "DNS record", name))?;
+        Ok(out
+            .change_info()
+            .map(|c| c.id().to_string())
+            .unwrap_or_default())
     }
 
     async fn put_secret(
@@ -683,6 +778,16 @@ mod mock_tests {
                     .behavior_version(BehaviorVersion::latest())
                     .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
                     .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                        "a", "b", None, None, "test",
+                    ))
+                    .http_client(create_mock_http_client())
+                    .build(),
+            ),
+            dns: aws_sdk_route53::Client::from_conf(
+                aws_sdk_route53::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(aws_sdk_route53::config::Region::new("us-east-1"))
+                    .credentials_provider(aws_sdk_route53::config::Credentials::new(
                         "a", "b", None, None, "test",
                     ))
                     .http_client(create_mock_http_client())

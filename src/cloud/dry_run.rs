@@ -11,9 +11,17 @@ use async_trait::async_trait;
 use crate::secret::Secret;
 
 use super::{
-    CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, Endpoint, KmsKey, Node, NodeRole,
-    ReplicationGroup, Snapshot,
+    CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, DnsRecord, Endpoint, KmsKey, Node,
+    NodeRole, ReplicationGroup, Snapshot,
 };
+
+/// The change id a simulated DNS upsert returns (reported `INSYNC`).
+const DRY_RUN_CHANGE: &str = "dry-run";
+
+/// DNS names compare without case and without the final dot.
+fn dns_key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
 
 #[derive(Default)]
 struct Overlay {
@@ -22,6 +30,8 @@ struct Overlay {
     deleted_groups: BTreeSet<String>,
     aliases: BTreeMap<String, String>,
     secrets: BTreeMap<String, Secret>,
+    /// (zone, name) → record.
+    dns: BTreeMap<(String, String), DnsRecord>,
 }
 
 pub struct DryRunCloud {
@@ -116,6 +126,25 @@ impl CloudRead for DryRunCloud {
         self.real.data_plane_ca()
     }
 
+    async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
+        let simulated = self
+            .overlay()
+            .dns
+            .get(&(zone.to_string(), dns_key(name)))
+            .cloned();
+        match simulated {
+            Some(r) => Ok(Some(r)),
+            None => self.real.dns_record(zone, name).await,
+        }
+    }
+
+    async fn dns_change_status(&self, change_id: &str) -> CloudResult<String> {
+        if change_id == DRY_RUN_CHANGE {
+            return Ok("INSYNC".into());
+        }
+        self.real.dns_change_status(change_id).await
+    }
+
     async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
         if let Some(s) = self.overlay().secrets.get(id) {
             return Ok(Some(s.clone()));
@@ -189,6 +218,24 @@ impl CloudWrite for DryRunCloud {
         overlay.groups.remove(id);
         overlay.deleted_groups.insert(id.to_string());
         Ok(())
+    }
+
+    async fn upsert_cname(
+        &self,
+        zone: &str,
+        name: &str,
+        value: &str,
+        ttl: u64,
+    ) -> CloudResult<String> {
+        self.overlay().dns.insert(
+            (zone.to_string(), dns_key(name)),
+            DnsRecord {
+                record_type: "CNAME".into(),
+                value: value.to_string(),
+                ttl,
+            },
+        );
+        Ok(DRY_RUN_CHANGE.into())
     }
 
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {

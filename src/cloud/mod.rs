@@ -230,6 +230,28 @@ pub trait CloudRead: Send + Sync {
     fn data_plane_ca(&self) -> Option<PathBuf>;
     /// The value of a Secrets Manager secret (name or ARN); `None` when there is no such secret.
     async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>>;
+    /// A DNS record clients resolve (Route53): `None` when the zone has no record of that name.
+    async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
+        let _ = zone;
+        Err(CloudError::other(format!(
+            "DNS record `{name}`: Route53 is only reachable with `provider: aws`"
+        )))
+    }
+    /// The status of a DNS change: `PENDING` or `INSYNC`.
+    async fn dns_change_status(&self, change_id: &str) -> CloudResult<String> {
+        Err(CloudError::other(format!(
+            "DNS change `{change_id}`: Route53 is only reachable with `provider: aws`"
+        )))
+    }
+}
+
+/// A DNS record as Route53 holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsRecord {
+    /// `CNAME`, `A`, ...
+    pub record_type: String,
+    pub value: String,
+    pub ttl: u64,
 }
 
 /// The mutating calls. Only the real clouds implement it; a dry run never holds one.
@@ -247,6 +269,19 @@ pub trait CloudWrite: Send + Sync {
     /// beforehand, encrypted (safety invariant 6).
     async fn delete_group(&self, id: &str) -> CloudResult<()>;
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()>;
+    /// Create or replace the CNAME `name` in `zone` with `value`; returns the change id to wait on.
+    async fn upsert_cname(
+        &self,
+        zone: &str,
+        name: &str,
+        value: &str,
+        ttl: u64,
+    ) -> CloudResult<String> {
+        let _ = (zone, value, ttl);
+        Err(CloudError::other(format!(
+            "DNS record `{name}`: Route53 is only reachable with `provider: aws`"
+        )))
+    }
     /// Store `value` as the secret `id`: a new secret (with `tags`), or a new version of an existing one.
     async fn put_secret(
         &self,

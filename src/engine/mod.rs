@@ -170,6 +170,17 @@ impl StepContext {
         });
     }
 
+    /// Mark the whole run as waiting for the operator (a postponed cutover) or running again.
+    pub fn set_run_waiting(&self, waiting: bool) -> Result<()> {
+        self.ledger.update(|s| {
+            s.state = if waiting {
+                RunStatus::Waiting
+            } else {
+                RunStatus::Running
+            };
+        })
+    }
+
     pub fn waiting(&self, what: &str, status: &str, started: Instant) {
         if self.events.waiting_changed(what, status) {
             self.events.emit(Event::Waiting {
@@ -257,6 +268,21 @@ pub async fn run(
             .unwrap_or_else(|| RunState::new(&plan.plan, new_run_id()));
         (Some(lock), state)
     };
+    if state.state == RunStatus::RolledBack {
+        return Err(Error::PreflightRefused {
+            refusals: vec![crate::error::Refusal {
+                check: "rolled_back".into(),
+                message: format!(
+                    "plan `{}` was rolled back: clients point at the source `{}` again",
+                    plan.plan.name, plan.plan.source.replication_group_id
+                ),
+                hint: format!(
+                    "to migrate again, delete the target `{}` (or choose another target id) and give the plan a new `name`; `ecmigrate status PLAN` shows the rollback",
+                    plan.plan.target.replication_group_id
+                ),
+            }],
+        });
+    }
     if state.state == RunStatus::Done {
         let report = paths.dir.join("report.md");
         return Ok(RunSummary {

@@ -23,6 +23,8 @@ pub enum RunStatus {
     Waiting,
     Failed,
     Done,
+    /// `ecmigrate rollback` pointed clients back at the source; the plan cannot be run again.
+    RolledBack,
 }
 
 impl RunStatus {
@@ -33,6 +35,7 @@ impl RunStatus {
             RunStatus::Waiting => "waiting",
             RunStatus::Failed => "failed",
             RunStatus::Done => "done",
+            RunStatus::RolledBack => "rolled_back",
         }
     }
 }

@@ -406,7 +406,10 @@ pub fn check_dns_name(name: &str) -> Result<(), String> {
     }
     for label in bare.split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(format!("{RULE} (label `{label}` has {} characters)", label.len()));
+            return Err(format!(
+                "{RULE} (label `{label}` has {} characters)",
+                label.len()
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("{RULE} (label `{label}` starts or ends with `-`)"));

@@ -372,17 +372,23 @@ fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
                 at("command"),
                 "strategy `command` needs `command`: the shell command that repoints the clients",
             ),
-            Some(cmd) if cmd.trim().is_empty() => {
-                f.add(at("command"), "must not be empty")
-            }
+            Some(cmd) if cmd.trim().is_empty() => f.add(at("command"), "must not be empty"),
             Some(_) => {}
         },
         CutoverStrategy::Manual => {}
     }
     let only_with = [
         ("alias", c.alias.is_some(), CutoverStrategy::SandboxAlias),
-        ("hosted_zone_id", c.hosted_zone_id.is_some(), CutoverStrategy::Route53),
-        ("record_name", c.record_name.is_some(), CutoverStrategy::Route53),
+        (
+            "hosted_zone_id",
+            c.hosted_zone_id.is_some(),
+            CutoverStrategy::Route53,
+        ),
+        (
+            "record_name",
+            c.record_name.is_some(),
+            CutoverStrategy::Route53,
+        ),
         ("command", c.command.is_some(), CutoverStrategy::Command),
     ];
     for (field, given, allowed) in only_with {
@@ -397,7 +403,10 @@ fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
         }
     }
     if let Some(ms) = c.max_write_pause_ms {
-        f.check(at("max_write_pause_ms"), rules::check_range(ms, 100, 30_000));
+        f.check(
+            at("max_write_pause_ms"),
+            rules::check_range(ms, 100, 30_000),
+        );
     }
     if let Some(n) = c.fence_attempts {
         f.check(at("fence_attempts"), rules::check_range(n as u64, 1, 20));

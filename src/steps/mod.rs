@@ -8,6 +8,7 @@ pub mod delete_source;
 pub mod preflight;
 pub mod restore_encrypted;
 pub mod stream_copy;
+pub mod switch;
 pub mod verify;
 
 use std::time::Duration;

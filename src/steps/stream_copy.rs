@@ -120,40 +120,17 @@ fn write_status(path: &std::path::Path, status: &StreamStatus) {
     let _ = crate::engine::state::write_atomic(path, body.to_string().as_bytes());
 }
 
-/// Before the switch: stop the background tailer and copy everything pending. Returns what it took (none
-/// when the plan does not stream). Writes made during the switch are copied by [`finish`].
-pub async fn pause_and_catch_up(ctx: &StepContext) -> Result<Option<serde_json::Value>> {
-    ensure_stream(ctx).await?;
+/// After the switch and its tail: stop the background tailer, copy what arrived meanwhile, stop capturing.
+pub async fn finish(ctx: &StepContext) -> Result<Option<serde_json::Value>> {
     let (tailer, stream) = {
         let mut live = ctx.live.lock().await;
-        (live.tailer.take(), live.stream.clone())
-    };
-    let Some(stream) = stream else {
-        return Ok(None);
+        (live.tailer.take(), live.stream.take())
     };
     if let Some(t) = tailer {
         t.stop()
             .await
             .map_err(|e| Error::failed(e, "run again to resume; a full reconcile follows"))?;
     }
-    let started = std::time::Instant::now();
-    let mut s = stream.lock().await;
-    let before = s.status();
-    let gap = s
-        .catch_up(&|_, _| {})
-        .await
-        .map_err(|e| Error::failed(e, "run again to resume; a full reconcile follows"))?;
-    Ok(Some(json!({
-        "pending_before": before.capture.pending,
-        "oldest_pending_ms": before.capture.oldest_pending_ms,
-        "catch_up_ms": started.elapsed().as_millis() as u64,
-        "gap_reconciled": gap,
-    })))
-}
-
-/// After the switch: copy what arrived meanwhile, then stop capturing.
-pub async fn finish(ctx: &StepContext) -> Result<Option<serde_json::Value>> {
-    let stream = ctx.live.lock().await.stream.take();
     let Some(stream) = stream else {
         return Ok(None);
     };
