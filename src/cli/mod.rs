@@ -5,6 +5,7 @@ mod copy_cmd;
 mod cutover_cmd;
 mod endpoints;
 mod plan_cmd;
+mod rollback_cmd;
 pub(crate) mod run_cmd;
 mod sandbox_cmd;
 mod status_cmd;
@@ -73,6 +74,8 @@ pub enum Command {
     Status(status_cmd::StatusArgs),
     /// Release a postponed cutover of the run in progress, and follow the switch.
     Cutover(cutover_cmd::CutoverArgs),
+    /// Point clients back at the source with the target's writes (until the source is deleted).
+    Rollback(rollback_cmd::RollbackArgs),
     /// The copier alone, between any two Redis endpoints (one-shot, or --live until interrupted).
     Copy(copy_cmd::CopyArgs),
     /// Compare two Redis endpoints by type, value and TTL (exit 1 when they differ).
@@ -145,6 +148,7 @@ impl Cli {
             Command::Run(a) => a.output,
             Command::Status(a) => a.output,
             Command::Cutover(a) => a.output,
+            Command::Rollback(a) => a.output,
             Command::Audit(a) => a.output,
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
@@ -169,6 +173,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Run(a) => run_cmd::run(&globals, a).await,
         Command::Status(a) => status_cmd::run(&globals, a),
         Command::Cutover(a) => cutover_cmd::run(&globals, a).await,
+        Command::Rollback(a) => rollback_cmd::run(&globals, a).await,
         Command::Copy(a) => copy_cmd::run(a).await,
         Command::Verify(a) => verify_cmd::run(a).await,
         Command::Wizard(a) => wizard_cmd::run(&globals, a).await,

@@ -443,6 +443,129 @@ pub async fn run(
     })
 }
 
+/// Roll a cut-over run back: clients to the source again, with the writes the target took since the
+/// switch. Allowed from the switch until the source is deleted; afterwards `run` refuses the plan.
+pub async fn rollback(
+    plan: Arc<LoadedPlan>,
+    cloud: Arc<dyn Cloud>,
+    options: RunOptions,
+    reporter: Arc<dyn EventListener>,
+    prompter: Arc<dyn Prompter>,
+) -> Result<RunState> {
+    let paths = StatePaths::new(&options.state_dir, &plan.plan.name);
+    let not_possible = |message: String, hint: &str| Error::Usage {
+        message,
+        hint: hint.to_string(),
+    };
+    let Some((index, spec)) = plan
+        .plan
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match s {
+            crate::plan::StepSpec::Cutover(c) => Some((i, c.clone())),
+            _ => None,
+        })
+    else {
+        return Err(not_possible(
+            format!(
+                "plan `{}` has no cutover step, so there is nothing to roll back",
+                plan.plan.name
+            ),
+            "clients were never moved by this plan",
+        ));
+    };
+    let lock = StateLock::acquire(&paths)?;
+    let Some(mut state) = paths.load()? else {
+        return Err(not_possible(
+            format!("plan `{}` has not been run", plan.plan.name),
+            "there is nothing to roll back",
+        ));
+    };
+    if state.state == RunStatus::RolledBack {
+        return Ok(state);
+    }
+    let switched = state.steps[index].status == StepStatus::Done
+        || state.steps[index].intent.contains_key("switched");
+    if !switched {
+        return Err(not_possible(
+            "the cutover has not switched clients yet, so there is nothing to roll back".into(),
+            "to stop the migration, stop the run; the source keeps serving clients",
+        ));
+    }
+    if state.step_done(StepKind::DeleteSource)
+        || state
+            .steps
+            .iter()
+            .any(|r| r.kind == StepKind::DeleteSource && r.intent.contains_key("deleting"))
+    {
+        return Err(not_possible(
+            format!(
+                "the source `{}` was deleted: a rollback is no longer possible",
+                plan.plan.source.replication_group_id
+            ),
+            "restore the source from its final snapshot if you need it back",
+        ));
+    }
+    if !options.yes
+        && !prompter.confirm(&format!(
+            "Point clients back at `{}` and copy the target's writes to it?",
+            plan.plan.source.replication_group_id
+        ))?
+    {
+        return Err(Error::failed(
+            "the rollback was not confirmed",
+            "run `ecmigrate rollback PLAN` again and confirm, or pass --yes",
+        ));
+    }
+    let state_before = state.state;
+    state.state = RunStatus::Running;
+    let events = EventSink::new(vec![reporter, Arc::new(lock.journal())]);
+    let ledger = Arc::new(Ledger {
+        state: Mutex::new(state),
+        lock: Some(lock),
+    });
+    ledger.update(|_| ())?;
+    let tokens: Arc<dyn TokenSink> = Arc::new(RealTokenSink);
+    let ctx = StepContext {
+        plan: plan.clone(),
+        run_id: ledger.read(|s| s.run_id.clone()),
+        cloud: cloud.clone(),
+        write: cloud,
+        tokens,
+        events: events.clone(),
+        prompter,
+        options,
+        kind: StepKind::Cutover,
+        index,
+        ledger: ledger.clone(),
+        dry_run_cloud: None,
+        live: Arc::new(tokio::sync::Mutex::new(Default::default())),
+    };
+    match crate::steps::cutover::rollback(&ctx, &spec).await {
+        Ok(outputs) => {
+            ledger.update(|s| {
+                s.steps[index]
+                    .outputs
+                    .insert("rolled_back".into(), Value::Object(outputs));
+                s.state = RunStatus::RolledBack;
+            })?;
+            Ok(ledger.snapshot())
+        }
+        Err(e) => {
+            // Once clients were switched back, the plan must never run on to delete the source.
+            ledger.update(|s| {
+                s.state = if s.steps[index].intent.contains_key("rollback_switched") {
+                    RunStatus::RolledBack
+                } else {
+                    state_before
+                };
+            })?;
+            Err(e)
+        }
+    }
+}
+
 /// Stop any tailing and capture still running when the run ends.
 async fn shutdown_live(live: &tokio::sync::Mutex<crate::data::stream::LiveState>) {
     let mut live = live.lock().await;

@@ -13,17 +13,23 @@
 //!    the old address); report how many came late.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::data::connect::RedisEndpoint;
+use crate::data::copier::{Copier, CopyOptions};
 use crate::data::fence::WriteFence;
+use crate::data::stream::StreamCopy;
 use crate::engine::StepContext;
 use crate::error::{Error, Result};
 use crate::plan::CutoverStep;
 use crate::steps::switch::{Side, Switch, Switched, run_command};
-use crate::steps::{StepOutcome, obj, require_group, source_data_endpoint};
+use crate::steps::{
+    StepOutcome, load_token, obj, require_group, source_data_endpoint, target_data_endpoint,
+};
+use serde_json::Map;
 
 /// Written by `ecmigrate cutover PLAN` into the plan's state folder; the waiting run consumes it.
 pub const RELEASE_FILE: &str = "cutover.release";
@@ -79,7 +85,18 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
         }
         let attempt = attempts.len() as u32 + 1;
         let outcome = match before_switch(ctx, spec, &switch).await {
-            Ok(()) => fenced_switch(ctx, spec, &switch, &source_endpoint, attempt).await,
+            Ok(()) => {
+                let stream = ctx.live.lock().await.stream.clone();
+                fenced_switch(
+                    ctx,
+                    spec,
+                    &switch,
+                    &source_endpoint,
+                    stream.as_ref(),
+                    attempt,
+                )
+                .await
+            }
             Err(e) => Err(FenceFailure {
                 kind: FailureKind::Switch,
                 message: e,
@@ -302,7 +319,8 @@ async fn fenced_switch(
     ctx: &StepContext,
     spec: &CutoverStep,
     switch: &Switch<'_>,
-    source: &RedisEndpoint,
+    paused: &RedisEndpoint,
+    stream: Option<&Arc<tokio::sync::Mutex<StreamCopy>>>,
     attempt: u32,
 ) -> std::result::Result<FenceDone, FenceFailure> {
     let fatal = |message: String| FenceFailure {
@@ -311,9 +329,8 @@ async fn fenced_switch(
         write_pause: None,
     };
     let bound = spec.max_write_pause();
-    let stream = ctx.live.lock().await.stream.clone();
     // Holding the stream keeps the background tailer out until the fence is over.
-    let mut stream = match &stream {
+    let mut stream = match stream {
         Some(s) => Some(s.lock().await),
         None => None,
     };
@@ -323,9 +340,9 @@ async fn fenced_switch(
     }
     ctx.call(
         "ClientPause",
-        json!({ "endpoint": source.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 }),
+        json!({ "endpoint": paused.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 }),
     );
-    let mut fence = WriteFence::pause(source, bound).await.map_err(fatal)?;
+    let mut fence = WriteFence::pause(paused, bound).await.map_err(fatal)?;
     let inside = async {
         if let Some(delay) = injected_delay(attempt) {
             tokio::time::sleep(delay).await;
@@ -445,4 +462,148 @@ async fn tail_after_switch(
     Ok(Some(
         json!({ "tail_seconds": window.as_secs(), "late_changes": late }),
     ))
+}
+
+/// `ecmigrate rollback`: clients back to the source, with the writes made on the target since the switch.
+/// The same model in reverse: capture the target, copy it onto the source in full (the target has been
+/// the truth since the switch), fence the target, prove, copy what is pending, switch back with the same
+/// strategy, disconnect the target's clients, unpause, and tail the target for the grace period.
+pub async fn rollback(ctx: &StepContext, spec: &CutoverStep) -> Result<Map<String, Value>> {
+    let plan = &ctx.plan.plan;
+    let source = require_group(ctx, &plan.source.replication_group_id).await?;
+    let target = require_group(ctx, &plan.target.replication_group_id).await?;
+    let switch = Switch {
+        spec,
+        from: Side::of(&target)?,
+        to: Side::of(&source)?,
+        purpose: "rollback",
+    };
+    let source_endpoint = source_data_endpoint(ctx, &source)?;
+    let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
+    let style = crate::data::capture::detect_style(&target_endpoint, true)
+        .await
+        .map_err(|e| {
+            Error::failed(
+                format!("the target cannot report its changes: {e}"),
+                "a rollback copies the target's writes back by capture: give the target a parameter group with notify-keyspace-events `KEA`, then run `ecmigrate rollback` again",
+            )
+        })?;
+    let spill = ctx.state_folder().join("rollback.spill");
+    let _ = std::fs::remove_file(&spill);
+    let capture =
+        crate::data::capture::Capture::start(target_endpoint.clone(), style, spill, 1_000_000)
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "check the target's data endpoint; run `ecmigrate rollback` again",
+                )
+            })?;
+    // Which keys changed on the target since the switch is not known: copy all of it back.
+    capture.mark_gap("rollback: the target has taken writes since the switch");
+    let copier = Arc::new(Copier::new(
+        target_endpoint.clone(),
+        source_endpoint,
+        CopyOptions::default(),
+    ));
+    let stream = Arc::new(tokio::sync::Mutex::new(StreamCopy::new(copier, capture)));
+    {
+        let events = ctx.events.clone();
+        let kind = ctx.kind;
+        let progress = move |done: u64, total: u64| {
+            events.emit(crate::engine::events::Event::Progress {
+                kind,
+                what: "keys copied back to the source".into(),
+                done,
+                total,
+            });
+        };
+        stream.lock().await.catch_up(&progress).await.map_err(|e| {
+            Error::failed(
+                e,
+                "check both data endpoints; run `ecmigrate rollback` again",
+            )
+        })?;
+    }
+    ctx.note("the target's keys are back on the source; fencing the target to switch back");
+
+    let mut attempts = Vec::new();
+    let done = loop {
+        let attempt = attempts.len() as u32 + 1;
+        let outcome = match before_switch(ctx, spec, &switch).await {
+            Ok(()) => {
+                fenced_switch(ctx, spec, &switch, &target_endpoint, Some(&stream), attempt).await
+            }
+            Err(e) => Err(FenceFailure {
+                kind: FailureKind::Switch,
+                message: e,
+                write_pause: None,
+            }),
+        };
+        match outcome {
+            Ok(done) => break done,
+            Err(failure) => {
+                attempts.push(json!({ "attempt": attempt, "outcome": failure.kind.as_str(), "error": failure.message }));
+                if failure.kind == FailureKind::Fatal || attempt >= spec.fence_attempts() {
+                    return Err(Error::failed(
+                        format!("the rollback did not complete: {}", failure.message),
+                        "clients stay on the target, which is unpaused; fix the cause and run `ecmigrate rollback` again",
+                    ));
+                }
+                ctx.note(format!(
+                    "rollback attempt {attempt}: {}; retrying",
+                    failure.message
+                ));
+                tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt.min(6)))).await;
+            }
+        }
+    };
+    ctx.record_intent("rollback_switched", done.switched.details.clone())?;
+    switch.settle(ctx, &done.switched).await?;
+    let window = done.switched.ttl + spec.grace();
+    let started = Instant::now();
+    while started.elapsed() < window {
+        ctx.waiting(
+            "late writes to the target",
+            &format!("tailing for {} s", window.as_secs()),
+            started,
+        );
+        stream
+            .lock()
+            .await
+            .catch_up(&|_, _| {})
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "the switch back stands; run `ecmigrate rollback` again to copy the rest",
+                )
+            })?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = stream.lock().await;
+    s.capture.stop();
+    let late = s
+        .capture
+        .status()
+        .events
+        .saturating_sub(done.events_at_release);
+    let status = s.status();
+    ctx.note(format!(
+        "rolled back to `{}`: target writes paused {} ms, {} key(s) copied back, {late} late change(s)",
+        switch.to.group_id,
+        done.write_pause.as_millis(),
+        status.copy.keys_copied
+    ));
+    Ok(obj(vec![
+        ("now", json!(switch.to.group_id)),
+        ("switch", done.switched.details.clone()),
+        ("write_pause_ms", json!(done.write_pause.as_millis() as u64)),
+        ("keys_copied_back", json!(status.copy.keys_copied)),
+        ("keys_deleted_on_source", json!(status.copy.keys_deleted)),
+        ("late_changes", json!(late)),
+        ("clients_disconnected", json!(done.disconnected)),
+        ("attempts", json!(attempts.len() + 1)),
+        ("rolled_back_at", json!(chrono::Utc::now().to_rfc3339())),
+    ]))
 }
