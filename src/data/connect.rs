@@ -42,7 +42,9 @@ impl RedisEndpoint {
         format!("{scheme}://{}:{}/{}", self.host, self.port, self.db)
     }
 
-    fn client(&self) -> redis::RedisResult<redis::Client> {
+    /// A client for this endpoint (TLS with the CA file, AUTH). Its connections carry no name; ecmigrate's
+    /// own go through [`connect`].
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
         let addr = if self.tls {
             ConnectionAddr::TcpTls {
                 host: self.host.clone(),

@@ -79,8 +79,10 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
 
     let mut attempts: Vec<Value> = Vec::new();
     let mut released_by = Vec::new();
+    // Held before the first attempt and after a failed switch; a fence past its bound retries at once.
+    let mut needs_release = true;
     let done = loop {
-        if let Some(by) = hold(ctx, spec).await? {
+        if needs_release && let Some(by) = hold(ctx, spec).await? {
             released_by.push(by);
         }
         let attempt = attempts.len() as u32 + 1;
@@ -138,7 +140,8 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
                 // A failed switch goes back to the hold: a postponed cutover needs a new release.
                 let backoff = Duration::from_millis(500 * 2u64.pow(attempt.min(6)))
                     .min(Duration::from_secs(30));
-                if !(failure.kind == FailureKind::Switch && is_held(spec)) {
+                needs_release = failure.kind == FailureKind::Switch;
+                if !(needs_release && is_held(spec)) {
                     ctx.note(format!("retrying in {} ms", backoff.as_millis()));
                     tokio::time::sleep(backoff).await;
                 }

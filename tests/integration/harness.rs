@@ -189,6 +189,7 @@ steps:
   - kind: cutover
     strategy: sandbox_alias
     alias: orders-endpoint
+    grace_seconds: 1
   - kind: delete_source
     confirm: {SOURCE}
 "#,

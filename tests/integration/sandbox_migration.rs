@@ -635,10 +635,17 @@ fn delete_source_waits_for_foreign_clients_and_refuses_while_they_stay() {
     let env = Env::new();
     env.sandbox_with_source(100);
     let port = Env::primary_port(&env.sandbox_status(), SOURCE);
-    let text = full_plan(&env).replace(
-        "    confirm: orders",
-        "    confirm: orders\n    drain_timeout_seconds: 1",
-    );
+    // The cutover leaves the application connected (`disconnect_clients: false`), as when it was never
+    // repointed.
+    let text = full_plan(&env)
+        .replace(
+            "    confirm: orders",
+            "    confirm: orders\n    drain_timeout_seconds: 1",
+        )
+        .replace(
+            "    alias: orders-endpoint\n",
+            "    alias: orders-endpoint\n    disconnect_clients: false\n    grace_seconds: 0\n",
+        );
     let plan = env.write_plan("plan.yaml", &text);
     // An application still connected to the source (a plain socket: it stays open until dropped).
     let mut app = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

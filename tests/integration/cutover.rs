@@ -1,0 +1,494 @@
+//! The cutover on the sandbox with an application writing all along: a postponed cutover released by
+//! `ecmigrate cutover`, the write fence (no acknowledged write lost, the pause measured), a failing switch
+//! command and a fence past its bound (retried; the source left unpaused), and the rollback.
+
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ecmigrate::data::connect::RedisEndpoint;
+use ecmigrate::secret::Secret;
+use serde_json::Value;
+
+use crate::harness::{Env, Run, SOURCE, TARGET, block_on, full_plan};
+
+const ALIAS: &str = "orders-endpoint";
+
+/// The full plan with `stream_copy` and a postponed cutover; `extra` goes into the cutover step.
+fn postponed_plan(env: &Env, extra: &str, keep_source: bool) -> String {
+    let plan = full_plan(env)
+        .replace(
+            "  - kind: restore_encrypted\n",
+            "  - kind: restore_encrypted\n  - kind: stream_copy\n",
+        )
+        .replace("    full: true\n", "")
+        .replace(
+            "    alias: orders-endpoint\n",
+            &format!("    alias: orders-endpoint\n    postpone: true\n{extra}"),
+        );
+    if keep_source {
+        plan.split("  - kind: delete_source")
+            .next()
+            .unwrap()
+            .to_string()
+    } else {
+        plan
+    }
+}
+
+fn spawn_run(env: &Env, plan: &std::path::Path) -> Child {
+    env.command(&["run", plan.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn status(env: &Env, plan: &std::path::Path) -> Value {
+    let r = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+/// Wait until `status` says the run is waiting at the cutover.
+fn wait_until_waiting(env: &Env, plan: &std::path::Path, child: &mut Child) {
+    let started = Instant::now();
+    while status(env, plan)["state"] != "waiting" {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before waiting"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never waiting: {}",
+            status(env, plan)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where the alias points now, as an application would resolve it: the group's primary, with TLS, the
+/// CA and the token when the group is encrypted.
+fn resolve(env: &Env) -> RedisEndpoint {
+    resolve_in(&env.sandbox_dir(), &env.token_file())
+}
+
+fn resolve_in(sandbox_dir: &std::path::Path, token_file: &std::path::Path) -> RedisEndpoint {
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["sandbox", "status", "--output", "json"])
+        .env("ECMIGRATE_SANDBOX_DIR", sandbox_dir)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let group = status["aliases"][ALIAS].as_str().unwrap().to_string();
+    let port = Env::primary_port(&status, &group);
+    if group == TARGET {
+        RedisEndpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: true,
+            ca_file: Some(status["ca_file"].as_str().unwrap().into()),
+            password: Some(Secret::new(
+                std::fs::read_to_string(token_file)
+                    .unwrap()
+                    .trim()
+                    .to_string(),
+            )),
+            db: 0,
+        }
+    } else {
+        RedisEndpoint::plain("127.0.0.1", port)
+    }
+}
+
+/// What the application knows it wrote: each key's last acknowledged value (`None` = deleted), and
+/// whether it was written with an expiry.
+#[derive(Debug, Default)]
+struct WriterReport {
+    model: BTreeMap<String, Option<(String, bool)>>,
+    writes: u64,
+    reconnects: u64,
+    longest_write: Duration,
+    ports: Vec<u16>,
+}
+
+/// An application: resolves the alias on every (re)connect and writes continuously — sets, overwrites,
+/// deletes, expiring sets —; a failed write is retried on a new connection (a write cut off inside the
+/// fence was never executed). Runs on its own thread until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<WriterReport>,
+}
+
+impl Writer {
+    fn start(env: &Env) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sandbox_dir = env.sandbox_dir();
+        let token_file = env.token_file();
+        let thread = std::thread::spawn(move || {
+            let mut report = WriterReport::default();
+            let connect = |report: &mut WriterReport| -> redis::Connection {
+                let started = Instant::now();
+                loop {
+                    let endpoint = resolve_in(&sandbox_dir, &token_file);
+                    let conn = endpoint.client().and_then(|c| {
+                        let conn = c.get_connection_with_timeout(Duration::from_secs(2))?;
+                        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+                        Ok(conn)
+                    });
+                    match conn {
+                        Ok(c) => {
+                            report.ports.push(endpoint.port);
+                            return c;
+                        }
+                        Err(e) => {
+                            assert!(
+                                started.elapsed() < Duration::from_secs(30),
+                                "cannot reconnect: {e}"
+                            );
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            };
+            let mut conn = connect(&mut report);
+            let mut i: u64 = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                let key = format!("live:{}", (i * 7919) % 400);
+                let value = format!("v{i}");
+                let kind = i % 10;
+                let cmd = match kind {
+                    0..=5 => redis::cmd("SET").arg(&key).arg(&value).to_owned(),
+                    6 | 7 => redis::cmd("DEL").arg(&key).to_owned(),
+                    _ => redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("EX")
+                        .arg(600)
+                        .to_owned(),
+                };
+                let started = Instant::now();
+                loop {
+                    match cmd.query::<redis::Value>(&mut conn) {
+                        Ok(_) => break,
+                        Err(_) => {
+                            report.reconnects += 1;
+                            conn = connect(&mut report);
+                        }
+                    }
+                }
+                report.longest_write = report.longest_write.max(started.elapsed());
+                report.model.insert(
+                    key,
+                    match kind {
+                        6 | 7 => None,
+                        8 | 9 => Some((value, true)),
+                        _ => Some((value, false)),
+                    },
+                );
+                report.writes += 1;
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            report
+        });
+        Writer { stop, thread }
+    }
+
+    fn stop(self) -> WriterReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the writer panicked")
+    }
+}
+
+/// Every acknowledged write of the application is on `endpoint`: values, deletions, expiries kept.
+fn lost_writes(report: &WriterReport, endpoint: &RedisEndpoint) -> Vec<String> {
+    let mut conn = endpoint.client().unwrap().get_connection().unwrap();
+    let mut lost = Vec::new();
+    for (key, expected) in &report.model {
+        let value: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
+        let ok = match expected {
+            None => value.is_none(),
+            Some((v, expiring)) => value.as_deref() == Some(v) && ((ttl > 0) == *expiring),
+        };
+        if !ok {
+            lost.push(format!(
+                "{key}: expected {expected:?}, found {value:?} (ttl {ttl})"
+            ));
+        }
+    }
+    lost
+}
+
+#[test]
+fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer() {
+    let env = Env::new();
+    env.sandbox_with_source(3000);
+    let plan = env.write_plan("plan.yaml", &postponed_plan(&env, "", false));
+    let writer = Writer::start(&env);
+    let mut child = spawn_run(&env, &plan);
+    wait_until_waiting(&env, &plan, &mut child);
+
+    // While it waits, the stream keeps up and `status` shows its lag.
+    std::thread::sleep(Duration::from_millis(1500));
+    let waiting = status(&env, &plan);
+    assert_eq!(waiting["state"], "waiting", "{waiting}");
+    assert!(
+        waiting["stream"]["capture"]["pending"].is_u64(),
+        "no lag in status: {waiting}"
+    );
+    let text = env.ok(&["status", plan.to_str().unwrap()]);
+    assert!(text.stdout.contains("waiting"), "{text:?}");
+    assert!(text.stdout.contains("pending"), "{text:?}");
+
+    let released = env.run(&["cutover", plan.to_str().unwrap()]);
+    assert_eq!(released.code, 0, "{released:?}");
+    let pause_ms: u64 = released
+        .stdout
+        .split("writes paused ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no write pause printed: {released:?}"));
+    let run = finish(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    // The application keeps writing on the new endpoint for a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let report = writer.stop();
+
+    let target = resolve(&env);
+    assert_eq!(
+        target.port,
+        Env::primary_port(&env.sandbox_status(), TARGET)
+    );
+    assert!(
+        Env::group(&env.sandbox_status(), SOURCE).is_none(),
+        "the source was not deleted"
+    );
+    assert!(
+        report.ports.contains(&target.port) && report.ports.len() >= 2,
+        "the writer never moved to the target: {:?}",
+        report.ports
+    );
+    let lost = lost_writes(&report, &target);
+    println!(
+        "live writer: {} writes, {} reconnects, longest write {} ms; ecmigrate's write pause {pause_ms} ms; lost {}",
+        report.writes,
+        report.reconnects,
+        report.longest_write.as_millis(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        report.writes > 500,
+        "too few writes to mean anything: {}",
+        report.writes
+    );
+    assert!(pause_ms < 1000, "write pause {pause_ms} ms");
+    assert!(
+        report.longest_write < Duration::from_secs(3),
+        "a write waited {:?}",
+        report.longest_write
+    );
+    let status = status(&env, &plan);
+    let cutover = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "cutover")
+        .unwrap();
+    assert_eq!(cutover["outputs"]["released_by"][0], "ecmigrate cutover");
+    assert!(
+        cutover["outputs"]["clients_disconnected"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "the writer's connection was not moved: {cutover}"
+    );
+}
+
+#[test]
+fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_past_its_bound_retries()
+ {
+    let mut env = Env::new();
+    env.sandbox_with_source(500);
+    let text = postponed_plan(&env, "", true)
+        .replace(
+            "    strategy: sandbox_alias\n    alias: orders-endpoint\n",
+            "    strategy: command\n    command: test -f allow-switch && echo \"$ECMIGRATE_NEW_ENDPOINT:$ECMIGRATE_PORT tls=$ECMIGRATE_TLS $ECMIGRATE_TOKEN_REF\" > switched.txt\n    max_write_pause_ms: 500\n",
+        );
+    let plan = env.write_plan("plan.yaml", &text);
+    // The first fence is held 400 ms inside the pause: past half of its 500 ms bound.
+    env.set_env("ECMIGRATE_FAULT_FENCE_DELAY", "400:1");
+    let mut child = spawn_run(&env, &plan);
+    wait_until_waiting(&env, &plan, &mut child);
+
+    let failed = env.run(&["cutover", plan.to_str().unwrap()]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stderr.contains("waits again"), "{failed:?}");
+    assert!(failed.stderr.contains("exit status 1"), "{failed:?}");
+    assert_eq!(status(&env, &plan)["state"], "waiting");
+    // Not paused: a write on the source returns at once.
+    let source = RedisEndpoint::plain(
+        "127.0.0.1",
+        Env::primary_port(&env.sandbox_status(), SOURCE),
+    );
+    let started = Instant::now();
+    let mut conn = source.client().unwrap().get_connection().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("after-failure")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "the source is still paused: {:?}",
+        started.elapsed()
+    );
+
+    std::fs::write(env.path().join("allow-switch"), "").unwrap();
+    let switched = env.run(&["cutover", plan.to_str().unwrap()]);
+    assert_eq!(switched.code, 0, "{switched:?}");
+    let run = finish(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    let said = std::fs::read_to_string(env.path().join("switched.txt")).unwrap();
+    let target_port = Env::primary_port(&env.sandbox_status(), TARGET);
+    assert!(
+        said.contains(&format!("127.0.0.1:{target_port} tls=1 file:")),
+        "{said}"
+    );
+    assert!(!said.contains(std::fs::read_to_string(env.token_file()).unwrap().trim()));
+
+    let status = status(&env, &plan);
+    let cutover = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "cutover")
+        .unwrap();
+    let outcomes: Vec<&str> = cutover["outputs"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["fence_timeout", "switch_failed", "switched"],
+        "{cutover}"
+    );
+    // The key written between the attempts reached the target.
+    let value: Option<String> = block_on(async {
+        let mut c = ecmigrate::data::connect::connect(&resolve_target(&env))
+            .await
+            .unwrap();
+        redis::cmd("GET")
+            .arg("after-failure")
+            .query_async(&mut c)
+            .await
+            .unwrap()
+    });
+    assert_eq!(value.as_deref(), Some("1"));
+}
+
+fn resolve_target(env: &Env) -> RedisEndpoint {
+    let status = env.sandbox_status();
+    RedisEndpoint {
+        host: "127.0.0.1".into(),
+        port: Env::primary_port(&status, TARGET),
+        tls: true,
+        ca_file: Some(status["ca_file"].as_str().unwrap().into()),
+        password: Some(Secret::new(
+            std::fs::read_to_string(env.token_file())
+                .unwrap()
+                .trim()
+                .to_string(),
+        )),
+        db: 0,
+    }
+}
+
+#[test]
+fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_then_refuses() {
+    let env = Env::new();
+    env.sandbox_with_source(300);
+    let text = postponed_plan(&env, "", true).replace("    postpone: true\n", "");
+    let plan = env.write_plan("plan.yaml", &text);
+    env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
+
+    let target = resolve_target(&env);
+    block_on(async {
+        let mut c = ecmigrate::data::connect::connect(&target).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("written-after-switch")
+            .arg("on-target")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg("ecm:user:000001")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    });
+
+    let rolled = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_eq!(env.sandbox_status()["aliases"][ALIAS], SOURCE);
+    let source = RedisEndpoint::plain(
+        "127.0.0.1",
+        Env::primary_port(&env.sandbox_status(), SOURCE),
+    );
+    let mut conn = source.client().unwrap().get_connection().unwrap();
+    let value: Option<String> = redis::cmd("GET")
+        .arg("written-after-switch")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("on-target"));
+    let gone: i64 = redis::cmd("EXISTS")
+        .arg("ecm:user:000001")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        gone, 0,
+        "a key deleted on the target is still on the source"
+    );
+
+    assert_eq!(status(&env, &plan)["state"], "rolled_back");
+    let again = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(again.code, 3, "{again:?}");
+    assert!(again.stderr.contains("rolled back"), "{again:?}");
+    assert!(again.stderr.contains("hint:"), "{again:?}");
+}
+
+#[test]
+fn rollback_is_refused_before_a_cutover_and_after_the_source_is_deleted() {
+    let env = Env::new();
+    env.sandbox_with_source(50);
+    let plan = env.write_plan("plan.yaml", &full_plan(&env));
+    let early = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(early.code, 2, "{early:?}");
+    assert!(early.stderr.contains("not been run"), "{early:?}");
+    env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+    let late = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(late.code, 2, "{late:?}");
+    assert!(late.stderr.contains("no longer possible"), "{late:?}");
+}
