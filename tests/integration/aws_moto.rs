@@ -1079,3 +1079,176 @@ fn aws_preflight_refuses_a_token_that_breaks_the_auth_rules() {
         "the bad token was echoed: {run:?}"
     );
 }
+
+/// A Route53 client on moto.
+fn route53(url: &str) -> aws_sdk_route53::Client {
+    aws_sdk_route53::Client::from_conf(
+        aws_sdk_route53::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(aws_sdk_route53::config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build(),
+    )
+}
+
+/// `(type, value, ttl)` of the record `name` in `zone`.
+fn dns_record(
+    dns: &aws_sdk_route53::Client,
+    zone: &str,
+    name: &str,
+) -> Option<(String, String, i64)> {
+    block_on(async {
+        let out = dns
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .send()
+            .await
+            .unwrap();
+        out.resource_record_sets()
+            .iter()
+            .find(|r| r.name().trim_end_matches('.') == name)
+            .map(|r| {
+                (
+                    r.r#type().as_str().to_string(),
+                    r.resource_records()[0].value().to_string(),
+                    r.ttl().unwrap_or(0),
+                )
+            })
+    })
+}
+
+#[test]
+fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    write_token(&env);
+    let data = local_data_plane(&env, 100);
+
+    let source = unique("r53");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
+    moto.seed_key(&alias);
+    let source_endpoint = moto
+        .group(&source)
+        .and_then(|g| {
+            g.node_groups().first().and_then(|n| {
+                n.primary_endpoint()
+                    .and_then(|e| e.address().map(str::to_string))
+            })
+        })
+        .expect("the seeded group's primary endpoint");
+    // The record clients resolve today: a CNAME to the source, with the operator's TTL.
+    let dns = route53(&url);
+    let zone_name = format!("{}.example.com", unique("zone"));
+    let record = format!("orders.{zone_name}");
+    let zone = block_on(async {
+        let out = dns
+            .create_hosted_zone()
+            .name(&zone_name)
+            .caller_reference(unique("ref"))
+            .send()
+            .await
+            .expect("create hosted zone");
+        out.hosted_zone().unwrap().id().to_string()
+    });
+    block_on(async {
+        dns.change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Create)
+                            .resource_record_set(
+                                ResourceRecordSet::builder()
+                                    .name(&record)
+                                    .r#type(RrType::Cname)
+                                    .ttl(45)
+                                    .resource_records(
+                                        ResourceRecord::builder()
+                                            .value(&source_endpoint)
+                                            .build()
+                                            .unwrap(),
+                                    )
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("seed the CNAME");
+    });
+    let zone_id = zone.trim_start_matches("/hostedzone/").to_string();
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-route53",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: Some(data),
+        },
+    )
+    .replace(
+        "    strategy: manual\n",
+        &format!(
+            "    strategy: route53\n    hosted_zone_id: {zone_id}\n    record_name: {record}\n    grace_seconds: 0\n"
+        ),
+    );
+    let plan = env.write_plan("aws-route53.yaml", &text);
+
+    let rehearsal = env.run(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(rehearsal.code, 0, "{rehearsal:?}");
+    assert!(
+        rehearsal.stdout.contains("ChangeResourceRecordSets"),
+        "{rehearsal:?}"
+    );
+    assert_eq!(
+        dns_record(&dns, &zone, &record).map(|r| r.1),
+        Some(source_endpoint.clone()),
+        "the rehearsal changed the record"
+    );
+
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let target_endpoint = moto
+        .group(&target)
+        .and_then(|g| {
+            g.node_groups().first().and_then(|n| {
+                n.primary_endpoint()
+                    .and_then(|e| e.address().map(str::to_string))
+            })
+        })
+        .expect("the target's primary endpoint");
+    assert_ne!(target_endpoint, source_endpoint);
+    let (kind, value, ttl) = dns_record(&dns, &zone, &record).expect("the record");
+    assert_eq!(kind, "CNAME");
+    assert_eq!(
+        value, target_endpoint,
+        "the record does not point at the new primary"
+    );
+    assert_eq!(ttl, 45, "the record's TTL was not kept");
+
+    let status = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let cutover = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "cutover")
+        .unwrap();
+    assert_eq!(cutover["outputs"]["switch"]["ttl_seconds"], 45, "{cutover}");
+    assert!(cutover["outputs"]["write_pause_ms"].is_u64(), "{cutover}");
+}
