@@ -282,12 +282,12 @@ pub fn ask<'a>(
         }
     } else {
         say(
-            "Cutover: manual (print what to change, wait for confirmation); Route53 and commands come later.",
+            "Cutover: manual (print what to change, wait for confirmation). For a Route53 CNAME or your own switch command, edit the plan: `strategy: route53` (hosted_zone_id, record_name) or `strategy: command`.",
         );
         None
     };
     say(
-        "A postponed cutover (release it later with `ecmigrate cutover`) is not available in this version.",
+        "The cutover switches as soon as it is reached; to hold it until you run `ecmigrate cutover PLAN`, add `postpone: true` to the cutover step.",
     );
     let delete_source = Confirm::new()
         .with_prompt(format!(
