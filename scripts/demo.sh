@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded sandbox: an unencrypted group `orders` with data is migrated to
-# `orders-enc` (KMS at rest, TLS + AUTH in transit), the alias is switched, and the source is deleted
+# `orders-enc` (KMS at rest, TLS + AUTH in transit), the cutover waits until released by
+# `ecmigrate cutover`, the alias is switched behind a write fence, and the source is deleted
 # with an encrypted final snapshot kept. Safe to run again: it starts from a clean sandbox each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,21 @@ step "audit before (exit 1 = unencrypted groups found)"
 step "rehearsal: every check and every call, nothing changed"
 "$bin" run plans/sandbox-demo.yaml --dry-run
 
-step "the migration"
-"$bin" run plans/sandbox-demo.yaml --yes
+step "the migration (it holds before the cutover: postpone: true)"
+"$bin" run plans/sandbox-demo.yaml --yes </dev/null &
+run_pid=$!
+for _ in $(seq 1 600); do
+  if "$bin" status plans/sandbox-demo.yaml --output json 2>/dev/null | grep -q '"state":"waiting"'; then break; fi
+  if ! kill -0 "$run_pid" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+
+step "waiting at the cutover, still streaming changes"
+"$bin" status plans/sandbox-demo.yaml
+
+step "release the cutover from another shell: ecmigrate cutover"
+"$bin" cutover plans/sandbox-demo.yaml
+wait "$run_pid"
 
 step "where the run stands"
 "$bin" status plans/sandbox-demo.yaml

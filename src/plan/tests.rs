@@ -581,18 +581,32 @@ fn auth_token_needs_a_place() {
 }
 
 #[test]
-fn command_strategy_is_refused_in_words() {
+fn command_strategy_needs_its_command_and_route53_its_record() {
     let text = GOOD.replace(
         "  - kind: restore_encrypted\n",
         "  - kind: restore_encrypted\n  - kind: cutover\n    strategy: command\n",
     );
     let issues = issues_in(&text);
-    assert_eq!(issues[0].field, "steps[3].strategy");
-    assert_eq!(
-        issues[0].rule,
-        "strategy `command` is not available in this version; use `manual` or `sandbox_alias`"
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].field, "steps[3].command");
+    assert!(issues[0].rule.contains("needs `command`"), "{issues:?}");
+    let ok = text.replace(
+        "    strategy: command\n",
+        "    strategy: command\n    command: ./switch.sh\n",
     );
-    assert_eq!(issues[0].line, Some(13));
+    assert!(parse_str(&ok, "plan.yaml").is_ok());
+
+    let text = GOOD.replace(
+        "  - kind: restore_encrypted\n",
+        "  - kind: restore_encrypted\n  - kind: cutover\n    strategy: route53\n    hosted_zone_id: /hostedzone/Z0123456789ABC\n    record_name: orders\n",
+    );
+    let issues = issues_in(&text);
+    let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+    assert!(fields.contains(&"steps[3].record_name"), "{issues:?}");
+    assert!(
+        issues.iter().any(|i| i.rule.contains("`NAME.ZONE`")),
+        "{issues:?}"
+    );
 }
 
 #[test]
