@@ -644,7 +644,7 @@ fn delete_source_waits_for_foreign_clients_and_refuses_while_they_stay() {
         )
         .replace(
             "    alias: orders-endpoint\n",
-            "    alias: orders-endpoint\n    disconnect_clients: false\n    grace_seconds: 0\n",
+            "    alias: orders-endpoint\n    disconnect_clients: false\n",
         );
     let plan = env.write_plan("plan.yaml", &text);
     // An application still connected to the source (a plain socket: it stays open until dropped).
