@@ -6,12 +6,17 @@
 #     optionally (a) again at BENCH_KEYS_LARGE keys, to show the copier's peak RSS does not grow with keys.
 #   scenario 2: a writer at BENCH_WRITE_RATE writes/s during `ecmigrate copy --live`; at cutover, the lag of
 #     the writer's last write, then `ecmigrate verify --full` counts the writes lost.
+#   scenario 3: an application writing through the sandbox alias all along (it resolves the alias on
+#     reconnect) while a plan holds at a postponed cutover that `ecmigrate cutover` releases: (m) the
+#     documented path (snapshot, restore, repoint) against (e) ecmigrate's stream_copy + fenced cutover;
+#     the write pause ecmigrate measured, the application's longest write, and the writes lost.
 # Prints two tables and writes target/bench-results.json. Installs what it lacks (redis-server, redis-py in
 # .venv/), builds the release binary, and stops every process it started on exit. Exits non-zero when a
 # step fails or a copy is not exact.
 #
 # Settings (environment): BENCH_KEYS=1000000 BENCH_LIVE_KEYS=200000 BENCH_WRITE_RATE=5000
-#   BENCH_LIVE_SECONDS=20 BENCH_KEYS_LARGE= (unset: skipped)
+#   BENCH_LIVE_SECONDS=20 BENCH_KEYS_LARGE= (unset: skipped) BENCH_CUTOVER_KEYS=100000
+#   BENCH_CUTOVER_RATE=1000 BENCH_CUTOVER_HOLD=5 (seconds held at the cutover before the release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -22,8 +27,12 @@ BENCH_LIVE_KEYS=${BENCH_LIVE_KEYS:-200000}
 BENCH_WRITE_RATE=${BENCH_WRITE_RATE:-5000}
 BENCH_LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
 BENCH_KEYS_LARGE=${BENCH_KEYS_LARGE:-}
+BENCH_CUTOVER_KEYS=${BENCH_CUTOVER_KEYS:-100000}
+BENCH_CUTOVER_RATE=${BENCH_CUTOVER_RATE:-1000}
+BENCH_CUTOVER_HOLD=${BENCH_CUTOVER_HOLD:-5}
+BENCH_SANDBOX=0
 
-for setting in BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
+for setting in BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS BENCH_CUTOVER_KEYS BENCH_CUTOVER_RATE BENCH_CUTOVER_HOLD ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
   case "${!setting}" in '' | *[!0-9]* | 0) echo "$setting must be a positive whole number, not '${!setting}'"; exit 2 ;; esac
 done
 
@@ -50,6 +59,7 @@ rm -rf "$TMP" && mkdir -p "$TMP"
 cleanup() {
   local rc=$?
   stop_bench_processes
+  if [ "$BENCH_SANDBOX" = 1 ]; then "$BIN" sandbox down >/dev/null 2>&1 || true; fi
   # No redis-server started from this folder may survive the benchmark.
   local pid left=""
   for pid in $(pgrep -x redis-server || true); do
@@ -107,7 +117,7 @@ flush_target() { [ "$(dst_cli flushall)" = OK ] || fail "FLUSHALL on the target"
 
 SRC_URL="redis://127.0.0.1:$SRC_PORT"
 DST_URL="rediss://127.0.0.1:$DST_PORT"
-record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\"}"
+record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\", \"cutover_keys\": $BENCH_CUTOVER_KEYS, \"cutover_rate\": $BENCH_CUTOVER_RATE, \"cutover_hold\": $BENCH_CUTOVER_HOLD}"
 record machine "{\"cores\": $(nproc), \"redis\": \"$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')\"}"
 
 # The copy and verify commands may not exist in this build yet: then their rows say so instead of a number.
@@ -266,6 +276,78 @@ if [ "$HAVE_COPY" = 1 ]; then
 else
   record live_status "not available yet"
 fi
+
+# cutover_run LABEL STREAM: a fresh sandbox group with BENCH_CUTOVER_KEYS keys, a plan with a postponed
+# cutover of the alias (with stream_copy and verify when STREAM=1; without them it is the documented manual
+# path: snapshot, restore, repoint), the alias writer all along, `ecmigrate cutover` after
+# BENCH_CUTOVER_HOLD s. Records LABEL_writer_json and LABEL_release_json.
+cutover_run() {
+  local label=$1 stream=$2 dir="$TMP/$1"
+  mkdir -p "$dir"
+  export ECMIGRATE_SANDBOX_DIR="$dir/sandbox" ECMIGRATE_STATE_DIR="$dir/state"
+  BENCH_SANDBOX=1
+  "$BIN" sandbox up --group orders --replicas 0 --keys "$BENCH_CUTOVER_KEYS" >"$dir/up.out" 2>&1 ||
+    fail "sandbox up" "$dir/up.out"
+  "$BIN" sandbox kms create orders >/dev/null
+  local data_steps=""
+  [ "$stream" = 1 ] && data_steps=$'  - kind: stream_copy\n  - kind: verify\n'
+  cat >"$dir/plan.yaml" <<EOF
+version: 1
+name: bench-$label
+provider: sandbox
+source:
+  replication_group_id: orders
+target:
+  replication_group_id: orders-enc
+  kms_key_id: alias/orders
+  auth_token: { generate: true, file: cutover.token }
+steps:
+  - kind: preflight
+  - kind: backup
+  - kind: restore_encrypted
+${data_steps}  - kind: cutover
+    strategy: sandbox_alias
+    alias: orders-endpoint
+    postpone: true
+    grace_seconds: 2
+EOF
+  $PY "$HERE/alias_writer.py" --bin "$BIN" --alias orders-endpoint --token-file "$dir/cutover.token" \
+    --rate "$BENCH_CUTOVER_RATE" --ready-file "$dir/aw.ready" >"$dir/aw.out" 2>"$dir/aw.err" &
+  local aw_pid=$! run_pid
+  BENCH_PIDS+=("$aw_pid")
+  for _ in $(seq 1 600); do [ -e "$dir/aw.ready" ] && break; sleep 0.05; done
+  [ -e "$dir/aw.ready" ] || fail "the alias writer did not start" "$dir/aw.err"
+  "$BIN" run "$dir/plan.yaml" --yes --output json </dev/null >"$dir/run.out" 2>"$dir/run.err" &
+  run_pid=$!
+  BENCH_PIDS+=("$run_pid")
+  for _ in $(seq 1 1200); do
+    "$BIN" status "$dir/plan.yaml" --output json 2>/dev/null | grep -q '"state":"waiting"' && break
+    kill -0 "$run_pid" 2>/dev/null || fail "the plan run ended before the cutover" "$dir/run.err"
+    sleep 0.1
+  done
+  # The application writes on while the cutover is held (with stream_copy, the stream copies its writes).
+  sleep "$BENCH_CUTOVER_HOLD"
+  "$BIN" cutover "$dir/plan.yaml" --output json >"$dir/release.out" 2>"$dir/release.err" ||
+    fail "ecmigrate cutover" "$dir/release.err"
+  local rc=0
+  wait "$run_pid" || rc=$?
+  [ "$rc" = 0 ] || fail "the plan run exited $rc" "$dir/run.err"
+  # The application keeps writing on the new endpoint for a moment, then reads everything back.
+  sleep 1
+  kill -TERM "$aw_pid"
+  wait "$aw_pid" || fail "the alias writer" "$dir/aw.err"
+  echo "$label writer: $(tail -n 1 "$dir/aw.out")"
+  echo "$label cutover: $(tail -n 1 "$dir/release.out")"
+  record "${label}_writer_json" "$(tail -n 1 "$dir/aw.out")"
+  record "${label}_release_json" "$(tail -n 1 "$dir/release.out")"
+  "$BIN" sandbox down >/dev/null 2>&1 || true
+  BENCH_SANDBOX=0
+}
+
+step "scenario 3: the cutover under an application writing $BENCH_CUTOVER_RATE writes/s through the alias"
+cutover_run manual 0
+cutover_run fenced 1
+record cutover_status ok
 
 step "results"
 rc=0

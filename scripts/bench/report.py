@@ -170,6 +170,44 @@ def main() -> None:
             if live_status != "not available yet":
                 problems.append(f"live: {live_status}")
 
+    cut = None
+    cut_status = m.get("cutover_status")
+    if cut_status is not None:
+        runs = {}
+        for label in ("manual", "fenced"):
+            aw = m.get(f"{label}_writer_json") if isinstance(m.get(f"{label}_writer_json"), dict) else {}
+            rel = m.get(f"{label}_release_json") if isinstance(m.get(f"{label}_release_json"), dict) else {}
+            runs[label] = {"writer": aw, "cutover": rel.get("outputs") or {}}
+        cut = {"status": cut_status, **runs}
+        print(f"\nScenario 3: the cutover under an application writing {s.get('cutover_rate')} writes/s through the "
+              f"sandbox alias ({fmt(s.get('cutover_keys'), ',')} keys; held {s.get('cutover_hold')} s, released by "
+              "`ecmigrate cutover`; the application resolves the alias on reconnect and reads every key back)")
+        rows3 = []
+        for label, title in (("manual", "(m) documented path: snapshot, restore, repoint"),
+                             ("fenced", "(e) ecmigrate: stream_copy + fenced cutover")):
+            aw, out = runs[label]["writer"], runs[label]["cutover"]
+            rows3.append([title, fmt(out.get("write_pause_ms"), ","), fmt(aw.get("longest_write_ms"), ".1f"),
+                          fmt(aw.get("writes"), ","), fmt(aw.get("writes_lost"), ","),
+                          fmt(len(out.get("clients_disconnected") or []), ","),
+                          fmt((out.get("late") or {}).get("late_changes"), ",")])
+        print(table(["path", "write pause (ms)", "app's longest write (ms)", "writes made", "writes lost",
+                     "connections moved", "late changes"], rows3))
+        aw, out = runs["fenced"]["writer"], runs["fenced"]["cutover"]
+        pause, bound = out.get("write_pause_ms"), out.get("max_write_pause_ms")
+        if aw.get("writes_lost") != 0:
+            problems.append(f"cutover (e): {aw.get('writes_lost')} writes lost (must be 0): {aw.get('lost_examples')}")
+        if pause is not None:
+            notes.append(f"target write pause < 1 s: {'met' if pause < 1000 else 'NOT met'} ({pause} ms, "
+                         f"bound max_write_pause_ms {bound})")
+        for label in ("manual", "fenced"):
+            aw, out = runs[label]["writer"], runs[label]["cutover"]
+            notes.append(f"cutover ({label}): attempts {out.get('fence_attempts')}, {out.get('keys_copied_in_fence')} "
+                         f"key(s) copied inside the fence; the app used {aw.get('groups_used')}, read back from "
+                         f"{aw.get('read_back_from')} ({aw.get('keys_checked')} keys checked, "
+                         f"{aw.get('reconnects')} reconnects)")
+            if len(aw.get("groups_used") or []) < 2:
+                problems.append(f"cutover ({label}): the application never moved: {aw.get('groups_used')}")
+
     print()
     for n in notes:
         print(f"  note: {n}")
@@ -178,7 +216,7 @@ def main() -> None:
     print(f"  settings: " + " ".join(f"{k}={v}" for k, v in s.items()))
 
     result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": s, "source_keys": src_keys,
-              "scenario1": rows, "scenario2": live, "notes": notes, "problems": problems,
+              "scenario1": rows, "scenario2": live, "scenario3": cut, "notes": notes, "problems": problems,
               "machine": m.get("machine")}
     with open(args.json_out, "w") as f:
         json.dump(result, f, indent=2)

@@ -112,6 +112,14 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
                         );
                     }
                 }
+                (RunStatus::RolledBack, _) => println!(
+                    "rolled back: clients point at `{}` again; `ecmigrate run` refuses this plan",
+                    plan.plan.source.replication_group_id
+                ),
+                (RunStatus::Waiting, _) if active => println!(
+                    "waiting at the cutover; release it with: ecmigrate cutover {}",
+                    args.plan.display()
+                ),
                 (RunStatus::NotStarted, _) => {
                     println!("next: ecmigrate run {}", args.plan.display())
                 }

@@ -165,7 +165,7 @@ impl Writer {
             let mut conn = connect(&mut report);
             let mut i: u64 = 0;
             while !stopped.load(Ordering::SeqCst) {
-                let key = format!("live:{}", (i * 7919) % 400);
+                let key = format!("live:{}", (i * 7919) % 4000);
                 let value = format!("v{i}");
                 let kind = i % 10;
                 let cmd = match kind {
@@ -331,7 +331,7 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
     let text = postponed_plan(&env, "", true)
         .replace(
             "    strategy: sandbox_alias\n    alias: orders-endpoint\n",
-            "    strategy: command\n    command: test -f allow-switch && echo \"$ECMIGRATE_NEW_ENDPOINT:$ECMIGRATE_PORT tls=$ECMIGRATE_TLS $ECMIGRATE_TOKEN_REF\" > switched.txt\n    max_write_pause_ms: 500\n",
+            "    strategy: command\n    command: test -f allow-switch && echo \"$ECMIGRATE_NEW_ENDPOINT:$ECMIGRATE_PORT tls=$ECMIGRATE_TLS $ECMIGRATE_TOKEN_REF\" > switched.txt\n    max_write_pause_ms: 500\n    before_switch: echo \"before $ECMIGRATE_PURPOSE $ECMIGRATE_NEW_GROUP\" >> hooks.log\n    after_switch: echo \"after $ECMIGRATE_OLD_GROUP\" >> hooks.log\n",
         );
     let plan = env.write_plan("plan.yaml", &text);
     // The first fence is held 400 ms inside the pause: past half of its 500 ms bound.
@@ -393,6 +393,12 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
         outcomes,
         ["fence_timeout", "switch_failed", "switched"],
         "{cutover}"
+    );
+    // The hooks: before every attempt, after the switch only, with the endpoints in their environment.
+    let hooks = std::fs::read_to_string(env.path().join("hooks.log")).unwrap();
+    assert_eq!(
+        hooks,
+        "before cutover orders-enc\nbefore cutover orders-enc\nbefore cutover orders-enc\nafter orders\n"
     );
     // The key written between the attempts reached the target.
     let value: Option<String> = block_on(async {
@@ -491,4 +497,42 @@ fn rollback_is_refused_before_a_cutover_and_after_the_source_is_deleted() {
     let late = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(late.code, 2, "{late:?}");
     assert!(late.stderr.contains("no longer possible"), "{late:?}");
+}
+
+#[test]
+fn removing_the_flag_file_releases_the_cutover_and_a_fence_that_keeps_timing_out_fails_resumably() {
+    let mut env = Env::new();
+    env.sandbox_with_source(300);
+    let text = postponed_plan(
+        &env,
+        "    postpone_flag_file: hold.flag\n    max_write_pause_ms: 300\n    fence_attempts: 2\n",
+        true,
+    )
+    .replace("    postpone: true\n", "");
+    let plan = env.write_plan("plan.yaml", &text);
+    std::fs::write(env.path().join("hold.flag"), "").unwrap();
+    // Every fence is held 250 ms inside a 300 ms pause: past half its bound, each attempt times out.
+    env.set_env("ECMIGRATE_FAULT_FENCE_DELAY", "250:99");
+    let mut child = spawn_run(&env, &plan);
+    wait_until_waiting(&env, &plan, &mut child);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the run did not hold");
+    std::fs::remove_file(env.path().join("hold.flag")).unwrap();
+    let failed = finish(child);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stderr.contains("2 attempts"), "{failed:?}");
+    assert!(failed.stderr.contains("hint:"), "{failed:?}");
+    assert!(failed.stdout.contains("released by"), "{failed:?}");
+    assert_eq!(
+        env.sandbox_status()["aliases"][ALIAS],
+        SOURCE,
+        "switched anyway"
+    );
+    assert_eq!(status(&env, &plan)["state"], "failed");
+
+    // The same command resumes; without the fault the fence holds.
+    env.set_env("ECMIGRATE_FAULT_FENCE_DELAY", "0:0");
+    let resumed = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
 }

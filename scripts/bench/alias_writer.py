@@ -1,0 +1,128 @@
+"""Scenario 3's application: writes at a fixed rate to whatever the sandbox alias points at, resolving it
+(`ecmigrate sandbox status --output json`) on every (re)connect, like a client of a DNS name. A write that
+fails (its connection closed inside the cutover's fence) is retried on a new connection; redis-py's own
+retries are off so it never silently reconnects to the old address. The mix: SET (overwrites included),
+DEL, SET with EX. On SIGTERM it stops, reads back every key it wrote from the endpoint the alias names
+now, and prints one JSON line: writes, reconnects, longest write, endpoints used, and writes lost."""
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+stop = False
+
+
+def on_term(_sig, _frame) -> None:
+    global stop
+    stop = True
+
+
+def resolve(args):
+    status = json.loads(subprocess.run([args.bin, "sandbox", "status", "--output", "json"],
+                                       check=True, capture_output=True).stdout)
+    group = status["aliases"][args.alias]
+    g = next(g for g in status["groups"] if g["replication_group_id"] == group)
+    node = next(n for n in g["nodes"] if n["role"] == "primary")
+    kwargs = dict(host="127.0.0.1", port=node["port"], socket_timeout=10, socket_connect_timeout=2,
+                  retry=Retry(NoBackoff(), 0))
+    if node["tls"]:
+        with open(args.token_file) as f:
+            kwargs.update(ssl=True, ssl_ca_certs=status["ca_file"], password=f.read().strip())
+    return group, redis.Redis(**kwargs)
+
+
+def connect(args, seen):
+    deadline = time.time() + 30
+    while True:
+        try:
+            group, r = resolve(args)
+            r.ping()
+            seen.append(group)
+            return r
+        except (redis.RedisError, OSError, subprocess.CalledProcessError, StopIteration, KeyError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--alias", required=True)
+    ap.add_argument("--token-file", required=True)
+    ap.add_argument("--rate", type=float, required=True)
+    ap.add_argument("--ready-file", required=True)
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, on_term)
+
+    seen = []
+    r = connect(args, seen)
+    model = {}
+    reconnects = 0
+    longest = 0.0
+    open(args.ready_file, "w").close()
+    started = time.time()
+    i = 0
+    while not stop:
+        due = started + i / args.rate
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        key = f"cut:{(i * 7919) % 5000}"
+        value = f"v{i}"
+        kind = i % 10
+        t0 = time.time()
+        while True:
+            try:
+                if kind <= 5:
+                    r.set(key, value)
+                elif kind <= 7:
+                    r.delete(key)
+                else:
+                    r.set(key, value, ex=600)
+                break
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                reconnects += 1
+                r = connect(args, seen)
+        longest = max(longest, time.time() - t0)
+        model[key] = None if kind in (6, 7) else (value, kind >= 8)
+        i += 1
+    seconds = time.time() - started
+    # Read back through the alias as it is now.
+    final_group, r = resolve(args)
+    lost = []
+    pipe = r.pipeline(transaction=False)
+    keys = list(model)
+    for k in keys:
+        pipe.get(k)
+        pipe.ttl(k)
+    replies = pipe.execute()
+    for n, k in enumerate(keys):
+        value, ttl = replies[2 * n], replies[2 * n + 1]
+        want = model[k]
+        ok = value is None if want is None else (value == want[0].encode() and (ttl > 0) == want[1])
+        if not ok:
+            lost.append(k)
+    print(json.dumps({
+        "writes": i,
+        "seconds": round(seconds, 3),
+        "achieved_rate": round(i / seconds, 1) if seconds > 0 else 0,
+        "reconnects": reconnects,
+        "longest_write_ms": round(longest * 1000, 1),
+        "groups_used": list(dict.fromkeys(seen)),
+        "read_back_from": final_group,
+        "keys_checked": len(keys),
+        "writes_lost": len(lost),
+        "lost_examples": lost[:5],
+    }))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
