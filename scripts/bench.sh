@@ -280,7 +280,7 @@ fi
 # cutover_run LABEL STREAM: a fresh sandbox group with BENCH_CUTOVER_KEYS keys, a plan with a postponed
 # cutover of the alias (with stream_copy and verify when STREAM=1; without them it is the documented manual
 # path: snapshot, restore, repoint), the alias writer all along, `ecmigrate cutover` after
-# BENCH_CUTOVER_HOLD s. Records LABEL_writer_json and LABEL_release_json.
+# BENCH_CUTOVER_HOLD s. Records LABEL_writer_json, LABEL_release_json and LABEL_status_json.
 cutover_run() {
   local label=$1 stream=$2 dir="$TMP/$1"
   mkdir -p "$dir"
@@ -332,6 +332,7 @@ EOF
   local rc=0
   wait "$run_pid" || rc=$?
   [ "$rc" = 0 ] || fail "the plan run exited $rc" "$dir/run.err"
+  "$BIN" status "$dir/plan.yaml" --output json >"$dir/status.json" || fail "ecmigrate status" "$dir/status.json"
   # The application keeps writing on the new endpoint for a moment, then reads everything back.
   sleep 1
   kill -TERM "$aw_pid"
@@ -340,6 +341,7 @@ EOF
   echo "$label cutover: $(tail -n 1 "$dir/release.out")"
   record "${label}_writer_json" "$(tail -n 1 "$dir/aw.out")"
   record "${label}_release_json" "$(tail -n 1 "$dir/release.out")"
+  record "${label}_status_json" "$(tr -d '\n' <"$dir/status.json")"
   "$BIN" sandbox down >/dev/null 2>&1 || true
   BENCH_SANDBOX=0
 }
