@@ -536,3 +536,25 @@ fn removing_the_flag_file_releases_the_cutover_and_a_fence_that_keeps_timing_out
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
 }
+
+#[test]
+fn on_a_terminal_the_postponed_cutover_asks_and_a_yes_releases_it() {
+    let env = Env::new();
+    env.sandbox_with_source(100);
+    let plan = env.write_plan("plan.yaml", &postponed_plan(&env, "", true));
+    let mut cmd = std::process::Command::new(crate::harness::bin());
+    cmd.args(["run", plan.to_str().unwrap()])
+        .current_dir(env.path())
+        .env("ECMIGRATE_SANDBOX_DIR", env.sandbox_dir())
+        .env("ECMIGRATE_STATE_DIR", env.state_dir())
+        .env("TERM", "xterm")
+        .env_remove("CI");
+    let mut s = expectrl::Session::spawn(cmd).expect("spawn the run in a pty");
+    s.set_expect_timeout(Some(Duration::from_secs(60)));
+    s.expect("Cut over now").expect("the cutover prompt");
+    assert_eq!(status(&env, &plan)["state"], "waiting");
+    s.send("y").unwrap();
+    s.expect("released by the prompt").expect("released");
+    s.expect("run done").expect("the run finished");
+    assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
+}
