@@ -100,13 +100,17 @@ pub async fn write(
         "verification": state.outputs_of(StepKind::Verify).cloned().map(Value::Object).unwrap_or(Value::Null),
         "stream": {
             "stream_copy": state.outputs_of(StepKind::StreamCopy).cloned().map(Value::Object).unwrap_or(Value::Null),
-            "at_cutover": output(state, StepKind::Cutover, "catch_up"),
-            "after_switch": output(state, StepKind::Cutover, "stream"),
+            "copied_inside_the_fence": output(state, StepKind::Cutover, "keys_copied_in_fence"),
+            "late_after_the_switch": output(state, StepKind::Cutover, "late"),
+            "final": output(state, StepKind::Cutover, "stream"),
         },
         "cutover": {
             "at": cutover.and_then(|c| c.finished_at),
             "outputs": cutover.map(|c| Value::Object(c.outputs.clone())).unwrap_or(Value::Null),
-            "write_pause": "none: this version switches without fencing writes",
+            "write_pause_ms": output(state, StepKind::Cutover, "write_pause_ms"),
+            "max_write_pause_ms": output(state, StepKind::Cutover, "max_write_pause_ms"),
+            "fence_attempts": output(state, StepKind::Cutover, "attempts"),
+            "clients_moved": output(state, StepKind::Cutover, "clients_disconnected"),
         },
         "steps": steps,
     });
@@ -178,13 +182,17 @@ fn markdown(r: &Value) -> String {
         cell(&r["snapshots"]["unencrypted_left_alone"]),
     ));
     md.push_str(&format!(
-        "## Verification\n\n{}\n\n## Writes during the migration\n\n- stream_copy: {}\n- caught up at cutover: {}\n- after the switch: {}\n\n## Cutover\n\nAt {}; write pause: {}.  \n{}\n\n",
+        "## Verification\n\n{}\n\n## Writes during the migration\n\n- stream_copy: {}\n- copied inside the write fence: {}\n- late, after the switch: {}\n- final catch-up: {}\n\n## Cutover\n\nAt {}; writes paused {} ms (bound {} ms); attempts: {}; client connections moved: {}.  \n{}\n\n",
         cell(&r["verification"]),
         cell(&r["stream"]["stream_copy"]),
-        cell(&r["stream"]["at_cutover"]),
-        cell(&r["stream"]["after_switch"]),
+        cell(&r["stream"]["copied_inside_the_fence"]),
+        cell(&r["stream"]["late_after_the_switch"]),
+        cell(&r["stream"]["final"]),
         cell(&r["cutover"]["at"]),
-        cell(&r["cutover"]["write_pause"]),
+        cell(&r["cutover"]["write_pause_ms"]),
+        cell(&r["cutover"]["max_write_pause_ms"]),
+        cell(&r["cutover"]["fence_attempts"]),
+        cell(&r["cutover"]["clients_moved"]),
         cell(&r["cutover"]["outputs"]),
     ));
     md.push_str(

@@ -315,6 +315,20 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
         .find(|s| s["kind"] == "cutover")
         .unwrap();
     assert_eq!(cutover["outputs"]["released_by"][0], "ecmigrate cutover");
+    // The evidence report carries the pause the application saw.
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.state_dir().join("orders-migration").join("report.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["cutover"]["write_pause_ms"], pause_ms,
+        "{}",
+        report["cutover"]
+    );
+    let md = std::fs::read_to_string(env.state_dir().join("orders-migration").join("report.md"))
+        .unwrap();
+    assert!(md.contains(&format!("writes paused {pause_ms} ms")), "{md}");
     assert!(
         cutover["outputs"]["clients_disconnected"]
             .as_array()
