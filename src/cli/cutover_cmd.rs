@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::cli::Globals;
 use crate::engine::state::{RunState, RunStatus, StatePaths, StepStatus, write_atomic};
 use crate::error::{Error, Result, exit_code};
-use crate::plan::{StepKind, StepSpec};
+use crate::plan::StepKind;
 use crate::steps::cutover::RELEASE_FILE;
 use crate::ui::OutputFormat;
 
@@ -29,16 +29,7 @@ pub struct CutoverArgs {
 
 pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
-    let Some((index, spec)) = plan
-        .plan
-        .steps
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| match s {
-            StepSpec::Cutover(c) => Some((i, c)),
-            _ => None,
-        })
-    else {
+    let Some((index, spec)) = plan.plan.cutover_step() else {
         return Err(Error::usage(
             format!("plan `{}` has no cutover step", plan.plan.name),
             "add a `cutover` step to the plan",

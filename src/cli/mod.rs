@@ -185,6 +185,26 @@ pub fn audit_assessment(g: &crate::cloud::ReplicationGroup) -> String {
     audit::assess(g).recommended_path
 }
 
+/// The reporter for `output`, and the prompter: the terminal when a person is at one (text output, a
+/// terminal on stdin), else one that answers every question "no". Also says whether it is interactive.
+pub(crate) fn reporter_and_prompter(
+    output: OutputFormat,
+) -> (Arc<crate::ui::Reporter>, Arc<dyn crate::ui::Prompter>, bool) {
+    let interactive = crate::ui::stdin_is_terminal() && output == OutputFormat::Text;
+    let reporter = Arc::new(crate::ui::Reporter::new(
+        output,
+        crate::ui::stdout_is_terminal(),
+    ));
+    let prompter: Arc<dyn crate::ui::Prompter> = if interactive {
+        Arc::new(crate::ui::TerminalPrompter {
+            reporter: reporter.clone(),
+        })
+    } else {
+        Arc::new(crate::ui::NoPrompter)
+    };
+    (reporter, prompter, interactive)
+}
+
 pub struct Globals {
     pub sandbox_dir: PathBuf,
     pub state_dir: PathBuf,

@@ -11,7 +11,7 @@ use crate::cli::Globals;
 use crate::engine::{self, RunOptions};
 use crate::error::{Result, exit_code};
 use crate::plan::StepKind;
-use crate::ui::{self, NoPrompter, OutputFormat, Prompter, Reporter, TerminalPrompter};
+use crate::ui::OutputFormat;
 
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
@@ -25,15 +25,7 @@ pub struct RollbackArgs {
 
 pub async fn run(globals: &Globals, args: RollbackArgs) -> Result<i32> {
     let plan = Arc::new(crate::plan::load(&args.plan)?);
-    let interactive = ui::stdin_is_terminal() && args.output == OutputFormat::Text;
-    let reporter = Arc::new(Reporter::new(args.output, ui::stdout_is_terminal()));
-    let prompter: Arc<dyn Prompter> = if interactive {
-        Arc::new(TerminalPrompter {
-            reporter: reporter.clone(),
-        })
-    } else {
-        Arc::new(NoPrompter)
-    };
+    let (reporter, prompter, interactive) = crate::cli::reporter_and_prompter(args.output);
     let cloud = globals
         .cloud(plan.plan.provider, plan.plan.aws.as_ref())
         .await?;

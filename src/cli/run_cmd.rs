@@ -9,7 +9,7 @@ use crate::cli::Globals;
 use crate::cloud::CloudRead;
 use crate::engine::{self, CloudAccess, RunOptions};
 use crate::error::{Result, exit_code};
-use crate::ui::{self, NoPrompter, OutputFormat, Prompter, Reporter, TerminalPrompter};
+use crate::ui::OutputFormat;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -26,15 +26,7 @@ pub struct RunArgs {
 
 pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
     let plan = Arc::new(crate::plan::load(&args.plan)?);
-    let interactive = ui::stdin_is_terminal() && args.output == OutputFormat::Text;
-    let reporter = Arc::new(Reporter::new(args.output, ui::stdout_is_terminal()));
-    let prompter: Arc<dyn Prompter> = if interactive {
-        Arc::new(TerminalPrompter {
-            reporter: reporter.clone(),
-        })
-    } else {
-        Arc::new(NoPrompter)
-    };
+    let (reporter, prompter, interactive) = crate::cli::reporter_and_prompter(args.output);
     let cloud = globals
         .cloud(plan.plan.provider, plan.plan.aws.as_ref())
         .await?;

@@ -85,6 +85,13 @@ pub struct Copier {
     pub stats: Arc<CopyStats>,
 }
 
+impl Copier {
+    /// Where keys are copied from and to.
+    pub fn endpoints(&self) -> (&RedisEndpoint, &RedisEndpoint) {
+        (&self.source, &self.target)
+    }
+}
+
 type Err = String;
 
 fn rerr(e: redis::RedisError) -> Err {

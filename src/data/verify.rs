@@ -196,6 +196,27 @@ async fn scan_count(endpoint: &RedisEndpoint) -> Result<u64, String> {
     }
 }
 
+/// A quick comparison for a moment when both sides are still (inside the cutover's write fence): up to
+/// `per_db` random keys of every database of the source. Returns how many keys were compared and those
+/// that differ.
+pub async fn spot_check(
+    source: &RedisEndpoint,
+    target: &RedisEndpoint,
+    per_db: u64,
+    ttl_tolerance_ms: i64,
+) -> Result<(u64, Vec<Mismatch>), String> {
+    let err = |e: redis::RedisError| format!("verify: {e}");
+    let mut src = connect(source).await?;
+    let mut keys = Vec::new();
+    for (db, count) in keyspace(&mut src).await.map_err(err)? {
+        let mut s = connect(&source.with_db(db)).await?;
+        let sample = sample_keys(&mut s, per_db.min(count)).await.map_err(err)?;
+        keys.extend(sample.into_iter().map(|k| (db, k)));
+    }
+    let differ = recheck(source, target, &keys, ttl_tolerance_ms).await?;
+    Ok((keys.len() as u64, differ))
+}
+
 /// Compare again only these keys (after a live copy caught up): which still differ, and how.
 pub async fn recheck(
     source: &RedisEndpoint,

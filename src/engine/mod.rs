@@ -457,16 +457,7 @@ pub async fn rollback(
         message,
         hint: hint.to_string(),
     };
-    let Some((index, spec)) = plan
-        .plan
-        .steps
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| match s {
-            crate::plan::StepSpec::Cutover(c) => Some((i, c.clone())),
-            _ => None,
-        })
-    else {
+    let Some((index, spec)) = plan.plan.cutover_step().map(|(i, c)| (i, c.clone())) else {
         return Err(not_possible(
             format!(
                 "plan `{}` has no cutover step, so there is nothing to roll back",

@@ -318,6 +318,16 @@ pub struct CutoverStep {
     pub after_switch: Option<String>,
 }
 
+impl Plan {
+    /// The cutover step and its index, if the plan has one.
+    pub fn cutover_step(&self) -> Option<(usize, &CutoverStep)> {
+        self.steps.iter().enumerate().find_map(|(i, s)| match s {
+            StepSpec::Cutover(c) => Some((i, c)),
+            _ => None,
+        })
+    }
+}
+
 impl CutoverStep {
     pub fn max_write_pause(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.max_write_pause_ms.unwrap_or(3000))

@@ -34,6 +34,10 @@ use serde_json::Map;
 /// Written by `ecmigrate cutover PLAN` into the plan's state folder; the waiting run consumes it.
 pub const RELEASE_FILE: &str = "cutover.release";
 
+/// Random keys per database compared inside the fence, and the TTL difference allowed there.
+const SPOT_CHECK_KEYS: u64 = 100;
+const SPOT_CHECK_TTL_MS: i64 = 5000;
+
 /// Test-only fault injection: `MS:N` delays the first N fences by MS milliseconds inside the pause.
 const FAULT_FENCE_DELAY: &str = "ECMIGRATE_FAULT_FENCE_DELAY";
 
@@ -165,6 +169,7 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
         ("released_by", json!(released_by)),
         ("clients_disconnected", json!(done.disconnected)),
         ("keys_copied_in_fence", json!(done.copied_in_fence)),
+        ("verified_at_switch", json!(done.verified_at_switch)),
     ]);
     ctx.record_intent("switched", Value::Object(outputs.clone()))?;
     ctx.note(format!(
@@ -313,6 +318,8 @@ struct FenceDone {
     write_pause: Duration,
     disconnected: Vec<crate::data::connect::ConnectedClient>,
     copied_in_fence: u64,
+    /// The sample compared inside the fence (a streamed plan only).
+    verified_at_switch: Option<Value>,
     /// Capture events counted when the pause was lifted (late changes are counted from here).
     events_at_release: u64,
 }
@@ -351,6 +358,7 @@ async fn fenced_switch(
             tokio::time::sleep(delay).await;
         }
         let mut copied = 0;
+        let mut verified = None;
         if let Some(s) = stream.as_mut() {
             s.capture
                 .fence_proof(fence.remaining())
@@ -363,6 +371,28 @@ async fn fenced_switch(
                 ));
             }
             copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e))?;
+            // Both sides are still now (writes paused, clients not moved yet): compare a sample.
+            let (from, to) = s.copier.endpoints();
+            let (compared, differ) =
+                crate::data::verify::spot_check(from, to, SPOT_CHECK_KEYS, SPOT_CHECK_TTL_MS)
+                    .await
+                    .map_err(|e| (FailureKind::Fatal, e))?;
+            if !differ.is_empty() {
+                let first: Vec<String> = differ
+                    .iter()
+                    .take(3)
+                    .map(|m| format!("db{} {}: {}", m.db, m.key, m.reason))
+                    .collect();
+                return Err((
+                    FailureKind::Fence,
+                    format!(
+                        "the check at the switch found {} of {compared} sampled keys differing ({})",
+                        differ.len(),
+                        first.join("; ")
+                    ),
+                ));
+            }
+            verified = Some(json!({ "keys_compared": compared, "differing": 0 }));
         }
         // The switch starts only while half the bound is left, so it ends inside the pause.
         if fence.remaining() < bound / 2 {
@@ -393,7 +423,7 @@ async fn fenced_switch(
         } else {
             Vec::new()
         };
-        Ok((switched, disconnected, copied))
+        Ok((switched, disconnected, copied, verified))
     }
     .await;
     let (write_pause, unpaused) = fence.release().await;
@@ -409,11 +439,12 @@ async fn fenced_switch(
         .unwrap_or(0);
     drop(stream);
     match inside {
-        Ok((switched, disconnected, copied_in_fence)) => Ok(FenceDone {
+        Ok((switched, disconnected, copied_in_fence, verified_at_switch)) => Ok(FenceDone {
             switched,
             write_pause,
             disconnected,
             copied_in_fence,
+            verified_at_switch,
             events_at_release,
         }),
         Err((kind, message)) => Err(FenceFailure {

@@ -18,6 +18,30 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             "run the plan's cutover and verify steps first",
         ));
     }
+    // With a stream, the cutover compared a sample inside its fence, when both sides were still: the
+    // verify that counts, since writes went on after the `verify` step.
+    if !ctx.dry_run() && crate::steps::plan_streams(&ctx.plan) {
+        let checked = ctx
+            .outputs_of(StepKind::Cutover)
+            .and_then(|o| o.get("verified_at_switch").cloned())
+            .filter(|v| v["differing"] == 0 && v["keys_compared"].is_u64());
+        match checked {
+            Some(v) => ctx.check(
+                "verified_at_switch",
+                true,
+                format!(
+                    "{} sampled keys were identical on both sides inside the cutover's write fence",
+                    v["keys_compared"]
+                ),
+            ),
+            None => {
+                return Err(Error::failed(
+                    "the cutover recorded no passed comparison at the switch, so the source is kept",
+                    "roll back with `ecmigrate rollback PLAN` and run the plan again, or delete the source by hand after checking the target",
+                ));
+            }
+        }
+    }
     let final_name = match ctx
         .intent("final_snapshot_name")
         .and_then(|v| v.as_str().map(str::to_string))

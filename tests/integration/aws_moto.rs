@@ -1243,12 +1243,7 @@ fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() 
 
     let status = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    let cutover = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["kind"] == "cutover")
-        .unwrap();
+    let cutover = Env::step(&status, "cutover");
     assert_eq!(cutover["outputs"]["switch"]["ttl_seconds"], 45, "{cutover}");
     assert!(cutover["outputs"]["write_pause_ms"].is_u64(), "{cutover}");
 }

@@ -308,12 +308,7 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
         report.longest_write
     );
     let status = status(&env, &plan);
-    let cutover = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["kind"] == "cutover")
-        .unwrap();
+    let cutover = Env::step(&status, "cutover");
     assert_eq!(cutover["outputs"]["released_by"][0], "ecmigrate cutover");
     // The evidence report carries the pause the application saw.
     let report: Value = serde_json::from_str(
@@ -391,12 +386,7 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
     assert!(!said.contains(std::fs::read_to_string(env.token_file()).unwrap().trim()));
 
     let status = status(&env, &plan);
-    let cutover = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["kind"] == "cutover")
-        .unwrap();
+    let cutover = Env::step(&status, "cutover");
     let outcomes: Vec<&str> = cutover["outputs"]["attempts"]
         .as_array()
         .unwrap()
@@ -416,7 +406,7 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
     );
     // The key written between the attempts reached the target.
     let value: Option<String> = block_on(async {
-        let mut c = ecmigrate::data::connect::connect(&resolve_target(&env))
+        let mut c = ecmigrate::data::connect::connect(&env.target_endpoint())
             .await
             .unwrap();
         redis::cmd("GET")
@@ -428,23 +418,6 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
     assert_eq!(value.as_deref(), Some("1"));
 }
 
-fn resolve_target(env: &Env) -> RedisEndpoint {
-    let status = env.sandbox_status();
-    RedisEndpoint {
-        host: "127.0.0.1".into(),
-        port: Env::primary_port(&status, TARGET),
-        tls: true,
-        ca_file: Some(status["ca_file"].as_str().unwrap().into()),
-        password: Some(Secret::new(
-            std::fs::read_to_string(env.token_file())
-                .unwrap()
-                .trim()
-                .to_string(),
-        )),
-        db: 0,
-    }
-}
-
 #[test]
 fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_then_refuses() {
     let env = Env::new();
@@ -454,7 +427,7 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
 
-    let target = resolve_target(&env);
+    let target = env.target_endpoint();
     block_on(async {
         let mut c = ecmigrate::data::connect::connect(&target).await.unwrap();
         let _: () = redis::cmd("SET")
@@ -571,4 +544,56 @@ fn on_a_terminal_the_postponed_cutover_asks_and_a_yes_releases_it() {
     s.expect("released by the prompt").expect("released");
     s.expect("run done").expect("the run finished");
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
+}
+
+#[test]
+fn delete_source_needs_the_comparison_made_inside_the_fence() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    env.sandbox_with_source(200);
+    let text = postponed_plan(&env, "    disconnect_clients: false\n", false)
+        .replace("    postpone: true\n", "")
+        .replace(
+            "    confirm: orders",
+            "    confirm: orders\n    drain_timeout_seconds: 0",
+        );
+    let plan = env.write_plan("plan.yaml", &text);
+    // An application that stays on the source stops the run at delete_source, after the cutover.
+    let port = Env::primary_port(&env.sandbox_status(), SOURCE);
+    let mut app = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    app.write_all(b"CLIENT SETNAME stays\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    app.read_exact(&mut ok).unwrap();
+    let stopped = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(stopped.code, 1, "{stopped:?}");
+    let status = status(&env, &plan);
+    let checked = &Env::step(&status, "cutover")["outputs"]["verified_at_switch"];
+    assert_eq!(checked["differing"], 0, "{status}");
+    assert!(checked["keys_compared"].as_u64().unwrap() > 0, "{status}");
+    drop(app);
+
+    // Without that record (as if the cutover had not compared), the source is kept.
+    let path = env.state_dir().join("orders-migration").join("state.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for step in state["steps"].as_array_mut().unwrap() {
+        if step["kind"] == "cutover" {
+            step["outputs"]
+                .as_object_mut()
+                .unwrap()
+                .remove("verified_at_switch");
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let refused = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("no passed comparison at the switch"),
+        "{refused:?}"
+    );
+    assert!(
+        Env::group(&env.sandbox_status(), SOURCE).is_some(),
+        "the source was deleted"
+    );
 }

@@ -141,6 +141,31 @@ impl Env {
         node["port"].as_u64().unwrap() as u16
     }
 
+    /// The sandbox target's primary as a client reaches it: TLS with the sandbox CA, the plan's token.
+    pub fn target_endpoint(&self) -> ecmigrate::data::connect::RedisEndpoint {
+        let status = self.sandbox_status();
+        let token = std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_string();
+        ecmigrate::data::connect::RedisEndpoint {
+            host: "127.0.0.1".into(),
+            port: Self::primary_port(&status, TARGET),
+            tls: true,
+            ca_file: Some(status["ca_file"].as_str().unwrap().into()),
+            password: Some(ecmigrate::secret::Secret::new(token)),
+            db: 0,
+        }
+    }
+
+    /// The record of step `kind` in `ecmigrate status --output json`.
+    pub fn step<'a>(status: &'a Value, kind: &str) -> &'a Value {
+        status["steps"]
+            .as_array()
+            .and_then(|steps| steps.iter().find(|s| s["kind"] == kind))
+            .unwrap_or_else(|| panic!("no `{kind}` step in {status}"))
+    }
+
     /// Every file under the sandbox folder, recursively.
     pub fn sandbox_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

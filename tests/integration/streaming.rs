@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::verify::{VerifyMode, verify};
-use ecmigrate::secret::Secret;
 use redis::aio::MultiplexedConnection;
 
-use crate::harness::{Env, Run, SOURCE, TARGET, block_on, full_plan};
+use crate::harness::{Env, Run, SOURCE, block_on, full_plan};
 
 /// The full plan with `stream_copy`, and without `delete_source` so the source stays to compare with.
 fn streaming_plan(env: &Env) -> String {
@@ -74,19 +73,7 @@ fn source(env: &Env) -> RedisEndpoint {
 }
 
 fn target(env: &Env) -> RedisEndpoint {
-    let status = env.sandbox_status();
-    let token = std::fs::read_to_string(env.token_file())
-        .unwrap()
-        .trim()
-        .to_string();
-    RedisEndpoint {
-        host: "127.0.0.1".into(),
-        port: Env::primary_port(&status, TARGET),
-        tls: true,
-        ca_file: Some(status["ca_file"].as_str().unwrap().into()),
-        password: Some(Secret::new(token)),
-        db: 0,
-    }
+    env.target_endpoint()
 }
 
 async fn conn(e: &RedisEndpoint, db: i64) -> MultiplexedConnection {
