@@ -25,7 +25,7 @@ pub struct CopyArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Keys per pipelined batch.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
     /// Keys larger than this (bytes, estimated) are copied type-wise in chunks.
     #[arg(long, default_value_t = 64 << 20)]

@@ -1,10 +1,11 @@
-//! The copier: moves keys from a source to a target with only what ElastiCache allows (SCAN, PTTL, DUMP,
-//! RESTORE, and type-wise reads for keys too large for one RESTORE).
+//! The copier: moves keys from a source to a target with only what ElastiCache allows (SCAN, PTTL, GET and
+//! SET for strings, DUMP and RESTORE for the other types, and type-wise reads for keys too large for one
+//! write).
 //!
 //! Speed comes from pipelining batches and keeping several batches in flight over several connections;
 //! memory stays bounded because batches flow through a bounded channel and big keys are streamed in chunks.
-//! TTLs are written as absolute expiry times (`RESTORE … ABSTTL`) taken from the source's clock, so they
-//! do not drift by the copy's own delay. A key gone from the source is deleted on the target.
+//! TTLs are written as absolute expiry times (`SET … PXAT`, `RESTORE … ABSTTL`) taken from the source's
+//! clock, so they do not drift by the copy's own delay. A key gone from the source is deleted on the target.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
             concurrency: 8,
-            batch: 1000,
+            batch: 2000,
             max_restore_bytes: 64 << 20,
             chunk_items: 1000,
         }
@@ -82,6 +83,8 @@ pub struct Copier {
     target: RedisEndpoint,
     options: CopyOptions,
     pools: Mutex<BTreeMap<i64, Arc<DbPool>>>,
+    /// Whether the target takes `SET … PXAT` (Redis 6.2 and later); older ones get SET + PEXPIREAT.
+    target_has_pxat: tokio::sync::OnceCell<bool>,
     pub stats: Arc<CopyStats>,
 }
 
@@ -105,6 +108,7 @@ impl Copier {
             target,
             options,
             pools: Mutex::new(BTreeMap::new()),
+            target_has_pxat: tokio::sync::OnceCell::new(),
             stats: Arc::new(CopyStats::default()),
         }
     }
@@ -232,67 +236,106 @@ impl Copier {
         }
     }
 
-    /// One batch: one round trip to the source (its clock, each key's PTTL and DUMP), one to the target
-    /// (RESTORE … ABSTTL, or DEL for keys gone); keys whose DUMP exceeds the bound go type-wise instead. A
-    /// big key's DUMP therefore passes through memory once before it is copied in chunks.
+    /// One batch. Strings (most keys) are read with GET and written with SET … PXAT: DUMP would make the
+    /// source serialize, compress and checksum each value, and the source's CPU is what bounds a copy.
+    /// One round trip to the source (its clock, each key's PTTL and GET; a non-string answers WRONGTYPE),
+    /// a second only for the non-strings (PTTL and DUMP), then one to the target (SET, RESTORE … ABSTTL,
+    /// or DEL for keys gone). Keys above the size bound go type-wise in chunks instead.
     async fn copy_batch(
         &self,
         src: &mut MultiplexedConnection,
         dst: &mut MultiplexedConnection,
         keys: &[Vec<u8>],
     ) -> Result<(), Err> {
-        // One round trip to the source: its clock, then each key's TTL and serialized value.
+        let pxat = *self
+            .target_has_pxat
+            .get_or_try_init(|| async {
+                let info: String = redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(dst)
+                    .await
+                    .map_err(rerr)?;
+                Ok::<bool, Err>(server_version(&info) >= (6, 2))
+            })
+            .await?;
         let mut read = redis::pipe();
         read.cmd("TIME");
         for key in keys {
-            read.cmd("PTTL").arg(key).cmd("DUMP").arg(key);
+            read.cmd("PTTL").arg(key).cmd("GET").arg(key);
         }
-        let replies: Vec<RValue> = read.query_async(src).await.map_err(rerr)?;
-        let now_ms = match replies.first() {
-            Some(RValue::Array(t)) if t.len() == 2 => {
+        let replies: Vec<redis::RedisResult<RValue>> =
+            read.ignore_errors().query_async(src).await.map_err(rerr)?;
+        let mut replies = replies.into_iter();
+        let now_ms = match replies.next() {
+            Some(Ok(RValue::Array(t))) if t.len() == 2 => {
                 let secs = int_of(&t[0]).unwrap_or(0);
                 let micros = int_of(&t[1]).unwrap_or(0);
                 secs * 1000 + micros / 1000
             }
             _ => return Err("copy: the source did not answer TIME".into()),
         };
-        let mut small: Vec<(usize, i64)> = Vec::with_capacity(keys.len());
-        let mut dumps: Vec<Vec<u8>> = Vec::with_capacity(keys.len());
-        let mut big: Vec<(usize, i64)> = Vec::new();
-        let mut gone: Vec<usize> = Vec::new();
-        let mut replies = replies.into_iter().skip(1);
-        for i in 0..keys.len() {
-            let pttl = replies.next().as_ref().and_then(int_of).unwrap_or(-2);
-            let payload = match replies.next() {
-                Some(RValue::BulkString(b)) => Some(b),
-                _ => None,
-            };
-            match payload {
-                None => gone.push(i),
-                // Too large for one RESTORE (or above the bound): copied type-wise in chunks instead.
-                Some(p) if p.len() as u64 > self.options.max_restore_bytes => big.push((i, pttl)),
-                Some(p) => {
-                    small.push((i, pttl));
-                    dumps.push(p);
-                }
-            }
-        }
+        let abs = |pttl: i64| if pttl > 0 { now_ms + pttl } else { 0 };
+        let bound = self.options.max_restore_bytes;
         let mut write = redis::pipe();
         let mut writes = 0usize;
         let (mut copied, mut deleted) = (0u64, 0u64);
-        for ((i, pttl), payload) in small.iter().zip(dumps) {
-            let abs = if *pttl > 0 { now_ms + pttl } else { 0 };
-            write
-                .cmd("RESTORE")
-                .arg(&keys[*i])
-                .arg(abs)
-                .arg(payload)
-                .arg("REPLACE");
-            if abs > 0 {
-                write.arg("ABSTTL");
+        let mut big: Vec<(usize, i64)> = Vec::new();
+        let mut gone: Vec<usize> = Vec::new();
+        let mut other: Vec<usize> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let pttl = match replies.next() {
+                Some(Ok(v)) => int_of(&v).unwrap_or(-2),
+                _ => -2,
+            };
+            match replies.next() {
+                Some(Ok(RValue::BulkString(value))) if value.len() as u64 > bound => {
+                    big.push((i, pttl))
+                }
+                Some(Ok(RValue::BulkString(value))) => {
+                    write.cmd("SET").arg(key).arg(value);
+                    if pttl > 0 && pxat {
+                        write.arg("PXAT").arg(abs(pttl));
+                    } else if pttl > 0 {
+                        write.cmd("PEXPIREAT").arg(key).arg(abs(pttl));
+                        writes += 1;
+                    }
+                    writes += 1;
+                    copied += 1;
+                }
+                Some(Ok(RValue::Nil)) => gone.push(i),
+                // WRONGTYPE: a hash, list, set, zset or stream.
+                Some(Err(_)) => other.push(i),
+                _ => gone.push(i),
             }
-            copied += 1;
-            writes += 1;
+        }
+        if !other.is_empty() {
+            let mut read = redis::pipe();
+            for i in &other {
+                read.cmd("PTTL").arg(&keys[*i]).cmd("DUMP").arg(&keys[*i]);
+            }
+            let replies: Vec<RValue> = read.query_async(src).await.map_err(rerr)?;
+            let mut replies = replies.into_iter();
+            for i in other {
+                let pttl = replies.next().as_ref().and_then(int_of).unwrap_or(-2);
+                match replies.next() {
+                    Some(RValue::BulkString(p)) if p.len() as u64 > bound => big.push((i, pttl)),
+                    Some(RValue::BulkString(payload)) => {
+                        let at = abs(pttl);
+                        write
+                            .cmd("RESTORE")
+                            .arg(&keys[i])
+                            .arg(at)
+                            .arg(payload)
+                            .arg("REPLACE");
+                        if at > 0 {
+                            write.arg("ABSTTL");
+                        }
+                        writes += 1;
+                        copied += 1;
+                    }
+                    _ => gone.push(i),
+                }
+            }
         }
         for i in &gone {
             write.cmd("DEL").arg(&keys[*i]);
@@ -307,8 +350,7 @@ impl Copier {
             }
         }
         for (i, pttl) in big {
-            let abs = if pttl > 0 { now_ms + pttl } else { 0 };
-            copy_big_key(src, dst, &keys[i], abs, self.options.chunk_items).await?;
+            copy_big_key(src, dst, &keys[i], abs(pttl), self.options.chunk_items).await?;
             self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
             copied += 1;
         }
@@ -371,6 +413,20 @@ impl Copier {
             .fetch_add(deleted, Ordering::Relaxed);
         Ok(deleted)
     }
+}
+
+/// `(major, minor)` of `redis_version` (or Valkey's `valkey_version`) in `INFO server`; (0, 0) if absent.
+fn server_version(info: &str) -> (u32, u32) {
+    info.lines()
+        .find_map(|l| {
+            l.strip_prefix("valkey_version:")
+                .or_else(|| l.strip_prefix("redis_version:"))
+        })
+        .map(|v| {
+            let mut parts = v.trim().split('.').map(|p| p.parse().unwrap_or(0));
+            (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        })
+        .unwrap_or((0, 0))
 }
 
 fn int_of(v: &RValue) -> Option<i64> {
@@ -524,4 +580,24 @@ async fn copy_big_key(
             .map_err(rerr)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_version;
+
+    #[test]
+    fn server_versions_decide_between_pxat_and_pexpireat() {
+        assert_eq!(
+            server_version("# Server\r\nredis_version:7.0.15\r\n"),
+            (7, 0)
+        );
+        assert_eq!(
+            server_version("redis_version:6.2.14\r\nredis_git_sha1:0\r\n"),
+            (6, 2)
+        );
+        assert!(server_version("redis_version:6.0.5\r\n") < (6, 2));
+        assert_eq!(server_version("valkey_version:8.1.0\r\n"), (8, 1));
+        assert_eq!(server_version("no version here"), (0, 0));
+    }
 }
