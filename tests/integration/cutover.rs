@@ -3,7 +3,6 @@
 //! command and a fence past its bound (retried; the source left unpaused), and the rollback.
 
 use std::collections::BTreeMap;
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use ecmigrate::data::connect::RedisEndpoint;
 use ecmigrate::secret::Secret;
 use serde_json::Value;
 
-use crate::harness::{Env, Run, SOURCE, TARGET, block_on, full_plan};
+use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, full_plan};
 
 const ALIAS: &str = "orders-endpoint";
 
@@ -38,21 +37,18 @@ fn postponed_plan(env: &Env, extra: &str, keep_source: bool) -> String {
     }
 }
 
-fn spawn_run(env: &Env, plan: &std::path::Path) -> Child {
-    env.command(&["run", plan.to_str().unwrap(), "--yes"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn_run(env: &Env, plan: &std::path::Path) -> Running {
+    Running::new(
+        env.command(&["run", plan.to_str().unwrap(), "--yes"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
-fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn finish(child: Running) -> Run {
+    child.finish()
 }
 
 fn status(env: &Env, plan: &std::path::Path) -> Value {
@@ -61,7 +57,7 @@ fn status(env: &Env, plan: &std::path::Path) -> Value {
 }
 
 /// Wait until `status` says the run is waiting at the cutover.
-fn wait_until_waiting(env: &Env, plan: &std::path::Path, child: &mut Child) {
+fn wait_until_waiting(env: &Env, plan: &std::path::Path, child: &mut Running) {
     let started = Instant::now();
     while status(env, plan)["state"] != "waiting" {
         assert!(

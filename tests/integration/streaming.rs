@@ -2,14 +2,13 @@
 //! expirations, a FLUSHDB —, a killed subscription or a killed run is closed by a full reconcile, and big
 //! keys are copied in chunks.
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::verify::{VerifyMode, verify};
 use redis::aio::MultiplexedConnection;
 
-use crate::harness::{Env, Run, SOURCE, block_on, full_plan};
+use crate::harness::{Env, Run, Running, SOURCE, block_on, full_plan};
 
 /// The full plan with `stream_copy`, and without `delete_source` so the source stays to compare with.
 fn streaming_plan(env: &Env) -> String {
@@ -33,7 +32,7 @@ fn journal(env: &Env) -> String {
 }
 
 /// Wait until the journal has a line with every one of `parts`.
-fn wait_for_event(env: &Env, child: &mut Child, parts: &[&str]) {
+fn wait_for_event(env: &Env, child: &mut Running, parts: &[&str]) {
     let started = Instant::now();
     loop {
         if journal(env)
@@ -56,13 +55,8 @@ fn wait_for_event(env: &Env, child: &mut Child, parts: &[&str]) {
     }
 }
 
-fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn finish(child: Running) -> Run {
+    child.finish()
 }
 
 fn source(env: &Env) -> RedisEndpoint {
@@ -87,16 +81,18 @@ fn assert_exact(env: &Env) {
     assert!(report.passed(), "source and target differ: {report:?}");
 }
 
-fn start_run(env: &mut Env, plan: &std::path::Path, create_delay_ms: u32) -> Child {
+fn start_run(env: &mut Env, plan: &std::path::Path, create_delay_ms: u32) -> Running {
     env.set_env(
         "ECMIGRATE_SANDBOX_CREATE_DELAY_MS",
         &create_delay_ms.to_string(),
     );
-    env.command(&["run", plan.to_str().unwrap(), "--yes"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    Running::new(
+        env.command(&["run", plan.to_str().unwrap(), "--yes"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
