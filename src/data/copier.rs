@@ -258,10 +258,12 @@ impl Copier {
                 Ok::<bool, Err>(server_version(&info) >= (6, 2))
             })
             .await?;
-        let mut read = redis::pipe();
+        // Commands sized up front: the copier's own CPU is mostly allocation and copying.
+        let mut read = redis::Pipeline::with_capacity(1 + 2 * keys.len());
         read.cmd("TIME");
         for key in keys {
-            read.cmd("PTTL").arg(key).cmd("GET").arg(key);
+            read.add_command(sized_cmd("PTTL", &[key]));
+            read.add_command(sized_cmd("GET", &[key]));
         }
         let replies: Vec<redis::RedisResult<RValue>> =
             read.ignore_errors().query_async(src).await.map_err(rerr)?;
@@ -276,7 +278,7 @@ impl Copier {
         };
         let abs = |pttl: i64| if pttl > 0 { now_ms + pttl } else { 0 };
         let bound = self.options.max_restore_bytes;
-        let mut write = redis::pipe();
+        let mut write = redis::Pipeline::with_capacity(keys.len());
         let mut writes = 0usize;
         let (mut copied, mut deleted) = (0u64, 0u64);
         let mut big: Vec<(usize, i64)> = Vec::new();
@@ -292,10 +294,14 @@ impl Copier {
                     big.push((i, pttl))
                 }
                 Some(Ok(RValue::BulkString(value))) => {
-                    write.cmd("SET").arg(key).arg(value);
                     if pttl > 0 && pxat {
-                        write.arg("PXAT").arg(abs(pttl));
-                    } else if pttl > 0 {
+                        let mut set = sized_cmd("SET", &[key, &value]);
+                        set.arg("PXAT").arg(abs(pttl));
+                        write.add_command(set);
+                    } else {
+                        write.add_command(sized_cmd("SET", &[key, &value]));
+                    }
+                    if pttl > 0 && !pxat {
                         write.cmd("PEXPIREAT").arg(key).arg(abs(pttl));
                         writes += 1;
                     }
@@ -413,6 +419,17 @@ impl Copier {
             .fetch_add(deleted, Ordering::Relaxed);
         Ok(deleted)
     }
+}
+
+/// `NAME args…` with its buffers allocated once, room left for two more small arguments.
+fn sized_cmd(name: &str, args: &[&[u8]]) -> redis::Cmd {
+    let data: usize = name.len() + args.iter().map(|a| a.len()).sum::<usize>() + 32;
+    let mut cmd = redis::Cmd::with_capacity(args.len() + 3, data);
+    cmd.arg(name);
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd
 }
 
 /// `(major, minor)` of `redis_version` (or Valkey's `valkey_version`) in `INFO server`; (0, 0) if absent.
