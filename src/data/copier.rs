@@ -236,11 +236,12 @@ impl Copier {
         }
     }
 
-    /// One batch. Strings (most keys) are read with GET and written with SET … PXAT: DUMP would make the
-    /// source serialize, compress and checksum each value, and the source's CPU is what bounds a copy.
-    /// One round trip to the source (its clock, each key's PTTL and GET; a non-string answers WRONGTYPE),
-    /// a second only for the non-strings (PTTL and DUMP), then one to the target (SET, RESTORE … ABSTTL,
-    /// or DEL for keys gone). Keys above the size bound go type-wise in chunks instead.
+    /// One batch. Strings (most keys) are read with MGET and written with MSET (no TTL) or SET … PXAT:
+    /// DUMP would make the source serialize, compress and checksum each value, and the source's CPU is
+    /// what bounds a copy. One round trip to the source (its clock, each key's PTTL, one MGET; a
+    /// non-string reads as nil), a second only for the non-strings (PTTL and DUMP), then one to the target
+    /// (MSET, SET, RESTORE … ABSTTL, or DEL for keys gone). Keys above the size bound go type-wise in
+    /// chunks instead.
     async fn copy_batch(
         &self,
         src: &mut MultiplexedConnection,
@@ -258,23 +259,40 @@ impl Copier {
                 Ok::<bool, Err>(server_version(&info) >= (6, 2))
             })
             .await?;
-        // Commands sized up front: the copier's own CPU is mostly allocation and copying.
-        let mut read = redis::Pipeline::with_capacity(1 + 2 * keys.len());
+        // The source's CPU bounds a copy, and every command costs it a parse and a dispatch: one PTTL per
+        // key, but one MGET for all the values (nil for a missing key or a non-string).
+        let mut read = redis::Pipeline::with_capacity(2 + keys.len());
         read.cmd("TIME");
         for key in keys {
             read.add_command(sized_cmd("PTTL", &[key]));
-            read.add_command(sized_cmd("GET", &[key]));
         }
-        let replies: Vec<redis::RedisResult<RValue>> =
-            read.ignore_errors().query_async(src).await.map_err(rerr)?;
+        let mut mget = redis::Cmd::with_capacity(
+            keys.len() + 1,
+            keys.iter().map(|k| k.len()).sum::<usize>() + 8,
+        );
+        mget.arg("MGET");
+        for key in keys {
+            mget.arg(key);
+        }
+        read.add_command(mget);
+        let replies: Vec<RValue> = read.query_async(src).await.map_err(rerr)?;
         let mut replies = replies.into_iter();
         let now_ms = match replies.next() {
-            Some(Ok(RValue::Array(t))) if t.len() == 2 => {
+            Some(RValue::Array(t)) if t.len() == 2 => {
                 let secs = int_of(&t[0]).unwrap_or(0);
                 let micros = int_of(&t[1]).unwrap_or(0);
                 secs * 1000 + micros / 1000
             }
             _ => return Err("copy: the source did not answer TIME".into()),
+        };
+        let pttls: Vec<i64> = replies
+            .by_ref()
+            .take(keys.len())
+            .map(|v| int_of(&v).unwrap_or(-2))
+            .collect();
+        let values = match replies.next() {
+            Some(RValue::Array(values)) if values.len() == keys.len() => values,
+            _ => return Err("copy: the source did not answer MGET".into()),
         };
         let abs = |pttl: i64| if pttl > 0 { now_ms + pttl } else { 0 };
         let bound = self.options.max_restore_bytes;
@@ -284,35 +302,47 @@ impl Copier {
         let mut big: Vec<(usize, i64)> = Vec::new();
         let mut gone: Vec<usize> = Vec::new();
         let mut other: Vec<usize> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let pttl = match replies.next() {
-                Some(Ok(v)) => int_of(&v).unwrap_or(-2),
-                _ => -2,
-            };
-            match replies.next() {
-                Some(Ok(RValue::BulkString(value))) if value.len() as u64 > bound => {
-                    big.push((i, pttl))
-                }
-                Some(Ok(RValue::BulkString(value))) => {
-                    if pttl > 0 && pxat {
+        // Strings without a TTL go in one MSET (it replaces any value and TTL, as SET does): one command for
+        // the target to parse instead of one per key.
+        let mut mset: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, (key, (pttl, value))) in keys.iter().zip(pttls.into_iter().zip(values)).enumerate()
+        {
+            match value {
+                RValue::BulkString(value) if value.len() as u64 > bound => big.push((i, pttl)),
+                RValue::BulkString(value) if pttl > 0 => {
+                    if pxat {
                         let mut set = sized_cmd("SET", &[key, &value]);
                         set.arg("PXAT").arg(abs(pttl));
                         write.add_command(set);
                     } else {
                         write.add_command(sized_cmd("SET", &[key, &value]));
-                    }
-                    if pttl > 0 && !pxat {
                         write.cmd("PEXPIREAT").arg(key).arg(abs(pttl));
                         writes += 1;
                     }
                     writes += 1;
                     copied += 1;
                 }
-                Some(Ok(RValue::Nil)) => gone.push(i),
-                // WRONGTYPE: a hash, list, set, zset or stream.
-                Some(Err(_)) => other.push(i),
-                _ => gone.push(i),
+                RValue::BulkString(value) => mset.push((i, value)),
+                // Missing (PTTL -2), or not a string: DUMP tells which.
+                _ if pttl == -2 => gone.push(i),
+                _ => other.push(i),
             }
+        }
+        if !mset.is_empty() {
+            let mut cmd = redis::Cmd::with_capacity(
+                2 * mset.len() + 1,
+                mset.iter()
+                    .map(|(i, v)| keys[*i].len() + v.len())
+                    .sum::<usize>()
+                    + 8,
+            );
+            cmd.arg("MSET");
+            for (i, value) in &mset {
+                cmd.arg(&keys[*i]).arg(value);
+            }
+            write.add_command(cmd);
+            writes += 1;
+            copied += mset.len() as u64;
         }
         if !other.is_empty() {
             let mut read = redis::pipe();
