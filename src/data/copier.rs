@@ -1,6 +1,6 @@
-//! The copier: moves keys from a source to a target with only what ElastiCache allows (SCAN, PTTL, GET and
-//! SET for strings, DUMP and RESTORE for the other types, and type-wise reads for keys too large for one
-//! write).
+//! The copier: moves keys from a source to a target with only what ElastiCache allows (SCAN, PTTL, MGET and
+//! MSET / SET for strings, DUMP and RESTORE for the other types, and type-wise reads for keys too large for
+//! one write).
 //!
 //! Speed comes from pipelining batches and keeping several batches in flight over several connections;
 //! memory stays bounded because batches flow through a bounded channel and big keys are streamed in chunks.

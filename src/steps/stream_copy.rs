@@ -23,8 +23,8 @@ pub async fn run(ctx: &StepContext, _spec: &StreamCopyStep) -> Result<StepOutcom
         require_group(ctx, &plan.source.replication_group_id).await?;
         require_group(ctx, &plan.target.replication_group_id).await?;
         ctx.note(
-            "would replay the changes captured since before the snapshot onto the target (strings: GET + PTTL → \
-             SET PXAT; other types: DUMP + PTTL → RESTORE REPLACE ABSTTL; DEL for keys gone), reconcile in full \
+            "would replay the changes captured since before the snapshot onto the target (strings: PTTL + MGET → \
+             MSET or SET PXAT; other types: DUMP + PTTL → RESTORE REPLACE ABSTTL; DEL for keys gone), reconcile in full \
              after any gap, and tail until cutover",
         );
         return Ok(StepOutcome::done(obj(vec![("dry_run", json!(true))])));
