@@ -192,6 +192,20 @@ impl StepContext {
         }
     }
 
+    /// A progress callback for long data work (copies, comparisons), reporting as this step.
+    pub fn progress_reporter(&self, what: &'static str) -> impl Fn(u64, u64) + Send + Sync + use<> {
+        let events = self.events.clone();
+        let kind = self.kind;
+        move |done, total| {
+            events.emit(Event::Progress {
+                kind,
+                what: what.into(),
+                done,
+                total,
+            })
+        }
+    }
+
     pub fn progress(&self, what: &str, done: u64, total: u64) {
         self.events.emit(Event::Progress {
             kind: self.kind,

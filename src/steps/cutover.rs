@@ -542,16 +542,7 @@ pub async fn rollback(ctx: &StepContext, spec: &CutoverStep) -> Result<Map<Strin
     ));
     let stream = Arc::new(tokio::sync::Mutex::new(StreamCopy::new(copier, capture)));
     {
-        let events = ctx.events.clone();
-        let kind = ctx.kind;
-        let progress = move |done: u64, total: u64| {
-            events.emit(crate::engine::events::Event::Progress {
-                kind,
-                what: "keys copied back to the source".into(),
-                done,
-                total,
-            });
-        };
+        let progress = ctx.progress_reporter("keys copied back to the source");
         stream.lock().await.catch_up(&progress).await.map_err(|e| {
             Error::failed(
                 e,

@@ -9,7 +9,6 @@ use serde_json::json;
 use crate::data::copier::{Copier, CopyOptions};
 use crate::data::stream::{StreamCopy, StreamStatus, Tailer};
 use crate::engine::StepContext;
-use crate::engine::events::Event;
 use crate::error::{Error, Result};
 use crate::plan::StreamCopyStep;
 use crate::steps::{
@@ -71,16 +70,7 @@ pub async fn ensure_stream(ctx: &StepContext) -> Result<Option<(StreamStatus, Op
     let copier = Arc::new(Copier::new(src, dst, CopyOptions::default()));
     let mut stream = StreamCopy::new(copier, capture);
 
-    let events = ctx.events.clone();
-    let kind = ctx.kind;
-    let progress = move |done: u64, total: u64| {
-        events.emit(Event::Progress {
-            kind,
-            what: "keys reconciled".into(),
-            done,
-            total,
-        });
-    };
+    let progress = ctx.progress_reporter("keys reconciled");
     let gap = stream.catch_up(&progress).await.map_err(|e| {
         Error::failed(
             e,

@@ -53,16 +53,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
     }
     let token = load_token(ctx).await?;
     let dst = target_data_endpoint(ctx, &target, token)?;
-    let events = ctx.events.clone();
-    let kind = ctx.kind;
-    let progress = move |done: u64, total: u64| {
-        events.emit(crate::engine::events::Event::Progress {
-            kind,
-            what: "keys compared".into(),
-            done,
-            total,
-        });
-    };
+    let progress = ctx.progress_reporter("keys compared");
     let hint = "check that both data endpoints are reachable (data_endpoint, tls_ca_file, token)";
     crate::steps::stream_copy::ensure_stream(ctx).await?;
     let stream = ctx.live.lock().await.stream.clone();
