@@ -46,7 +46,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
             &args,
             "already_done",
             "the cutover was already made",
-            cutover_outputs(state.as_ref(), index),
+            cutover_outputs(state.as_ref()),
         );
     }
     if !paths.is_locked() {
@@ -96,7 +96,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
                     &args,
                     "switched",
                     "the cutover was made",
-                    cutover_outputs(state.as_ref(), index),
+                    cutover_outputs(state.as_ref()),
                 );
             }
             Some(StepStatus::Failed) => {
@@ -163,10 +163,10 @@ fn attempts(state: Option<&RunState>, index: usize) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn cutover_outputs(state: Option<&RunState>, index: usize) -> Value {
+fn cutover_outputs(state: Option<&RunState>) -> Value {
     state
-        .and_then(|s| s.steps.get(index))
-        .map(|r| Value::Object(r.outputs.clone()))
+        .and_then(|s| s.outputs_of(StepKind::Cutover))
+        .map(|o| Value::Object(o.clone()))
         .unwrap_or(Value::Null)
 }
 

@@ -250,11 +250,6 @@ fn ec_tags(tags: &BTreeMap<String, String>) -> Vec<ec::Tag> {
 
 /// Map an SDK error onto `CloudError`: not found, already exists, transient (throttling, 5xx, timeouts,
 /// connection failures) or other. The message carries the service's code and message, never the request.
-/// DNS names compare without case and without the final dot.
-fn dns_name(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
 fn map_err<E>(e: SdkError<E, HttpResponse>, what: &'static str, id: &str) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -478,11 +473,11 @@ impl CloudRead for Aws {
             .send()
             .await
             .map_err(|e| map_err(e, "DNS record", name))?;
-        let wanted = dns_name(name);
+        let wanted = super::dns_name_key(name);
         Ok(out
             .resource_record_sets()
             .iter()
-            .find(|r| dns_name(r.name()) == wanted)
+            .find(|r| super::dns_name_key(r.name()) == wanted)
             .map(|r| DnsRecord {
                 record_type: r.r#type().as_str().to_string(),
                 value: r

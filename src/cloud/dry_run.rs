@@ -18,11 +18,6 @@ use super::{
 /// The change id a simulated DNS upsert returns (reported `INSYNC`).
 const DRY_RUN_CHANGE: &str = "dry-run";
 
-/// DNS names compare without case and without the final dot.
-fn dns_key(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
 #[derive(Default)]
 struct Overlay {
     snapshots: BTreeMap<String, Snapshot>,
@@ -130,7 +125,7 @@ impl CloudRead for DryRunCloud {
         let simulated = self
             .overlay()
             .dns
-            .get(&(zone.to_string(), dns_key(name)))
+            .get(&(zone.to_string(), super::dns_name_key(name)))
             .cloned();
         match simulated {
             Some(r) => Ok(Some(r)),
@@ -228,7 +223,7 @@ impl CloudWrite for DryRunCloud {
         ttl: u64,
     ) -> CloudResult<String> {
         self.overlay().dns.insert(
-            (zone.to_string(), dns_key(name)),
+            (zone.to_string(), super::dns_name_key(name)),
             DnsRecord {
                 record_type: "CNAME".into(),
                 value: value.to_string(),

@@ -245,6 +245,11 @@ pub trait CloudRead: Send + Sync {
     }
 }
 
+/// A DNS name as compared: without case and without the final dot.
+pub(crate) fn dns_name_key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// A DNS record as Route53 holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DnsRecord {

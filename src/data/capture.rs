@@ -315,11 +315,11 @@ impl Capture {
         self.task.abort();
     }
 
-    /// Once the source's writes are paused: prove that every notification the source sent before this call
-    /// is in the pending set. A `PING` on the subscribed connection is answered in order after the
+    /// Prove that every notification the source sent before this call is in the pending set (the cutover
+    /// does it with the source's writes paused, `verify` to count the changes made while it counted). A `PING` on the subscribed connection is answered in order after the
     /// notifications queued before it (a marker written on the source cannot work: the pause blocks
     /// writes and PUBLISH), and the listener records every message it received before the answer.
-    pub async fn fence_proof(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn confirm_received(&self, timeout: Duration) -> Result<(), String> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = match &*self.shared.proofs.lock().expect("lock") {
             Some(requests) => requests.send(reply).is_ok(),

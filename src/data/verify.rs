@@ -207,14 +207,23 @@ pub async fn spot_check(
 ) -> Result<(u64, Vec<Mismatch>), String> {
     let err = |e: redis::RedisError| format!("verify: {e}");
     let mut src = connect(source).await?;
-    let mut keys = Vec::new();
+    let (mut compared, mut differ) = (0u64, Vec::new());
+    // Sample and compare on the same pair of connections per database: this runs inside the write pause.
     for (db, count) in keyspace(&mut src).await.map_err(err)? {
         let mut s = connect(&source.with_db(db)).await?;
+        let mut d = connect(&target.with_db(db)).await?;
         let sample = sample_keys(&mut s, per_db.min(count)).await.map_err(err)?;
-        keys.extend(sample.into_iter().map(|k| (db, k)));
+        let found = compare_keys(&mut s, &mut d, &sample, ttl_tolerance_ms)
+            .await
+            .map_err(err)?;
+        differ.extend(found.into_iter().map(|(key, reason)| Mismatch {
+            db,
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason,
+        }));
+        compared += sample.len() as u64;
     }
-    let differ = recheck(source, target, &keys, ttl_tolerance_ms).await?;
-    Ok((keys.len() as u64, differ))
+    Ok((compared, differ))
 }
 
 /// Compare again only these keys (after a live copy caught up): which still differ, and how.

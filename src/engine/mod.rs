@@ -127,6 +127,12 @@ impl StepContext {
             .read(|s| s.steps[self.index].intent.get(key).cloned())
     }
 
+    /// A text recorded as this step's intent in an earlier attempt (a resource name, say).
+    pub fn intent_str(&self, key: &str) -> Option<String> {
+        self.intent(key)
+            .and_then(|v| v.as_str().map(str::to_string))
+    }
+
     /// Record what the step is about to create, durably, before the mutating call.
     pub fn record_intent(&self, key: &str, value: Value) -> Result<()> {
         let index = self.index;

@@ -13,10 +13,7 @@ use crate::steps::{
 
 pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
-    let name = match ctx
-        .intent("snapshot_name")
-        .and_then(|v| v.as_str().map(str::to_string))
-    {
+    let name = match ctx.intent_str("snapshot_name") {
         Some(recorded) => recorded,
         None => spec
             .snapshot_name

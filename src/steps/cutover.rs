@@ -25,7 +25,7 @@ use crate::data::stream::StreamCopy;
 use crate::engine::StepContext;
 use crate::error::{Error, Result};
 use crate::plan::CutoverStep;
-use crate::steps::switch::{Side, Switch, Switched, run_command};
+use crate::steps::switch::{Switch, Switched, run_command};
 use crate::steps::{
     StepOutcome, load_token, obj, require_group, source_data_endpoint, target_data_endpoint,
 };
@@ -45,12 +45,7 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
     let target = require_group(ctx, &plan.target.replication_group_id).await?;
-    let switch = Switch {
-        spec,
-        from: Side::of(&source)?,
-        to: Side::of(&target)?,
-        purpose: "cutover",
-    };
+    let switch = Switch::new(spec, &source, &target, "cutover")?;
     if ctx.dry_run() {
         if spec.postpone || spec.postpone_flag_file.is_some() {
             ctx.note("would hold before the switch until released (`ecmigrate cutover PLAN`), tailing meanwhile");
@@ -361,7 +356,7 @@ async fn fenced_switch(
         let mut verified = None;
         if let Some(s) = stream.as_mut() {
             s.capture
-                .fence_proof(fence.remaining())
+                .confirm_received(fence.remaining())
                 .await
                 .map_err(|e| (FailureKind::Fence, format!("fence not proven: {e}")))?;
             if let Some(gap) = s.capture.gap().await {
@@ -506,12 +501,7 @@ pub async fn rollback(ctx: &StepContext, spec: &CutoverStep) -> Result<Map<Strin
     let plan = &ctx.plan.plan;
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
     let target = require_group(ctx, &plan.target.replication_group_id).await?;
-    let switch = Switch {
-        spec,
-        from: Side::of(&target)?,
-        to: Side::of(&source)?,
-        purpose: "rollback",
-    };
+    let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
     let style = crate::data::capture::detect_style(&target_endpoint, true)

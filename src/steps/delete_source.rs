@@ -42,10 +42,7 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             }
         }
     }
-    let final_name = match ctx
-        .intent("final_snapshot_name")
-        .and_then(|v| v.as_str().map(str::to_string))
-    {
+    let final_name = match ctx.intent_str("final_snapshot_name") {
         Some(n) => n,
         None => spec
             .final_snapshot_name

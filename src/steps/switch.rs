@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cloud::{Endpoint, ReplicationGroup};
+use crate::cloud::{CloudError, DnsRecord, Endpoint, ReplicationGroup};
 use crate::engine::StepContext;
 use crate::error::{Error, Result};
 use crate::plan::{CutoverStep, CutoverStrategy};
@@ -29,7 +29,7 @@ pub struct Side {
 }
 
 impl Side {
-    pub fn of(group: &ReplicationGroup) -> Result<Side> {
+    fn of(group: &ReplicationGroup) -> Result<Side> {
         let endpoint = group.primary_endpoint.clone().ok_or_else(|| {
             Error::failed(
                 format!("group `{}` reports no primary endpoint", group.id),
@@ -61,7 +61,33 @@ pub struct Switched {
     pub ttl: Duration,
 }
 
-impl Switch<'_> {
+impl<'a> Switch<'a> {
+    /// A switch of the clients of `from` over to `to`.
+    pub fn new(
+        spec: &'a CutoverStep,
+        from: &ReplicationGroup,
+        to: &ReplicationGroup,
+        purpose: &'static str,
+    ) -> Result<Switch<'a>> {
+        Ok(Switch {
+            spec,
+            from: Side::of(from)?,
+            to: Side::of(to)?,
+            purpose,
+        })
+    }
+
+    /// The Route53 zone and record of the step, and the record as it is now.
+    async fn current_record(
+        &self,
+        ctx: &StepContext,
+    ) -> std::result::Result<(String, String, Option<DnsRecord>), CloudError> {
+        let zone = self.spec.hosted_zone_id.clone().unwrap_or_default();
+        let name = self.spec.record_name.clone().unwrap_or_default();
+        let current = ctx.cloud.dns_record(&zone, &name).await?;
+        Ok((zone, name, current))
+    }
+
     /// The environment of the switch command and the hooks.
     pub fn env(&self, ctx: &StepContext) -> Vec<(String, String)> {
         let to = &self.to;
@@ -152,13 +178,12 @@ impl Switch<'_> {
                 })
             }
             CutoverStrategy::Route53 => {
-                let zone = self.spec.hosted_zone_id.clone().unwrap_or_default();
-                let name = self.spec.record_name.clone().unwrap_or_default();
-                let current = ctx
-                    .cloud
-                    .dns_record(&zone, &name)
-                    .await
-                    .map_err(|e| format!("reading the record `{name}`: {e}"))?;
+                let (zone, name, current) = self.current_record(ctx).await.map_err(|e| {
+                    format!(
+                        "reading the record `{}`: {e}",
+                        self.spec.record_name.as_deref().unwrap_or_default()
+                    )
+                })?;
                 let ttl = current.as_ref().map(|r| r.ttl).unwrap_or(NEW_RECORD_TTL);
                 ctx.call(
                     "ChangeResourceRecordSets",
@@ -226,13 +251,15 @@ impl Switch<'_> {
     /// A rehearsal: check what the switch will act on, report the call it would make.
     pub async fn rehearse(&self, ctx: &StepContext) -> Result<Value> {
         if let CutoverStrategy::Route53 = self.spec.strategy {
-            let zone = self.spec.hosted_zone_id.clone().unwrap_or_default();
-            let name = self.spec.record_name.clone().unwrap_or_default();
-            let current = ctx
-                .cloud
-                .dns_record(&zone, &name)
-                .await
-                .map_err(|e| cloud_error(&format!("reading the record `{name}`"), e))?;
+            let (_, name, current) = self.current_record(ctx).await.map_err(|e| {
+                cloud_error(
+                    &format!(
+                        "reading the record `{}`",
+                        self.spec.record_name.as_deref().unwrap_or_default()
+                    ),
+                    e,
+                )
+            })?;
             if let Some(r) = &current
                 && r.record_type != "CNAME"
             {

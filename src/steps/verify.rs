@@ -91,7 +91,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
             // empty after the catch-up above.
             let counted_in_flight = if counts.values().any(|(a, b)| a != b) {
                 s.capture
-                    .fence_proof(std::time::Duration::from_secs(5))
+                    .confirm_received(std::time::Duration::from_secs(5))
                     .await
                     .ok()
                     .map(|()| s.capture.status().pending)

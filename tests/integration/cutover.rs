@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ecmigrate::data::connect::RedisEndpoint;
-use ecmigrate::secret::Secret;
 use serde_json::Value;
 
-use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, full_plan};
+use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, exec, full_plan};
 
 const ALIAS: &str = "orders-endpoint";
 
@@ -87,23 +86,10 @@ fn resolve_in(sandbox_dir: &std::path::Path, token_file: &std::path::Path) -> Re
         .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     let group = status["aliases"][ALIAS].as_str().unwrap().to_string();
-    let port = Env::primary_port(&status, &group);
     if group == TARGET {
-        RedisEndpoint {
-            host: "127.0.0.1".into(),
-            port,
-            tls: true,
-            ca_file: Some(status["ca_file"].as_str().unwrap().into()),
-            password: Some(Secret::new(
-                std::fs::read_to_string(token_file)
-                    .unwrap()
-                    .trim()
-                    .to_string(),
-            )),
-            db: 0,
-        }
+        crate::harness::encrypted_primary(&status, &group, token_file)
     } else {
-        RedisEndpoint::plain("127.0.0.1", port)
+        RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, &group))
     }
 }
 
@@ -426,17 +412,8 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
     let target = env.target_endpoint();
     block_on(async {
         let mut c = ecmigrate::data::connect::connect(&target).await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("written-after-switch")
-            .arg("on-target")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg("ecm:user:000001")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["SET", "written-after-switch", "on-target"]).await;
+        exec(&mut c, &["DEL", "ecm:user:000001"]).await;
     });
 
     let rolled = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);

@@ -143,19 +143,7 @@ impl Env {
 
     /// The sandbox target's primary as a client reaches it: TLS with the sandbox CA, the plan's token.
     pub fn target_endpoint(&self) -> ecmigrate::data::connect::RedisEndpoint {
-        let status = self.sandbox_status();
-        let token = std::fs::read_to_string(self.token_file())
-            .unwrap()
-            .trim()
-            .to_string();
-        ecmigrate::data::connect::RedisEndpoint {
-            host: "127.0.0.1".into(),
-            port: Self::primary_port(&status, TARGET),
-            tls: true,
-            ca_file: Some(status["ca_file"].as_str().unwrap().into()),
-            password: Some(ecmigrate::secret::Secret::new(token)),
-            db: 0,
-        }
+        encrypted_primary(&self.sandbox_status(), TARGET, &self.token_file())
     }
 
     /// The record of step `kind` in `ecmigrate status --output json`.
@@ -182,6 +170,27 @@ impl Env {
         walk(&self.sandbox_dir(), &mut out);
         out.sort();
         out
+    }
+}
+
+/// The primary of the encrypted sandbox group `group` in `status` (`sandbox status --output json`): TLS with
+/// the sandbox CA, the token kept in `token_file`.
+pub fn encrypted_primary(
+    status: &Value,
+    group: &str,
+    token_file: &Path,
+) -> ecmigrate::data::connect::RedisEndpoint {
+    let token = std::fs::read_to_string(token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    ecmigrate::data::connect::RedisEndpoint {
+        host: "127.0.0.1".into(),
+        port: Env::primary_port(status, group),
+        tls: true,
+        ca_file: Some(status["ca_file"].as_str().unwrap().into()),
+        password: Some(ecmigrate::secret::Secret::new(token)),
+        db: 0,
     }
 }
 
@@ -262,6 +271,15 @@ steps:
 "#,
         env.token_file().display()
     )
+}
+
+/// Run one redis command whose reply does not matter (`SET`, `DEL`, `HSET`…), failing the test on an error.
+pub async fn exec(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+    let _: () = redis::cmd(args[0])
+        .arg(&args[1..])
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
 }
 
 /// A tokio runtime for talking to redis from a test.

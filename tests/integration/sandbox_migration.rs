@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::secret::Secret;
 
-use crate::harness::{Env, SOURCE, TARGET, block_on, full_plan};
+use crate::harness::{Env, SOURCE, TARGET, block_on, exec, full_plan};
 
 /// Key names actually stored in the source, read before the migration.
 fn some_source_keys(port: u16, n: usize) -> Vec<String> {
@@ -532,12 +532,7 @@ fn preflight_refuses_cluster_mode_for_a_source_with_keys_outside_database_0() {
         let mut c = connect(&RedisEndpoint::plain("127.0.0.1", port).with_db(3))
             .await
             .unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("ecm:in-db3")
-            .arg("x")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["SET", "ecm:in-db3", "x"]).await;
     });
     let text = full_plan(&env).replace(
         "  kms_key_id: alias/orders\n",

@@ -8,7 +8,7 @@ use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::verify::{VerifyMode, verify};
 use redis::aio::MultiplexedConnection;
 
-use crate::harness::{Env, Run, Running, SOURCE, block_on, full_plan};
+use crate::harness::{Env, Run, Running, SOURCE, block_on, exec, full_plan};
 
 /// The full plan with `stream_copy`, and without `delete_source` so the source stays to compare with.
 fn streaming_plan(env: &Env) -> String {
@@ -131,23 +131,13 @@ fn writes_overwrites_deletes_expirations_and_a_flushdb_after_the_snapshot_reach_
             .unwrap();
         let existing = keys[0].clone();
         let deleted = keys[1].clone();
-        let _: () = redis::cmd("SET")
-            .arg(&existing)
-            .arg("overwritten after the snapshot")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg(&deleted)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("ecm:new")
-            .arg("written after the snapshot")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(
+            &mut c,
+            &["SET", &existing, "overwritten after the snapshot"],
+        )
+        .await;
+        exec(&mut c, &["DEL", &deleted]).await;
+        exec(&mut c, &["SET", "ecm:new", "written after the snapshot"]).await;
         let _: () = redis::cmd("SET")
             .arg("ecm:expiring")
             .arg("x")
@@ -156,15 +146,7 @@ fn writes_overwrites_deletes_expirations_and_a_flushdb_after_the_snapshot_reach_
             .query_async(&mut c)
             .await
             .unwrap();
-        let _: () = redis::cmd("HSET")
-            .arg("ecm:new-hash")
-            .arg("a")
-            .arg("1")
-            .arg("b")
-            .arg("2")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["HSET", "ecm:new-hash", "a", "1", "b", "2"]).await;
         let _: () = redis::cmd("SET")
             .arg("ecm:with-ttl")
             .arg("y")
@@ -175,12 +157,7 @@ fn writes_overwrites_deletes_expirations_and_a_flushdb_after_the_snapshot_reach_
             .unwrap();
         let mut c5 = conn(&src, 5).await;
         let _: () = redis::cmd("FLUSHDB").query_async(&mut c5).await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("ecm:db5:after-flush")
-            .arg("z")
-            .query_async(&mut c5)
-            .await
-            .unwrap();
+        exec(&mut c5, &["SET", "ecm:db5:after-flush", "z"]).await;
         (existing, deleted)
     });
     let run = finish(child);
@@ -261,12 +238,7 @@ fn a_killed_subscription_forces_a_full_reconcile_and_the_result_is_exact() {
     );
     block_on(async {
         let mut c = conn(&src, 0).await;
-        let _: () = redis::cmd("SET")
-            .arg("ecm:before-kill")
-            .arg("1")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["SET", "ecm:before-kill", "1"]).await;
         let killed: i64 = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("TYPE")
@@ -284,11 +256,7 @@ fn a_killed_subscription_forces_a_full_reconcile_and_the_result_is_exact() {
                 .await
                 .unwrap();
         }
-        let _: () = redis::cmd("DEL")
-            .arg("ecm:user:000001")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["DEL", "ecm:user:000001"]).await;
     });
     let run = finish(child);
     assert_eq!(run.code, 0, "{run:?}");
@@ -336,17 +304,8 @@ fn a_run_killed_during_stream_copy_and_resumed_ends_exact() {
     // More changes while nothing is capturing.
     block_on(async {
         let mut c = conn(&src, 0).await;
-        let _: () = redis::cmd("SET")
-            .arg("ecm:while-down")
-            .arg("1")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg("ecm:after:0:0")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["SET", "ecm:while-down", "1"]).await;
+        exec(&mut c, &["DEL", "ecm:after:0:0"]).await;
     });
     let status: serde_json::Value = serde_json::from_str(
         &env.ok(&["status", plan.to_str().unwrap(), "--output", "json"])
@@ -486,13 +445,7 @@ fn preflight_refuses_stream_copy_when_keyspace_notifications_are_off() {
     env.sandbox_with_source(10);
     block_on(async {
         let mut c = conn(&source(&env), 0).await;
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg("")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        exec(&mut c, &["CONFIG", "SET", "notify-keyspace-events", ""]).await;
     });
     let plan = env.write_plan("plan.yaml", &streaming_plan(&env));
     let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);

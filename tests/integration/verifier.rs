@@ -4,7 +4,7 @@
 use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::verify::{VerifyMode, verify};
 
-use crate::harness::{Env, block_on};
+use crate::harness::{Env, block_on, exec};
 
 #[test]
 fn verifier_passes_identical_groups_and_names_every_kind_of_difference() {
@@ -58,24 +58,9 @@ fn verifier_passes_identical_groups_and_names_every_kind_of_difference() {
             .find(|k| **k != string_key && **k != hash_key)
             .unwrap()
             .clone();
-        let _: () = redis::cmd("SET")
-            .arg(&string_key)
-            .arg("changed")
-            .query_async(&mut r)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("HSET")
-            .arg(&hash_key)
-            .arg("extra")
-            .arg("field")
-            .query_async(&mut r)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg(&deleted_key)
-            .query_async(&mut r)
-            .await
-            .unwrap();
+        exec(&mut r, &["SET", &string_key, "changed"]).await;
+        exec(&mut r, &["HSET", &hash_key, "extra", "field"]).await;
+        exec(&mut r, &["DEL", &deleted_key]).await;
 
         let report = verify(&left, &right, VerifyMode::Full, 5000, &no_progress)
             .await
