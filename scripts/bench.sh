@@ -17,6 +17,7 @@
 # Settings (environment): BENCH_KEYS=1000000 BENCH_LIVE_KEYS=200000 BENCH_WRITE_RATE=5000
 #   BENCH_LIVE_SECONDS=20 BENCH_KEYS_LARGE= (unset: skipped) BENCH_CUTOVER_KEYS=100000
 #   BENCH_CUTOVER_RATE=1000 BENCH_CUTOVER_HOLD=5 (seconds held at the cutover before the release)
+#   BENCH_REPEAT=3 (runs of (a) and of (b), taking turns; the table shows the median of each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -30,9 +31,10 @@ BENCH_KEYS_LARGE=${BENCH_KEYS_LARGE:-}
 BENCH_CUTOVER_KEYS=${BENCH_CUTOVER_KEYS:-100000}
 BENCH_CUTOVER_RATE=${BENCH_CUTOVER_RATE:-1000}
 BENCH_CUTOVER_HOLD=${BENCH_CUTOVER_HOLD:-5}
+BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_SANDBOX=0
 
-for setting in BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS BENCH_CUTOVER_KEYS BENCH_CUTOVER_RATE BENCH_CUTOVER_HOLD ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
+for setting in BENCH_REPEAT BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS BENCH_CUTOVER_KEYS BENCH_CUTOVER_RATE BENCH_CUTOVER_HOLD ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
   case "${!setting}" in '' | *[!0-9]* | 0) echo "$setting must be a positive whole number, not '${!setting}'"; exit 2 ;; esac
 done
 
@@ -117,7 +119,7 @@ flush_target() { [ "$(dst_cli flushall)" = OK ] || fail "FLUSHALL on the target"
 
 SRC_URL="redis://127.0.0.1:$SRC_PORT"
 DST_URL="rediss://127.0.0.1:$DST_PORT"
-record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\", \"cutover_keys\": $BENCH_CUTOVER_KEYS, \"cutover_rate\": $BENCH_CUTOVER_RATE, \"cutover_hold\": $BENCH_CUTOVER_HOLD}"
+record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\", \"cutover_keys\": $BENCH_CUTOVER_KEYS, \"cutover_rate\": $BENCH_CUTOVER_RATE, \"cutover_hold\": $BENCH_CUTOVER_HOLD, \"repeat\": $BENCH_REPEAT}"
 record machine "{\"cores\": $(nproc), \"redis\": \"$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')\"}"
 
 # The copy and verify commands may not exist in this build yet: then their rows say so instead of a number.
@@ -162,18 +164,27 @@ SRC_KEYS=$(src_cli dbsize)
 [ "$SRC_KEYS" -gt 0 ] || fail "the source holds no keys after seeding"
 record source_keys "$SRC_KEYS"
 
-step "(a) ecmigrate copy"
-run_copy a
+# run_baseline PREFIX: (b) into an empty target, timed from outside; records PREFIX_seconds/_target_keys.
+run_baseline() {
+  local p=$1 t0 t1
+  flush_target
+  t0=$(now)
+  $PY "$HERE/baseline.py" --src-port "$SRC_PORT" --dst-port "$DST_PORT" --ca-file "$CA" \
+    >"$TMP/$p.out" 2>"$TMP/$p.err" || fail "the redis-py baseline" "$TMP/$p.err"
+  t1=$(now)
+  record "${p}_seconds" "$(elapsed "$t0" "$t1")"
+  record "${p}_target_keys" "$(dst_cli dbsize)"
+  echo "(b) $(elapsed "$t0" "$t1") s: $(tail -n 1 "$TMP/$p.out")"
+}
 
-step "(b) redis-py SCAN -> DUMP/PTTL -> RESTORE"
-flush_target
-t0=$(now)
-$PY "$HERE/baseline.py" --src-port "$SRC_PORT" --dst-port "$DST_PORT" --ca-file "$CA" \
-  >"$TMP/b.out" 2>"$TMP/b.err" || fail "the redis-py baseline" "$TMP/b.err"
-t1=$(now)
-record b_seconds "$(elapsed "$t0" "$t1")"
-record b_target_keys "$(dst_cli dbsize)"
-echo "(b) $(elapsed "$t0" "$t1") s: $(tail -n 1 "$TMP/b.out")"
+# (a) and (b) take turns, BENCH_REPEAT times each: this machine's speed drifts by 10-20% from one minute to
+# the next, so one run of each would compare two different machines. The table takes the median of each.
+for i in $(seq 1 "$BENCH_REPEAT"); do
+  step "(a) ecmigrate copy, run $i of $BENCH_REPEAT"
+  run_copy "a$i"
+  step "(b) redis-py SCAN -> DUMP/PTTL -> RESTORE, run $i of $BENCH_REPEAT"
+  run_baseline "b$i"
+done
 flush_target # frees the target's memory before the replica needs as much again
 
 step "(c) replica full sync (REPLICAOF)"

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::data::capture::{Capture, detect_style};
-use crate::data::copier::{Copier, CopyOptions};
+use crate::data::copier::{Copier, CopyOptions, DEFAULT_BATCH, DEFAULT_CONCURRENCY};
 use crate::data::stream::StreamCopy;
 use crate::error::{Error, Result, exit_code};
 use crate::ui::OutputFormat;
@@ -22,10 +22,10 @@ pub struct CopyArgs {
     #[arg(long)]
     pub live: bool,
     /// Batches in flight at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Keys per pipelined batch.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
     /// Keys larger than this (bytes, estimated) are copied type-wise in chunks.
     #[arg(long, default_value_t = 64 << 20)]
