@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis::Value as RValue;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::data::connect::{RedisEndpoint, connect};
+use crate::data::resp::{PipeConn, Reply};
 
 /// Tuning of a copy.
 #[derive(Debug, Clone)]
@@ -81,10 +81,37 @@ impl CopyStats {
     }
 }
 
-/// Connections to one database of the source and the target, `concurrency` of each.
+/// One pair of bulk-lane connections (source, target) of one database; opened on first use and dropped
+/// after an error, since a connection that failed mid-reply can never be trusted to be in step again.
+#[derive(Default)]
+struct Lane {
+    src: Option<PipeConn>,
+    dst: Option<PipeConn>,
+}
+
+/// The lanes of one database, `concurrency` of them.
 struct DbPool {
-    src: Vec<MultiplexedConnection>,
-    dst: Vec<MultiplexedConnection>,
+    lanes: Vec<Mutex<Lane>>,
+}
+
+/// Keys of one SCAN reply, stored end to end in one buffer (one allocation per batch, not per key).
+struct KeyBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl KeyBatch {
+    fn keys(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let key = &self.bytes[start..end];
+                start = end;
+                key
+            })
+            .collect()
+    }
 }
 
 /// Copies keys between two endpoints, database by database.
@@ -111,6 +138,18 @@ fn rerr(e: redis::RedisError) -> Err {
     format!("copy: {e}")
 }
 
+fn cerr(e: String) -> Err {
+    format!("copy: {e}")
+}
+
+/// The first error reply among `replies`, as an error naming what was refused.
+fn refused(replies: &[Reply<'_>], side: &str) -> Result<(), Err> {
+    match replies.iter().find_map(Reply::error) {
+        Some(e) => Err(format!("copy: the {side} refused a command: {e}")),
+        None => Ok(()),
+    }
+}
+
 impl Copier {
     pub fn new(source: RedisEndpoint, target: RedisEndpoint, options: CopyOptions) -> Copier {
         Copier {
@@ -127,21 +166,49 @@ impl Copier {
         &self.source
     }
 
-    async fn pool(&self, db: i64) -> Result<Arc<DbPool>, Err> {
+    async fn pool(&self, db: i64) -> Arc<DbPool> {
         let mut pools = self.pools.lock().await;
-        if let Some(p) = pools.get(&db) {
-            return Ok(p.clone());
+        pools
+            .entry(db)
+            .or_insert_with(|| {
+                let lanes = (0..self.options.concurrency.max(1))
+                    .map(|_| Mutex::new(Lane::default()))
+                    .collect();
+                Arc::new(DbPool { lanes })
+            })
+            .clone()
+    }
+
+    /// Copy `keys` of database `db` on one lane, opening its connections if needed. A batch that fails on
+    /// connections opened earlier is tried once more on new ones: a server may have closed an idle
+    /// connection (a timeout, a failover, `CLIENT KILL`), and a batch is idempotent (it reads the source's
+    /// current state and writes it).
+    async fn copy_on_lane(&self, db: i64, lane: &Mutex<Lane>, keys: &[&[u8]]) -> Result<(), Err> {
+        let mut lane = lane.lock().await;
+        let Lane { src, dst } = &mut *lane;
+        let mut reused = src.is_some() && dst.is_some();
+        loop {
+            if src.is_none() {
+                *src = Some(PipeConn::open(&self.source.with_db(db)).await?);
+            }
+            if dst.is_none() {
+                *dst = Some(PipeConn::open(&self.target.with_db(db)).await?);
+            }
+            let (Some(s), Some(d)) = (src.as_mut(), dst.as_mut()) else {
+                return Err("copy: a lane has no connection".into());
+            };
+            let result = self.copy_batch(db, s, d, keys).await;
+            if result.is_ok() {
+                return result;
+            }
+            // A connection that failed mid-reply is out of step for good: never reuse it.
+            *src = None;
+            *dst = None;
+            if !reused {
+                return result;
+            }
+            reused = false;
         }
-        let n = self.options.concurrency.max(1);
-        let mut src = Vec::with_capacity(n);
-        let mut dst = Vec::with_capacity(n);
-        for _ in 0..n {
-            src.push(connect(&self.source.with_db(db)).await?);
-            dst.push(connect(&self.target.with_db(db)).await?);
-        }
-        let pool = Arc::new(DbPool { src, dst });
-        pools.insert(db, pool.clone());
-        Ok(pool)
     }
 
     /// Databases of the source that hold keys (from `INFO keyspace`).
@@ -169,44 +236,65 @@ impl Copier {
         total: u64,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(), Err> {
-        let pool = self.pool(db).await?;
-        let workers = pool.src.len();
+        let pool = self.pool(db).await;
+        let workers = pool.lanes.len();
         // Bounded: the scanner waits when the workers fall behind, so memory does not grow with the keyspace.
-        let (tx, rx) = mpsc::channel::<Vec<Vec<u8>>>(workers * 2);
+        let (tx, rx) = mpsc::channel::<KeyBatch>(workers * 2);
         let rx = Arc::new(Mutex::new(rx));
-        let mut scan_conn = connect(&self.source.with_db(db)).await?;
+        let mut scan_conn = PipeConn::open(&self.source.with_db(db)).await?;
         let batch = self.options.batch;
         let scanner = async move {
-            let mut cursor: u64 = 0;
+            // The cursor is sent back as the server wrote it (an unsigned 64-bit number).
+            let mut cursor: Vec<u8> = b"0".to_vec();
             loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(batch)
-                    .query_async(&mut scan_conn)
-                    .await
-                    .map_err(rerr)?;
-                if !keys.is_empty() && tx.send(keys).await.is_err() {
+                scan_conn
+                    .command(4)
+                    .arg(b"SCAN")
+                    .arg(&cursor)
+                    .arg(b"COUNT")
+                    .arg_int(batch as i64);
+                let replies = scan_conn.round_trip().await.map_err(cerr)?;
+                refused(&replies, "source")?;
+                let (next, keys) = match replies.first() {
+                    Some(Reply::Array(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
+                        (Reply::Bulk(next), Reply::Array(keys)) => (next.to_vec(), keys),
+                        _ => return Err("copy: the source answered SCAN oddly".into()),
+                    },
+                    _ => return Err("copy: the source answered SCAN oddly".into()),
+                };
+                let mut found = KeyBatch {
+                    bytes: Vec::with_capacity(keys.len() * 32),
+                    ends: Vec::with_capacity(keys.len()),
+                };
+                for key in keys {
+                    let Reply::Bulk(key) = key else {
+                        return Err(
+                            "copy: the source answered SCAN with a key that is not a string".into(),
+                        );
+                    };
+                    found.bytes.extend_from_slice(key);
+                    found.ends.push(found.bytes.len());
+                }
+                if !found.ends.is_empty() && tx.send(found).await.is_err() {
                     break; // the workers stopped on an error, which they report
                 }
-                cursor = next;
-                if cursor == 0 {
+                if next == b"0" {
                     break;
                 }
+                cursor = next;
             }
             Ok::<(), Err>(())
         };
-        let work = (0..workers).map(|i| {
+        let work = pool.lanes.iter().map(|lane| {
             let rx = rx.clone();
-            let pool = pool.clone();
             async move {
                 loop {
                     let next = rx.lock().await.recv().await;
-                    let Some(keys) = next else {
+                    let Some(found) = next else {
                         return Ok::<(), Err>(());
                     };
-                    let (mut s, mut d) = (pool.src[i].clone(), pool.dst[i].clone());
-                    self.copy_batch(&mut s, &mut d, &keys).await?;
+                    let keys = found.keys();
+                    self.copy_on_lane(db, lane, &keys).await?;
                     let done = self
                         .stats
                         .keys_scanned
@@ -228,22 +316,20 @@ impl Copier {
         if keys.is_empty() {
             return Ok(());
         }
-        let pool = self.pool(db).await?;
-        let chunks: Vec<&[Vec<u8>]> = keys.chunks(self.options.batch).collect();
-        let n = pool.src.len();
-        let jobs = chunks.into_iter().enumerate().map(|(i, chunk)| {
-            let (mut s, mut d) = (pool.src[i % n].clone(), pool.dst[i % n].clone());
-            async move { self.copy_batch(&mut s, &mut d, chunk).await }
-        });
-        // At most `concurrency` batches in flight.
-        let mut jobs = jobs.collect::<Vec<_>>().into_iter();
-        loop {
-            let wave: Vec<_> = jobs.by_ref().take(n).collect();
-            if wave.is_empty() {
-                return Ok(());
-            }
-            futures_util::future::try_join_all(wave).await?;
+        let pool = self.pool(db).await;
+        let batches: Vec<Vec<&[u8]>> = keys
+            .chunks(self.options.batch)
+            .map(|chunk| chunk.iter().map(Vec::as_slice).collect())
+            .collect();
+        // At most one batch per lane in flight.
+        for wave in batches.chunks(pool.lanes.len()) {
+            let jobs = wave
+                .iter()
+                .zip(&pool.lanes)
+                .map(|(batch, lane)| self.copy_on_lane(db, lane, batch));
+            futures_util::future::try_join_all(jobs).await?;
         }
+        Ok(())
     }
 
     /// One batch. Strings (most keys) are read with MGET and written with MSET (no TTL) or SET … PXAT:
@@ -254,130 +340,114 @@ impl Copier {
     /// chunks instead.
     async fn copy_batch(
         &self,
-        src: &mut MultiplexedConnection,
-        dst: &mut MultiplexedConnection,
-        keys: &[Vec<u8>],
+        db: i64,
+        src: &mut PipeConn,
+        dst: &mut PipeConn,
+        keys: &[&[u8]],
     ) -> Result<(), Err> {
         let pxat = *self
             .target_has_pxat
             .get_or_try_init(|| async {
-                let info: String = redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(dst)
-                    .await
-                    .map_err(rerr)?;
+                dst.command(2).arg(b"INFO").arg(b"server");
+                let replies = dst.round_trip().await.map_err(cerr)?;
+                let info = match replies.first() {
+                    Some(Reply::Bulk(text)) => String::from_utf8_lossy(text).into_owned(),
+                    _ => String::new(),
+                };
                 Ok::<bool, Err>(server_version(&info) >= (6, 2))
             })
             .await?;
         // The source's CPU bounds a copy, and every command costs it a parse and a dispatch: one PTTL per
         // key, but one MGET for all the values (nil for a missing key or a non-string).
-        let mut read = redis::Pipeline::with_capacity(2 + keys.len());
-        read.cmd("TIME");
+        src.command(1).arg(b"TIME");
         for key in keys {
-            read.add_command(sized_cmd("PTTL", &[key]));
+            src.command(2).arg(b"PTTL").arg(key);
         }
-        let mut mget = redis::Cmd::with_capacity(
-            keys.len() + 1,
-            keys.iter().map(|k| k.len()).sum::<usize>() + 8,
-        );
-        mget.arg("MGET");
+        src.command(1 + keys.len()).arg(b"MGET");
         for key in keys {
-            mget.arg(key);
+            src.arg(key);
         }
-        read.add_command(mget);
-        let replies: Vec<RValue> = read.query_async(src).await.map_err(rerr)?;
-        let mut replies = replies.into_iter();
-        let now_ms = match replies.next() {
-            Some(RValue::Array(t)) if t.len() == 2 => {
-                let secs = int_of(&t[0]).unwrap_or(0);
-                let micros = int_of(&t[1]).unwrap_or(0);
+        let replies = src.round_trip().await.map_err(cerr)?;
+        refused(&replies, "source")?;
+        let now_ms = match replies.first() {
+            Some(Reply::Array(t)) if t.len() == 2 => {
+                let secs = t[0].int().unwrap_or(0);
+                let micros = t[1].int().unwrap_or(0);
                 secs * 1000 + micros / 1000
             }
             _ => return Err("copy: the source did not answer TIME".into()),
         };
-        let pttls: Vec<i64> = replies
-            .by_ref()
-            .take(keys.len())
-            .map(|v| int_of(&v).unwrap_or(-2))
-            .collect();
-        let values = match replies.next() {
-            Some(RValue::Array(values)) if values.len() == keys.len() => values,
+        let values = match replies.get(1 + keys.len()) {
+            Some(Reply::Array(values)) if values.len() == keys.len() => values,
             _ => return Err("copy: the source did not answer MGET".into()),
         };
+        let pttl = |i: usize| replies[1 + i].int().unwrap_or(-2);
         let abs = |pttl: i64| if pttl > 0 { now_ms + pttl } else { 0 };
         let bound = self.options.max_restore_bytes;
-        let mut write = redis::Pipeline::with_capacity(keys.len());
-        let mut writes = 0usize;
-        let (mut copied, mut deleted) = (0u64, 0u64);
+        let (mut copied, mut deleted, mut writes) = (0u64, 0u64, 0usize);
         let mut big: Vec<(usize, i64)> = Vec::new();
         let mut gone: Vec<usize> = Vec::new();
         let mut other: Vec<(usize, i64)> = Vec::new();
         // Strings without a TTL go in one MSET (it replaces any value and TTL, as SET does): one command for
         // the target to parse instead of one per key.
-        let mut mset: Vec<(usize, Vec<u8>)> = Vec::new();
-        for (i, (key, (pttl, value))) in keys.iter().zip(pttls.into_iter().zip(values)).enumerate()
-        {
+        let mut mset: Vec<usize> = Vec::new();
+        for (i, value) in values.iter().enumerate() {
             match value {
-                RValue::BulkString(value) if value.len() as u64 > bound => big.push((i, pttl)),
-                RValue::BulkString(value) if pttl > 0 => {
+                Reply::Bulk(value) if value.len() as u64 > bound => big.push((i, pttl(i))),
+                Reply::Bulk(value) if pttl(i) > 0 => {
+                    let (key, at) = (keys[i], abs(pttl(i)));
                     if pxat {
-                        let mut set = sized_cmd("SET", &[key, &value]);
-                        set.arg("PXAT").arg(abs(pttl));
-                        write.add_command(set);
+                        dst.command(5).arg(b"SET").arg(key).arg(value);
+                        dst.arg(b"PXAT").arg_int(at);
                     } else {
-                        write.add_command(sized_cmd("SET", &[key, &value]));
-                        write.cmd("PEXPIREAT").arg(key).arg(abs(pttl));
+                        dst.command(3).arg(b"SET").arg(key).arg(value);
+                        dst.command(3).arg(b"PEXPIREAT").arg(key).arg_int(at);
                         writes += 1;
                     }
                     writes += 1;
                     copied += 1;
                 }
-                RValue::BulkString(value) => mset.push((i, value)),
+                Reply::Bulk(_) => mset.push(i),
                 // Missing (PTTL -2), or not a string: DUMP tells which.
-                _ if pttl == -2 => gone.push(i),
-                _ => other.push((i, pttl)),
+                _ if pttl(i) == -2 => gone.push(i),
+                _ => other.push((i, pttl(i))),
             }
         }
         if !mset.is_empty() {
-            let mut cmd = redis::Cmd::with_capacity(
-                2 * mset.len() + 1,
-                mset.iter()
-                    .map(|(i, v)| keys[*i].len() + v.len())
-                    .sum::<usize>()
-                    + 8,
-            );
-            cmd.arg("MSET");
-            for (i, value) in &mset {
-                cmd.arg(&keys[*i]).arg(value);
+            dst.command(1 + 2 * mset.len()).arg(b"MSET");
+            for &i in &mset {
+                if let Reply::Bulk(value) = &values[i] {
+                    dst.arg(keys[i]).arg(value);
+                }
             }
-            write.add_command(cmd);
             writes += 1;
             copied += mset.len() as u64;
         }
+        drop(replies);
         if !other.is_empty() {
             // The PTTL read with the batch serves: a key changed since then is notified and copied again
             // by a live copy, as a key changed just after its DUMP would be.
-            let mut read = redis::Pipeline::with_capacity(other.len());
             for (i, _) in &other {
-                read.add_command(sized_cmd("DUMP", &[&keys[*i]]));
+                src.command(2).arg(b"DUMP").arg(keys[*i]);
             }
-            let replies: Vec<RValue> = read.query_async(src).await.map_err(rerr)?;
+            let replies = src.round_trip().await.map_err(cerr)?;
+            refused(&replies, "source")?;
             if replies.len() != other.len() {
                 return Err("copy: the source did not answer every DUMP".into());
             }
-            for ((i, pttl), reply) in other.into_iter().zip(replies) {
+            for (&(i, pttl), reply) in other.iter().zip(&replies) {
                 match reply {
-                    RValue::BulkString(p) if p.len() as u64 > bound => big.push((i, pttl)),
-                    RValue::BulkString(payload) => {
+                    Reply::Bulk(payload) if payload.len() as u64 > bound => big.push((i, pttl)),
+                    Reply::Bulk(payload) => {
                         let at = abs(pttl);
-                        write
-                            .cmd("RESTORE")
-                            .arg(&keys[i])
-                            .arg(at)
+                        dst.command(if at > 0 { 6 } else { 5 })
+                            .arg(b"RESTORE")
+                            .arg(keys[i])
+                            .arg_int(at)
                             .arg(payload)
-                            .arg("REPLACE");
+                            .arg(b"REPLACE");
                         if at > 0 {
-                            write.arg("ABSTTL");
+                            dst.arg(b"ABSTTL");
                         }
                         writes += 1;
                         copied += 1;
@@ -386,22 +456,26 @@ impl Copier {
                 }
             }
         }
-        for i in &gone {
-            write.cmd("DEL").arg(&keys[*i]);
+        for &i in &gone {
+            dst.command(2).arg(b"DEL").arg(keys[i]);
             writes += 1;
             deleted += 1;
         }
         if writes > 0 {
-            let results: Vec<redis::RedisResult<RValue>> =
-                write.ignore_errors().query_async(dst).await.map_err(rerr)?;
-            if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            let replies = dst.round_trip().await.map_err(cerr)?;
+            if let Some(e) = replies.iter().find_map(Reply::error) {
                 return Err(format!("copy: the target refused a write: {e}"));
             }
         }
-        for (i, pttl) in big {
-            copy_big_key(src, dst, &keys[i], abs(pttl), self.options.chunk_items).await?;
-            self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
-            copied += 1;
+        if !big.is_empty() {
+            // Rare: ordinary connections, opened for this batch only.
+            let mut s = connect(&self.source.with_db(db)).await?;
+            let mut d = connect(&self.target.with_db(db)).await?;
+            for (i, pttl) in big {
+                copy_big_key(&mut s, &mut d, keys[i], abs(pttl), self.options.chunk_items).await?;
+                self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
+                copied += 1;
+            }
         }
         self.stats.keys_copied.fetch_add(copied, Ordering::Relaxed);
         self.stats
@@ -464,17 +538,6 @@ impl Copier {
     }
 }
 
-/// `NAME args…` with its buffers allocated once, room left for two more small arguments.
-fn sized_cmd(name: &str, args: &[&[u8]]) -> redis::Cmd {
-    let data: usize = name.len() + args.iter().map(|a| a.len()).sum::<usize>() + 32;
-    let mut cmd = redis::Cmd::with_capacity(args.len() + 3, data);
-    cmd.arg(name);
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd
-}
-
 /// `(major, minor)` of `redis_version` (or Valkey's `valkey_version`) in `INFO server`; (0, 0) if absent.
 fn server_version(info: &str) -> (u32, u32) {
     info.lines()
@@ -487,15 +550,6 @@ fn server_version(info: &str) -> (u32, u32) {
             (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
         })
         .unwrap_or((0, 0))
-}
-
-fn int_of(v: &RValue) -> Option<i64> {
-    match v {
-        RValue::Int(i) => Some(*i),
-        RValue::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        RValue::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
 }
 
 /// Copy one key type-wise into a temporary key on the target, then RENAME it over the real one (so readers

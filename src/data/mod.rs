@@ -5,6 +5,7 @@ pub mod capture;
 pub mod connect;
 pub mod copier;
 pub mod fence;
+pub mod resp;
 pub mod seed;
 pub mod stream;
 pub mod verify;

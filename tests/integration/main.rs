@@ -2,6 +2,7 @@
 //! sandbox, each test in its own temp folder, every process stopped when the test ends.
 
 mod aws_moto;
+mod bulk_lane;
 mod cutover;
 mod harness;
 mod invalid_plans;

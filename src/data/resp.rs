@@ -1,0 +1,345 @@
+//! The copier's bulk lane: a plain request/response RESP2 connection that writes commands straight into
+//! one buffer and decodes replies in place (redis-protocol's range decoder), so a value read from the
+//! source is copied once, from the source's reply into the target's command.
+//!
+//! Why not the redis crate here: its multiplexed connection parses every reply into an owned `Value`
+//! (one allocation per value) and builds one `Cmd` per command; profiled on a 1M-key copy, that parsing
+//! and allocating was about half of the copier's CPU, and the copier shares the machine with the servers
+//! whose CPU bounds a copy. Everything else (big keys, captures, verify, fences) keeps the redis crate.
+//! One connection serves one batch at a time: no multiplexing, no background task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_protocol::resp2::decode::decode_range;
+use redis_protocol::resp2::types::RangeFrame;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::data::connect::{CLIENT_NAME, RedisEndpoint};
+
+/// How long a connection may take to open, and a round trip to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One reply, borrowing the connection's read buffer.
+#[derive(Debug, PartialEq)]
+pub enum Reply<'a> {
+    Int(i64),
+    Bulk(&'a [u8]),
+    Nil,
+    Status(&'a [u8]),
+    Error(&'a [u8]),
+    Array(Vec<Reply<'a>>),
+}
+
+impl Reply<'_> {
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Reply::Int(i) => Some(*i),
+            Reply::Bulk(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The error text of an error reply.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Reply::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A pipelined connection: queue commands with [`PipeConn::command`] and [`PipeConn::arg`], then
+/// [`PipeConn::round_trip`] sends them all and reads one reply each.
+pub struct PipeConn {
+    stream: Box<dyn Stream>,
+    url: String,
+    out: Vec<u8>,
+    input: Vec<u8>,
+    queued: usize,
+}
+
+impl PipeConn {
+    /// Connect (TLS with the endpoint's CA file, or the public roots), AUTH, SELECT its database and name
+    /// the connection like every ecmigrate connection. Errors never contain the password.
+    pub async fn open(endpoint: &RedisEndpoint) -> Result<PipeConn, String> {
+        let url = endpoint.display_url();
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| format!("cannot connect to {url}: {what}: {e}");
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        )
+        .await
+        .map_err(|_| fail("connect", &"timed out after 5 s"))?
+        .map_err(|e| fail("connect", &e))?;
+        // Batches are written whole and answered whole: Nagle would only add delay.
+        tcp.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", &e))?;
+        let stream: Box<dyn Stream> = if endpoint.tls {
+            let connector = tls_connector(endpoint).map_err(|e| fail("TLS", &e))?;
+            let name = ServerName::try_from(endpoint.host.clone())
+                .map_err(|e| fail("TLS server name", &e))?;
+            let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(|_| fail("TLS handshake", &"timed out after 5 s"))?
+                .map_err(|e| fail("TLS handshake", &e))?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = PipeConn {
+            stream,
+            url: url.clone(),
+            out: Vec::with_capacity(64 << 10),
+            input: Vec::with_capacity(64 << 10),
+            queued: 0,
+        };
+        let mut checked = Vec::new();
+        if let Some(password) = &endpoint.password {
+            conn.command(2)
+                .arg(b"AUTH")
+                .arg(password.expose().as_bytes());
+            checked.push("AUTH");
+        }
+        if endpoint.db != 0 {
+            conn.command(2).arg(b"SELECT").arg_int(endpoint.db);
+            checked.push("SELECT");
+        }
+        // A server that refuses CLIENT SETNAME is still usable (as in `connect`).
+        conn.command(3)
+            .arg(b"CLIENT")
+            .arg(b"SETNAME")
+            .arg(CLIENT_NAME.as_bytes());
+        let replies = conn.round_trip().await?;
+        for (what, reply) in checked.iter().zip(&replies) {
+            if let Some(e) = reply.error() {
+                return Err(format!("cannot connect to {url}: {what} refused: {e}"));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Start a command of `args` arguments (its name included); follow with exactly that many `arg`s.
+    pub fn command(&mut self, args: usize) -> &mut Self {
+        put_array_header(&mut self.out, args);
+        self.queued += 1;
+        self
+    }
+
+    pub fn arg(&mut self, value: &[u8]) -> &mut Self {
+        put_bulk(&mut self.out, value);
+        self
+    }
+
+    pub fn arg_int(&mut self, value: i64) -> &mut Self {
+        put_bulk(&mut self.out, itoa_buf(value).as_str().as_bytes());
+        self
+    }
+
+    /// Send every queued command and read one reply for each, in order. An error reply is a reply (the
+    /// caller decides); a broken connection, a timeout or bytes that are not RESP are errors.
+    pub async fn round_trip(&mut self) -> Result<Vec<Reply<'_>>, String> {
+        let want = std::mem::take(&mut self.queued);
+        let url = self.url.clone();
+        let io = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.out.clear();
+            self.input.clear();
+            // Where each complete top-level reply starts and what it is; ranges are relative to its start.
+            let mut frames: Vec<(usize, RangeFrame)> = Vec::with_capacity(want);
+            let mut parsed = 0usize;
+            while frames.len() < want {
+                match decode_range(&self.input[parsed..]) {
+                    Ok(Some((frame, used))) => {
+                        frames.push((parsed, frame));
+                        parsed += used;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("not a RESP reply: {e:?}"),
+                        ));
+                    }
+                }
+                // An incomplete reply: read more (at least 64 KiB of room, so a large MGET reply is
+                // decoded again only a few times).
+                if self.input.capacity() - self.input.len() < 64 << 10 {
+                    self.input.reserve(self.input.len().max(64 << 10));
+                }
+                if self.stream.read_buf(&mut self.input).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ));
+                }
+            }
+            Ok(frames)
+        };
+        let frames = tokio::time::timeout(REPLY_TIMEOUT, io)
+            .await
+            .map_err(|_| format!("{url}: no reply within {} s", REPLY_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let input = &self.input;
+        Ok(frames
+            .into_iter()
+            .map(|(base, frame)| to_reply(&input[base..], frame))
+            .collect())
+    }
+}
+
+fn to_reply(buf: &[u8], frame: RangeFrame) -> Reply<'_> {
+    match frame {
+        RangeFrame::Integer(i) => Reply::Int(i),
+        RangeFrame::BulkString((start, end)) => Reply::Bulk(&buf[start..end]),
+        RangeFrame::SimpleString((start, end)) => Reply::Status(&buf[start..end]),
+        RangeFrame::Error((start, end)) => Reply::Error(&buf[start..end]),
+        RangeFrame::Array(items) => {
+            Reply::Array(items.into_iter().map(|f| to_reply(buf, f)).collect())
+        }
+        RangeFrame::Null => Reply::Nil,
+    }
+}
+
+/// A rustls connector trusting the endpoint's CA file, or the public roots when it has none (as the redis
+/// crate's connections do).
+fn tls_connector(endpoint: &RedisEndpoint) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &endpoint.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+fn put_array_header(out: &mut Vec<u8>, len: usize) {
+    out.push(b'*');
+    out.extend_from_slice(itoa_buf(len as i64).as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn put_bulk(out: &mut Vec<u8>, value: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(itoa_buf(value.len() as i64).as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal digits of `n` without allocating.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and '-' are ever written.
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
+    }
+}
+
+fn itoa_buf(n: i64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let negative = n < 0;
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if negative {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    Digits { buf, start: i }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [
+            0i64,
+            7,
+            -1,
+            -2,
+            1000,
+            1_700_000_000_123,
+            i64::MAX,
+            i64::MIN + 1,
+        ] {
+            assert_eq!(itoa_buf(n).as_str(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn commands_are_encoded_as_resp_arrays() {
+        let mut out = Vec::new();
+        put_array_header(&mut out, 5);
+        for arg in [&b"SET"[..], b"k", b"", b"PXAT"] {
+            put_bulk(&mut out, arg);
+        }
+        put_bulk(&mut out, itoa_buf(1_700_000_000_123).as_str().as_bytes());
+        assert_eq!(
+            out,
+            b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$4\r\nPXAT\r\n$13\r\n1700000000123\r\n"
+        );
+        // What the encoder wrote decodes back to the same arguments.
+        let (frame, used) = decode_range(&out).unwrap().unwrap();
+        assert_eq!(used, out.len());
+        let Reply::Array(items) = to_reply(&out, frame) else {
+            panic!("not an array")
+        };
+        assert_eq!(items[1], Reply::Bulk(b"k"));
+        assert_eq!(items[2], Reply::Bulk(b""));
+        assert_eq!(items[4].int(), Some(1_700_000_000_123));
+    }
+
+    #[test]
+    fn replies_borrow_the_input() {
+        let input = b"*3\r\n$3\r\nFoo\r\n$-1\r\n:42\r\n";
+        let (frame, used) = decode_range(input).unwrap().unwrap();
+        assert_eq!(used, input.len());
+        assert_eq!(
+            to_reply(input, frame),
+            Reply::Array(vec![Reply::Bulk(b"Foo"), Reply::Nil, Reply::Int(42)])
+        );
+        let (frame, _) = decode_range(b"-WRONGTYPE nope\r\n").unwrap().unwrap();
+        assert_eq!(
+            to_reply(b"-WRONGTYPE nope\r\n", frame).error().as_deref(),
+            Some("WRONGTYPE nope")
+        );
+        assert!(decode_range(b"*2\r\n$3\r\nFoo\r\n").unwrap().is_none());
+    }
+}

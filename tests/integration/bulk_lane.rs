@@ -1,0 +1,124 @@
+//! The copier's bulk lane (`data::resp`) against real servers: replies far larger than one read, lanes
+//! whose connections the server closed, and a target that refuses the AUTH token.
+
+use ecmigrate::data::connect::{RedisEndpoint, connect};
+use ecmigrate::data::copier::{Copier, CopyOptions};
+use ecmigrate::data::verify::{VerifyMode, verify};
+
+use crate::harness::{Env, block_on, exec};
+
+/// Two plain sandbox groups, `left` with `keys` seeded keys and an empty `right`; their primaries.
+fn two_groups(env: &Env, keys: u64) -> (RedisEndpoint, RedisEndpoint) {
+    for (group, n) in [("left", keys), ("right", 0)] {
+        env.ok(&[
+            "sandbox",
+            "up",
+            "--group",
+            group,
+            "--replicas",
+            "0",
+            "--keys",
+            &n.to_string(),
+        ]);
+    }
+    let status = env.sandbox_status();
+    (
+        RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, "left")),
+        RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, "right")),
+    )
+}
+
+#[test]
+fn replies_many_reads_long_and_lanes_the_server_closed_still_copy_exactly() {
+    let env = Env::new();
+    let (left, right) = two_groups(&env, 0);
+    block_on(async {
+        let mut c = connect(&left).await.unwrap();
+        // 300 values of 40 KiB (distinct bytes each): one MGET reply of 12 MB, read in many pieces.
+        for i in 0..300u32 {
+            let value: String = (0..40 * 1024)
+                .map(|j| char::from(b'a' + ((i as usize * 7 + j) % 26) as u8))
+                .collect();
+            exec(&mut c, &["SET", &format!("wide:{i}"), &value]).await;
+        }
+        exec(&mut c, &["SET", "ttl:one", "x", "PX", "3600000"]).await;
+        exec(&mut c, &["HSET", "hash:one", "f", "v"]).await;
+        let options = CopyOptions {
+            batch: 500,
+            concurrency: 2,
+            ..CopyOptions::default()
+        };
+        let copier = Copier::new(left.clone(), right.clone(), options);
+        copier.copy_all(&|_, _| {}).await.expect("first copy");
+        assert_eq!(copier.stats.counts().keys_copied, 302);
+
+        // The source closes every connection but this one (CLIENT KILL skips the caller): the copier's
+        // lanes are now dead, and the next batch must open new ones instead of failing.
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            killed >= 1,
+            "the copier's connections were not open: {killed}"
+        );
+        exec(&mut c, &["SET", "wide:0", "changed after the kill"]).await;
+        exec(&mut c, &["DEL", "wide:1"]).await;
+        copier
+            .copy_keys(0, &[b"wide:0".to_vec(), b"wide:1".to_vec()])
+            .await
+            .expect("a batch on lanes the source closed");
+        let counts = copier.stats.counts();
+        assert_eq!((counts.keys_copied, counts.keys_deleted), (303, 1));
+
+        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
+            .await
+            .unwrap();
+        assert!(report.passed(), "{report:?}");
+        assert_eq!(report.keys_compared, 301);
+        let mut t = connect(&right).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("ttl:one")
+            .query_async(&mut t)
+            .await
+            .unwrap();
+        assert!(ttl > 3_500_000, "ttl:one lost its TTL: {ttl}");
+    });
+}
+
+#[test]
+fn a_target_that_refuses_the_token_fails_the_copy_without_printing_it() {
+    let mut env = Env::new();
+    let (left, right) = two_groups(&env, 50);
+    block_on(async {
+        let mut c = connect(&right).await.unwrap();
+        exec(
+            &mut c,
+            &["CONFIG", "SET", "requirepass", "the-right-token-1234567890"],
+        )
+        .await;
+    });
+    let wrong = "a-wrong-token-that-must-never-be-printed";
+    env.set_env("WRONG_TOKEN", wrong);
+    let run = env.run(&[
+        "copy",
+        &format!("redis://127.0.0.1:{}", left.port),
+        &format!("redis://127.0.0.1:{}", right.port),
+        "--dst-password-env",
+        "WRONG_TOKEN",
+    ]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let output = run.all_output();
+    assert!(!output.contains(wrong), "the token was printed: {output}");
+    assert!(
+        output.contains(&format!("127.0.0.1:{}", right.port)),
+        "the error does not name the target: {output}"
+    );
+    assert!(
+        output.to_lowercase().contains("auth") || output.contains("WRONGPASS"),
+        "the error does not say the token was refused: {output}"
+    );
+}
