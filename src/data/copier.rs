@@ -7,16 +7,16 @@
 //! TTLs are written as absolute expiry times (`SET … PXAT`, `RESTORE … ABSTTL`) taken from the source's
 //! clock, so they do not drift by the copy's own delay. A key gone from the source is deleted on the target.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::data::connect::{RedisEndpoint, connect};
-use crate::data::resp::{PipeConn, Reply};
+use crate::data::resp::{LaneError, PipeConn, Reply};
 
 /// Tuning of a copy.
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct CopyOptions {
     pub max_restore_bytes: u64,
     /// Elements (or bytes, for strings: ×1024) per chunk of a big key.
     pub chunk_items: usize,
+    /// Bytes of source replies one batch may read (the memory bound of a lane). A batch whose values
+    /// exceed it is split in halves, and the copy goes on with the smaller batches; a single key above
+    /// it is measured first (STRLEN) and read alone.
+    pub max_batch_reply_bytes: usize,
 }
 
 /// Batches in flight by default. Measured with `ecmigrate copy` on the bulk lane (1M keys, plain source,
@@ -49,6 +53,9 @@ impl Default for CopyOptions {
             batch: DEFAULT_BATCH,
             max_restore_bytes: 64 << 20,
             chunk_items: 1000,
+            // 32 lanes × 2 MiB: at most 64 MiB of replies in memory. Batches of 500 keys split only
+            // when their values average over 4 KiB.
+            max_batch_reply_bytes: 2 << 20,
         }
     }
 }
@@ -60,6 +67,8 @@ pub struct CopyStats {
     pub keys_copied: AtomicU64,
     pub keys_deleted: AtomicU64,
     pub big_keys: AtomicU64,
+    /// Batches whose replies exceeded `max_batch_reply_bytes` (split, or read key by key).
+    pub oversized_batches: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -69,6 +78,7 @@ pub struct CopyCounts {
     pub keys_copied: u64,
     pub keys_deleted: u64,
     pub big_keys: u64,
+    pub oversized_batches: u64,
 }
 
 impl CopyStats {
@@ -78,6 +88,7 @@ impl CopyStats {
             keys_copied: self.keys_copied.load(Ordering::Relaxed),
             keys_deleted: self.keys_deleted.load(Ordering::Relaxed),
             big_keys: self.big_keys.load(Ordering::Relaxed),
+            oversized_batches: self.oversized_batches.load(Ordering::Relaxed),
         }
     }
 }
@@ -123,7 +134,22 @@ pub struct Copier {
     pools: Mutex<BTreeMap<i64, Arc<DbPool>>>,
     /// Whether the target takes `SET … PXAT` (Redis 6.2 and later); older ones get SET + PEXPIREAT.
     target_has_pxat: tokio::sync::OnceCell<bool>,
+    /// Keys per batch now: `options.batch`, halved each time a batch's replies exceed their bound.
+    batch_limit: AtomicUsize,
     pub stats: Arc<CopyStats>,
+}
+
+/// Why one batch was not copied.
+enum BatchError {
+    /// The source's replies exceeded `max_batch_reply_bytes`: nothing was written, split and retry.
+    TooLarge,
+    Failed(Err),
+}
+
+impl From<Err> for BatchError {
+    fn from(e: Err) -> Self {
+        BatchError::Failed(e)
+    }
 }
 
 impl Copier {
@@ -139,8 +165,11 @@ fn rerr(e: redis::RedisError) -> Err {
     format!("copy: {e}")
 }
 
-fn cerr(e: String) -> Err {
-    format!("copy: {e}")
+fn cerr(e: LaneError) -> BatchError {
+    match e {
+        LaneError::TooLarge(_) => BatchError::TooLarge,
+        LaneError::Broken(e) => BatchError::Failed(format!("copy: {e}")),
+    }
 }
 
 /// The first error reply among `replies`, as an error naming what was refused.
@@ -153,12 +182,14 @@ fn refused(replies: &[Reply<'_>], side: &str) -> Result<(), Err> {
 
 impl Copier {
     pub fn new(source: RedisEndpoint, target: RedisEndpoint, options: CopyOptions) -> Copier {
+        let options_batch = options.batch.max(1);
         Copier {
             source,
             target,
             options,
             pools: Mutex::new(BTreeMap::new()),
             target_has_pxat: tokio::sync::OnceCell::new(),
+            batch_limit: AtomicUsize::new(options_batch),
             stats: Arc::new(CopyStats::default()),
         }
     }
@@ -180,35 +211,102 @@ impl Copier {
             .clone()
     }
 
-    /// Copy `keys` of database `db` on one lane, opening its connections if needed. A batch that fails on
-    /// connections opened earlier is tried once more on new ones: a server may have closed an idle
-    /// connection (a timeout, a failover, `CLIENT KILL`), and a batch is idempotent (it reads the source's
-    /// current state and writes it).
+    /// Copy `keys` of database `db` on one lane, in batches of the current limit. A batch whose replies
+    /// exceed their bound is split in halves (and later batches start at the smaller size); a single key
+    /// whose value alone exceeds it is measured and read alone.
     async fn copy_on_lane(&self, db: i64, lane: &Mutex<Lane>, keys: &[&[u8]]) -> Result<(), Err> {
         let mut lane = lane.lock().await;
-        let Lane { src, dst } = &mut *lane;
+        let limit = self.batch_limit.load(Ordering::Relaxed).max(1);
+        let mut queue: VecDeque<&[&[u8]]> = keys.chunks(limit).collect();
+        while let Some(batch) = queue.pop_front() {
+            match self.copy_batch_on_lane(db, &mut lane, batch).await {
+                Ok(()) => {}
+                Err(BatchError::Failed(e)) => return Err(e),
+                Err(BatchError::TooLarge) => {
+                    self.stats.oversized_batches.fetch_add(1, Ordering::Relaxed);
+                    if batch.len() > 1 {
+                        let half = batch.len().div_ceil(2);
+                        self.batch_limit.fetch_min(half, Ordering::Relaxed);
+                        let (first, second) = batch.split_at(half);
+                        queue.push_front(second);
+                        queue.push_front(first);
+                    } else {
+                        self.copy_alone(db, batch[0]).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch on one lane, opening its connections if needed. A batch that fails on connections opened
+    /// earlier is tried once more on new ones: a server may have closed an idle connection (a timeout, a
+    /// failover, `CLIENT KILL`), and a batch is idempotent (it reads the source's current state and writes
+    /// it).
+    async fn copy_batch_on_lane(
+        &self,
+        db: i64,
+        lane: &mut Lane,
+        keys: &[&[u8]],
+    ) -> Result<(), BatchError> {
+        let Lane { src, dst } = lane;
         let mut reused = src.is_some() && dst.is_some();
         loop {
             if src.is_none() {
-                *src = Some(PipeConn::open(&self.source.with_db(db)).await?);
+                let mut conn = PipeConn::open(&self.source.with_db(db)).await?;
+                conn.set_reply_cap(self.options.max_batch_reply_bytes);
+                *src = Some(conn);
             }
             if dst.is_none() {
                 *dst = Some(PipeConn::open(&self.target.with_db(db)).await?);
             }
             let (Some(s), Some(d)) = (src.as_mut(), dst.as_mut()) else {
-                return Err("copy: a lane has no connection".into());
+                return Err(BatchError::Failed("copy: a lane has no connection".into()));
             };
             let result = self.copy_batch(db, s, d, keys).await;
             if result.is_ok() {
                 return result;
             }
-            // A connection that failed mid-reply is out of step for good: never reuse it.
+            // A connection that failed mid-reply is out of step for good, and the target's may hold
+            // commands of the batch not sent: never reuse them.
             *src = None;
             *dst = None;
-            if !reused {
+            if !reused || matches!(result, Err(BatchError::TooLarge)) {
                 return result;
             }
             reused = false;
+        }
+    }
+
+    /// One key whose value alone exceeded the reply bound: its length first (STRLEN; a non-string answers
+    /// WRONGTYPE and goes through DUMP as before), type-wise in chunks above the RESTORE bound, else read
+    /// alone with no reply bound.
+    async fn copy_alone(&self, db: i64, key: &[u8]) -> Result<(), Err> {
+        let mut src = PipeConn::open(&self.source.with_db(db)).await?;
+        src.command(1).arg(b"TIME");
+        src.command(2).arg(b"PTTL").arg(key);
+        src.command(2).arg(b"STRLEN").arg(key);
+        let replies = src.round_trip().await.map_err(|e| format!("copy: {e}"))?;
+        let now_ms = time_ms(replies.first())?;
+        let pttl = replies.get(1).and_then(Reply::int).unwrap_or(-2);
+        let length = replies.get(2).and_then(Reply::int).unwrap_or(0);
+        drop(replies);
+        if length as u64 > self.options.max_restore_bytes {
+            let mut s = connect(&self.source.with_db(db)).await?;
+            let mut d = connect(&self.target.with_db(db)).await?;
+            let at = if pttl > 0 { now_ms + pttl } else { 0 };
+            copy_big_key(&mut s, &mut d, key, at, self.options.chunk_items).await?;
+            self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
+            self.stats.keys_copied.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Below the RESTORE bound: one batch of one key, its reply unbounded (STRLEN bounded it).
+        let mut dst = PipeConn::open(&self.target.with_db(db)).await?;
+        let result = self.copy_batch(db, &mut src, &mut dst, &[key]).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(BatchError::Failed(e)) => Err(e),
+            Err(BatchError::TooLarge) => Err("copy: a reply exceeded its bound".into()),
         }
     }
 
@@ -254,7 +352,10 @@ impl Copier {
                     .arg(&cursor)
                     .arg(b"COUNT")
                     .arg_int(batch as i64);
-                let replies = scan_conn.round_trip().await.map_err(cerr)?;
+                let replies = scan_conn
+                    .round_trip()
+                    .await
+                    .map_err(|e| format!("copy: {e}"))?;
                 refused(&replies, "source")?;
                 let (next, keys) = match replies.first() {
                     Some(Reply::Array(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
@@ -345,12 +446,12 @@ impl Copier {
         src: &mut PipeConn,
         dst: &mut PipeConn,
         keys: &[&[u8]],
-    ) -> Result<(), Err> {
+    ) -> Result<(), BatchError> {
         let pxat = *self
             .target_has_pxat
             .get_or_try_init(|| async {
                 dst.command(2).arg(b"INFO").arg(b"server");
-                let replies = dst.round_trip().await.map_err(cerr)?;
+                let replies = dst.round_trip().await.map_err(|e| format!("copy: {e}"))?;
                 let info = match replies.first() {
                     Some(Reply::Bulk(text)) => String::from_utf8_lossy(text).into_owned(),
                     _ => String::new(),
@@ -370,17 +471,14 @@ impl Copier {
         }
         let replies = src.round_trip().await.map_err(cerr)?;
         refused(&replies, "source")?;
-        let now_ms = match replies.first() {
-            Some(Reply::Array(t)) if t.len() == 2 => {
-                let secs = t[0].int().unwrap_or(0);
-                let micros = t[1].int().unwrap_or(0);
-                secs * 1000 + micros / 1000
-            }
-            _ => return Err("copy: the source did not answer TIME".into()),
-        };
+        let now_ms = time_ms(replies.first())?;
         let values = match replies.get(1 + keys.len()) {
             Some(Reply::Array(values)) if values.len() == keys.len() => values,
-            _ => return Err("copy: the source did not answer MGET".into()),
+            _ => {
+                return Err(BatchError::Failed(
+                    "copy: the source did not answer MGET".into(),
+                ));
+            }
         };
         let pttl = |i: usize| replies[1 + i].int().unwrap_or(-2);
         let abs = |pttl: i64| if pttl > 0 { now_ms + pttl } else { 0 };
@@ -434,7 +532,9 @@ impl Copier {
             let replies = src.round_trip().await.map_err(cerr)?;
             refused(&replies, "source")?;
             if replies.len() != other.len() {
-                return Err("copy: the source did not answer every DUMP".into());
+                return Err(BatchError::Failed(
+                    "copy: the source did not answer every DUMP".into(),
+                ));
             }
             for (&(i, pttl), reply) in other.iter().zip(&replies) {
                 match reply {
@@ -465,7 +565,9 @@ impl Copier {
         if writes > 0 {
             let replies = dst.round_trip().await.map_err(cerr)?;
             if let Some(e) = replies.iter().find_map(Reply::error) {
-                return Err(format!("copy: the target refused a write: {e}"));
+                return Err(BatchError::Failed(format!(
+                    "copy: the target refused a write: {e}"
+                )));
             }
         }
         if !big.is_empty() {
@@ -536,6 +638,18 @@ impl Copier {
             .keys_deleted
             .fetch_add(deleted, Ordering::Relaxed);
         Ok(deleted)
+    }
+}
+
+/// Milliseconds since the epoch from a TIME reply (seconds, microseconds).
+fn time_ms(reply: Option<&Reply<'_>>) -> Result<i64, Err> {
+    match reply {
+        Some(Reply::Array(t)) if t.len() == 2 => {
+            let secs = t[0].int().unwrap_or(0);
+            let micros = t[1].int().unwrap_or(0);
+            Ok(secs * 1000 + micros / 1000)
+        }
+        _ => Err("copy: the source did not answer TIME".into()),
     }
 }
 

@@ -64,6 +64,26 @@ pub struct PipeConn {
     out: Vec<u8>,
     input: Vec<u8>,
     queued: usize,
+    /// Bytes of replies one round trip may read before it gives up with [`LaneError::TooLarge`].
+    reply_cap: usize,
+}
+
+/// Why a round trip failed. After either, the connection is out of step and must be dropped.
+#[derive(Debug)]
+pub enum LaneError {
+    /// The replies grew past the connection's cap before they were complete (bytes read so far).
+    TooLarge(usize),
+    /// The connection broke, timed out or sent something that is not RESP.
+    Broken(String),
+}
+
+impl std::fmt::Display for LaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaneError::TooLarge(n) => write!(f, "the replies exceeded {n} bytes"),
+            LaneError::Broken(e) => f.write_str(e),
+        }
+    }
 }
 
 impl PipeConn {
@@ -100,6 +120,7 @@ impl PipeConn {
             out: Vec::with_capacity(64 << 10),
             input: Vec::with_capacity(64 << 10),
             queued: 0,
+            reply_cap: usize::MAX,
         };
         let mut checked = Vec::new();
         if let Some(password) = &endpoint.password {
@@ -117,13 +138,18 @@ impl PipeConn {
             .arg(b"CLIENT")
             .arg(b"SETNAME")
             .arg(CLIENT_NAME.as_bytes());
-        let replies = conn.round_trip().await?;
+        let replies = conn.round_trip().await.map_err(|e| e.to_string())?;
         for (what, reply) in checked.iter().zip(&replies) {
             if let Some(e) = reply.error() {
                 return Err(format!("cannot connect to {url}: {what} refused: {e}"));
             }
         }
         Ok(conn)
+    }
+
+    /// Bound the bytes of replies one round trip may read (the copier's memory bound per lane).
+    pub fn set_reply_cap(&mut self, bytes: usize) {
+        self.reply_cap = bytes;
     }
 
     /// Start a command of `args` arguments (its name included); follow with exactly that many `arg`s.
@@ -145,9 +171,10 @@ impl PipeConn {
 
     /// Send every queued command and read one reply for each, in order. An error reply is a reply (the
     /// caller decides); a broken connection, a timeout or bytes that are not RESP are errors.
-    pub async fn round_trip(&mut self) -> Result<Vec<Reply<'_>>, String> {
+    pub async fn round_trip(&mut self) -> Result<Vec<Reply<'_>>, LaneError> {
         let want = std::mem::take(&mut self.queued);
         let url = self.url.clone();
+        let cap = self.reply_cap;
         let io = async {
             self.stream.write_all(&self.out).await?;
             self.stream.flush().await?;
@@ -171,6 +198,9 @@ impl PipeConn {
                         ));
                     }
                 }
+                if self.input.len() > cap {
+                    return Ok(Err(self.input.len()));
+                }
                 // An incomplete reply: read more (at least 64 KiB of room, so a large MGET reply is
                 // decoded again only a few times).
                 if self.input.capacity() - self.input.len() < 64 << 10 {
@@ -183,12 +213,18 @@ impl PipeConn {
                     ));
                 }
             }
-            Ok(frames)
+            Ok(Ok(frames))
         };
         let frames = tokio::time::timeout(REPLY_TIMEOUT, io)
             .await
-            .map_err(|_| format!("{url}: no reply within {} s", REPLY_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|_| {
+                LaneError::Broken(format!(
+                    "{url}: no reply within {} s",
+                    REPLY_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| LaneError::Broken(format!("{url}: {e}")))?
+            .map_err(LaneError::TooLarge)?;
         let input = &self.input;
         Ok(frames
             .into_iter()

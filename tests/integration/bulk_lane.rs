@@ -36,10 +36,11 @@ fn replies_many_reads_long_and_lanes_the_server_closed_still_copy_exactly() {
         let mut c = connect(&left).await.unwrap();
         // 300 values of 40 KiB (distinct bytes each): one MGET reply of 12 MB, read in many pieces.
         for i in 0..300u32 {
-            let value: String = (0..40 * 1024)
-                .map(|j| char::from(b'a' + ((i as usize * 7 + j) % 26) as u8))
-                .collect();
-            exec(&mut c, &["SET", &format!("wide:{i}"), &value]).await;
+            exec(
+                &mut c,
+                &["SET", &format!("wide:{i}"), &pattern(i, 40 * 1024)],
+            )
+            .await;
         }
         exec(&mut c, &["SET", "ttl:one", "x", "PX", "3600000"]).await;
         exec(&mut c, &["HSET", "hash:one", "f", "v"]).await;
@@ -86,6 +87,68 @@ fn replies_many_reads_long_and_lanes_the_server_closed_still_copy_exactly() {
             .await
             .unwrap();
         assert!(ttl > 3_500_000, "ttl:one lost its TTL: {ttl}");
+    });
+}
+
+/// `len` bytes that differ from one key to the next.
+fn pattern(seed: u32, len: usize) -> String {
+    (0..len)
+        .map(|j| char::from(b'a' + ((seed as usize * 7 + j) % 26) as u8))
+        .collect()
+}
+
+#[test]
+fn batches_whose_values_exceed_the_reply_bound_are_split_and_big_values_measured_first() {
+    let env = Env::new();
+    let (left, right) = two_groups(&env, 0);
+    block_on(async {
+        let mut c = connect(&left).await.unwrap();
+        // 200 values of 40 KiB: 8 MB of replies for one batch, against a 1 MiB bound.
+        for i in 0..200u32 {
+            exec(
+                &mut c,
+                &["SET", &format!("wide:{i}"), &pattern(i, 40 * 1024)],
+            )
+            .await;
+        }
+        // Alone above the reply bound but below the RESTORE bound: read alone.
+        exec(&mut c, &["SET", "alone", &pattern(1, 1536 * 1024)]).await;
+        // Above the RESTORE bound, with a TTL: measured by STRLEN, then copied in chunks.
+        exec(
+            &mut c,
+            &["SET", "huge", &pattern(2, 4 << 20), "PX", "3600000"],
+        )
+        .await;
+        exec(&mut c, &["RPUSH", "list", "a", "b", "c"]).await;
+        let options = CopyOptions {
+            batch: 500,
+            concurrency: 2,
+            max_batch_reply_bytes: 1 << 20,
+            max_restore_bytes: 3 << 20,
+            ..CopyOptions::default()
+        };
+        let copier = Copier::new(left.clone(), right.clone(), options);
+        copier.copy_all(&|_, _| {}).await.expect("copy");
+        let counts = copier.stats.counts();
+        assert_eq!(counts.keys_copied, 203, "{counts:?}");
+        assert_eq!(counts.big_keys, 1, "{counts:?}");
+        assert!(
+            counts.oversized_batches >= 3,
+            "no batch was split: {counts:?}"
+        );
+
+        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
+            .await
+            .unwrap();
+        assert!(report.passed(), "{report:?}");
+        assert_eq!(report.keys_compared, 203);
+        let mut t = connect(&right).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("huge")
+            .query_async(&mut t)
+            .await
+            .unwrap();
+        assert!(ttl > 3_500_000, "huge lost its TTL: {ttl}");
     });
 }
 
