@@ -28,20 +28,38 @@ fn two_groups(env: &Env, keys: u64) -> (RedisEndpoint, RedisEndpoint) {
     )
 }
 
+/// `wide:0` … `wide:{n-1}`, 40 KiB each.
+async fn seed_wide(c: &mut redis::aio::MultiplexedConnection, n: u32) {
+    for i in 0..n {
+        exec(c, &["SET", &format!("wide:{i}"), &pattern(i, 40 * 1024)]).await;
+    }
+}
+
+/// Every one of the `keys` keys equal on both sides (full verify), and `ttl_key`'s hour-long TTL kept.
+async fn assert_exact(left: &RedisEndpoint, right: &RedisEndpoint, keys: u64, ttl_key: &str) {
+    let report = verify(left, right, VerifyMode::Full, 5000, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.passed(), "{report:?}");
+    assert_eq!(report.keys_compared, keys);
+    let mut t = connect(right).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(ttl_key)
+        .query_async(&mut t)
+        .await
+        .unwrap();
+    assert!(ttl > 3_500_000, "{ttl_key} lost its TTL: {ttl}");
+}
+
 #[test]
 fn replies_many_reads_long_and_lanes_the_server_closed_still_copy_exactly() {
     let env = Env::new();
     let (left, right) = two_groups(&env, 0);
     block_on(async {
         let mut c = connect(&left).await.unwrap();
-        // 300 values of 40 KiB (distinct bytes each): one MGET reply of 12 MB, read in many pieces.
-        for i in 0..300u32 {
-            exec(
-                &mut c,
-                &["SET", &format!("wide:{i}"), &pattern(i, 40 * 1024)],
-            )
-            .await;
-        }
+        // 300 values of 40 KiB: 12 MB of replies, split by the 2 MiB bound into batches each read in
+        // many pieces.
+        seed_wide(&mut c, 300).await;
         exec(&mut c, &["SET", "ttl:one", "x", "PX", "3600000"]).await;
         exec(&mut c, &["HSET", "hash:one", "f", "v"]).await;
         let options = CopyOptions {
@@ -75,18 +93,7 @@ fn replies_many_reads_long_and_lanes_the_server_closed_still_copy_exactly() {
         let counts = copier.stats.counts();
         assert_eq!((counts.keys_copied, counts.keys_deleted), (303, 1));
 
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
-        assert!(report.passed(), "{report:?}");
-        assert_eq!(report.keys_compared, 301);
-        let mut t = connect(&right).await.unwrap();
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg("ttl:one")
-            .query_async(&mut t)
-            .await
-            .unwrap();
-        assert!(ttl > 3_500_000, "ttl:one lost its TTL: {ttl}");
+        assert_exact(&left, &right, 301, "ttl:one").await;
     });
 }
 
@@ -104,13 +111,7 @@ fn batches_whose_values_exceed_the_reply_bound_are_split_and_big_values_measured
     block_on(async {
         let mut c = connect(&left).await.unwrap();
         // 200 values of 40 KiB: 8 MB of replies for one batch, against a 1 MiB bound.
-        for i in 0..200u32 {
-            exec(
-                &mut c,
-                &["SET", &format!("wide:{i}"), &pattern(i, 40 * 1024)],
-            )
-            .await;
-        }
+        seed_wide(&mut c, 200).await;
         // Alone above the reply bound but below the RESTORE bound: read alone.
         exec(&mut c, &["SET", "alone", &pattern(1, 1536 * 1024)]).await;
         // Above the RESTORE bound, with a TTL: measured by STRLEN, then copied in chunks.
@@ -137,18 +138,7 @@ fn batches_whose_values_exceed_the_reply_bound_are_split_and_big_values_measured
             "no batch was split: {counts:?}"
         );
 
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
-        assert!(report.passed(), "{report:?}");
-        assert_eq!(report.keys_compared, 203);
-        let mut t = connect(&right).await.unwrap();
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg("huge")
-            .query_async(&mut t)
-            .await
-            .unwrap();
-        assert!(ttl > 3_500_000, "huge lost its TTL: {ttl}");
+        assert_exact(&left, &right, 203, "huge").await;
     });
 }
 
