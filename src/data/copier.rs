@@ -29,9 +29,11 @@ pub struct CopyOptions {
     pub max_restore_bytes: u64,
     /// Elements (or bytes, for strings: ×1024) per chunk of a big key.
     pub chunk_items: usize,
-    /// Bytes of source replies one batch may read (the memory bound of a lane). A batch whose values
-    /// exceed it is split in halves, and the copy goes on with the smaller batches; a single key above
-    /// it is measured first (STRLEN) and read alone.
+    /// Bytes of source replies one round trip of a batch may read (the memory bound of a lane: its read
+    /// buffer grows to at most about twice this, and the target's commands hold the same values once
+    /// more). Batches are sized from the bytes per key of the last one to stay under half of it; a batch
+    /// that still exceeds it is split in halves, and a single key above it is read alone (a string
+    /// measured with STRLEN first), up to the RESTORE bound, above which it goes type-wise in chunks.
     pub max_batch_reply_bytes: usize,
 }
 
@@ -53,9 +55,10 @@ impl Default for CopyOptions {
             batch: DEFAULT_BATCH,
             max_restore_bytes: 64 << 20,
             chunk_items: 1000,
-            // 32 lanes × 2 MiB: at most 64 MiB of replies in memory. Batches of 500 keys split only
-            // when their values average over 4 KiB.
-            max_batch_reply_bytes: 2 << 20,
+            // 32 lanes × 1 MiB × (2 for the read buffer + 1 for the target's commands): under 100 MiB
+            // even when every lane carries large values. Batches stay at 500 keys while values
+            // average under 1 KiB, and shrink beyond.
+            max_batch_reply_bytes: 1 << 20,
         }
     }
 }
@@ -212,8 +215,8 @@ impl Copier {
     }
 
     /// Copy `keys` of database `db` on one lane, in batches of the current limit. A batch whose replies
-    /// exceed their bound is split in halves (and later batches start at the smaller size); a single key
-    /// whose value alone exceeds it is measured and read alone.
+    /// exceed their bound is split in halves (and the next batches start no larger, until a batch that
+    /// fits sizes them again); a single key whose value alone exceeds it is read alone.
     async fn copy_on_lane(&self, db: i64, lane: &Mutex<Lane>, keys: &[&[u8]]) -> Result<(), Err> {
         let mut lane = lane.lock().await;
         let limit = self.batch_limit.load(Ordering::Relaxed).max(1);
@@ -242,35 +245,37 @@ impl Copier {
     /// One batch on one lane, opening its connections if needed. A batch that fails on connections opened
     /// earlier is tried once more on new ones: a server may have closed an idle connection (a timeout, a
     /// failover, `CLIENT KILL`), and a batch is idempotent (it reads the source's current state and writes
-    /// it).
+    /// it). The connections are out of the lane while the batch runs and go back only after it succeeded:
+    /// one that failed, or whose batch was cancelled mid-reply (a sibling batch's error drops it), is out of
+    /// step for good and is closed.
     async fn copy_batch_on_lane(
         &self,
         db: i64,
         lane: &mut Lane,
         keys: &[&[u8]],
     ) -> Result<(), BatchError> {
-        let Lane { src, dst } = lane;
-        let mut reused = src.is_some() && dst.is_some();
+        let mut reused = lane.src.is_some() && lane.dst.is_some();
         loop {
-            if src.is_none() {
-                let mut conn = PipeConn::open(&self.source.with_db(db)).await?;
-                conn.set_reply_cap(self.options.max_batch_reply_bytes);
-                *src = Some(conn);
-            }
-            if dst.is_none() {
-                *dst = Some(PipeConn::open(&self.target.with_db(db)).await?);
-            }
-            let (Some(s), Some(d)) = (src.as_mut(), dst.as_mut()) else {
-                return Err(BatchError::Failed("copy: a lane has no connection".into()));
+            let mut src = match lane.src.take() {
+                Some(conn) => conn,
+                None => {
+                    let mut conn = PipeConn::open(&self.source.with_db(db)).await?;
+                    conn.set_reply_cap(self.options.max_batch_reply_bytes);
+                    conn
+                }
             };
-            let result = self.copy_batch(db, s, d, keys).await;
+            let mut dst = match lane.dst.take() {
+                Some(conn) => conn,
+                None => PipeConn::open(&self.target.with_db(db)).await?,
+            };
+            src.take_read_bytes();
+            let result = self.copy_batch(db, &mut src, &mut dst, keys).await;
             if result.is_ok() {
+                self.fit_batch_limit(src.take_read_bytes(), keys.len());
+                lane.src = Some(src);
+                lane.dst = Some(dst);
                 return result;
             }
-            // A connection that failed mid-reply is out of step for good, and the target's may hold
-            // commands of the batch not sent: never reuse them.
-            *src = None;
-            *dst = None;
             if !reused || matches!(result, Err(BatchError::TooLarge)) {
                 return result;
             }
@@ -278,9 +283,19 @@ impl Copier {
         }
     }
 
-    /// One key whose value alone exceeded the reply bound: its length first (STRLEN; a non-string answers
-    /// WRONGTYPE and goes through DUMP as before), type-wise in chunks above the RESTORE bound, else read
-    /// alone with no reply bound.
+    /// Size the next batches from this one's replies: half the reply bound at this many bytes per key, at
+    /// most `options.batch`. Values that grow shrink the batches before they hit the bound; after one large
+    /// value was copied alone, the next batch of small ones sets the limit back up.
+    fn fit_batch_limit(&self, reply_bytes: usize, keys: usize) {
+        let per_key = (reply_bytes / keys.max(1)).max(1);
+        let fit =
+            (self.options.max_batch_reply_bytes / 2 / per_key).clamp(1, self.options.batch.max(1));
+        self.batch_limit.store(fit, Ordering::Relaxed);
+    }
+
+    /// One key whose value alone exceeded the reply bound: a string's length first (STRLEN), type-wise in
+    /// chunks above the RESTORE bound, else read alone with its reply bounded by the RESTORE bound; a
+    /// non-string whose DUMP exceeds that bound goes type-wise in chunks too.
     async fn copy_alone(&self, db: i64, key: &[u8]) -> Result<(), Err> {
         let mut src = PipeConn::open(&self.source.with_db(db)).await?;
         src.command(1).arg(b"TIME");
@@ -292,22 +307,29 @@ impl Copier {
         let length = replies.get(2).and_then(Reply::int).unwrap_or(0);
         drop(replies);
         if length as u64 > self.options.max_restore_bytes {
-            let mut s = connect(&self.source.with_db(db)).await?;
-            let mut d = connect(&self.target.with_db(db)).await?;
-            let at = if pttl > 0 { now_ms + pttl } else { 0 };
-            copy_big_key(&mut s, &mut d, key, at, self.options.chunk_items).await?;
-            self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
-            self.stats.keys_copied.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return self.copy_in_chunks(db, key, expiry_at(now_ms, pttl)).await;
         }
-        // Below the RESTORE bound: one batch of one key, its reply unbounded (STRLEN bounded it).
+        let cap = usize::try_from(self.options.max_restore_bytes).unwrap_or(usize::MAX);
+        src.set_reply_cap(cap.saturating_add(64 << 10));
         let mut dst = PipeConn::open(&self.target.with_db(db)).await?;
-        let result = self.copy_batch(db, &mut src, &mut dst, &[key]).await;
-        match result {
+        match self.copy_batch(db, &mut src, &mut dst, &[key]).await {
             Ok(()) => Ok(()),
             Err(BatchError::Failed(e)) => Err(e),
-            Err(BatchError::TooLarge) => Err("copy: a reply exceeded its bound".into()),
+            // A non-string whose DUMP is above the RESTORE bound.
+            Err(BatchError::TooLarge) => {
+                self.copy_in_chunks(db, key, expiry_at(now_ms, pttl)).await
+            }
         }
+    }
+
+    /// One key type-wise in chunks, on ordinary connections opened for it.
+    async fn copy_in_chunks(&self, db: i64, key: &[u8], expiry_ms: i64) -> Result<(), Err> {
+        let mut s = connect(&self.source.with_db(db)).await?;
+        let mut d = connect(&self.target.with_db(db)).await?;
+        copy_big_key(&mut s, &mut d, key, expiry_ms, self.options.chunk_items).await?;
+        self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
+        self.stats.keys_copied.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Databases of the source that hold keys (from `INFO keyspace`).
@@ -406,9 +428,9 @@ impl Copier {
                 }
             }
         });
-        let (scanned, worked) = tokio::join!(scanner, futures_util::future::try_join_all(work));
-        scanned?;
-        worked?;
+        // try_join: a worker's error drops the scanner, which would otherwise wait forever on a full
+        // channel that no worker reads any more.
+        tokio::try_join!(scanner, futures_util::future::try_join_all(work))?;
         Ok(())
     }
 
@@ -480,8 +502,19 @@ impl Copier {
                 ));
             }
         };
-        let pttl = |i: usize| replies[1 + i].int().unwrap_or(-2);
-        let abs = |pttl: i64| if pttl > 0 { now_ms + pttl } else { 0 };
+        let mut pttls = Vec::with_capacity(keys.len());
+        for reply in &replies[1..=keys.len()] {
+            match reply.int() {
+                Some(pttl) => pttls.push(pttl),
+                None => {
+                    return Err(BatchError::Failed(format!(
+                        "copy: the source answered PTTL with {reply:?}"
+                    )));
+                }
+            }
+        }
+        let pttl = |i: usize| pttls[i];
+        let abs = |pttl: i64| expiry_at(now_ms, pttl);
         let bound = self.options.max_restore_bytes;
         let (mut copied, mut deleted, mut writes) = (0u64, 0u64, 0usize);
         let mut big: Vec<(usize, i64)> = Vec::new();
@@ -493,7 +526,7 @@ impl Copier {
         for (i, value) in values.iter().enumerate() {
             match value {
                 Reply::Bulk(value) if value.len() as u64 > bound => big.push((i, pttl(i))),
-                Reply::Bulk(value) if pttl(i) > 0 => {
+                Reply::Bulk(value) if pttl(i) >= 0 => {
                     let (key, at) = (keys[i], abs(pttl(i)));
                     if pxat {
                         dst.command(5).arg(b"SET").arg(key).arg(value);
@@ -553,7 +586,12 @@ impl Copier {
                         writes += 1;
                         copied += 1;
                     }
-                    _ => gone.push(i),
+                    Reply::Nil => gone.push(i),
+                    other => {
+                        return Err(BatchError::Failed(format!(
+                            "copy: the source answered DUMP with {other:?}"
+                        )));
+                    }
                 }
             }
         }
@@ -639,6 +677,12 @@ impl Copier {
             .fetch_add(deleted, Ordering::Relaxed);
         Ok(deleted)
     }
+}
+
+/// The absolute expiry (ms since the epoch) of a key with this PTTL read at `now_ms`, or 0 for none. PTTL 0
+/// is a key expiring within this millisecond: it keeps an expiry (now), never becomes persistent.
+fn expiry_at(now_ms: i64, pttl: i64) -> i64 {
+    if pttl >= 0 { now_ms + pttl } else { 0 }
 }
 
 /// Milliseconds since the epoch from a TIME reply (seconds, microseconds).
@@ -813,7 +857,15 @@ async fn copy_big_key(
 
 #[cfg(test)]
 mod tests {
-    use super::server_version;
+    use super::{expiry_at, server_version};
+
+    #[test]
+    fn a_pttl_of_zero_keeps_an_expiry_and_only_negative_ones_mean_none() {
+        assert_eq!(expiry_at(1_700_000_000_000, 0), 1_700_000_000_000);
+        assert_eq!(expiry_at(1_700_000_000_000, 250), 1_700_000_000_250);
+        assert_eq!(expiry_at(1_700_000_000_000, -1), 0);
+        assert_eq!(expiry_at(1_700_000_000_000, -2), 0);
+    }
 
     #[test]
     fn server_versions_decide_between_pxat_and_pexpireat() {

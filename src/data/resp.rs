@@ -66,6 +66,8 @@ pub struct PipeConn {
     queued: usize,
     /// Bytes of replies one round trip may read before it gives up with [`LaneError::TooLarge`].
     reply_cap: usize,
+    /// Bytes of replies read since [`PipeConn::take_read_bytes`] last asked.
+    read_bytes: usize,
 }
 
 /// Why a round trip failed. After either, the connection is out of step and must be dropped.
@@ -121,6 +123,7 @@ impl PipeConn {
             input: Vec::with_capacity(64 << 10),
             queued: 0,
             reply_cap: usize::MAX,
+            read_bytes: 0,
         };
         let mut checked = Vec::new();
         if let Some(password) = &endpoint.password {
@@ -150,6 +153,11 @@ impl PipeConn {
     /// Bound the bytes of replies one round trip may read (the copier's memory bound per lane).
     pub fn set_reply_cap(&mut self, bytes: usize) {
         self.reply_cap = bytes;
+    }
+
+    /// Bytes of replies read since the last call (the copier sizes its batches by them).
+    pub fn take_read_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.read_bytes)
     }
 
     /// Start a command of `args` arguments (its name included); follow with exactly that many `arg`s.
@@ -191,10 +199,11 @@ impl PipeConn {
                         continue;
                     }
                     Ok(None) => {}
-                    Err(e) => {
+                    // The decoder's error holds the rest of the input (user data): not repeated here.
+                    Err(_) => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
-                            format!("not a RESP reply: {e:?}"),
+                            "the server sent bytes that are not a RESP reply",
                         ));
                     }
                 }
@@ -213,6 +222,14 @@ impl PipeConn {
                     ));
                 }
             }
+            // Request/response only: bytes beyond the replies asked for mean the connection is out of step.
+            if parsed != self.input.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the server sent more replies than commands",
+                ));
+            }
+            self.read_bytes += parsed;
             Ok(Ok(frames))
         };
         let frames = tokio::time::timeout(REPLY_TIMEOUT, io)

@@ -5,7 +5,7 @@ use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::copier::{Copier, CopyOptions};
 use ecmigrate::data::verify::{VerifyMode, verify};
 
-use crate::harness::{Env, block_on, exec};
+use crate::harness::{Env, Running, block_on, exec};
 
 /// Two plain sandbox groups, `left` with `keys` seeded keys and an empty `right`; their primaries.
 fn two_groups(env: &Env, keys: u64) -> (RedisEndpoint, RedisEndpoint) {
@@ -121,6 +121,25 @@ fn batches_whose_values_exceed_the_reply_bound_are_split_and_big_values_measured
         )
         .await;
         exec(&mut c, &["RPUSH", "list", "a", "b", "c"]).await;
+        // A list whose DUMP (4 MB of incompressible items) is above the RESTORE bound: read alone, its
+        // reply bounded, then copied type-wise in chunks.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..16 {
+            let mut push = redis::cmd("RPUSH");
+            push.arg("noisy:list");
+            for _ in 0..250 {
+                let item: Vec<u8> = (0..1024)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                push.arg(item);
+            }
+            let _: i64 = push.query_async(&mut c).await.unwrap();
+        }
         let options = CopyOptions {
             batch: 500,
             concurrency: 2,
@@ -131,15 +150,51 @@ fn batches_whose_values_exceed_the_reply_bound_are_split_and_big_values_measured
         let copier = Copier::new(left.clone(), right.clone(), options);
         copier.copy_all(&|_, _| {}).await.expect("copy");
         let counts = copier.stats.counts();
-        assert_eq!(counts.keys_copied, 203, "{counts:?}");
-        assert_eq!(counts.big_keys, 1, "{counts:?}");
+        assert_eq!(counts.keys_copied, 204, "{counts:?}");
+        assert_eq!(counts.big_keys, 2, "{counts:?}");
         assert!(
             counts.oversized_batches >= 3,
             "no batch was split: {counts:?}"
         );
 
-        assert_exact(&left, &right, 203, "huge").await;
+        assert_exact(&left, &right, 204, "huge").await;
     });
+}
+
+#[test]
+fn a_target_that_refuses_writes_ends_the_copy_with_its_error_instead_of_hanging() {
+    let env = Env::new();
+    // 40,000 keys: 80 batches of 500, far more than the scanner's channel holds for 2 lanes.
+    let (left, right) = two_groups(&env, 40_000);
+    block_on(async {
+        let mut c = connect(&right).await.unwrap();
+        exec(&mut c, &["CONFIG", "SET", "maxmemory", "1mb"]).await;
+        exec(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+    });
+    let child = env
+        .command(&[
+            "copy",
+            &format!("redis://127.0.0.1:{}", left.port),
+            &format!("redis://127.0.0.1:{}", right.port),
+            "--concurrency",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running::new(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while running.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ecmigrate copy still running 60 s after the target refused its writes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = running.finish();
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("OOM"), "{run:?}");
 }
 
 #[test]
