@@ -5,7 +5,7 @@ use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::copier::{Copier, CopyOptions};
 use ecmigrate::data::verify::{VerifyMode, verify};
 
-use crate::harness::{Env, Running, block_on, exec};
+use crate::harness::{Env, Running, block_on, exec, noise};
 
 /// Two plain sandbox groups, `left` with `keys` seeded keys and an empty `right`; their primaries.
 fn two_groups(env: &Env, keys: u64) -> (RedisEndpoint, RedisEndpoint) {
@@ -123,20 +123,12 @@ fn batches_whose_values_exceed_the_reply_bound_are_split_and_big_values_measured
         exec(&mut c, &["RPUSH", "list", "a", "b", "c"]).await;
         // A list whose DUMP (4 MB of incompressible items) is above the RESTORE bound: read alone, its
         // reply bounded, then copied type-wise in chunks.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut state = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..16 {
             let mut push = redis::cmd("RPUSH");
             push.arg("noisy:list");
             for _ in 0..250 {
-                let item: Vec<u8> = (0..1024)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
-                push.arg(item);
+                push.arg(noise(&mut state, 1024));
             }
             let _: i64 = push.query_async(&mut c).await.unwrap();
         }

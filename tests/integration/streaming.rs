@@ -8,7 +8,7 @@ use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::verify::{VerifyMode, verify};
 use redis::aio::MultiplexedConnection;
 
-use crate::harness::{Env, Run, Running, SOURCE, block_on, exec, full_plan};
+use crate::harness::{Env, Run, Running, SOURCE, block_on, exec, full_plan, noise};
 
 /// The full plan with `stream_copy`, and without `delete_source` so the source stays to compare with.
 fn streaming_plan(env: &Env) -> String {
@@ -389,17 +389,10 @@ fn keys_larger_than_the_restore_bound_are_copied_in_chunks_with_their_ttls() {
                 .arg(format!("m{i}"))
                 .ignore();
         }
-        // Incompressible, since DUMP compresses strings: an xorshift stream of bytes.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let noise: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        p.cmd("SET").arg("big:string").arg(noise).ignore();
+        p.cmd("SET")
+            .arg("big:string")
+            .arg(noise(&mut 0x9e37_79b9_7f4a_7c15, 300_000))
+            .ignore();
         p.cmd("PEXPIRE").arg("big:hash").arg(7_200_000).ignore();
         let _: () = p.query_async(&mut c).await.unwrap();
     });
