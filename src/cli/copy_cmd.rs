@@ -123,6 +123,7 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
         "keys_copied": counts.keys_copied,
         "keys_deleted": counts.keys_deleted,
         "big_keys": counts.big_keys,
+        "oversized_batches": counts.oversized_batches,
         "changes_replayed": replayed,
         "reconcile_passes": reconciles,
         "seconds": seconds,

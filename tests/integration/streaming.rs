@@ -408,6 +408,8 @@ fn keys_larger_than_the_restore_bound_are_copied_in_chunks_with_their_ttls() {
     let summary: serde_json::Value =
         serde_json::from_str(copy.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["big_keys"], 5, "{summary}");
+    // Above the RESTORE bound but, all together, under the lane's 1 MiB reply bound: no batch was split.
+    assert_eq!(summary["oversized_batches"], 0, "{summary}");
     let verified = env.run(&[
         "verify",
         &format!("redis://127.0.0.1:{l}"),
