@@ -6,7 +6,6 @@ DEL, SET with EX. On SIGTERM it stops, reads back every key it wrote from the en
 now, and prints one JSON line: writes, reconnects, longest write, endpoints used, and writes lost."""
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-stop = False
-
-
-def on_term(_sig, _frame) -> None:
-    global stop
-    stop = True
+from common import Paced
 
 
 def resolve(args):
@@ -59,7 +53,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, required=True)
     ap.add_argument("--ready-file", required=True)
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, on_term)
+    pace = Paced(args.rate)
 
     seen = []
     r = connect(args, seen)
@@ -67,13 +61,7 @@ def main() -> None:
     reconnects = 0
     longest = 0.0
     open(args.ready_file, "w").close()
-    started = time.time()
-    i = 0
-    while not stop:
-        due = started + i / args.rate
-        delay = due - time.time()
-        if delay > 0:
-            time.sleep(delay)
+    for i in pace.ticks():
         key = f"cut:{(i * 7919) % 5000}"
         value = f"v{i}"
         kind = i % 10
@@ -92,8 +80,7 @@ def main() -> None:
                 r = connect(args, seen)
         longest = max(longest, time.time() - t0)
         model[key] = None if kind in (6, 7) else (value, kind >= 8)
-        i += 1
-    seconds = time.time() - started
+    i, seconds = pace.count, pace.seconds()
     # Read back through the alias as it is now.
     final_group, r = resolve(args)
     lost = []

@@ -11,14 +11,7 @@ import signal
 import sys
 import time
 
-from common import plain
-
-stop = False
-
-
-def on_term(_sig, _frame) -> None:
-    global stop
-    stop = True
+from common import Paced, plain
 
 
 def main() -> None:
@@ -29,8 +22,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--ready-file", required=True)
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    pace = Paced(args.rate, (signal.SIGTERM, signal.SIGINT))
 
     rng = random.Random(args.seed)
     r = plain(args.port)
@@ -39,15 +31,7 @@ def main() -> None:
     counts = {"set_new": 0, "overwrite": 0, "del": 0, "set_px": 0, "hset": 0, "sadd": 0, "lpush": 0}
     new_id = 0
     open(args.ready_file, "w").close()
-    started = time.time()
-    i = 0
-    while not stop:
-        due = started + i / args.rate
-        delay = due - time.time()
-        if delay > 0:
-            time.sleep(delay)
-            if stop:
-                break
+    for _ in pace.ticks():
         op = rng.random()
         if op < 0.25 or not pool:
             key = f"live:new:{new_id}"
@@ -80,8 +64,7 @@ def main() -> None:
             else:
                 r.lpush(f"live:l:{k}", rng.randbytes(20))
                 counts["lpush"] += 1
-        i += 1
-    seconds = time.time() - started
+    i, seconds = pace.count, pace.seconds()
     marker_time = time.time()
     r.set("live:marker", args.marker)
     writes = i + 1

@@ -168,10 +168,16 @@ fn rerr(e: redis::RedisError) -> Err {
     format!("copy: {e}")
 }
 
+/// A failed round trip where no reply bound applies (or its excess is an error too).
+fn lane_err(e: LaneError) -> Err {
+    format!("copy: {e}")
+}
+
+/// A failed round trip of a batch: over its reply bound (split and retry), or failed.
 fn cerr(e: LaneError) -> BatchError {
     match e {
         LaneError::TooLarge(_) => BatchError::TooLarge,
-        LaneError::Broken(e) => BatchError::Failed(format!("copy: {e}")),
+        broken => BatchError::Failed(lane_err(broken)),
     }
 }
 
@@ -301,7 +307,7 @@ impl Copier {
         src.command(1).arg(b"TIME");
         src.command(2).arg(b"PTTL").arg(key);
         src.command(2).arg(b"STRLEN").arg(key);
-        let replies = src.round_trip().await.map_err(|e| format!("copy: {e}"))?;
+        let replies = src.round_trip().await.map_err(lane_err)?;
         let now_ms = time_ms(replies.first())?;
         let pttl = replies.get(1).and_then(Reply::int).unwrap_or(-2);
         let length = replies.get(2).and_then(Reply::int).unwrap_or(0);
@@ -374,10 +380,7 @@ impl Copier {
                     .arg(&cursor)
                     .arg(b"COUNT")
                     .arg_int(batch as i64);
-                let replies = scan_conn
-                    .round_trip()
-                    .await
-                    .map_err(|e| format!("copy: {e}"))?;
+                let replies = scan_conn.round_trip().await.map_err(lane_err)?;
                 refused(&replies, "source")?;
                 let (next, keys) = match replies.first() {
                     Some(Reply::Array(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
@@ -473,7 +476,7 @@ impl Copier {
             .target_has_pxat
             .get_or_try_init(|| async {
                 dst.command(2).arg(b"INFO").arg(b"server");
-                let replies = dst.round_trip().await.map_err(|e| format!("copy: {e}"))?;
+                let replies = dst.round_trip().await.map_err(lane_err)?;
                 let info = match replies.first() {
                     Some(Reply::Bulk(text)) => String::from_utf8_lossy(text).into_owned(),
                     _ => String::new(),
@@ -513,7 +516,6 @@ impl Copier {
                 }
             }
         }
-        let pttl = |i: usize| pttls[i];
         let abs = |pttl: i64| expiry_at(now_ms, pttl);
         let bound = self.options.max_restore_bytes;
         let (mut copied, mut deleted, mut writes) = (0u64, 0u64, 0usize);
@@ -522,12 +524,12 @@ impl Copier {
         let mut other: Vec<(usize, i64)> = Vec::new();
         // Strings without a TTL go in one MSET (it replaces any value and TTL, as SET does): one command for
         // the target to parse instead of one per key.
-        let mut mset: Vec<usize> = Vec::new();
-        for (i, value) in values.iter().enumerate() {
+        let mut mset: Vec<(&[u8], &[u8])> = Vec::new();
+        for (i, (value, &pttl)) in values.iter().zip(&pttls).enumerate() {
             match value {
-                Reply::Bulk(value) if value.len() as u64 > bound => big.push((i, pttl(i))),
-                Reply::Bulk(value) if pttl(i) >= 0 => {
-                    let (key, at) = (keys[i], abs(pttl(i)));
+                Reply::Bulk(value) if value.len() as u64 > bound => big.push((i, pttl)),
+                Reply::Bulk(value) if pttl >= 0 => {
+                    let (key, at) = (keys[i], abs(pttl));
                     if pxat {
                         dst.command(5).arg(b"SET").arg(key).arg(value);
                         dst.arg(b"PXAT").arg_int(at);
@@ -539,18 +541,16 @@ impl Copier {
                     writes += 1;
                     copied += 1;
                 }
-                Reply::Bulk(_) => mset.push(i),
+                Reply::Bulk(value) => mset.push((keys[i], value)),
                 // Missing (PTTL -2), or not a string: DUMP tells which.
-                _ if pttl(i) == -2 => gone.push(i),
-                _ => other.push((i, pttl(i))),
+                _ if pttl == -2 => gone.push(i),
+                _ => other.push((i, pttl)),
             }
         }
         if !mset.is_empty() {
             dst.command(1 + 2 * mset.len()).arg(b"MSET");
-            for &i in &mset {
-                if let Reply::Bulk(value) = &values[i] {
-                    dst.arg(keys[i]).arg(value);
-                }
+            for (key, value) in &mset {
+                dst.arg(key).arg(value);
             }
             writes += 1;
             copied += mset.len() as u64;
@@ -608,15 +608,8 @@ impl Copier {
                 )));
             }
         }
-        if !big.is_empty() {
-            // Rare: ordinary connections, opened for this batch only.
-            let mut s = connect(&self.source.with_db(db)).await?;
-            let mut d = connect(&self.target.with_db(db)).await?;
-            for (i, pttl) in big {
-                copy_big_key(&mut s, &mut d, keys[i], abs(pttl), self.options.chunk_items).await?;
-                self.stats.big_keys.fetch_add(1, Ordering::Relaxed);
-                copied += 1;
-            }
+        for (i, pttl) in big {
+            self.copy_in_chunks(db, keys[i], abs(pttl)).await?;
         }
         self.stats.keys_copied.fetch_add(copied, Ordering::Relaxed);
         self.stats

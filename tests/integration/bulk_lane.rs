@@ -5,7 +5,7 @@ use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::copier::{Copier, CopyOptions};
 use ecmigrate::data::verify::{VerifyMode, verify};
 
-use crate::harness::{Env, Running, block_on, exec, noise};
+use crate::harness::{Env, block_on, exec, noise};
 
 /// Two plain sandbox groups, `left` with `keys` seeded keys and an empty `right`; their primaries.
 fn two_groups(env: &Env, keys: u64) -> (RedisEndpoint, RedisEndpoint) {
@@ -163,19 +163,13 @@ fn a_target_that_refuses_writes_ends_the_copy_with_its_error_instead_of_hanging(
         exec(&mut c, &["CONFIG", "SET", "maxmemory", "1mb"]).await;
         exec(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
     });
-    let child = env
-        .command(&[
-            "copy",
-            &format!("redis://127.0.0.1:{}", left.port),
-            &format!("redis://127.0.0.1:{}", right.port),
-            "--concurrency",
-            "2",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = Running::new(child);
+    let mut running = env.spawn(&[
+        "copy",
+        &format!("redis://127.0.0.1:{}", left.port),
+        &format!("redis://127.0.0.1:{}", right.port),
+        "--concurrency",
+        "2",
+    ]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while running.try_wait().unwrap().is_none() {
         assert!(

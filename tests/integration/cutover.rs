@@ -37,13 +37,7 @@ fn postponed_plan(env: &Env, extra: &str, keep_source: bool) -> String {
 }
 
 fn spawn_run(env: &Env, plan: &std::path::Path) -> Running {
-    Running::new(
-        env.command(&["run", plan.to_str().unwrap(), "--yes"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    env.spawn(&["run", plan.to_str().unwrap(), "--yes"])
 }
 
 fn finish(child: Running) -> Run {

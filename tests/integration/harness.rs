@@ -90,6 +90,17 @@ impl Env {
         }
     }
 
+    /// Start ecmigrate in the background, its output captured; killed if the test ends first.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        Running::new(
+            self.command(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start ecmigrate"),
+        )
+    }
+
     /// Run and insist on an exit code.
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);

@@ -86,13 +86,7 @@ fn start_run(env: &mut Env, plan: &std::path::Path, create_delay_ms: u32) -> Run
         "ECMIGRATE_SANDBOX_CREATE_DELAY_MS",
         &create_delay_ms.to_string(),
     );
-    Running::new(
-        env.command(&["run", plan.to_str().unwrap(), "--yes"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    env.spawn(&["run", plan.to_str().unwrap(), "--yes"])
 }
 
 #[test]
