@@ -14,10 +14,11 @@ rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 step "format"
 cargo fmt --all -- --check
 step "lints"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --all-features --quiet -- -D warnings
 step "tests"
 start_moto
-cargo test --quiet -- --test-threads "${TEST_THREADS:-4}"
+# test-hooks: the fault hooks the tests steer (never in a release build).
+cargo test --quiet --features test-hooks -- --test-threads "${TEST_THREADS:-4}"
 step "no redis-server left running by the tests"
 left=""
 for pid in $(pgrep -x redis-server || true); do

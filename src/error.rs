@@ -15,6 +15,10 @@ pub mod exit_code {
     pub const INVALID_INPUT: i32 = 2;
     /// Preflight refused; nothing changed.
     pub const PREFLIGHT_REFUSED: i32 = 3;
+    /// Another ecmigrate process holds this plan's lock; nothing changed. Wait for it, or watch it.
+    pub const BUSY: i32 = 4;
+    /// The state was written by another ecmigrate version (format); nothing changed.
+    pub const STATE_VERSION: i32 = 5;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -70,6 +74,15 @@ pub enum Error {
     #[error("{message}")]
     Failed { message: String, hint: String },
 
+    /// Another process holds the plan's lock: not a failure of this run, and running again will not help
+    /// until that process ends.
+    #[error("{message}")]
+    Busy { message: String, hint: String },
+
+    /// The state file was written in a format this version does not read (or write).
+    #[error("{message}")]
+    StateVersion { message: String, hint: String },
+
     #[error("interrupted")]
     Interrupted,
 
@@ -100,15 +113,19 @@ impl Error {
             Error::StepFailed { .. } | Error::Failed { .. } | Error::Unencrypted { .. } => {
                 exit_code::FAILED
             }
+            Error::Busy { .. } => exit_code::BUSY,
+            Error::StateVersion { .. } => exit_code::STATE_VERSION,
             Error::Interrupted => exit_code::INTERRUPTED,
         }
     }
 
     pub fn hint(&self) -> String {
         match self {
-            Error::Usage { hint, .. } | Error::StepFailed { hint, .. } | Error::Failed { hint, .. } => {
-                hint.clone()
-            }
+            Error::Usage { hint, .. }
+            | Error::StepFailed { hint, .. }
+            | Error::Failed { hint, .. }
+            | Error::Busy { hint, .. }
+            | Error::StateVersion { hint, .. } => hint.clone(),
             Error::InvalidPlan { .. } => {
                 "fix the fields named above and run `ecmigrate plan validate PLAN`; nothing was changed"
                     .into()

@@ -7,8 +7,11 @@
 pub mod cli;
 pub mod cloud;
 pub mod data;
+pub mod eligibility;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "test-hooks")]
+pub mod faults;
 pub mod plan;
 pub mod report;
 pub mod secret;

@@ -39,17 +39,10 @@ pub struct AuditedGroup {
 
 /// The path that fits a group: already encrypted, transit enabled in place, or recreated.
 pub fn assess(g: &ReplicationGroup) -> AuditedGroup {
-    let engine_ok = crate::steps::preflight::engine_supports_encryption(&g.engine_version);
-    let major = crate::steps::preflight::engine_major(&g.engine_version);
-    let (eligible, path) = if g.fully_encrypted() {
-        (false, "already_encrypted".to_string())
-    } else if let Err(why) = engine_ok {
-        (false, format!("ineligible: {why}"))
-    } else if g.at_rest_encryption_enabled && major >= 7 {
-        (true, "in_place_transit".to_string())
-    } else {
-        (true, "recreate".to_string())
-    };
+    let crate::eligibility::Assessment {
+        eligible,
+        recommended_path,
+    } = crate::eligibility::assess(g);
     AuditedGroup {
         replication_group_id: g.id.clone(),
         status: g.status.clone(),
@@ -59,7 +52,7 @@ pub fn assess(g: &ReplicationGroup) -> AuditedGroup {
         transit_encryption_mode: g.transit_encryption_mode.clone(),
         auth_token_enabled: g.auth_token_enabled,
         eligible,
-        recommended_path: path,
+        recommended_path,
     }
 }
 

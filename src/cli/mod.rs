@@ -1,6 +1,6 @@
 //! Command-line definitions (clap) and one function per subcommand; no logic beyond wiring arguments.
 
-pub(crate) mod audit;
+mod audit;
 mod copy_cmd;
 mod cutover_cmd;
 mod endpoints;
@@ -180,11 +180,6 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-/// The path the audit recommends for a group (`recreate`, `in_place_transit`, …), for the wizard's list.
-pub fn audit_assessment(g: &crate::cloud::ReplicationGroup) -> String {
-    audit::assess(g).recommended_path
-}
-
 /// The reporter for `output`, and the prompter: the terminal when a person is at one (text output, a
 /// terminal on stdin), else one that answers every question "no". Also says whether it is interactive.
 pub(crate) fn reporter_and_prompter(
@@ -232,6 +227,17 @@ impl Globals {
         provider: Provider,
         aws: Option<&AwsSettings>,
     ) -> Result<Arc<dyn Cloud>> {
+        let cloud = self.real_cloud(provider, aws).await?;
+        #[cfg(feature = "test-hooks")]
+        let cloud = with_test_faults(cloud);
+        Ok(cloud)
+    }
+
+    async fn real_cloud(
+        &self,
+        provider: Provider,
+        aws: Option<&AwsSettings>,
+    ) -> Result<Arc<dyn Cloud>> {
         match provider {
             Provider::Sandbox => Ok(Arc::new(self.sandbox()?)),
             Provider::Aws => {
@@ -253,4 +259,21 @@ impl Globals {
             }
         }
     }
+}
+
+/// The cloud with the failures a test asked for (`ECMIGRATE_TEST_CLOUD_FAULTS`); test builds only.
+#[cfg(feature = "test-hooks")]
+fn with_test_faults(cloud: Arc<dyn Cloud>) -> Arc<dyn Cloud> {
+    use crate::cloud::faults::{FaultKind, FaultyCloud};
+    let faults = crate::faults::cloud_faults();
+    if faults.is_empty() {
+        return cloud;
+    }
+    let mut faulty = FaultyCloud::new(cloud);
+    for (operation, kind, times) in faults {
+        if let Some(kind) = FaultKind::parse(&kind) {
+            faulty = faulty.fail(&operation, kind, times);
+        }
+    }
+    Arc::new(faulty)
 }

@@ -8,9 +8,8 @@ use clap::Args;
 use serde_json::json;
 
 use crate::cli::Globals;
-use crate::engine::{self, RunOptions};
+use crate::engine::RunOptions;
 use crate::error::{Result, exit_code};
-use crate::plan::StepKind;
 use crate::ui::OutputFormat;
 
 #[derive(Args, Debug)]
@@ -35,11 +34,15 @@ pub async fn run(globals: &Globals, args: RollbackArgs) -> Result<i32> {
         interactive,
         state_dir: globals.state_dir.clone(),
     };
-    let state = engine::rollback(plan.clone(), cloud, options, reporter.clone(), prompter).await?;
-    let rolled_back = state
-        .outputs_of(StepKind::Cutover)
-        .and_then(|o| o.get("rolled_back").cloned())
-        .unwrap_or_default();
+    let state = crate::steps::cutover::rollback::rollback(
+        plan.clone(),
+        cloud,
+        options,
+        reporter.clone(),
+        prompter,
+    )
+    .await?;
+    let rolled_back = crate::steps::cutover::rollback::rolled_back_outputs(&state);
     match args.output {
         OutputFormat::Json => println!(
             "{}",

@@ -31,6 +31,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
         .cloud(plan.plan.provider, plan.plan.aws.as_ref())
         .await?;
     // A rehearsal gets only the reading half of the cloud; the engine cannot reach a mutating call.
+    let cloud_for_report: Arc<dyn CloudRead> = cloud.clone();
     let access = if args.dry_run {
         let reader: Arc<dyn CloudRead> = cloud;
         CloudAccess::ReadOnly(reader)
@@ -43,16 +44,75 @@ pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
         interactive,
         state_dir: globals.state_dir.clone(),
     };
-    let summary = engine::run(plan.clone(), access, options, reporter.clone(), prompter).await?;
+    let steps = Arc::new(crate::steps::Steps::default());
+    let summary = engine::run(
+        plan.clone(),
+        access,
+        options,
+        steps,
+        reporter.clone(),
+        prompter,
+    )
+    .await?;
+    // The evidence pack of a finished run (written again when it is missing).
+    let report = if args.dry_run {
+        None
+    } else {
+        evidence_report(&plan, &summary, cloud_for_report.as_ref(), &reporter).await
+    };
+    if summary.already_done {
+        let message = format!(
+            "plan `{}` is already done (run {}): nothing to do",
+            plan.plan.name, summary.state.run_id
+        );
+        match args.output {
+            OutputFormat::Json => println!(
+                "{}",
+                serde_json::json!({ "event": "already_done", "plan": plan.plan.name, "run_id": summary.state.run_id })
+            ),
+            OutputFormat::Text => reporter.line(&message),
+        }
+    }
     if args.output == OutputFormat::Text {
         if args.dry_run {
             reporter.line("dry run finished: nothing was changed");
         } else if let Some(file) = &summary.state_file {
             reporter.line(&format!("state: {}", file.display()));
         }
-        if let Some(report) = &summary.report {
+        if let Some(report) = &report {
             reporter.line(&format!("evidence report: {}", report.display()));
         }
     }
     Ok(exit_code::OK)
+}
+
+/// Write the evidence report of a finished run, unless it is already there; a failure is said, not fatal
+/// (`ecmigrate run` again writes it).
+async fn evidence_report(
+    plan: &crate::plan::LoadedPlan,
+    summary: &engine::RunSummary,
+    cloud: &dyn CloudRead,
+    reporter: &crate::ui::Reporter,
+) -> Option<PathBuf> {
+    let dir = summary.state_file.as_ref()?.parent()?.to_path_buf();
+    if summary.state.state != crate::engine::state::RunStatus::Done {
+        return None;
+    }
+    let markdown = dir.join("report.md");
+    if summary.already_done && markdown.exists() && dir.join("report.json").exists() {
+        return Some(markdown);
+    }
+    match crate::report::write(&summary.state, plan, cloud, &dir).await {
+        Ok(files) => Some(files.markdown),
+        Err(e) => {
+            use crate::engine::events::{Event, EventListener};
+            reporter.event(&Event::Note {
+                kind: crate::plan::StepKind::DeleteSource,
+                message: format!(
+                    "the evidence report could not be written: {e} (run `ecmigrate run PLAN` again to write it)"
+                ),
+            });
+            None
+        }
+    }
 }

@@ -6,6 +6,8 @@
 
 pub mod aws;
 pub mod dry_run;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod faults;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
@@ -51,7 +53,7 @@ impl CloudError {
 pub type CloudResult<T> = Result<T, CloudError>;
 
 /// A `host:port` pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,

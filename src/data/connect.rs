@@ -108,7 +108,7 @@ pub async fn connect(endpoint: &RedisEndpoint) -> Result<MultiplexedConnection, 
 pub const CLIENT_NAME: &str = "ecmigrate";
 
 /// A client connected to a server, as `CLIENT LIST` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConnectedClient {
     pub addr: String,
     pub name: String,

@@ -19,6 +19,17 @@ pub enum Event {
         resumed: bool,
         steps: usize,
     },
+    /// Edits of steps that had not started, accepted into the recorded plan before they run.
+    PlanChangeAccepted {
+        run_id: String,
+        fields: Vec<String>,
+        plan_checksum: String,
+    },
+    /// An earlier attempt created nothing (preflight refused, say): the run starts over from this plan.
+    StartedOver {
+        previous_run_id: String,
+        run_id: String,
+    },
     StepStarted {
         index: usize,
         kind: StepKind,

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::engine::events::{Event, EventListener};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, StepKind};
+use serde::de::DeserializeOwned;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -70,12 +71,39 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
+impl StepRecord {
+    pub fn new(spec: &crate::plan::StepSpec) -> Self {
+        StepRecord {
+            kind: spec.kind(),
+            checksum: checksum(spec),
+            status: StepStatus::Pending,
+            attempt: 0,
+            intent: Map::new(),
+            outputs: Map::new(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    /// This step's recorded intent as the step's own type (absent keys take their defaults).
+    pub fn intent_as<T: DeserializeOwned + Default>(&self) -> T {
+        serde_json::from_value(Value::Object(self.intent.clone())).unwrap_or_default()
+    }
+
+    /// The step has run, or is running: its spec is part of what the run did.
+    pub fn started(&self) -> bool {
+        self.status != StepStatus::Pending
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub format_version: u32,
     pub plan_name: String,
     pub plan_checksum: String,
-    /// The plan as it was first run (it holds no secrets: tokens are referenced, never inlined).
+    /// The plan this run is running: the one it started with plus the accepted edits of steps that had
+    /// not started (it holds no secrets: tokens are referenced, never inlined).
     pub plan: Value,
     pub run_id: String,
     pub created_at: DateTime<Utc>,
@@ -103,22 +131,14 @@ impl RunState {
             created_at: now,
             updated_at: now,
             state: RunStatus::NotStarted,
-            steps: plan
-                .steps
-                .iter()
-                .map(|s| StepRecord {
-                    kind: s.kind(),
-                    checksum: checksum(s),
-                    status: StepStatus::Pending,
-                    attempt: 0,
-                    intent: Map::new(),
-                    outputs: Map::new(),
-                    started_at: None,
-                    finished_at: None,
-                    error: None,
-                })
-                .collect(),
+            steps: plan.steps.iter().map(StepRecord::new).collect(),
         }
+    }
+
+    /// The typed outputs of the first finished step of `kind` (fields it did not record take defaults).
+    pub fn outputs_as<T: DeserializeOwned>(&self, kind: StepKind) -> Option<T> {
+        self.outputs_of(kind)
+            .and_then(|o| serde_json::from_value(Value::Object(o.clone())).ok())
     }
 
     /// Outputs of the first step of `kind`, if it finished.
@@ -141,93 +161,6 @@ impl RunState {
         self.steps
             .iter()
             .all(|s| s.status != StepStatus::Done && s.intent.is_empty())
-    }
-
-    /// Refuse to resume with a plan that changed in a way the recorded steps cannot follow. Changes to
-    /// steps that have not started yet are compatible; anything else names the first changed field.
-    pub fn check_resumable_with(&self, plan: &Plan) -> Result<()> {
-        if self.format_version != FORMAT_VERSION {
-            return Err(Error::failed(
-                format!(
-                    "the state file has format version {} but this ecmigrate writes version {FORMAT_VERSION}",
-                    self.format_version
-                ),
-                "finish the run with the ecmigrate version that started it",
-            ));
-        }
-        if self.plan_checksum == checksum(plan) {
-            return Ok(());
-        }
-        let new = serde_json::to_value(plan).expect("plan serializes");
-        let mut changed = Vec::new();
-        diff_paths("", &self.plan, &new, &mut changed);
-        let pending_step = |path: &str| -> bool {
-            let Some(rest) = path.strip_prefix("steps[") else {
-                return false;
-            };
-            let Some(end) = rest.find(']') else {
-                return false;
-            };
-            let Ok(index) = rest[..end].parse::<usize>() else {
-                return false;
-            };
-            self.steps
-                .get(index)
-                .is_some_and(|s| s.status == StepStatus::Pending)
-                && plan.steps.get(index).map(|s| s.kind()) == self.steps.get(index).map(|s| s.kind)
-        };
-        let same_step_list = plan.steps.len() == self.steps.len()
-            && plan
-                .steps
-                .iter()
-                .zip(&self.steps)
-                .all(|(a, b)| a.kind() == b.kind);
-        match changed
-            .iter()
-            .find(|p| !(same_step_list && pending_step(p)))
-        {
-            None => Ok(()),
-            Some(field) => Err(Error::usage(
-                format!(
-                    "the plan changed since run {} started: `{field}` differs from the recorded plan",
-                    self.run_id
-                ),
-                "put the plan back as it was to resume, or start a new migration under a new `name` \
-                 (changes are allowed only in steps that have not started)",
-            )),
-        }
-    }
-}
-
-fn diff_paths(prefix: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match (a.get(k), b.get(k)) {
-                    (Some(x), Some(y)) => diff_paths(&path, x, y, out),
-                    _ => out.push(path),
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for i in 0..a.len().max(b.len()) {
-                let path = format!("{prefix}[{i}]");
-                match (a.get(i), b.get(i)) {
-                    (Some(x), Some(y)) => diff_paths(&path, x, y, out),
-                    _ => out.push(path),
-                }
-            }
-        }
-        (a, b) if a != b => out.push(prefix.to_string()),
-        _ => {}
     }
 }
 
@@ -265,6 +198,23 @@ impl StatePaths {
                 ));
             }
         };
+        // The format version first: a state of another version may not parse as this one.
+        let version = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("format_version").and_then(Value::as_u64));
+        if let Some(v) = version
+            && v != u64::from(FORMAT_VERSION)
+        {
+            return Err(Error::StateVersion {
+                message: format!(
+                    "the state file {} has format version {v}; this ecmigrate reads and writes version {FORMAT_VERSION}",
+                    path.display()
+                ),
+                hint:
+                    "nothing was changed; finish the run with the ecmigrate version that started it"
+                        .into(),
+            });
+        }
         serde_json::from_str(&text).map(Some).map_err(|e| {
             Error::failed(
                 format!("the state file {} is not readable: {e}", path.display()),
@@ -316,14 +266,13 @@ impl StateLock {
                     "check the state folder",
                 )
             })?;
-        file.try_lock().map_err(|_| {
-            Error::failed(
-                format!(
-                    "another ecmigrate run of this plan is in progress ({} is locked)",
-                    paths.lock_file().display()
-                ),
-                "wait for it to finish, or watch it with `ecmigrate status PLAN`",
-            )
+        file.try_lock().map_err(|_| Error::Busy {
+            message: format!(
+                "another ecmigrate process is working on this plan ({} is locked)",
+                paths.lock_file().display()
+            ),
+            hint: "nothing was changed; wait for it to finish, or watch it with `ecmigrate status PLAN`"
+                .into(),
         })?;
         Ok(StateLock {
             paths: paths.clone(),

@@ -3,17 +3,16 @@
 
 use serde_json::json;
 
-use crate::engine::StepContext;
+use crate::engine::{StepContext, StepOutcome};
 use crate::error::Result;
 use crate::plan::{BackupStep, StepKind};
-use crate::steps::{
-    StepOutcome, cloud_error, obj, plan_streams, require_group, start_capture, timeout,
-    wait_for_snapshot,
-};
+use crate::steps::live::LiveStream;
+use crate::steps::records::{BackupIntent, BackupOutputs, PreflightResolved};
+use crate::steps::{cloud_error, plan_streams, require_group, timeout, wait_for_snapshot};
 
-pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
+pub async fn run(ctx: &StepContext, spec: &BackupStep, live: &LiveStream) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
-    let name = match ctx.intent_str("snapshot_name") {
+    let name = match ctx.intent::<BackupIntent>().snapshot_name {
         Some(recorded) => recorded,
         None => spec
             .snapshot_name
@@ -34,7 +33,7 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
             ));
             if plan_streams(&ctx.plan) && !ctx.dry_run() {
                 let source = require_group(ctx, &source_id).await?;
-                start_capture(ctx, &source, false).await?;
+                live.start_capture(ctx, &source, false).await?;
             }
             if existing.source_group != source_id {
                 return Err(crate::error::Error::failed(
@@ -53,10 +52,12 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
                 if ctx.dry_run() {
                     ctx.note("would subscribe to the source's keyspace notifications before the snapshot");
                 } else {
-                    start_capture(ctx, &source, true).await?;
+                    live.start_capture(ctx, &source, true).await?;
                 }
             }
-            ctx.record_intent("snapshot_name", json!(name))?;
+            ctx.record_intent(&BackupIntent {
+                snapshot_name: Some(name.clone()),
+            })?;
             ctx.call(
                 "CreateSnapshot",
                 json!({ "ReplicationGroupId": source_id, "SnapshotName": name, "KmsKeyId": kms_key }),
@@ -69,19 +70,19 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep) -> Result<StepOutcome> {
     }
 
     let snapshot = wait_for_snapshot(ctx, &name, timeout(spec.timeout_seconds)).await?;
-    Ok(StepOutcome::done(obj(vec![
-        ("snapshot_name", json!(snapshot.name)),
-        ("kms_key_id", json!(snapshot.kms_key_id)),
-        ("encrypted", json!(snapshot.encrypted())),
-    ])))
+    Ok(StepOutcome::done(&BackupOutputs {
+        encrypted: snapshot.encrypted(),
+        snapshot_name: snapshot.name,
+        kms_key_id: snapshot.kms_key_id,
+    }))
 }
 
 /// The key snapshots are sealed with: the one preflight resolved, else the plan's or the default.
 pub async fn encryption_key(ctx: &StepContext) -> Result<Option<String>> {
-    if let Some(arn) = ctx.outputs_of(StepKind::Preflight).and_then(|o| {
-        o.get("kms_key_id")
-            .and_then(|v| v.as_str().map(str::to_string))
-    }) {
+    if let Some(arn) = ctx
+        .outputs_of::<PreflightResolved>(StepKind::Preflight)
+        .and_then(|o| o.kms_key_id)
+    {
         return Ok(Some(arn));
     }
     match crate::steps::kms_key_ref(ctx) {

@@ -4,11 +4,12 @@
 
 use serde_json::json;
 
-use crate::engine::{Poll, StepContext, wait_until};
+use crate::engine::{Poll, StepContext, StepOutcome, wait_until};
 use crate::error::{Error, Result};
 use crate::plan::{DeleteSourceStep, StepKind};
 use crate::steps::backup::encryption_key;
-use crate::steps::{StepOutcome, cloud_error, obj, timeout, wait_for_snapshot};
+use crate::steps::records::{CutoverOutputs, DeleteSourceIntent, DeleteSourceOutputs};
+use crate::steps::{cloud_error, timeout, wait_for_snapshot};
 
 pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
@@ -22,16 +23,16 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
     // verify that counts, since writes went on after the `verify` step.
     if !ctx.dry_run() && crate::steps::plan_streams(&ctx.plan) {
         let checked = ctx
-            .outputs_of(StepKind::Cutover)
-            .and_then(|o| o.get("verified_at_switch").cloned())
-            .filter(|v| v["differing"] == 0 && v["keys_compared"].is_u64());
+            .outputs_of::<CutoverOutputs>(StepKind::Cutover)
+            .and_then(|o| o.verified_at_switch)
+            .filter(|v| v.differing == 0);
         match checked {
             Some(v) => ctx.check(
                 "verified_at_switch",
                 true,
                 format!(
                     "{} sampled keys were identical on both sides inside the cutover's write fence",
-                    v["keys_compared"]
+                    v.keys_compared
                 ),
             ),
             None => {
@@ -42,7 +43,8 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             }
         }
     }
-    let final_name = match ctx.intent_str("final_snapshot_name") {
+    let mut intent: DeleteSourceIntent = ctx.intent();
+    let final_name = match intent.final_snapshot_name.clone() {
         Some(n) => n,
         None => spec
             .final_snapshot_name
@@ -55,9 +57,9 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         .describe_group(&source_id)
         .await
         .map_err(|e| cloud_error("describing the source", e))?;
-    if source.is_none() && ctx.intent("deleting").is_some() {
+    if source.is_none() && intent.deleting.is_some() {
         ctx.note(format!("`{source_id}` is already gone"));
-        return Ok(done(&final_name, &source_id));
+        return Ok(done(&final_name, &source_id, None));
     }
     if source.is_none() {
         return Err(Error::failed(
@@ -66,7 +68,7 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         ));
     }
 
-    if !ctx.dry_run() && ctx.intent("confirmed").is_none() {
+    if !ctx.dry_run() && intent.confirmed.is_none() {
         let confirmed = if ctx.options.yes && spec.confirm.as_deref() == Some(source_id.as_str()) {
             true
         } else if ctx.options.interactive {
@@ -85,7 +87,8 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
                 ),
             ));
         }
-        ctx.record_intent("confirmed", json!(true))?;
+        intent.confirmed = Some(true);
+        ctx.record_intent(&intent)?;
     }
 
     // Nobody but us may still be using the source.
@@ -100,7 +103,8 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         .map_err(|e| cloud_error("describing the final snapshot", e))?
         .is_none()
     {
-        ctx.record_intent("final_snapshot_name", json!(final_name))?;
+        intent.final_snapshot_name = Some(final_name.clone());
+        ctx.record_intent(&intent)?;
         ctx.call("CreateSnapshot", json!({ "ReplicationGroupId": source_id, "SnapshotName": final_name, "KmsKeyId": kms_key }));
         ctx.write
             .create_snapshot(&source_id, &final_name, kms_key.as_deref())
@@ -117,7 +121,8 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         ));
     }
 
-    ctx.record_intent("deleting", json!(true))?;
+    intent.deleting = Some(true);
+    ctx.record_intent(&intent)?;
     ctx.call(
         "DeleteReplicationGroup",
         json!({ "ReplicationGroupId": source_id, "RetainPrimaryCluster": false }),
@@ -140,14 +145,9 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         },
     )
     .await?;
-    let mut outcome = done(&final_name, &source_id);
-    if !forced.is_empty() {
-        // The report carries it: the source was deleted while these clients still used it.
-        outcome
-            .outputs
-            .insert("forced_with_clients".into(), json!(forced));
-    }
-    Ok(outcome)
+    // The report carries them: the source was deleted while these clients still used it.
+    let forced = (!forced.is_empty()).then_some(forced);
+    Ok(done(&final_name, &source_id, forced))
 }
 
 /// Wait (up to `drain_timeout_seconds`) until no client other than ecmigrate's is connected to the source's
@@ -220,9 +220,14 @@ async fn drain_clients(
     }
 }
 
-fn done(final_name: &str, source_id: &str) -> super::StepOutcome {
-    StepOutcome::done(obj(vec![
-        ("final_snapshot_name", json!(final_name)),
-        ("deleted", json!(source_id)),
-    ]))
+fn done(
+    final_name: &str,
+    source_id: &str,
+    forced_with_clients: Option<Vec<crate::data::connect::ConnectedClient>>,
+) -> StepOutcome {
+    StepOutcome::done(&DeleteSourceOutputs {
+        final_snapshot_name: final_name.to_string(),
+        deleted: source_id.to_string(),
+        forced_with_clients,
+    })
 }

@@ -3,10 +3,11 @@
 
 use serde_json::json;
 
-use crate::engine::StepContext;
+use crate::eligibility::{engine_major, engine_supports_encryption, node_type_supports_encryption};
+use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Refusal, Result};
 use crate::plan::{CutoverStrategy, PreflightStep, StepSpec, rules};
-use crate::steps::{StepOutcome, cloud_error, kms_key_ref, obj, token_store};
+use crate::steps::{cloud_error, kms_key_ref, obj, token_store};
 
 struct Checks<'a> {
     ctx: &'a StepContext,
@@ -264,7 +265,7 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
             refusals: c.refusals,
         });
     }
-    Ok(StepOutcome::done(obj(vec![
+    Ok(StepOutcome::done(&obj(vec![
         ("source_engine_version", json!(engine_version)),
         ("kms_key_id", json!(kms_arn)),
         ("auth_token_store", json!(store.to_string())),
@@ -369,96 +370,5 @@ async fn check_cluster_mode(
             format!("target.num_node_groups turns cluster mode on, and the source's databases cannot be checked: {why}"),
             "set source.data_endpoint so preflight can check that every key is in database 0, or remove target.num_node_groups",
         ),
-    }
-}
-
-/// The major engine version (`7` of `7.0.15`), 0 when unreadable.
-pub fn engine_major(version: &str) -> u32 {
-    version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0)
-}
-
-/// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).
-pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), String> {
-    if version.trim().is_empty() {
-        return Err("the engine version is unknown (none of the group's member clusters could be described)".into());
-    }
-    let parts: Vec<u32> = version
-        .split('.')
-        .map(|p| {
-            p.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .map(|p| p.parse().unwrap_or(0))
-        .collect();
-    let v = |i: usize| parts.get(i).copied().unwrap_or(0);
-    let ok = match (v(0), v(1)) {
-        (3, 2) => v(2) == 6,
-        (4, 0) => v(2) >= 10,
-        (major, _) => major >= 5 || (major == 4 && v(1) > 0),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "engine version {version} does not support encryption (3.2.6, 4.0.10 or later is needed)"
-        ))
-    }
-}
-
-/// Previous-generation node families (EC2-Classic era) cannot run an encrypted group; every current
-/// family can. A type that is not `cache.FAMILY.SIZE` is left to the cloud to judge.
-pub fn node_type_supports_encryption(node_type: &str) -> std::result::Result<(), String> {
-    const PREVIOUS_GENERATION: &[&str] = &["t1", "m1", "m2", "m3", "c1", "r3"];
-    let family = node_type.split('.').nth(1).unwrap_or_default();
-    if PREVIOUS_GENERATION.contains(&family) {
-        Err(format!(
-            "node type {node_type} is a previous-generation type ({family}) that does not support encryption"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::engine_supports_encryption as ok;
-
-    #[test]
-    fn node_types_that_support_encryption() {
-        use super::node_type_supports_encryption as nt;
-        for t in [
-            "cache.t3.micro",
-            "cache.r7g.large",
-            "cache.m5.xlarge",
-            "cache.sandbox.micro",
-        ] {
-            assert!(nt(t).is_ok(), "{t}");
-        }
-        for t in [
-            "cache.t1.micro",
-            "cache.m1.small",
-            "cache.m3.medium",
-            "cache.c1.xlarge",
-            "cache.r3.large",
-        ] {
-            assert!(nt(t).is_err(), "{t}");
-        }
-    }
-
-    #[test]
-    fn engine_versions_that_support_encryption() {
-        for v in [
-            "3.2.6", "4.0.10", "4.0.14", "5.0.6", "6.x", "6.2", "7.0.15", "7.1",
-        ] {
-            assert!(ok(v).is_ok(), "{v}");
-        }
-        for v in ["2.8.24", "3.2.4", "3.2.10", "4.0.9", ""] {
-            assert!(ok(v).is_err(), "{v}");
-        }
     }
 }

@@ -7,24 +7,20 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::cloud::CreateEncryptedGroup;
-use crate::engine::{Poll, StepContext, wait_until};
+use crate::engine::{Poll, StepContext, StepOutcome, wait_until};
 use crate::error::{Error, Result};
 use crate::plan::{RestoreEncryptedStep, StepKind, rules};
 use crate::secret::generate_token;
 use crate::steps::backup::encryption_key;
-use crate::steps::{
-    StepOutcome, cloud_error, keep_token, obj, read_token, require_group, timeout, token_store,
-};
+use crate::steps::records::{BackupOutputs, RestoreIntent};
+use crate::steps::{cloud_error, keep_token, obj, read_token, require_group, timeout, token_store};
 
 pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
     let target_id = plan.target.replication_group_id.clone();
     let snapshot_name = ctx
-        .outputs_of(StepKind::Backup)
-        .and_then(|o| {
-            o.get("snapshot_name")
-                .and_then(|v| v.as_str().map(str::to_string))
-        })
+        .outputs_of::<BackupOutputs>(StepKind::Backup)
+        .map(|o| o.snapshot_name)
         .ok_or_else(|| {
             Error::failed(
                 "no finished backup to restore from",
@@ -45,14 +41,16 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
             // and run (the state may have been written before the tags were: either is enough).
             let tagged_ours = group.tags.get("ecmigrate:plan") == Some(&plan.name)
                 && group.tags.get("ecmigrate:run") == Some(&ctx.run_id);
-            if ctx.intent("target_id").is_none() {
+            if ctx.intent::<RestoreIntent>().target_id.is_none() {
                 if !tagged_ours {
                     return Err(Error::failed(
                         format!("target `{target_id}` exists but this run did not create it"),
                         "choose another target.replication_group_id",
                     ));
                 }
-                ctx.record_intent("target_id", json!(target_id))?;
+                ctx.record_intent(&RestoreIntent {
+                    target_id: Some(target_id.clone()),
+                })?;
             }
             ctx.note(format!(
                 "target `{target_id}` was already requested (status {}); waiting for it",
@@ -136,7 +134,9 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
                 snapshot_window: source.snapshot_window.clone(),
                 tags,
             };
-            ctx.record_intent("target_id", json!(target_id))?;
+            ctx.record_intent(&RestoreIntent {
+                target_id: Some(target_id.clone()),
+            })?;
             ctx.call("CreateReplicationGroup", create_params(&request));
             ctx.write
                 .create_group_from_snapshot(&request)
@@ -175,7 +175,7 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
             "do not cut over: delete the target and check the account's ElastiCache settings",
         ));
     }
-    Ok(StepOutcome::done(obj(vec![
+    Ok(StepOutcome::done(&obj(vec![
         ("target_id", json!(group.id)),
         (
             "primary_endpoint",

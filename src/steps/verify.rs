@@ -4,14 +4,13 @@
 use serde_json::json;
 
 use crate::data::verify::{VerifyMode, verify};
-use crate::engine::StepContext;
+use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::VerifyStep;
-use crate::steps::{
-    StepOutcome, load_token, obj, require_group, source_data_endpoint, target_data_endpoint,
-};
+use crate::steps::live::LiveStream;
+use crate::steps::{load_token, obj, require_group, source_data_endpoint, target_data_endpoint};
 
-pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
+pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
     let mode = if spec.full {
         VerifyMode::Full
@@ -46,7 +45,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
             ),
         );
         ctx.note(format!("would compare key counts per database and {mode_text} by type, value and TTL (±{tolerance} ms)"));
-        return Ok(StepOutcome::done(obj(vec![
+        return Ok(StepOutcome::done(&obj(vec![
             ("mode", json!(mode_text)),
             ("dry_run", json!(true)),
         ])));
@@ -55,8 +54,8 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
     let dst = target_data_endpoint(ctx, &target, token)?;
     let progress = ctx.progress_reporter("keys compared");
     let hint = "check that both data endpoints are reachable (data_endpoint, tls_ca_file, token)";
-    crate::steps::stream_copy::ensure_stream(ctx).await?;
-    let stream = ctx.live.lock().await.stream.clone();
+    live.ensure(ctx).await?;
+    let stream = live.stream().await;
     if let Some(stream) = &stream {
         stream
             .lock()
@@ -157,7 +156,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep) -> Result<StepOutcome> {
             "writes made after the backup are not copied without stream_copy; stop writes, or add a stream_copy step, then run again",
         ));
     }
-    Ok(StepOutcome::done(obj(vec![
+    Ok(StepOutcome::done(&obj(vec![
         ("mode", json!(mode_text)),
         (
             "key_counts",

@@ -1,5 +1,5 @@
 //! Everything the operator sees: reporters that turn engine events into progress bars (TTY), plain lines,
-//! or JSON lines, and the prompts. Every command works without a terminal.
+//! or JSON lines, and the terminal's answers to the engine's prompts. Every command works without a terminal.
 
 pub mod reporter;
 pub mod wizard;
@@ -10,25 +10,7 @@ use crate::error::{Error, Result};
 
 pub use reporter::{OutputFormat, Reporter};
 
-/// Questions a step may ask the operator.
-pub trait Prompter: Send + Sync {
-    /// Yes/no, defaulting to no.
-    fn confirm(&self, question: &str) -> Result<bool>;
-    /// The operator must type `expected` exactly (used before anything destructive).
-    fn confirm_typed(&self, question: &str, expected: &str) -> Result<bool>;
-}
-
-/// No terminal: every question is answered "no".
-pub struct NoPrompter;
-
-impl Prompter for NoPrompter {
-    fn confirm(&self, _question: &str) -> Result<bool> {
-        Ok(false)
-    }
-    fn confirm_typed(&self, _question: &str, _expected: &str) -> Result<bool> {
-        Ok(false)
-    }
-}
+pub use crate::engine::{NoPrompter, Prompter};
 
 /// Prompts on the terminal (dialoguer), with progress bars suspended while the operator answers.
 pub struct TerminalPrompter {

@@ -82,6 +82,19 @@ impl Reporter {
                 let again = if *resumed { "resuming" } else { "starting" };
                 format!("ecmigrate: {again} plan `{plan}` (run {run_id}, {steps} steps){mode}")
             }
+            Event::PlanChangeAccepted { fields, .. } => format!(
+                "    plan edit accepted (steps that have not started): {}",
+                fields
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Event::StartedOver {
+                previous_run_id, ..
+            } => format!(
+                "    run {previous_run_id} created nothing: starting over with the plan as it is now"
+            ),
             Event::StepStarted {
                 index,
                 kind,

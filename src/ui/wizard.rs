@@ -79,7 +79,7 @@ pub fn ask<'a>(
     let items: Vec<String> = sorted
         .iter()
         .map(|g| {
-            let a = crate::cli::audit_assessment(g);
+            let a = crate::eligibility::assess(g).recommended_path;
             format!(
                 "{:<28} {:<10} at-rest={:<5} transit={:<5} auth={:<5} {}",
                 g.id,

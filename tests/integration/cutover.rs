@@ -308,6 +308,8 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
     );
 }
 
+// The fence delay is a test hook (`--features test-hooks`, as scripts/test.sh builds).
+#[cfg(feature = "test-hooks")]
 #[test]
 fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_past_its_bound_retries()
  {
@@ -320,7 +322,7 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
         );
     let plan = env.write_plan("plan.yaml", &text);
     // The first fence is held 400 ms inside the pause: past half of its 500 ms bound.
-    env.set_env("ECMIGRATE_FAULT_FENCE_DELAY", "400:1");
+    env.set_env("ECMIGRATE_TEST_FENCE_DELAY", "400:1");
     let mut child = spawn_run(&env, &plan);
     wait_until_waiting(&env, &plan, &mut child);
 
@@ -453,6 +455,8 @@ fn rollback_is_refused_before_a_cutover_and_after_the_source_is_deleted() {
     assert!(late.stderr.contains("no longer possible"), "{late:?}");
 }
 
+// The fence delay is a test hook (`--features test-hooks`, as scripts/test.sh builds).
+#[cfg(feature = "test-hooks")]
 #[test]
 fn removing_the_flag_file_releases_the_cutover_and_a_fence_that_keeps_timing_out_fails_resumably() {
     let mut env = Env::new();
@@ -466,7 +470,7 @@ fn removing_the_flag_file_releases_the_cutover_and_a_fence_that_keeps_timing_out
     let plan = env.write_plan("plan.yaml", &text);
     std::fs::write(env.path().join("hold.flag"), "").unwrap();
     // Every fence is held 250 ms inside a 300 ms pause: past half its bound, each attempt times out.
-    env.set_env("ECMIGRATE_FAULT_FENCE_DELAY", "250:99");
+    env.set_env("ECMIGRATE_TEST_FENCE_DELAY", "250:99");
     let mut child = spawn_run(&env, &plan);
     wait_until_waiting(&env, &plan, &mut child);
     std::thread::sleep(Duration::from_millis(500));
@@ -485,7 +489,7 @@ fn removing_the_flag_file_releases_the_cutover_and_a_fence_that_keeps_timing_out
     assert_eq!(status(&env, &plan)["state"], "failed");
 
     // The same command resumes; without the fault the fence holds.
-    env.set_env("ECMIGRATE_FAULT_FENCE_DELAY", "0:0");
+    env.set_env("ECMIGRATE_TEST_FENCE_DELAY", "0:0");
     let resumed = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);

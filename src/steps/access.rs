@@ -1,0 +1,69 @@
+//! How steps reach the control plane: a group looked up by id, a snapshot awaited, the key snapshots are
+//! sealed with, a step's wait bound, and cloud errors turned into the user-facing error with a hint.
+
+use std::time::Duration;
+
+use crate::cloud::{CloudError, ReplicationGroup};
+use crate::engine::StepContext;
+use crate::error::{Error, Result};
+
+/// The default wait bound for cloud operations (an hour: large snapshots take long).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub fn timeout(seconds: Option<u64>) -> Duration {
+    seconds.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT)
+}
+
+pub fn cloud_error(what: &str, e: CloudError) -> Error {
+    let hint = match &e {
+        CloudError::Transient { .. } => {
+            "the cloud is throttling or failing; run the same command again to resume"
+        }
+        CloudError::NotFound { .. } => {
+            "check the identifiers in the plan and the provider/region it points at"
+        }
+        CloudError::AlreadyExists { .. } => "another resource has this name; rename it in the plan",
+        _ => "fix the cause shown and run the same command again; it resumes where it stopped",
+    };
+    Error::failed(format!("{what}: {e}"), hint)
+}
+
+/// The KMS key the target and its snapshots are encrypted with: the plan's, or the service default.
+pub fn kms_key_ref(ctx: &StepContext) -> Option<String> {
+    ctx.plan
+        .plan
+        .target
+        .kms_key_id
+        .clone()
+        .or_else(|| ctx.cloud.default_kms_key())
+}
+
+/// Look a group up, turning "absent" into an error that names it.
+pub async fn require_group(ctx: &StepContext, id: &str) -> Result<ReplicationGroup> {
+    match ctx.cloud.describe_group(id).await {
+        Ok(Some(g)) => Ok(g),
+        Ok(None) => Err(Error::failed(
+            format!("replication group `{id}` does not exist"),
+            "check the plan's ids and the provider it points at",
+        )),
+        Err(e) => Err(cloud_error(&format!("describing `{id}`"), e)),
+    }
+}
+
+/// Wait until snapshot `name` is available (bounded by `limit`).
+pub async fn wait_for_snapshot(
+    ctx: &StepContext,
+    name: &str,
+    limit: Duration,
+) -> Result<crate::cloud::Snapshot> {
+    crate::engine::wait_until(ctx, &format!("snapshot {name}"), limit, || async {
+        use crate::engine::Poll;
+        Ok(match ctx.cloud.describe_snapshot(name).await? {
+            Some(s) if s.status == "available" => Poll::Ready(s),
+            Some(s) if s.status == "failed" => Poll::Failed(format!("snapshot `{name}` failed")),
+            Some(s) => Poll::Pending(s.status),
+            None => Poll::Pending("not visible yet".into()),
+        })
+    })
+    .await
+}

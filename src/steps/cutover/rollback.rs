@@ -1,0 +1,257 @@
+//! `ecmigrate rollback`: clients back to the source, with the writes the target took since the switch.
+//! Allowed from the switch until the source is deleted; afterwards `run` refuses the plan.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::cloud::Cloud;
+use crate::data::copier::{Copier, CopyOptions};
+use crate::data::stream::StreamCopy;
+use crate::engine::events::EventListener;
+use crate::engine::state::{RunState, RunStatus, StepStatus};
+use crate::engine::{Prompter, RunOptions, Session, StepContext};
+use crate::error::{Error, Result};
+use crate::plan::{CutoverStep, LoadedPlan, StepKind};
+use crate::steps::cutover::fence::{FailureKind, FenceFailure, before_switch, fenced_switch};
+use crate::steps::records::{CutoverIntent, DeleteSourceIntent, RollbackOutputs};
+use crate::steps::switch::Switch;
+use crate::steps::{load_token, require_group, source_data_endpoint, target_data_endpoint};
+
+/// `ecmigrate rollback`: clients back to the source, with the writes made on the target since the switch.
+/// The same model in reverse: capture the target, copy it onto the source in full (the target has been
+/// the truth since the switch), fence the target, prove, copy what is pending, switch back with the same
+/// strategy, disconnect the target's clients, unpause, and tail the target for the grace period.
+async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOutputs> {
+    let plan = &ctx.plan.plan;
+    let source = require_group(ctx, &plan.source.replication_group_id).await?;
+    let target = require_group(ctx, &plan.target.replication_group_id).await?;
+    let switch = Switch::new(spec, &target, &source, "rollback")?;
+    let source_endpoint = source_data_endpoint(ctx, &source)?;
+    let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
+    let style = crate::data::capture::detect_style(&target_endpoint, true)
+        .await
+        .map_err(|e| {
+            Error::failed(
+                format!("the target cannot report its changes: {e}"),
+                "a rollback copies the target's writes back by capture: give the target a parameter group with notify-keyspace-events `KEA`, then run `ecmigrate rollback` again",
+            )
+        })?;
+    let spill = ctx.state_folder().join("rollback.spill");
+    let _ = std::fs::remove_file(&spill);
+    let capture =
+        crate::data::capture::Capture::start(target_endpoint.clone(), style, spill, 1_000_000)
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "check the target's data endpoint; run `ecmigrate rollback` again",
+                )
+            })?;
+    // Which keys changed on the target since the switch is not known: copy all of it back.
+    capture.mark_gap("rollback: the target has taken writes since the switch");
+    let copier = Arc::new(Copier::new(
+        target_endpoint.clone(),
+        source_endpoint,
+        CopyOptions::default(),
+    ));
+    let stream = Arc::new(tokio::sync::Mutex::new(StreamCopy::new(copier, capture)));
+    {
+        let progress = ctx.progress_reporter("keys copied back to the source");
+        stream.lock().await.catch_up(&progress).await.map_err(|e| {
+            Error::failed(
+                e,
+                "check both data endpoints; run `ecmigrate rollback` again",
+            )
+        })?;
+    }
+    ctx.note("the target's keys are back on the source; fencing the target to switch back");
+
+    let mut attempts = Vec::new();
+    let done = loop {
+        let attempt = attempts.len() as u32 + 1;
+        let outcome = match before_switch(ctx, spec, &switch).await {
+            Ok(()) => {
+                fenced_switch(ctx, spec, &switch, &target_endpoint, Some(&stream), attempt).await
+            }
+            Err(e) => Err(FenceFailure {
+                kind: FailureKind::Switch,
+                message: e,
+                write_pause: None,
+            }),
+        };
+        match outcome {
+            Ok(done) => break done,
+            Err(failure) => {
+                attempts.push(json!({ "attempt": attempt, "outcome": failure.kind.as_str(), "error": failure.message }));
+                if failure.kind == FailureKind::Fatal || attempt >= spec.fence_attempts() {
+                    return Err(Error::failed(
+                        format!("the rollback did not complete: {}", failure.message),
+                        "clients stay on the target, which is unpaused; fix the cause and run `ecmigrate rollback` again",
+                    ));
+                }
+                ctx.note(format!(
+                    "rollback attempt {attempt}: {}; retrying",
+                    failure.message
+                ));
+                tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt.min(6)))).await;
+            }
+        }
+    };
+    let mut intent: CutoverIntent = ctx.intent();
+    intent.rollback_switched = Some(done.switched.details.clone());
+    ctx.record_intent(&intent)?;
+    switch.settle(ctx, &done.switched).await?;
+    let window = done.switched.ttl + spec.grace();
+    let started = Instant::now();
+    while started.elapsed() < window {
+        ctx.waiting(
+            "late writes to the target",
+            &format!("tailing for {} s", window.as_secs()),
+            started,
+        );
+        stream
+            .lock()
+            .await
+            .catch_up(&|_, _| {})
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "the switch back stands; run `ecmigrate rollback` again to copy the rest",
+                )
+            })?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s = stream.lock().await;
+    s.capture.stop();
+    let late = s
+        .capture
+        .status()
+        .events
+        .saturating_sub(done.events_at_release);
+    let status = s.status();
+    ctx.note(format!(
+        "rolled back to `{}`: target writes paused {} ms, {} key(s) copied back, {late} late change(s)",
+        switch.to.group_id,
+        done.write_pause.as_millis(),
+        status.copy.keys_copied
+    ));
+    Ok(RollbackOutputs {
+        now: switch.to.group_id.clone(),
+        switch: done.switched.details.clone(),
+        write_pause_ms: done.write_pause.as_millis() as u64,
+        keys_copied_back: status.copy.keys_copied,
+        keys_deleted_on_source: status.copy.keys_deleted,
+        late_changes: late,
+        clients_disconnected: done.disconnected.clone(),
+        attempts: attempts.len() + 1,
+        rolled_back_at: chrono::Utc::now().to_rfc3339(),
+    })
+}
+
+/// Roll a cut-over run back: clients to the source again, with the writes the target took since the
+/// switch. Allowed from the switch until the source is deleted; afterwards `run` refuses the plan.
+pub async fn rollback(
+    plan: Arc<LoadedPlan>,
+    cloud: Arc<dyn Cloud>,
+    options: RunOptions,
+    reporter: Arc<dyn EventListener>,
+    prompter: Arc<dyn Prompter>,
+) -> Result<RunState> {
+    let yes = options.yes;
+    let Some((index, spec)) = plan.plan.cutover_step().map(|(i, c)| (i, c.clone())) else {
+        return Err(Error::usage(
+            format!(
+                "plan `{}` has no cutover step, so there is nothing to roll back",
+                plan.plan.name
+            ),
+            "clients were never moved by this plan",
+        ));
+    };
+    let Some(session) = Session::open(plan.clone(), cloud, options, reporter, prompter)? else {
+        return Err(Error::usage(
+            format!("plan `{}` has not been run", plan.plan.name),
+            "there is nothing to roll back",
+        ));
+    };
+    let state = session.state();
+    if state.state == RunStatus::RolledBack {
+        return Ok(state);
+    }
+    check_rollback_possible(&plan, &state, index)?;
+    if !yes
+        && !session.prompter().confirm(&format!(
+            "Point clients back at `{}` and copy the target's writes to it?",
+            plan.plan.source.replication_group_id
+        ))?
+    {
+        return Err(Error::failed(
+            "the rollback was not confirmed",
+            "run `ecmigrate rollback PLAN` again and confirm, or pass --yes",
+        ));
+    }
+    let state_before = state.state;
+    session.update(|s| s.state = RunStatus::Running)?;
+    let ctx = session.context(index);
+    match switch_back(&ctx, &spec).await {
+        Ok(outputs) => {
+            let outputs = serde_json::to_value(outputs).expect("outputs serialize");
+            session.update(|s| {
+                s.steps[index].outputs.insert("rolled_back".into(), outputs);
+                s.state = RunStatus::RolledBack;
+            })?;
+            Ok(session.state())
+        }
+        Err(e) => {
+            // Once clients were switched back, the plan must never run on to delete the source.
+            session.update(|s| {
+                let switched_back = s.steps[index]
+                    .intent_as::<CutoverIntent>()
+                    .rollback_switched
+                    .is_some();
+                s.state = if switched_back {
+                    RunStatus::RolledBack
+                } else {
+                    state_before
+                };
+            })?;
+            Err(e)
+        }
+    }
+}
+
+/// A rollback needs the switch made and the source not (being) deleted.
+fn check_rollback_possible(plan: &LoadedPlan, state: &RunState, index: usize) -> Result<()> {
+    let record = &state.steps[index];
+    let switched =
+        record.status == StepStatus::Done || record.intent_as::<CutoverIntent>().switched.is_some();
+    if !switched {
+        return Err(Error::usage(
+            "the cutover has not switched clients yet, so there is nothing to roll back",
+            "to stop the migration, stop the run; the source keeps serving clients",
+        ));
+    }
+    let deleting = state.steps.iter().any(|r| {
+        r.kind == StepKind::DeleteSource
+            && (r.status == StepStatus::Done
+                || r.intent_as::<DeleteSourceIntent>().deleting.is_some())
+    });
+    if deleting {
+        return Err(Error::usage(
+            format!(
+                "the source `{}` was deleted: a rollback is no longer possible",
+                plan.plan.source.replication_group_id
+            ),
+            "restore the source from its final snapshot if you need it back",
+        ));
+    }
+    Ok(())
+}
+
+/// The cutover's outputs with the rollback's, as `ecmigrate rollback` reports them.
+pub fn rolled_back_outputs(state: &RunState) -> Option<RollbackOutputs> {
+    let record = state.steps.iter().find(|r| r.kind == StepKind::Cutover)?;
+    serde_json::from_value(record.outputs.get("rolled_back")?.clone()).ok()
+}

@@ -1,0 +1,77 @@
+//! How steps reach the data plane of each side: the plan's `data_endpoint` override (for tunnels) or the
+//! group's primary endpoint; TLS and the AUTH token for the target.
+
+use crate::cloud::ReplicationGroup;
+use crate::data::connect::RedisEndpoint;
+use crate::engine::StepContext;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+fn parse_endpoint(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// `host:port` of a group's data plane: the plan's override (`<side>.data_endpoint`, for tunnels), else
+/// the group's primary endpoint.
+fn data_host_port(
+    side: &str,
+    plan_override: Option<&String>,
+    group: &ReplicationGroup,
+) -> Result<(String, u16)> {
+    match plan_override {
+        Some(e) => parse_endpoint(e).ok_or_else(|| {
+            Error::usage(
+                format!("{side}.data_endpoint `{e}` is not host:port"),
+                "write it as host:port",
+            )
+        }),
+        None => {
+            let ep = group.primary_endpoint.clone().ok_or_else(|| {
+                Error::failed(
+                    format!("the group `{}` reports no primary endpoint", group.id),
+                    format!("set {side}.data_endpoint in the plan"),
+                )
+            })?;
+            Ok((ep.host, ep.port))
+        }
+    }
+}
+
+/// How to reach the source's data plane (TLS only if the source already has it).
+pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
+    let (host, port) =
+        data_host_port("source", ctx.plan.plan.source.data_endpoint.as_ref(), group)?;
+    Ok(RedisEndpoint {
+        host,
+        port,
+        tls: group.transit_encryption_enabled,
+        ca_file: ctx.cloud.data_plane_ca(),
+        password: None,
+        db: 0,
+    })
+}
+
+/// How to reach the target's data plane: TLS with the plan's CA (or the cloud's), and the AUTH token.
+pub fn target_data_endpoint(
+    ctx: &StepContext,
+    group: &ReplicationGroup,
+    token: Secret,
+) -> Result<RedisEndpoint> {
+    let target = &ctx.plan.plan.target;
+    let (host, port) = data_host_port("target", target.data_endpoint.as_ref(), group)?;
+    let ca_file = target
+        .tls_ca_file
+        .as_ref()
+        .map(|p| ctx.plan.resolve(p))
+        .or_else(|| ctx.cloud.data_plane_ca());
+    Ok(RedisEndpoint {
+        host,
+        port,
+        tls: true,
+        ca_file,
+        password: Some(token),
+        db: 0,
+    })
+}

@@ -1,0 +1,125 @@
+//! What steps record in the ledger, as types: each step's intent (written before its mutating call and
+//! read back by a resumed attempt) and the outputs that later steps, `status`, `rollback` and the report
+//! read. The JSON they serialize to is the state file's format; absent fields stay absent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::data::connect::ConnectedClient;
+use crate::steps::live::StreamSummary;
+
+/// `backup`: the snapshot name, before CreateSnapshot.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BackupIntent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackupOutputs {
+    pub snapshot_name: String,
+    pub kms_key_id: Option<String>,
+    pub encrypted: bool,
+}
+
+/// The part of preflight's outputs later steps use: the KMS key it resolved (an ARN).
+#[derive(Debug, Default, Deserialize)]
+pub struct PreflightResolved {
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+}
+
+/// `restore_encrypted`: the target id, before CreateReplicationGroup.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RestoreIntent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+}
+
+/// The sample compared inside the cutover's fence, while both sides were still.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpotCheck {
+    pub keys_compared: u64,
+    pub differing: u64,
+}
+
+/// The late writes counted after the switch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LateWrites {
+    pub tail_seconds: u64,
+    pub late_changes: u64,
+}
+
+/// `cutover`'s outputs; recorded as the intent `switched` the moment the switch stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CutoverOutputs {
+    pub strategy: String,
+    /// The group clients use now.
+    pub now: String,
+    pub endpoint: crate::cloud::Endpoint,
+    pub switch: Value,
+    pub write_pause_ms: u64,
+    pub max_write_pause_ms: u64,
+    pub fence_attempts: usize,
+    pub attempts: Vec<Value>,
+    pub released_by: Vec<String>,
+    pub clients_disconnected: Vec<ConnectedClient>,
+    pub keys_copied_in_fence: u64,
+    pub verified_at_switch: Option<SpotCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_switch_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<LateWrites>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_after_switch: Option<bool>,
+    /// Added by `ecmigrate rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RollbackOutputs>,
+}
+
+/// `cutover`'s intent: the attempts so far, the switch once it stands, and a rollback's switch back.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CutoverIntent {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched: Option<CutoverOutputs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_switched: Option<Value>,
+}
+
+/// What `ecmigrate rollback` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackOutputs {
+    pub now: String,
+    pub switch: Value,
+    pub write_pause_ms: u64,
+    pub keys_copied_back: u64,
+    pub keys_deleted_on_source: u64,
+    pub late_changes: u64,
+    pub clients_disconnected: Vec<ConnectedClient>,
+    pub attempts: usize,
+    pub rolled_back_at: String,
+}
+
+/// `delete_source`: the confirmation, the final snapshot's name, and the deletion, each before its call.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DeleteSourceIntent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_snapshot_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteSourceOutputs {
+    pub final_snapshot_name: String,
+    pub deleted: String,
+    /// The clients a forced deletion went ahead with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_with_clients: Option<Vec<ConnectedClient>>,
+}
