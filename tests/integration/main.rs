@@ -6,6 +6,7 @@ mod bulk_lane;
 mod cutover;
 mod harness;
 mod invalid_plans;
+mod ledger;
 mod sandbox_migration;
 mod streaming;
 mod verifier;
