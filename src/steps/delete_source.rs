@@ -13,35 +13,8 @@ use crate::steps::{cloud_error, timeout, wait_for_snapshot};
 
 pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutcome> {
     let source_id = ctx.plan.plan.source.replication_group_id.clone();
-    if !ctx.dry_run() && (!ctx.step_done(StepKind::Cutover) || !ctx.step_done(StepKind::Verify)) {
-        return Err(Error::failed(
-            "the source can only be deleted after a finished cutover and a passed verify",
-            "run the plan's cutover and verify steps first",
-        ));
-    }
-    // With a stream, the cutover compared a sample inside its fence, when both sides were still: the
-    // verify that counts, since writes went on after the `verify` step.
-    if !ctx.dry_run() && crate::steps::plan_streams(&ctx.plan) {
-        let checked = ctx
-            .outputs_of::<CutoverOutputs>(StepKind::Cutover)
-            .and_then(|o| o.verified_at_switch)
-            .filter(|v| v.differing == 0);
-        match checked {
-            Some(v) => ctx.check(
-                "verified_at_switch",
-                true,
-                format!(
-                    "{} sampled keys were identical on both sides inside the cutover's write fence",
-                    v.keys_compared
-                ),
-            ),
-            None => {
-                return Err(Error::failed(
-                    "the cutover recorded no passed comparison at the switch, so the source is kept",
-                    "roll back with `ecmigrate rollback PLAN` and run the plan again, or delete the source by hand after checking the target",
-                ));
-            }
-        }
+    if !ctx.dry_run() {
+        check_cut_over_and_verified(ctx)?;
     }
     let mut intent: DeleteSourceIntent = ctx.intent();
     let final_name = match intent.final_snapshot_name.clone() {
@@ -69,24 +42,7 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
     }
 
     if !ctx.dry_run() && intent.confirmed.is_none() {
-        let confirmed = if ctx.options.yes && spec.confirm.as_deref() == Some(source_id.as_str()) {
-            true
-        } else if ctx.options.interactive {
-            ctx.prompter.confirm_typed(
-                &format!("Type the source group id `{source_id}` to delete it (a final encrypted snapshot is kept)"),
-                &source_id,
-            )?
-        } else {
-            false
-        };
-        if !confirmed {
-            return Err(Error::failed(
-                format!("deleting `{source_id}` was not confirmed"),
-                format!(
-                    "type the group id at the prompt, or add `confirm: {source_id}` to the step and pass --yes"
-                ),
-            ));
-        }
+        confirm(ctx, spec, &source_id)?;
         intent.confirmed = Some(true);
         ctx.record_intent(&intent)?;
     }
@@ -230,4 +186,62 @@ fn done(
         deleted: source_id.to_string(),
         forced_with_clients,
     })
+}
+
+/// The source goes only after a finished cutover and a passed verify; with a stream, the cutover compared
+/// a sample inside its fence, when both sides were still: the verify that counts, since writes went on
+/// after the `verify` step.
+fn check_cut_over_and_verified(ctx: &StepContext) -> Result<()> {
+    if !ctx.step_done(StepKind::Cutover) || !ctx.step_done(StepKind::Verify) {
+        return Err(Error::failed(
+            "the source can only be deleted after a finished cutover and a passed verify",
+            "run the plan's cutover and verify steps first",
+        ));
+    }
+    if crate::steps::plan_streams(&ctx.plan) {
+        let checked = ctx
+            .outputs_of::<CutoverOutputs>(StepKind::Cutover)
+            .and_then(|o| o.verified_at_switch)
+            .filter(|v| v.differing == 0);
+        match checked {
+            Some(v) => ctx.check(
+                "verified_at_switch",
+                true,
+                format!(
+                    "{} sampled keys were identical on both sides inside the cutover's write fence",
+                    v.keys_compared
+                ),
+            ),
+            None => {
+                return Err(Error::failed(
+                    "the cutover recorded no passed comparison at the switch, so the source is kept",
+                    "roll back with `ecmigrate rollback PLAN` and run the plan again, or delete the source by hand after checking the target",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The operator's confirmation: `--yes` with `confirm: <source id>` in the plan, or the id typed.
+fn confirm(ctx: &StepContext, spec: &DeleteSourceStep, source_id: &str) -> Result<()> {
+    let confirmed = if ctx.options.yes && spec.confirm.as_deref() == Some(source_id) {
+        true
+    } else if ctx.options.interactive {
+        ctx.prompter.confirm_typed(
+            &format!("Type the source group id `{source_id}` to delete it (a final encrypted snapshot is kept)"),
+            source_id,
+        )?
+    } else {
+        false
+    };
+    if !confirmed {
+        return Err(Error::failed(
+            format!("deleting `{source_id}` was not confirmed"),
+            format!(
+                "type the group id at the prompt, or add `confirm: {source_id}` to the step and pass --yes"
+            ),
+        ));
+    }
+    Ok(())
 }

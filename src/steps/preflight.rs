@@ -44,7 +44,6 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         .describe_group(source_id)
         .await
         .map_err(|e| cloud_error("describing the source", e))?;
-    let mut engine_version = None;
     match &source {
         None => c.refuse(
             "source_exists",
@@ -54,93 +53,7 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
                 ctx.cloud.provider()
             ),
         ),
-        Some(g) => {
-            c.pass("source_exists", format!("`{source_id}` exists"));
-            engine_version = Some(g.engine_version.clone());
-            if g.is_available() {
-                c.pass("source_available", format!("`{source_id}` is available"));
-            } else {
-                c.refuse(
-                    "source_available",
-                    format!("source `{source_id}` is `{}`, not `available`", g.status),
-                    "wait until the group is available (no modification or snapshot in progress), then run again",
-                );
-            }
-            if g.fully_encrypted() {
-                c.refuse(
-                    "source_unencrypted",
-                    format!("source `{source_id}` already has at-rest and in-transit encryption"),
-                    "nothing to migrate: the group is already encrypted",
-                );
-            } else if g.at_rest_encryption_enabled {
-                c.refuse(
-                    "source_unencrypted",
-                    format!("source `{source_id}` already has at-rest encryption; only in-transit encryption is missing"),
-                    if engine_major(&g.engine_version) >= 7 {
-                        "enable in-transit encryption in place instead of recreating: ModifyReplicationGroup with TransitEncryptionEnabled and TransitEncryptionMode preferred, move the clients to TLS, then mode required".to_string()
-                    } else {
-                        format!(
-                            "in-place in-transit encryption needs engine 7.0 or later (this is {}): upgrade the engine, then enable it in place (mode preferred, then required)",
-                            g.engine_version
-                        )
-                    },
-                );
-            } else {
-                c.pass(
-                    "source_unencrypted",
-                    "at-rest encryption is off: a new group is needed",
-                );
-            }
-            match engine_supports_encryption(&g.engine_version) {
-                Ok(()) => c.pass(
-                    "engine_version",
-                    format!("engine {} supports encryption", g.engine_version),
-                ),
-                Err(rule) => c.refuse(
-                    "engine_version",
-                    rule,
-                    "upgrade the source's engine (3.2.6, 4.0.10 or later) before migrating",
-                ),
-            }
-            let node_type = plan
-                .target
-                .cache_node_type
-                .clone()
-                .unwrap_or_else(|| g.cache_node_type.clone());
-            match node_type_supports_encryption(&node_type) {
-                Ok(()) => c.pass(
-                    "node_type",
-                    format!("node type {node_type} supports encryption"),
-                ),
-                Err(rule) => c.refuse(
-                    "node_type",
-                    rule,
-                    "set target.cache_node_type to a current-generation type (for example cache.r7g.large or cache.t4g.medium)",
-                ),
-            }
-            if ctx.cloud.provider() == "aws" {
-                match plan
-                    .target
-                    .cache_subnet_group_name
-                    .clone()
-                    .or_else(|| g.cache_subnet_group_name.clone())
-                {
-                    Some(name) => c.pass(
-                        "cache_subnet_group",
-                        format!("the target goes into cache subnet group `{name}`"),
-                    ),
-                    None => c.refuse(
-                        "cache_subnet_group",
-                        format!("no cache subnet group: `{source_id}` reports none and the plan names none"),
-                        "set target.cache_subnet_group_name to a cache subnet group of the VPC the clients use",
-                    ),
-                }
-            }
-            check_cluster_mode(ctx, &mut c, g).await;
-            if crate::steps::plan_streams(&ctx.plan) {
-                check_notifications(ctx, &mut c, g).await;
-            }
-        }
+        Some(g) => check_source(ctx, &mut c, g).await,
     }
 
     // Target id free.
@@ -152,8 +65,131 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
             "choose another target.replication_group_id, or delete the existing group if it is a leftover",
         ),
     }
+    let kms_arn = check_kms_key(ctx, &mut c).await?;
+    let store = check_auth_token(ctx, &mut c).await;
+    check_cutover_alias(ctx, &mut c).await?;
+    let unencrypted = match &source {
+        Some(_) => list_unencrypted_snapshots(ctx, &mut c).await?,
+        None => Vec::new(),
+    };
 
-    // KMS key usable.
+    if !c.refusals.is_empty() {
+        return Err(Error::PreflightRefused {
+            refusals: c.refusals,
+        });
+    }
+    Ok(StepOutcome::done(&obj(vec![
+        (
+            "source_engine_version",
+            json!(source.as_ref().map(|g| g.engine_version.clone())),
+        ),
+        ("kms_key_id", json!(kms_arn)),
+        ("auth_token_store", json!(store.to_string())),
+        ("unencrypted_snapshots", json!(unencrypted)),
+        (
+            "source_before",
+            source
+                .as_ref()
+                .map(|g| g.encryption_attributes())
+                .unwrap_or_default(),
+        ),
+    ])))
+}
+
+/// The source's own checks: available, unencrypted, an engine and node type that support encryption, a
+/// subnet group (AWS), its keyspace for cluster mode, and notifications for a streamed plan.
+async fn check_source(ctx: &StepContext, c: &mut Checks<'_>, g: &crate::cloud::ReplicationGroup) {
+    let plan = &ctx.plan.plan;
+    let source_id = &plan.source.replication_group_id;
+    c.pass("source_exists", format!("`{source_id}` exists"));
+    if g.is_available() {
+        c.pass("source_available", format!("`{source_id}` is available"));
+    } else {
+        c.refuse(
+            "source_available",
+            format!("source `{source_id}` is `{}`, not `available`", g.status),
+            "wait until the group is available (no modification or snapshot in progress), then run again",
+        );
+    }
+    if g.fully_encrypted() {
+        c.refuse(
+            "source_unencrypted",
+            format!("source `{source_id}` already has at-rest and in-transit encryption"),
+            "nothing to migrate: the group is already encrypted",
+        );
+    } else if g.at_rest_encryption_enabled {
+        c.refuse(
+            "source_unencrypted",
+            format!("source `{source_id}` already has at-rest encryption; only in-transit encryption is missing"),
+            if engine_major(&g.engine_version) >= 7 {
+                "enable in-transit encryption in place instead of recreating: ModifyReplicationGroup with TransitEncryptionEnabled and TransitEncryptionMode preferred, move the clients to TLS, then mode required".to_string()
+            } else {
+                format!(
+                    "in-place in-transit encryption needs engine 7.0 or later (this is {}): upgrade the engine, then enable it in place (mode preferred, then required)",
+                    g.engine_version
+                )
+            },
+        );
+    } else {
+        c.pass(
+            "source_unencrypted",
+            "at-rest encryption is off: a new group is needed",
+        );
+    }
+    match engine_supports_encryption(&g.engine_version) {
+        Ok(()) => c.pass(
+            "engine_version",
+            format!("engine {} supports encryption", g.engine_version),
+        ),
+        Err(rule) => c.refuse(
+            "engine_version",
+            rule,
+            "upgrade the source's engine (3.2.6, 4.0.10 or later) before migrating",
+        ),
+    }
+    let node_type = plan
+        .target
+        .cache_node_type
+        .clone()
+        .unwrap_or_else(|| g.cache_node_type.clone());
+    match node_type_supports_encryption(&node_type) {
+        Ok(()) => c.pass(
+            "node_type",
+            format!("node type {node_type} supports encryption"),
+        ),
+        Err(rule) => c.refuse(
+            "node_type",
+            rule,
+            "set target.cache_node_type to a current-generation type (for example cache.r7g.large or cache.t4g.medium)",
+        ),
+    }
+    if ctx.cloud.provider() == "aws" {
+        match plan
+            .target
+            .cache_subnet_group_name
+            .clone()
+            .or_else(|| g.cache_subnet_group_name.clone())
+        {
+            Some(name) => c.pass(
+                "cache_subnet_group",
+                format!("the target goes into cache subnet group `{name}`"),
+            ),
+            None => c.refuse(
+                "cache_subnet_group",
+                format!("no cache subnet group: `{source_id}` reports none and the plan names none"),
+                "set target.cache_subnet_group_name to a cache subnet group of the VPC the clients use",
+            ),
+        }
+    }
+    check_cluster_mode(ctx, c, g).await;
+    if crate::steps::plan_streams(&ctx.plan) {
+        check_notifications(ctx, c, g).await;
+    }
+}
+
+/// The KMS key the target and the snapshots are encrypted with: it exists, is enabled and symmetric.
+/// Returns its ARN.
+async fn check_kms_key(ctx: &StepContext, c: &mut Checks<'_>) -> Result<Option<String>> {
     let key_ref = kms_key_ref(ctx);
     let mut kms_arn = None;
     match &key_ref {
@@ -184,7 +220,12 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         },
     }
 
-    // AUTH token: an existing one must meet the rules; a generated one needs a writable store.
+    Ok(kms_arn)
+}
+
+/// An existing token must meet the AUTH rules; a generated one needs a writable store.
+async fn check_auth_token(ctx: &StepContext, c: &mut Checks<'_>) -> crate::secret::TokenStore {
+    let plan = &ctx.plan.plan;
     let store = token_store(&ctx.plan);
     let spec = &plan.target.auth_token;
     match crate::steps::read_token(ctx, &store).await {
@@ -199,12 +240,18 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         Ok(None) => c.refuse(
             "auth_token",
             format!("no AUTH token in {store}"),
-            "put the token there (16-128 printable characters, no / \" @), or use `generate: true` with a file",
+            "put the token there (16-128 printable ASCII characters; the only special characters AWS permits are ! & # $ ^ < > -), or use `generate: true` with a file",
         ),
         Err(why) => c.refuse("auth_token", why, "check the token store named in target.auth_token"),
     }
 
-    // Cutover alias (sandbox): it should point at the source now.
+    store
+}
+
+/// The sandbox alias a cutover switches should point at the source now.
+async fn check_cutover_alias(ctx: &StepContext, c: &mut Checks<'_>) -> Result<()> {
+    let plan = &ctx.plan.plan;
+    let source_id = &plan.source.replication_group_id;
     for step in &plan.steps {
         if let StepSpec::Cutover(cut) = step
             && cut.strategy == CutoverStrategy::SandboxAlias
@@ -234,50 +281,34 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         }
     }
 
-    // Unencrypted snapshots that already exist stay the operator's to handle: list them (invariant 6).
-    let mut unencrypted = Vec::new();
-    if source.is_some() {
-        let snaps = ctx
-            .cloud
-            .list_snapshots(Some(source_id))
-            .await
-            .map_err(|e| cloud_error("listing snapshots", e))?;
-        unencrypted = snaps
-            .iter()
-            .filter(|s| !s.encrypted())
-            .map(|s| s.name.clone())
-            .collect();
-        if unencrypted.is_empty() {
-            c.pass(
-                "unencrypted_snapshots",
-                "no unencrypted snapshot of the source exists",
-            );
-        } else {
-            ctx.note(format!(
-                "unencrypted snapshots of `{source_id}` exist and will be left alone: {} (delete them once the migration is done)",
-                unencrypted.join(", ")
-            ));
-        }
-    }
+    Ok(())
+}
 
-    if !c.refusals.is_empty() {
-        return Err(Error::PreflightRefused {
-            refusals: c.refusals,
-        });
+/// Unencrypted snapshots that already exist stay the operator's to handle: listed (invariant 6).
+async fn list_unencrypted_snapshots(ctx: &StepContext, c: &mut Checks<'_>) -> Result<Vec<String>> {
+    let source_id = &ctx.plan.plan.source.replication_group_id;
+    let snaps = ctx
+        .cloud
+        .list_snapshots(Some(source_id))
+        .await
+        .map_err(|e| cloud_error("listing snapshots", e))?;
+    let unencrypted: Vec<String> = snaps
+        .iter()
+        .filter(|s| !s.encrypted())
+        .map(|s| s.name.clone())
+        .collect();
+    if unencrypted.is_empty() {
+        c.pass(
+            "unencrypted_snapshots",
+            "no unencrypted snapshot of the source exists",
+        );
+    } else {
+        ctx.note(format!(
+            "unencrypted snapshots of `{source_id}` exist and will be left alone: {} (delete them once the migration is done)",
+            unencrypted.join(", ")
+        ));
     }
-    Ok(StepOutcome::done(&obj(vec![
-        ("source_engine_version", json!(engine_version)),
-        ("kms_key_id", json!(kms_arn)),
-        ("auth_token_store", json!(store.to_string())),
-        ("unencrypted_snapshots", json!(unencrypted)),
-        (
-            "source_before",
-            source
-                .as_ref()
-                .map(|g| g.encryption_attributes())
-                .unwrap_or_default(),
-        ),
-    ])))
+    Ok(unencrypted)
 }
 
 /// `stream_copy` needs keyspace notifications on the source. Where CONFIG is blocked (ElastiCache), a real

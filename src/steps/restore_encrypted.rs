@@ -35,114 +35,8 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
         .map_err(|e| cloud_error("describing the target", e))?;
     let store = token_store(&ctx.plan);
     match existing {
-        Some(group) => {
-            // Ours only if an earlier attempt recorded the intent to create it.
-            // Ours if an earlier attempt recorded the intent to create it, or if its tags name this plan
-            // and run (the state may have been written before the tags were: either is enough).
-            let tagged_ours = group.tags.get("ecmigrate:plan") == Some(&plan.name)
-                && group.tags.get("ecmigrate:run") == Some(&ctx.run_id);
-            if ctx.intent::<RestoreIntent>().target_id.is_none() {
-                if !tagged_ours {
-                    return Err(Error::failed(
-                        format!("target `{target_id}` exists but this run did not create it"),
-                        "choose another target.replication_group_id",
-                    ));
-                }
-                ctx.record_intent(&RestoreIntent {
-                    target_id: Some(target_id.clone()),
-                })?;
-            }
-            ctx.note(format!(
-                "target `{target_id}` was already requested (status {}); waiting for it",
-                group.status
-            ));
-        }
-        None => {
-            let source = require_group(ctx, &plan.source.replication_group_id).await?;
-            // The token first: it must be stored before the group that requires it exists.
-            let token = match read_token(ctx, &store)
-                .await
-                .map_err(|e| Error::failed(e, "check target.auth_token"))?
-            {
-                Some(t) => t,
-                None if plan.target.auth_token.generate => {
-                    let t = generate_token();
-                    keep_token(ctx, &store, &t).await?;
-                    t
-                }
-                None => {
-                    return Err(Error::failed(
-                        format!("no AUTH token in {store}"),
-                        "put the token there or use `generate: true`",
-                    ));
-                }
-            };
-            rules::check_auth_token(token.expose()).map_err(|rule| {
-                Error::failed(
-                    format!("the AUTH token in {store} is invalid: {rule}"),
-                    "replace the token",
-                )
-            })?;
-
-            let t = &plan.target;
-            let replicas = match (t.replicas_per_node_group, t.num_cache_clusters) {
-                (Some(r), _) => r,
-                (None, Some(n)) => n.saturating_sub(1),
-                (None, None) => source.nodes_per_node_group.saturating_sub(1),
-            };
-            let mut tags: BTreeMap<String, String> = source.tags.clone();
-            if let Some(extra) = &t.tags {
-                tags.extend(extra.clone());
-            }
-            tags.insert("ecmigrate:plan".into(), plan.name.clone());
-            tags.insert("ecmigrate:run".into(), ctx.run_id.clone());
-            tags.insert("ecmigrate:source".into(), source.id.clone());
-            let request = CreateEncryptedGroup {
-                id: target_id.clone(),
-                description: format!(
-                    "encrypted copy of {} (ecmigrate plan {})",
-                    source.id, plan.name
-                ),
-                snapshot_name: snapshot_name.clone(),
-                engine: source.engine.clone(),
-                engine_version: source.engine_version.clone(),
-                cache_node_type: t
-                    .cache_node_type
-                    .clone()
-                    .unwrap_or(source.cache_node_type.clone()),
-                // Shards in the plan turn cluster mode on (preflight checked the source allows it).
-                cluster_enabled: source.cluster_enabled || t.num_node_groups.is_some(),
-                num_node_groups: t.num_node_groups.unwrap_or(source.num_node_groups),
-                replicas_per_node_group: replicas,
-                kms_key_id: encryption_key(ctx).await?,
-                transit_encryption_mode: t.transit_encryption_mode.as_str().to_string(),
-                auth_token: token,
-                cache_subnet_group_name: t
-                    .cache_subnet_group_name
-                    .clone()
-                    .or(source.cache_subnet_group_name.clone()),
-                security_group_ids: t
-                    .security_group_ids
-                    .clone()
-                    .unwrap_or(source.security_group_ids.clone()),
-                cache_parameter_group_name: t
-                    .cache_parameter_group_name
-                    .clone()
-                    .or(source.cache_parameter_group_name.clone()),
-                port: t.port.or(source.port),
-                preferred_maintenance_window: source.preferred_maintenance_window.clone(),
-                snapshot_window: source.snapshot_window.clone(),
-                tags,
-            };
-            ctx.record_intent(&RestoreIntent {
-                target_id: Some(target_id.clone()),
-            })?;
-            ctx.call("CreateReplicationGroup", create_params(&request));
-            ctx.write
-                .create_group_from_snapshot(&request)
-                .await
-                .map_err(|e| cloud_error("CreateReplicationGroup", e))?;
-        }
+        Some(group) => adopt(ctx, &group)?,
+        None => create(ctx, &snapshot_name, &store).await?,
     }
 
     let group = wait_until(
@@ -219,5 +113,147 @@ fn create_params(r: &CreateEncryptedGroup) -> serde_json::Value {
         "CacheParameterGroupName": r.cache_parameter_group_name,
         "Port": r.port,
         "Tags": r.tags,
+    })
+}
+
+/// A target that exists already: ours if an earlier attempt recorded the intent to create it, or if its
+/// tags name this plan and run (the state may have been written before the tags were: either is enough).
+fn adopt(ctx: &StepContext, group: &crate::cloud::ReplicationGroup) -> Result<()> {
+    let plan = &ctx.plan.plan;
+    let target_id = &plan.target.replication_group_id;
+    let tagged_ours = group.tags.get("ecmigrate:plan") == Some(&plan.name)
+        && group.tags.get("ecmigrate:run") == Some(&ctx.run_id);
+    if ctx.intent::<RestoreIntent>().target_id.is_none() {
+        if !tagged_ours {
+            return Err(Error::failed(
+                format!("target `{target_id}` exists but this run did not create it"),
+                "choose another target.replication_group_id",
+            ));
+        }
+        ctx.record_intent(&RestoreIntent {
+            target_id: Some(target_id.clone()),
+        })?;
+    }
+    ctx.note(format!(
+        "target `{target_id}` was already requested (status {}); waiting for it",
+        group.status
+    ));
+    Ok(())
+}
+
+/// Create the target from the snapshot: the token stored first, the intent recorded, then the call.
+async fn create(
+    ctx: &StepContext,
+    snapshot_name: &str,
+    store: &crate::secret::TokenStore,
+) -> Result<()> {
+    let plan = &ctx.plan.plan;
+    let target_id = plan.target.replication_group_id.clone();
+    let source = require_group(ctx, &plan.source.replication_group_id).await?;
+    let token = target_token(ctx, store).await?;
+    let request = request(ctx, &source, snapshot_name, token).await?;
+    ctx.record_intent(&RestoreIntent {
+        target_id: Some(target_id.clone()),
+    })?;
+    ctx.call("CreateReplicationGroup", create_params(&request));
+    ctx.write
+        .create_group_from_snapshot(&request)
+        .await
+        .map_err(|e| cloud_error("CreateReplicationGroup", e))?;
+    Ok(())
+}
+
+/// The target's token: the stored one, or (`generate: true`) a new one, kept before the group that
+/// requires it exists; either way it must meet the AUTH rules.
+async fn target_token(
+    ctx: &StepContext,
+    store: &crate::secret::TokenStore,
+) -> Result<crate::secret::Secret> {
+    let plan = &ctx.plan.plan;
+    let token = match read_token(ctx, store)
+        .await
+        .map_err(|e| Error::failed(e, "check target.auth_token"))?
+    {
+        Some(t) => t,
+        None if plan.target.auth_token.generate => {
+            let t = generate_token();
+            keep_token(ctx, store, &t).await?;
+            t
+        }
+        None => {
+            return Err(Error::failed(
+                format!("no AUTH token in {store}"),
+                "put the token there or use `generate: true`",
+            ));
+        }
+    };
+    rules::check_auth_token(token.expose()).map_err(|rule| {
+        Error::failed(
+            format!("the AUTH token in {store} is invalid: {rule}"),
+            "replace the token",
+        )
+    })?;
+
+    Ok(token)
+}
+
+/// The CreateReplicationGroup request: the plan's target settings, else the source's.
+async fn request(
+    ctx: &StepContext,
+    source: &crate::cloud::ReplicationGroup,
+    snapshot_name: &str,
+    token: crate::secret::Secret,
+) -> Result<CreateEncryptedGroup> {
+    let plan = &ctx.plan.plan;
+    let target_id = plan.target.replication_group_id.clone();
+    let t = &plan.target;
+    let replicas = match (t.replicas_per_node_group, t.num_cache_clusters) {
+        (Some(r), _) => r,
+        (None, Some(n)) => n.saturating_sub(1),
+        (None, None) => source.nodes_per_node_group.saturating_sub(1),
+    };
+    let mut tags: BTreeMap<String, String> = source.tags.clone();
+    if let Some(extra) = &t.tags {
+        tags.extend(extra.clone());
+    }
+    tags.insert("ecmigrate:plan".into(), plan.name.clone());
+    tags.insert("ecmigrate:run".into(), ctx.run_id.clone());
+    tags.insert("ecmigrate:source".into(), source.id.clone());
+    Ok(CreateEncryptedGroup {
+        id: target_id.clone(),
+        description: format!(
+            "encrypted copy of {} (ecmigrate plan {})",
+            source.id, plan.name
+        ),
+        snapshot_name: snapshot_name.to_string(),
+        engine: source.engine.clone(),
+        engine_version: source.engine_version.clone(),
+        cache_node_type: t
+            .cache_node_type
+            .clone()
+            .unwrap_or(source.cache_node_type.clone()),
+        // Shards in the plan turn cluster mode on (preflight checked the source allows it).
+        cluster_enabled: source.cluster_enabled || t.num_node_groups.is_some(),
+        num_node_groups: t.num_node_groups.unwrap_or(source.num_node_groups),
+        replicas_per_node_group: replicas,
+        kms_key_id: encryption_key(ctx).await?,
+        transit_encryption_mode: t.transit_encryption_mode.as_str().to_string(),
+        auth_token: token,
+        cache_subnet_group_name: t
+            .cache_subnet_group_name
+            .clone()
+            .or(source.cache_subnet_group_name.clone()),
+        security_group_ids: t
+            .security_group_ids
+            .clone()
+            .unwrap_or(source.security_group_ids.clone()),
+        cache_parameter_group_name: t
+            .cache_parameter_group_name
+            .clone()
+            .or(source.cache_parameter_group_name.clone()),
+        port: t.port.or(source.port),
+        preferred_maintenance_window: source.preferred_maintenance_window.clone(),
+        snapshot_window: source.snapshot_window.clone(),
+        tags,
     })
 }

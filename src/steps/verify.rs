@@ -26,29 +26,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Res
         VerifyMode::Sample(n) => format!("a sample of up to {n} keys per database"),
     };
     if ctx.is_simulated(&target.id) {
-        // The target exists only in this rehearsal: check the source side and say what would be compared.
-        let mut conn = crate::data::connect::connect(&src).await.map_err(|e| {
-            Error::failed(
-                e,
-                "check source.data_endpoint and that the source is reachable",
-            )
-        })?;
-        let counts = crate::data::verify::keyspace(&mut conn)
-            .await
-            .map_err(|e| Error::failed(e.to_string(), "check the source"))?;
-        ctx.check(
-            "source_reachable",
-            true,
-            format!(
-                "{} answers; keys per database: {counts:?}",
-                src.display_url()
-            ),
-        );
-        ctx.note(format!("would compare key counts per database and {mode_text} by type, value and TTL (±{tolerance} ms)"));
-        return Ok(StepOutcome::done(&obj(vec![
-            ("mode", json!(mode_text)),
-            ("dry_run", json!(true)),
-        ])));
+        return rehearse(ctx, &src, &mode_text, tolerance).await;
     }
     let token = load_token(ctx).await?;
     let dst = target_data_endpoint(ctx, &target, token)?;
@@ -69,93 +47,13 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Res
         .map_err(|e| Error::failed(e, hint))?;
     // Keys that changed on the source while the counts were read (a live stream only): a count difference
     // no larger than that is writes in flight, not a loss.
-    let mut in_flight: Option<u64> = None;
-    if let Some(stream) = &stream
-        && !report.passed()
-    {
-        // Writes continue while a streamed copy is verified: a key that changed during the comparison is
-        // checked again once the stream has caught up; counts are taken with the tailer held.
-        for round in 1..=5 {
-            let mut s = stream.lock().await;
-            s.catch_up(&|_, _| {})
-                .await
-                .map_err(|e| Error::failed(e, hint))?;
-            let still = crate::data::verify::recheck(&src, &dst, &report.differing, tolerance)
-                .await
-                .map_err(|e| Error::failed(e, hint))?;
-            let counts = key_counts(&src, &dst)
-                .await
-                .map_err(|e| Error::failed(e, hint))?;
-            // Every change made before this PING is in the pending set once it is answered; the set was
-            // empty after the catch-up above.
-            let counted_in_flight = if counts.values().any(|(a, b)| a != b) {
-                s.capture
-                    .confirm_received(std::time::Duration::from_secs(5))
-                    .await
-                    .ok()
-                    .map(|()| s.capture.status().pending)
-            } else {
-                Some(0)
-            };
-            drop(s);
-            ctx.note(format!(
-                "re-check {round}: {} of {} differing keys still differ after catching up",
-                still.len(),
-                report.differing.len()
-            ));
-            report.differing = still
-                .iter()
-                .map(|m| (m.db, m.key.clone().into_bytes()))
-                .collect();
-            report.mismatch_count = still.len() as u64;
-            report.mismatches = still.into_iter().take(20).collect();
-            report.key_counts = counts;
-            in_flight = counted_in_flight;
-            if report.passed()
-                || report.mismatch_count == 0 && counts_explained(&report.key_counts, in_flight)
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let in_flight = match &stream {
+        Some(stream) if !report.passed() => {
+            recheck_under_stream(ctx, stream, (&src, &dst), &mut report, tolerance, hint).await?
         }
-    }
-    let explained = counts_explained(&report.key_counts, in_flight);
-    for (db, (s, t)) in &report.key_counts {
-        let detail = match in_flight {
-            Some(n) if s != t && explained => format!(
-                "source {s}, target {t}: within the {n} key(s) the source changed while they were counted (the stream copies them)"
-            ),
-            _ => format!("source {s}, target {t}"),
-        };
-        ctx.check(&format!("db{db}_key_count"), s == t || explained, detail);
-    }
-    ctx.check(
-        "values",
-        report.mismatch_count == 0,
-        format!(
-            "{} keys compared ({mode_text}), {} differ",
-            report.keys_compared, report.mismatch_count
-        ),
-    );
-    if !(report.passed() || explained && report.mismatch_count == 0) {
-        let first: Vec<String> = report
-            .mismatches
-            .iter()
-            .take(5)
-            .map(|m| format!("db{} {}: {}", m.db, m.key, m.reason))
-            .collect();
-        return Err(Error::failed(
-            format!(
-                "the target differs from the source: {}",
-                if first.is_empty() {
-                    "key counts differ".into()
-                } else {
-                    first.join("; ")
-                }
-            ),
-            "writes made after the backup are not copied without stream_copy; stop writes, or add a stream_copy step, then run again",
-        ));
-    }
+        _ => None,
+    };
+    judge(ctx, &report, in_flight, &mode_text)?;
     Ok(StepOutcome::done(&obj(vec![
         ("mode", json!(mode_text)),
         (
@@ -208,4 +106,144 @@ async fn key_counts(
             )
         })
         .collect())
+}
+
+/// The target exists only in this rehearsal: check the source side and say what would be compared.
+async fn rehearse(
+    ctx: &StepContext,
+    src: &crate::data::connect::RedisEndpoint,
+    mode_text: &str,
+    tolerance: i64,
+) -> Result<StepOutcome> {
+    let mut conn = crate::data::connect::connect(src).await.map_err(|e| {
+        Error::failed(
+            e,
+            "check source.data_endpoint and that the source is reachable",
+        )
+    })?;
+    let counts = crate::data::verify::keyspace(&mut conn)
+        .await
+        .map_err(|e| Error::failed(e.to_string(), "check the source"))?;
+    ctx.check(
+        "source_reachable",
+        true,
+        format!(
+            "{} answers; keys per database: {counts:?}",
+            src.display_url()
+        ),
+    );
+    ctx.note(format!("would compare key counts per database and {mode_text} by type, value and TTL (±{tolerance} ms)"));
+    Ok(StepOutcome::done(&obj(vec![
+        ("mode", json!(mode_text)),
+        ("dry_run", json!(true)),
+    ])))
+}
+
+/// Writes continue while a streamed copy is verified: a key that changed during the comparison is checked
+/// again once the stream has caught up, and counts are taken with the tailer held. Returns the keys the
+/// source changed while the counts were read (a count difference no larger than that is writes in flight).
+async fn recheck_under_stream(
+    ctx: &StepContext,
+    stream: &crate::steps::live::SharedStream,
+    (src, dst): (
+        &crate::data::connect::RedisEndpoint,
+        &crate::data::connect::RedisEndpoint,
+    ),
+    report: &mut crate::data::verify::VerifyReport,
+    tolerance: i64,
+    hint: &str,
+) -> Result<Option<u64>> {
+    let mut in_flight = None;
+    for round in 1..=5 {
+        let mut s = stream.lock().await;
+        s.catch_up(&|_, _| {})
+            .await
+            .map_err(|e| Error::failed(e, hint))?;
+        let still = crate::data::verify::recheck(src, dst, &report.differing, tolerance)
+            .await
+            .map_err(|e| Error::failed(e, hint))?;
+        let counts = key_counts(src, dst)
+            .await
+            .map_err(|e| Error::failed(e, hint))?;
+        // Every change made before this PING is in the pending set once it is answered; the set was
+        // empty after the catch-up above.
+        let counted_in_flight = if counts.values().any(|(a, b)| a != b) {
+            s.capture
+                .confirm_received(std::time::Duration::from_secs(5))
+                .await
+                .ok()
+                .map(|()| s.capture.status().pending)
+        } else {
+            Some(0)
+        };
+        drop(s);
+        ctx.note(format!(
+            "re-check {round}: {} of {} differing keys still differ after catching up",
+            still.len(),
+            report.differing.len()
+        ));
+        report.differing = still
+            .iter()
+            .map(|m| (m.db, m.key.clone().into_bytes()))
+            .collect();
+        report.mismatch_count = still.len() as u64;
+        report.mismatches = still.into_iter().take(20).collect();
+        report.key_counts = counts;
+        in_flight = counted_in_flight;
+        if report.passed()
+            || report.mismatch_count == 0 && counts_explained(&report.key_counts, in_flight)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(in_flight)
+}
+
+/// Each database's key count and the values, checked; a difference not explained by writes in flight
+/// fails the step.
+fn judge(
+    ctx: &StepContext,
+    report: &crate::data::verify::VerifyReport,
+    in_flight: Option<u64>,
+    mode_text: &str,
+) -> Result<()> {
+    let explained = counts_explained(&report.key_counts, in_flight);
+    for (db, (s, t)) in &report.key_counts {
+        let detail = match in_flight {
+            Some(n) if s != t && explained => format!(
+                "source {s}, target {t}: within the {n} key(s) the source changed while they were counted (the stream copies them)"
+            ),
+            _ => format!("source {s}, target {t}"),
+        };
+        ctx.check(&format!("db{db}_key_count"), s == t || explained, detail);
+    }
+    ctx.check(
+        "values",
+        report.mismatch_count == 0,
+        format!(
+            "{} keys compared ({mode_text}), {} differ",
+            report.keys_compared, report.mismatch_count
+        ),
+    );
+    if !(report.passed() || explained && report.mismatch_count == 0) {
+        let first: Vec<String> = report
+            .mismatches
+            .iter()
+            .take(5)
+            .map(|m| format!("db{} {}: {}", m.db, m.key, m.reason))
+            .collect();
+        return Err(Error::failed(
+            format!(
+                "the target differs from the source: {}",
+                if first.is_empty() {
+                    "key counts differ".into()
+                } else {
+                    first.join("; ")
+                }
+            ),
+            "writes made after the backup are not copied without stream_copy; stop writes, or add a stream_copy step, then run again",
+        ));
+    }
+    Ok(())
 }

@@ -38,21 +38,7 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
     let target = require_group(ctx, &plan.target.replication_group_id).await?;
     let switch = Switch::new(spec, &source, &target, "cutover")?;
     if ctx.dry_run() {
-        if spec.postpone || spec.postpone_flag_file.is_some() {
-            ctx.note("would hold before the switch until released (`ecmigrate cutover PLAN`), tailing meanwhile");
-        }
-        let details = switch.rehearse(ctx).await?;
-        ctx.note(format!(
-            "would pause writes on the source for at most {} ms (CLIENT PAUSE WRITE), prove the capture caught up, copy what is pending, switch, {}unpause, then copy late writes for the record's TTL + {} s",
-            spec.max_write_pause().as_millis(),
-            if spec.disconnect_clients() { "disconnect the source's clients, " } else { "" },
-            spec.grace().as_secs()
-        ));
-        return Ok(StepOutcome::done(&json!({
-            "strategy": spec.strategy.as_str(),
-            "dry_run": true,
-            "switch": details,
-        })));
+        return rehearse(ctx, spec, &switch).await;
     }
     // A resumed run after the switch was made must not copy from the source again: clients write to the
     // target now, and a reconcile would overwrite their writes with the source's older values.
@@ -67,79 +53,8 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     live.ensure(ctx).await?;
 
-    let mut attempts: Vec<Value> = Vec::new();
-    let mut released_by = Vec::new();
-    // Held before the first attempt and after a failed switch; a fence past its bound retries at once.
-    let mut needs_release = true;
-    let done = loop {
-        if needs_release && let Some(by) = hold(ctx, spec).await? {
-            released_by.push(by);
-        }
-        let attempt = attempts.len() as u32 + 1;
-        let outcome = match before_switch(ctx, spec, &switch).await {
-            Ok(()) => {
-                let stream = live.stream().await;
-                fenced_switch(
-                    ctx,
-                    spec,
-                    &switch,
-                    &source_endpoint,
-                    stream.as_ref(),
-                    attempt,
-                )
-                .await
-            }
-            Err(e) => Err(FenceFailure {
-                kind: FailureKind::Switch,
-                message: e,
-                write_pause: None,
-            }),
-        };
-        match outcome {
-            Ok(done) => {
-                attempts.push(json!({ "attempt": attempt, "outcome": "switched",
-                                      "write_pause_ms": done.write_pause.as_millis() as u64 }));
-                intent.attempts = attempts.clone();
-                ctx.record_intent(&intent)?;
-                break done;
-            }
-            Err(failure) => {
-                attempts.push(json!({ "attempt": attempt, "outcome": failure.kind.as_str(),
-                                      "error": failure.message,
-                                      "write_pause_ms": failure.write_pause.map(|d| d.as_millis() as u64) }));
-                intent.attempts = attempts.clone();
-                ctx.record_intent(&intent)?;
-                if let FailureKind::Fatal = failure.kind {
-                    return Err(Error::failed(
-                        failure.message,
-                        "the source is unpaused and clients were not moved; run the same command again to resume",
-                    ));
-                }
-                ctx.note(format!(
-                    "attempt {attempt} of {}: {} — the source is unpaused, clients stay on it",
-                    spec.fence_attempts(),
-                    failure.message
-                ));
-                if attempt >= spec.fence_attempts() {
-                    return Err(Error::failed(
-                        format!(
-                            "the cutover did not complete in {attempt} attempts; last: {}",
-                            failure.message
-                        ),
-                        "the source is unpaused and clients were not moved; fix the cause (or raise `max_write_pause_ms` / `fence_attempts`), then run the same command again",
-                    ));
-                }
-                // A failed switch goes back to the hold: a postponed cutover needs a new release.
-                let backoff = Duration::from_millis(500 * 2u64.pow(attempt.min(6)))
-                    .min(Duration::from_secs(30));
-                needs_release = failure.kind == FailureKind::Switch;
-                if !(needs_release && is_held(spec)) {
-                    ctx.note(format!("retrying in {} ms", backoff.as_millis()));
-                    tokio::time::sleep(backoff).await;
-                }
-            }
-        }
-    };
+    let (done, attempts, released_by) =
+        switch_with_retries(ctx, spec, &switch, &source_endpoint, live, &mut intent).await?;
 
     // The switch stands from here on; what follows only adds evidence and late writes.
     let mut outputs = CutoverOutputs {
@@ -224,4 +139,107 @@ async fn tail_after_switch(
         tail_seconds: window.as_secs(),
         late_changes: late,
     }))
+}
+
+/// What the rehearsal says of the cutover: the hold, the fence and its bound, the switch it would make.
+async fn rehearse(
+    ctx: &StepContext,
+    spec: &CutoverStep,
+    switch: &Switch<'_>,
+) -> Result<StepOutcome> {
+    if spec.postpone || spec.postpone_flag_file.is_some() {
+        ctx.note("would hold before the switch until released (`ecmigrate cutover PLAN`), tailing meanwhile");
+    }
+    let details = switch.rehearse(ctx).await?;
+    ctx.note(format!(
+        "would pause writes on the source for at most {} ms (CLIENT PAUSE WRITE), prove the capture caught up, copy what is pending, switch, {}unpause, then copy late writes for the record's TTL + {} s",
+        spec.max_write_pause().as_millis(),
+        if spec.disconnect_clients() { "disconnect the source's clients, " } else { "" },
+        spec.grace().as_secs()
+    ));
+    Ok(StepOutcome::done(&json!({
+        "strategy": spec.strategy.as_str(),
+        "dry_run": true,
+        "switch": details,
+    })))
+}
+
+/// Hold, fence and switch until an attempt switches; a failed switch holds again, a fence past its bound
+/// retries with backoff, and after `fence_attempts` (or a fatal error) the step fails, unpaused.
+/// Returns the attempt that switched, every attempt, and what released each hold.
+async fn switch_with_retries(
+    ctx: &StepContext,
+    spec: &CutoverStep,
+    switch: &Switch<'_>,
+    source_endpoint: &crate::data::connect::RedisEndpoint,
+    live: &LiveStream,
+    intent: &mut CutoverIntent,
+) -> Result<(FenceDone, Vec<Value>, Vec<String>)> {
+    let mut attempts: Vec<Value> = Vec::new();
+    let mut released_by = Vec::new();
+    // Held before the first attempt and after a failed switch; a fence past its bound retries at once.
+    let mut needs_release = true;
+    let done = loop {
+        if needs_release && let Some(by) = hold(ctx, spec).await? {
+            released_by.push(by);
+        }
+        let attempt = attempts.len() as u32 + 1;
+        let outcome = match before_switch(ctx, spec, switch).await {
+            Ok(()) => {
+                let stream = live.stream().await;
+                fenced_switch(ctx, spec, switch, source_endpoint, stream.as_ref(), attempt).await
+            }
+            Err(e) => Err(FenceFailure {
+                kind: FailureKind::Switch,
+                message: e,
+                write_pause: None,
+            }),
+        };
+        match outcome {
+            Ok(done) => {
+                attempts.push(json!({ "attempt": attempt, "outcome": "switched",
+                                      "write_pause_ms": done.write_pause.as_millis() as u64 }));
+                intent.attempts = attempts.clone();
+                ctx.record_intent(intent)?;
+                break done;
+            }
+            Err(failure) => {
+                attempts.push(json!({ "attempt": attempt, "outcome": failure.kind.as_str(),
+                                      "error": failure.message,
+                                      "write_pause_ms": failure.write_pause.map(|d| d.as_millis() as u64) }));
+                intent.attempts = attempts.clone();
+                ctx.record_intent(intent)?;
+                if let FailureKind::Fatal = failure.kind {
+                    return Err(Error::failed(
+                        failure.message,
+                        "the source is unpaused and clients were not moved; run the same command again to resume",
+                    ));
+                }
+                ctx.note(format!(
+                    "attempt {attempt} of {}: {} — the source is unpaused, clients stay on it",
+                    spec.fence_attempts(),
+                    failure.message
+                ));
+                if attempt >= spec.fence_attempts() {
+                    return Err(Error::failed(
+                        format!(
+                            "the cutover did not complete in {attempt} attempts; last: {}",
+                            failure.message
+                        ),
+                        "the source is unpaused and clients were not moved; fix the cause (or raise `max_write_pause_ms` / `fence_attempts`), then run the same command again",
+                    ));
+                }
+                // A failed switch goes back to the hold: a postponed cutover needs a new release.
+                let backoff = Duration::from_millis(500 * 2u64.pow(attempt.min(6)))
+                    .min(Duration::from_secs(30));
+                needs_release = failure.kind == FailureKind::Switch;
+                if !(needs_release && is_held(spec)) {
+                    ctx.note(format!("retrying in {} ms", backoff.as_millis()));
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    };
+
+    Ok((done, attempts, released_by))
 }
