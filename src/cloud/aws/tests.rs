@@ -2,7 +2,7 @@
 //! show what moto cannot: throttling and 5xx faults are survived, and the exact shape of
 //! CreateReplicationGroup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http
 
 use super::{Aws, create_engine_version};
 use crate::cloud::{CloudError, CloudRead, CloudWrite, CreateEncryptedGroup};
-use crate::secret::Secret;
+use crate::plan::rules::check_auth_token;
+use crate::secret::{Secret, generate_token};
 
 #[test]
 fn engine_version_for_create() {
@@ -169,20 +170,30 @@ fn request(cluster_enabled: bool) -> CreateEncryptedGroup {
     }
 }
 
-async fn captured_create(cluster_enabled: bool) -> CreateReplicationGroupInput {
-    let seen: Arc<Mutex<Option<CreateReplicationGroupInput>>> = Arc::default();
+/// The CreateReplicationGroup requests the SDK sends for `requests`, in order, through one client.
+async fn captured_creates(requests: &[CreateEncryptedGroup]) -> Vec<CreateReplicationGroupInput> {
+    let seen: Arc<Mutex<Vec<CreateReplicationGroupInput>>> = Arc::default();
     let sink = seen.clone();
     let rule = mock!(aws_sdk_elasticache::Client::create_replication_group)
         .match_requests(move |input| {
-            *sink.lock().unwrap() = Some(input.clone());
+            sink.lock().unwrap().push(input.clone());
             true
         })
-        .then_output(|| CreateReplicationGroupOutput::builder().build());
-    aws_with(&[&rule], 1)
-        .create_group_from_snapshot(&request(cluster_enabled))
-        .await
-        .expect("create");
-    seen.lock().unwrap().take().expect("request seen")
+        .sequence()
+        .output(|| CreateReplicationGroupOutput::builder().build())
+        .repeatedly()
+        .build();
+    let aws = aws_with(&[&rule], 1);
+    for r in requests {
+        aws.create_group_from_snapshot(r).await.expect("create");
+    }
+    std::mem::take(&mut *seen.lock().unwrap())
+}
+
+async fn captured_create(cluster_enabled: bool) -> CreateReplicationGroupInput {
+    let mut seen = captured_creates(&[request(cluster_enabled)]).await;
+    assert_eq!(seen.len(), 1, "one request sent");
+    seen.remove(0)
 }
 
 #[tokio::test]
@@ -241,4 +252,104 @@ async fn an_error_of_create_never_carries_the_token() {
     let text = e.to_string();
     assert!(matches!(e, CloudError::InvalidRequest { .. }), "{e:?}");
     assert!(!text.contains("Secret-token-value"), "{text}");
+}
+
+/// The AUTH token rule as the current CreateReplicationGroup API reference states it, written out here
+/// so that it is checked independently of `plan::rules`: 16 to 128 printable ASCII characters, and
+/// "The only permitted printable special characters are !, &, #, $, ^, <, >, and -. Other printable
+/// special characters cannot be used in the AUTH token." `Err` names what breaks it, never the token.
+fn aws_auth_token_rule(token: &str) -> Result<(), String> {
+    let len = token.chars().count();
+    if !(16..=128).contains(&len) {
+        return Err(format!("{len} characters"));
+    }
+    let refused = aws_refused_characters(token);
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("characters not permitted: {refused:?}"))
+    }
+}
+
+/// The characters of `token` outside ASCII letters, digits and the permitted `! & # $ ^ < > -`.
+fn aws_refused_characters(token: &str) -> BTreeSet<char> {
+    const SPECIALS: &str = "!&#$^<>-";
+    token
+        .chars()
+        .filter(|c| !(c.is_ascii_alphanumeric() || SPECIALS.contains(*c)))
+        .collect()
+}
+
+#[test]
+fn the_aws_auth_token_rule_as_written_here() {
+    assert!(aws_auth_token_rule("Abc123!&#$^<>-xyz").is_ok());
+    assert!(aws_auth_token_rule(&"a".repeat(128)).is_ok());
+    assert!(aws_auth_token_rule(&"a".repeat(15)).is_err());
+    assert!(aws_auth_token_rule(&"a".repeat(129)).is_err());
+    for c in [' ', '_', '.', '~', '%', '*', '+', '=', '/', '"', '@', '\\'] {
+        let token = format!("abcdefghijklmnop{c}");
+        assert!(aws_auth_token_rule(&token).is_err(), "{c:?} accepted");
+    }
+    assert!(aws_auth_token_rule("abcdefghijklmnopé").is_err());
+}
+
+/// Generated tokens as CreateReplicationGroup carries them: each one passes the plan's token check and
+/// the AWS rule above, and the request asks for encryption at rest and in transit with the plan's key,
+/// restoring the plan's snapshot. Many tokens, so a character the service refuses shows up.
+#[tokio::test]
+async fn create_replication_group_carries_a_generated_token_that_aws_accepts() {
+    const TOKENS: usize = 200;
+    let requests: Vec<CreateEncryptedGroup> = (0..TOKENS)
+        .map(|_| CreateEncryptedGroup {
+            auth_token: generate_token(),
+            ..request(false)
+        })
+        .collect();
+    let sent = captured_creates(&requests).await;
+    assert_eq!(sent.len(), TOKENS, "one CreateReplicationGroup per token");
+
+    let mut plan_rule_failures = Vec::new();
+    let mut aws_rule_failed = 0;
+    let mut aws_length_failures = BTreeSet::new();
+    let mut aws_refused = BTreeSet::new();
+    for (r, asked) in sent.iter().zip(&requests) {
+        assert_eq!(r.snapshot_name(), Some("orders-ecmigrate-1"));
+        assert_eq!(r.at_rest_encryption_enabled(), Some(true));
+        assert_eq!(
+            r.kms_key_id(),
+            Some("arn:aws:kms:us-east-1:123456789012:key/k")
+        );
+        assert_eq!(r.transit_encryption_enabled(), Some(true));
+        assert_eq!(
+            r.transit_encryption_mode(),
+            Some(&ec::TransitEncryptionMode::Required)
+        );
+        let token = r.auth_token().expect("AuthToken sent");
+        // Compared as a bool: a failing assert_eq would print the token.
+        assert!(
+            token == asked.auth_token.expose(),
+            "AuthToken is the generated token"
+        );
+        if let Err(e) = check_auth_token(token) {
+            plan_rule_failures.push(e);
+        }
+        if aws_auth_token_rule(token).is_err() {
+            aws_rule_failed += 1;
+            let len = token.chars().count();
+            if !(16..=128).contains(&len) {
+                aws_length_failures.insert(len);
+            }
+            aws_refused.extend(aws_refused_characters(token));
+        }
+    }
+    assert!(
+        plan_rule_failures.is_empty(),
+        "{} of {TOKENS} generated tokens fail check_auth_token: {plan_rule_failures:?}",
+        plan_rule_failures.len()
+    );
+    assert!(
+        aws_rule_failed == 0,
+        "{aws_rule_failed} of {TOKENS} generated tokens break the CreateReplicationGroup AUTH rule \
+         (lengths outside 16..=128: {aws_length_failures:?}; characters not permitted: {aws_refused:?})"
+    );
 }
