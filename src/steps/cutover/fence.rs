@@ -100,46 +100,13 @@ pub(super) async fn fenced_switch(
         if let Some(delay) = injected_delay(attempt) {
             tokio::time::sleep(delay).await;
         }
-        let mut copied = 0;
-        let mut verified = None;
-        if let Some(s) = stream.as_mut() {
-            s.capture
-                .confirm_received(fence.remaining())
-                .await
-                .map_err(|e| (FailureKind::Fence, format!("fence not proven: {e}")))?;
-            if let Some(gap) = s.capture.gap().await {
-                return Err((
-                    FailureKind::Fence,
-                    format!("the capture had a gap ({gap}); reconciling before the next attempt"),
-                ));
+        let (copied, verified) = match stream.as_mut() {
+            Some(s) => {
+                let (copied, checked) = prove_and_drain(s, &fence).await?;
+                (copied, Some(checked))
             }
-            copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e))?;
-            // Both sides are still now (writes paused, clients not moved yet): compare a sample.
-            let (from, to) = s.copier.endpoints();
-            let (compared, differ) =
-                crate::data::verify::spot_check(from, to, SPOT_CHECK_KEYS, SPOT_CHECK_TTL_MS)
-                    .await
-                    .map_err(|e| (FailureKind::Fatal, e))?;
-            if !differ.is_empty() {
-                let first: Vec<String> = differ
-                    .iter()
-                    .take(3)
-                    .map(|m| format!("db{} {}: {}", m.db, m.key, m.reason))
-                    .collect();
-                return Err((
-                    FailureKind::Fence,
-                    format!(
-                        "the check at the switch found {} of {compared} sampled keys differing ({})",
-                        differ.len(),
-                        first.join("; ")
-                    ),
-                ));
-            }
-            verified = Some(SpotCheck {
-                keys_compared: compared,
-                differing: 0,
-            });
-        }
+            None => (0, None),
+        };
         // The switch starts only while half the bound is left, so it ends inside the pause.
         if fence.remaining() < bound / 2 {
             return Err((
@@ -210,4 +177,51 @@ fn injected_delay(attempt: u32) -> Option<Duration> {
 #[cfg(not(feature = "test-hooks"))]
 fn injected_delay(_attempt: u32) -> Option<Duration> {
     None
+}
+
+/// Inside the fence, with the stream held: prove every change made before the pause was received, copy
+/// what is pending, and compare a sample while both sides are still. Returns the keys copied and the check.
+async fn prove_and_drain(
+    s: &mut StreamCopy,
+    fence: &WriteFence,
+) -> std::result::Result<(u64, SpotCheck), (FailureKind, String)> {
+    s.capture
+        .confirm_received(fence.remaining())
+        .await
+        .map_err(|e| (FailureKind::Fence, format!("fence not proven: {e}")))?;
+    if let Some(gap) = s.capture.gap().await {
+        return Err((
+            FailureKind::Fence,
+            format!("the capture had a gap ({gap}); reconciling before the next attempt"),
+        ));
+    }
+    let copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e))?;
+    // Both sides are still now (writes paused, clients not moved yet): compare a sample.
+    let (from, to) = s.copier.endpoints();
+    let (compared, differ) =
+        crate::data::verify::spot_check(from, to, SPOT_CHECK_KEYS, SPOT_CHECK_TTL_MS)
+            .await
+            .map_err(|e| (FailureKind::Fatal, e))?;
+    if !differ.is_empty() {
+        let first: Vec<String> = differ
+            .iter()
+            .take(3)
+            .map(|m| format!("db{} {}: {}", m.db, m.key, m.reason))
+            .collect();
+        return Err((
+            FailureKind::Fence,
+            format!(
+                "the check at the switch found {} of {compared} sampled keys differing ({})",
+                differ.len(),
+                first.join("; ")
+            ),
+        ));
+    }
+    Ok((
+        copied,
+        SpotCheck {
+            keys_compared: compared,
+            differing: 0,
+        },
+    ))
 }

@@ -30,42 +30,7 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
-    let style = crate::data::capture::detect_style(&target_endpoint, true)
-        .await
-        .map_err(|e| {
-            Error::failed(
-                format!("the target cannot report its changes: {e}"),
-                "a rollback copies the target's writes back by capture: give the target a parameter group with notify-keyspace-events `KEA`, then run `ecmigrate rollback` again",
-            )
-        })?;
-    let spill = ctx.state_folder().join("rollback.spill");
-    let _ = std::fs::remove_file(&spill);
-    let capture =
-        crate::data::capture::Capture::start(target_endpoint.clone(), style, spill, 1_000_000)
-            .await
-            .map_err(|e| {
-                Error::failed(
-                    e,
-                    "check the target's data endpoint; run `ecmigrate rollback` again",
-                )
-            })?;
-    // Which keys changed on the target since the switch is not known: copy all of it back.
-    capture.mark_gap("rollback: the target has taken writes since the switch");
-    let copier = Arc::new(Copier::new(
-        target_endpoint.clone(),
-        source_endpoint,
-        CopyOptions::default(),
-    ));
-    let stream = Arc::new(tokio::sync::Mutex::new(StreamCopy::new(copier, capture)));
-    {
-        let progress = ctx.progress_reporter("keys copied back to the source");
-        stream.lock().await.catch_up(&progress).await.map_err(|e| {
-            Error::failed(
-                e,
-                "check both data endpoints; run `ecmigrate rollback` again",
-            )
-        })?;
-    }
+    let stream = copy_target_back(ctx, &target_endpoint, source_endpoint).await?;
     ctx.note("the target's keys are back on the source; fencing the target to switch back");
 
     let mut attempts = Vec::new();
@@ -103,27 +68,7 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     intent.rollback_switched = Some(done.switched.details.clone());
     ctx.record_intent(&intent)?;
     switch.settle(ctx, &done.switched).await?;
-    let window = done.switched.ttl + spec.grace();
-    let started = Instant::now();
-    while started.elapsed() < window {
-        ctx.waiting(
-            "late writes to the target",
-            &format!("tailing for {} s", window.as_secs()),
-            started,
-        );
-        stream
-            .lock()
-            .await
-            .catch_up(&|_, _| {})
-            .await
-            .map_err(|e| {
-                Error::failed(
-                    e,
-                    "the switch back stands; run `ecmigrate rollback` again to copy the rest",
-                )
-            })?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tail_target(ctx, &stream, done.switched.ttl + spec.grace()).await?;
     let s = stream.lock().await;
     s.capture.stop();
     let late = s
@@ -254,4 +199,78 @@ fn check_rollback_possible(plan: &LoadedPlan, state: &RunState, index: usize) ->
 pub fn rolled_back_outputs(state: &RunState) -> Option<RollbackOutputs> {
     let record = state.steps.iter().find(|r| r.kind == StepKind::Cutover)?;
     serde_json::from_value(record.outputs.get("rolled_back")?.clone()).ok()
+}
+
+/// Capture the target and copy all of it onto the source: which keys changed on the target since the
+/// switch is not known, so the capture starts with a gap that a full pass closes.
+async fn copy_target_back(
+    ctx: &StepContext,
+    target_endpoint: &crate::data::connect::RedisEndpoint,
+    source_endpoint: crate::data::connect::RedisEndpoint,
+) -> Result<Arc<tokio::sync::Mutex<StreamCopy>>> {
+    let style = crate::data::capture::detect_style(target_endpoint, true)
+        .await
+        .map_err(|e| {
+            Error::failed(
+                format!("the target cannot report its changes: {e}"),
+                "a rollback copies the target's writes back by capture: give the target a parameter group with notify-keyspace-events `KEA`, then run `ecmigrate rollback` again",
+            )
+        })?;
+    let spill = ctx.state_folder().join("rollback.spill");
+    let _ = std::fs::remove_file(&spill);
+    let capture =
+        crate::data::capture::Capture::start(target_endpoint.clone(), style, spill, 1_000_000)
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "check the target's data endpoint; run `ecmigrate rollback` again",
+                )
+            })?;
+    capture.mark_gap("rollback: the target has taken writes since the switch");
+    let copier = Arc::new(Copier::new(
+        target_endpoint.clone(),
+        source_endpoint,
+        CopyOptions::default(),
+    ));
+    let stream = Arc::new(tokio::sync::Mutex::new(StreamCopy::new(copier, capture)));
+    {
+        let progress = ctx.progress_reporter("keys copied back to the source");
+        stream.lock().await.catch_up(&progress).await.map_err(|e| {
+            Error::failed(
+                e,
+                "check both data endpoints; run `ecmigrate rollback` again",
+            )
+        })?;
+    }
+    Ok(stream)
+}
+
+/// After the switch back: copy the target's late writes (clients still on its address) for `window`.
+async fn tail_target(
+    ctx: &StepContext,
+    stream: &Arc<tokio::sync::Mutex<StreamCopy>>,
+    window: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < window {
+        ctx.waiting(
+            "late writes to the target",
+            &format!("tailing for {} s", window.as_secs()),
+            started,
+        );
+        stream
+            .lock()
+            .await
+            .catch_up(&|_, _| {})
+            .await
+            .map_err(|e| {
+                Error::failed(
+                    e,
+                    "the switch back stands; run `ecmigrate rollback` again to copy the rest",
+                )
+            })?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
