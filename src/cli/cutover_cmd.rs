@@ -12,6 +12,7 @@ use crate::engine::state::{RunState, RunStatus, StatePaths, StepStatus, write_at
 use crate::error::{Error, Result, exit_code};
 use crate::plan::StepKind;
 use crate::steps::cutover::RELEASE_FILE;
+use crate::steps::records::CutoverIntent;
 use crate::ui::OutputFormat;
 
 #[derive(Args, Debug)]
@@ -62,6 +63,25 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
         ));
     }
     let attempts_before = attempts(state.as_ref(), index);
+    release(&paths, &plan, spec)?;
+    if args.no_wait {
+        return report(&args, "released", "the cutover was released", Value::Null);
+    }
+    if args.output == OutputFormat::Text {
+        println!(
+            "cutover of `{}` released; following the switch…",
+            plan.plan.name
+        );
+    }
+    follow(&args, &paths, index, attempts_before.len()).await
+}
+
+/// Write the release the waiting run consumes (and remove the plan's flag file, if it has one).
+fn release(
+    paths: &StatePaths,
+    plan: &crate::plan::LoadedPlan,
+    spec: &crate::plan::CutoverStep,
+) -> Result<()> {
     write_atomic(
         &paths.dir.join(RELEASE_FILE),
         b"released by ecmigrate cutover\n",
@@ -75,15 +95,16 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     if let Some(flag) = &spec.postpone_flag_file {
         let _ = std::fs::remove_file(plan.resolve(std::path::Path::new(flag)));
     }
-    if args.no_wait {
-        return report(&args, "released", "the cutover was released", Value::Null);
-    }
-    if args.output == OutputFormat::Text {
-        println!(
-            "cutover of `{}` released; following the switch…",
-            plan.plan.name
-        );
-    }
+    Ok(())
+}
+
+/// Follow the released cutover in the state until the switch is made, fails, or the run waits again.
+async fn follow(
+    args: &CutoverArgs,
+    paths: &StatePaths,
+    index: usize,
+    attempts_before: usize,
+) -> Result<i32> {
     let started = Instant::now();
     let limit = Duration::from_secs(args.timeout_seconds);
     loop {
@@ -93,7 +114,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
         match record.map(|r| r.status) {
             Some(StepStatus::Done) => {
                 return report(
-                    &args,
+                    args,
                     "switched",
                     "the cutover was made",
                     cutover_outputs(state.as_ref()),
@@ -111,14 +132,15 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
             }
             _ => {}
         }
-        if let Some(switched) = record.and_then(|r| r.intent.get("switched")) {
-            return report(&args, "switched", "the cutover was made", switched.clone());
+        if let Some(switched) = record.and_then(|r| r.intent_as::<CutoverIntent>().switched) {
+            let switched = serde_json::to_value(switched).expect("outputs serialize");
+            return report(args, "switched", "the cutover was made", switched);
         }
         let now = attempts(state.as_ref(), index);
         let waiting_again = state
             .as_ref()
             .is_some_and(|s| s.state == RunStatus::Waiting)
-            && now.len() > attempts_before.len()
+            && now.len() > attempts_before
             && !paths.dir.join(RELEASE_FILE).exists();
         if waiting_again {
             let last = now.last().cloned().unwrap_or(Value::Null);
@@ -158,8 +180,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
 fn attempts(state: Option<&RunState>, index: usize) -> Vec<Value> {
     state
         .and_then(|s| s.steps.get(index))
-        .and_then(|r| r.intent.get("attempts"))
-        .and_then(|a| a.as_array().cloned())
+        .map(|r| r.intent_as::<CutoverIntent>().attempts)
         .unwrap_or_default()
 }
 

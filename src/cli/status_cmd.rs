@@ -17,22 +17,76 @@ pub struct StatusArgs {
     pub output: OutputFormat,
 }
 
+/// What `status` reads: the plan's state, whether a process holds it now, the stream's last status.
+struct Seen {
+    plan: crate::plan::LoadedPlan,
+    paths: StatePaths,
+    state: Option<crate::engine::state::RunState>,
+    active: bool,
+    stream: Option<serde_json::Value>,
+    steps: Vec<serde_json::Value>,
+}
+
+impl Seen {
+    fn run_state(&self) -> RunStatus {
+        self.state
+            .as_ref()
+            .map(|s| s.state)
+            .unwrap_or(RunStatus::NotStarted)
+    }
+
+    /// The state as shown: a run recorded `running`/`waiting` that no process holds was interrupted (a
+    /// crash, a kill, a reboot); `ecmigrate run` resumes it.
+    fn shown_state(&self) -> &'static str {
+        match self.run_state() {
+            RunStatus::Running | RunStatus::Waiting if !self.active => "interrupted",
+            other => other.as_str(),
+        }
+    }
+
+    fn next_step(&self) -> Option<String> {
+        self.steps
+            .iter()
+            .find(|s| !matches!(s["status"].as_str(), Some("done") | Some("skipped")))
+            .and_then(|s| s["kind"].as_str().map(str::to_string))
+    }
+}
+
 pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
     let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
     let state = paths.load()?;
     let active = paths.is_locked();
-    let run_state = state
-        .as_ref()
-        .map(|s| s.state)
-        .unwrap_or(RunStatus::NotStarted);
-    let steps: Vec<serde_json::Value> = plan
-        .plan
+    let steps = step_rows(&plan, state.as_ref());
+    // The live stream's lag, as the run's tailer last wrote it.
+    let stream: Option<serde_json::Value> = std::fs::read_to_string(paths.dir.join("stream.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let seen = Seen {
+        plan,
+        paths,
+        state,
+        active,
+        stream,
+        steps,
+    };
+    match args.output {
+        OutputFormat::Json => print_json(&seen),
+        OutputFormat::Text => print_text(&seen, &args.plan),
+    }
+    Ok(exit_code::OK)
+}
+
+fn step_rows(
+    plan: &crate::plan::LoadedPlan,
+    state: Option<&crate::engine::state::RunState>,
+) -> Vec<serde_json::Value> {
+    plan.plan
         .steps
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            let record = state.as_ref().and_then(|s| s.steps.get(i));
+            let record = state.and_then(|s| s.steps.get(i));
             json!({
                 "kind": spec.kind(),
                 "status": record.map(|r| r.status).unwrap_or(StepStatus::Pending),
@@ -43,95 +97,97 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
                 "finished_at": record.and_then(|r| r.finished_at),
             })
         })
-        .collect();
-    // The live stream's lag, as the run's tailer last wrote it.
-    let stream: Option<serde_json::Value> = std::fs::read_to_string(paths.dir.join("stream.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let next = steps
-        .iter()
-        .find(|s| !matches!(s["status"].as_str(), Some("done") | Some("skipped")))
-        .and_then(|s| s["kind"].as_str().map(str::to_string));
-    match args.output {
-        OutputFormat::Json => {
-            let body = json!({
-                "plan": plan.plan.name,
-                "state": run_state.as_str(),
-                "active": active,
-                "run_id": state.as_ref().map(|s| s.run_id.clone()),
-                "state_file": paths.state_file(),
-                "next_step": next,
-                "stream": stream,
-                "report": paths.dir.join("report.md").exists().then(|| paths.dir.join("report.md")),
-                "steps": steps,
-            });
-            println!("{body}");
-        }
-        OutputFormat::Text => {
-            let run_id = state.as_ref().map(|s| s.run_id.as_str()).unwrap_or("-");
-            let activity = if active {
-                " (a run is in progress now)"
-            } else {
-                ""
-            };
-            println!(
-                "plan `{}`: {}{activity}, run {run_id}",
-                plan.plan.name,
-                run_state.as_str()
-            );
-            for (i, s) in steps.iter().enumerate() {
-                let status = s["status"].as_str().unwrap_or("?");
-                let err = s["error"]
-                    .as_str()
-                    .map(|e| format!(" — {e}"))
-                    .unwrap_or_default();
-                println!(
-                    "  [{}] {:<18} {status}{err}",
-                    i + 1,
-                    s["kind"].as_str().unwrap_or("?")
-                );
-            }
-            if let Some(st) = &stream {
-                println!(
-                    "stream: {} changes replayed, {} pending (oldest {} ms), {} reconcile pass(es); as of {}",
-                    st["replayed"],
-                    st["capture"]["pending"],
-                    st["capture"]["oldest_pending_ms"],
-                    st["reconciles"],
-                    st["updated_at"].as_str().unwrap_or("?")
-                );
-            }
-            match (run_state, next) {
-                (RunStatus::Done, _) => {
-                    println!("the migration is finished");
-                    let report = paths.dir.join("report.md");
-                    if report.exists() {
-                        println!(
-                            "evidence report: {} (and report.json beside it)",
-                            report.display()
-                        );
-                    }
-                }
-                (RunStatus::RolledBack, _) => println!(
-                    "rolled back: clients point at `{}` again; `ecmigrate run` refuses this plan",
-                    plan.plan.source.replication_group_id
-                ),
-                (RunStatus::Waiting, _) if active => println!(
-                    "waiting at the cutover; release it with: ecmigrate cutover {}",
-                    args.plan.display()
-                ),
-                (RunStatus::NotStarted, _) => {
-                    println!("next: ecmigrate run {}", args.plan.display())
-                }
-                (_, Some(step)) if !active => {
-                    println!(
-                        "next: `{step}`; resume with: ecmigrate run {}",
-                        args.plan.display()
-                    )
-                }
-                _ => {}
-            }
-        }
+        .collect()
+}
+
+fn print_json(seen: &Seen) {
+    let report = seen.paths.dir.join("report.md");
+    let body = json!({
+        "plan": seen.plan.plan.name,
+        "state": seen.shown_state(),
+        "recorded_state": seen.run_state().as_str(),
+        "active": seen.active,
+        "run_id": seen.state.as_ref().map(|s| s.run_id.clone()),
+        "state_file": seen.paths.state_file(),
+        "next_step": seen.next_step(),
+        "stream": seen.stream,
+        "report": report.exists().then_some(report),
+        "steps": seen.steps,
+    });
+    println!("{body}");
+}
+
+fn print_text(seen: &Seen, plan_path: &std::path::Path) {
+    let run_id = seen
+        .state
+        .as_ref()
+        .map(|s| s.run_id.as_str())
+        .unwrap_or("-");
+    let activity = if seen.active {
+        " (a run is in progress now)"
+    } else {
+        ""
+    };
+    println!(
+        "plan `{}`: {}{activity}, run {run_id}",
+        seen.plan.plan.name,
+        seen.shown_state()
+    );
+    for (i, s) in seen.steps.iter().enumerate() {
+        let status = s["status"].as_str().unwrap_or("?");
+        let err = s["error"]
+            .as_str()
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default();
+        println!(
+            "  [{}] {:<18} {status}{err}",
+            i + 1,
+            s["kind"].as_str().unwrap_or("?")
+        );
     }
-    Ok(exit_code::OK)
+    if let Some(st) = &seen.stream {
+        println!(
+            "stream: {} changes replayed, {} pending (oldest {} ms), {} reconcile pass(es); as of {}",
+            st["replayed"],
+            st["capture"]["pending"],
+            st["capture"]["oldest_pending_ms"],
+            st["reconciles"],
+            st["updated_at"].as_str().unwrap_or("?")
+        );
+    }
+    print_next(seen, plan_path);
+}
+
+/// What to do next, from where the run stands.
+fn print_next(seen: &Seen, plan_path: &std::path::Path) {
+    let plan = plan_path.display();
+    match (seen.run_state(), seen.next_step()) {
+        (RunStatus::Done, _) => {
+            println!("the migration is finished");
+            let report = seen.paths.dir.join("report.md");
+            if report.exists() {
+                println!(
+                    "evidence report: {} (and report.json beside it)",
+                    report.display()
+                );
+            }
+        }
+        (RunStatus::RolledBack, _) => println!(
+            "rolled back: clients point at `{}` again; `ecmigrate run` refuses this plan",
+            seen.plan.plan.source.replication_group_id
+        ),
+        (RunStatus::Waiting, _) if seen.active => {
+            println!("waiting at the cutover; release it with: ecmigrate cutover {plan}")
+        }
+        (RunStatus::NotStarted, _) => println!("next: ecmigrate run {plan}"),
+        (RunStatus::Running | RunStatus::Waiting, step) if !seen.active => println!(
+            "interrupted: no ecmigrate process holds this plan{}; resume with: ecmigrate run {plan}",
+            step.map(|s| format!(" (stopped in `{s}`)"))
+                .unwrap_or_default()
+        ),
+        (_, Some(step)) if !seen.active => {
+            println!("next: `{step}`; resume with: ecmigrate run {plan}")
+        }
+        _ => {}
+    }
 }
