@@ -192,12 +192,7 @@ fn check_target(plan: &Plan, f: &mut Findings) {
         f.check("target.port", rules::check_range(port.into(), 1, 65535));
     }
     if let Some(tags) = &t.tags {
-        if tags.len() > 50 {
-            f.add(
-                "target.tags",
-                format!("at most 50 tags are allowed (got {})", tags.len()),
-            );
-        }
+        f.check("target.tags", rules::check_tag_count(tags.len()));
         for (k, v) in tags {
             f.check(format!("target.tags.{k}"), rules::check_tag(k, v));
         }
