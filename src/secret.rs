@@ -31,19 +31,27 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Characters a generated token draws from: printable ASCII without `/`, `"`, `@` and without
-/// characters that need quoting in a shell or a URL.
+/// Characters a generated token draws from: ASCII letters, digits and the special characters the AUTH
+/// rule permits (`crate::plan::rules::AUTH_TOKEN_SPECIALS`), so AWS takes every generated token.
 const TOKEN_ALPHABET: &[u8] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~!#%^*+=";
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!&#$^<>-";
+
+const TOKEN_LEN: usize = 64;
 
 /// A fresh 64-character token from the system's CSPRNG.
 pub fn generate_token() -> Secret {
-    let mut bytes = [0u8; 64];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system random source");
-    let token: String = bytes
-        .iter()
-        .map(|b| TOKEN_ALPHABET[*b as usize % TOKEN_ALPHABET.len()] as char)
-        .collect();
+    // Bytes at or above the largest multiple of the alphabet's size are dropped, so every character is
+    // equally likely (a plain `% len` would favour the first 256 % len characters).
+    let bound = 256 - 256 % TOKEN_ALPHABET.len();
+    let mut token = String::with_capacity(TOKEN_LEN);
+    let mut bytes = [0u8; TOKEN_LEN];
+    while token.len() < TOKEN_LEN {
+        aws_lc_rs::rand::fill(&mut bytes).expect("system random source");
+        let fair = bytes.iter().filter(|b| usize::from(**b) < bound);
+        for b in fair.take(TOKEN_LEN - token.len()) {
+            token.push(TOKEN_ALPHABET[usize::from(*b) % TOKEN_ALPHABET.len()] as char);
+        }
+    }
     Secret(token)
 }
 
@@ -169,10 +177,31 @@ mod tests {
 
     #[test]
     fn generated_tokens_follow_the_auth_rules() {
-        for _ in 0..100 {
+        for _ in 0..1000 {
             let t = generate_token();
+            assert_eq!(t.expose().len(), TOKEN_LEN);
             crate::plan::rules::check_auth_token(t.expose()).unwrap();
         }
         assert_ne!(generate_token(), generate_token());
+    }
+
+    #[test]
+    fn the_alphabet_is_letters_digits_and_the_permitted_specials() {
+        let specials: String = TOKEN_ALPHABET
+            .iter()
+            .map(|b| *b as char)
+            .filter(|c| !c.is_ascii_alphanumeric())
+            .collect();
+        assert_eq!(specials, crate::plan::rules::AUTH_TOKEN_SPECIALS);
+        assert_eq!(TOKEN_ALPHABET.len(), 26 + 26 + 10 + specials.len());
+    }
+
+    #[test]
+    fn every_alphabet_character_turns_up() {
+        // 70 characters over 64 000 draws: a missing one would mean a broken mapping, not bad luck.
+        let seen: std::collections::BTreeSet<char> = (0..1000)
+            .flat_map(|_| generate_token().expose().chars().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(seen.len(), TOKEN_ALPHABET.len());
     }
 }

@@ -111,112 +111,37 @@ fn kind_only(unexpected: &str) -> String {
     }
 }
 
+/// Where a parser or serde error points: its `(line, column)` and the field path found there.
+struct ErrorAt<'p> {
+    positions: &'p Positions,
+    pos: Option<(usize, usize)>,
+    here: Option<String>,
+}
+
+impl ErrorAt<'_> {
+    /// The mapping that holds the error's position.
+    fn mapping(&self) -> Option<&str> {
+        self.pos.and_then(|p| self.positions.mapping_at(p))
+    }
+
+    /// The field at the error's position, or `(yaml)` when none is known.
+    fn here_or_yaml(&self) -> String {
+        self.here.clone().unwrap_or_else(|| "(yaml)".into())
+    }
+}
+
 fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> PlanIssue {
-    use serde_saphyr::Error as E;
     let inner = err.without_snippet();
     let pos = inner
         .location()
         .filter(|l| l.line() > 0)
         .map(|l| (l.line() as usize, l.column() as usize));
-    let here = pos.and_then(|p| positions.path_at(p)).map(str::to_string);
-    let (field, rule) = match inner {
-        E::SerdeUnknownField {
-            field, expected, ..
-        } => {
-            // The position is the unknown key itself, or (inside buffered step mappings) the mapping.
-            let parent = pos
-                .and_then(|p| positions.mapping_at(p))
-                .unwrap_or_default();
-            let path = join_field(parent, field);
-            let mut rule = format!(
-                "unknown field `{field}`; expected one of {}",
-                quoted_list(expected)
-            );
-            if path.starts_with("target.auth_token") {
-                rule = format!(
-                    "unknown field `{field}`: the plan never holds the AUTH token itself; use `file: PATH` or `env: NAME` (and `generate: true` to create one)"
-                );
-            }
-            (path, rule)
-        }
-        E::SerdeMissingField { field, .. } => {
-            let parent = pos
-                .and_then(|p| positions.mapping_at(p))
-                .unwrap_or_default();
-            (
-                join_field(parent, field),
-                format!("missing required field `{field}`"),
-            )
-        }
-        E::SerdeInvalidType {
-            unexpected,
-            expected,
-            ..
-        }
-        | E::SerdeInvalidValue {
-            unexpected,
-            expected,
-            ..
-        } => {
-            let field = buffered_culprit(positions, pos, expected)
-                .or(here.clone())
-                .unwrap_or_else(|| "(yaml)".into());
-            (
-                field,
-                format!(
-                    "expected {}, found {}",
-                    expected_words(expected),
-                    kind_only(unexpected)
-                ),
-            )
-        }
-        E::SerdeUnknownVariant {
-            variant, expected, ..
-        } => {
-            // Values of 16 characters or more are not repeated: they could be an AUTH token pasted
-            // into the wrong field (a valid token has at least 16 characters).
-            let shown = if variant.chars().count() < 16 {
-                format!("unknown value `{variant}`")
-            } else {
-                "unknown value".to_string()
-            };
-            // Step mappings are buffered: the position is the step's start, the culprit its `kind`.
-            let field = match pos.and_then(|p| positions.mapping_at(p)) {
-                Some(m) if expected.contains(&"preflight") => format!("{m}.kind"),
-                _ => here.clone().unwrap_or_else(|| "(yaml)".into()),
-            };
-            (
-                field,
-                format!("{shown}; expected one of {}", quoted_list(expected)),
-            )
-        }
-        other if positions.broken().is_some() => {
-            // A syntax error: name the collection the parser was reading.
-            let field = match positions.broken() {
-                Some("") | None => "(yaml)".to_string(),
-                Some(p) => p.to_string(),
-            };
-            let at = pos
-                .map(|(l, c)| format!(" (noticed at line {l}, column {c})"))
-                .unwrap_or_default();
-            let text = other.to_string();
-            (
-                field,
-                format!("not valid YAML: {}{at}", message_only(&text)),
-            )
-        }
-        other => {
-            let text = other.to_string();
-            let msg = message_only(&text);
-            let rule = match msg.strip_prefix("invalid ") {
-                Some(t) if ["u8", "u16", "u32", "u64"].contains(&t) => {
-                    "expected a whole number".to_string()
-                }
-                _ => format!("not a valid plan: {msg}"),
-            };
-            (here.clone().unwrap_or_else(|| "(yaml)".into()), rule)
-        }
+    let at = ErrorAt {
+        positions,
+        pos,
+        here: pos.and_then(|p| positions.path_at(p)).map(str::to_string),
     };
+    let (field, rule) = field_and_rule(inner, &at);
     let (field, rule) = if field.is_empty() {
         let want =
             "the plan must be a mapping with `version`, `name`, `source`, `target` and `steps`";
@@ -234,6 +159,107 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
         field,
         rule,
     }
+}
+
+/// The field an error is about and the rule it broke, in words (an empty field: the document itself).
+fn field_and_rule(inner: &serde_saphyr::Error, at: &ErrorAt) -> (String, String) {
+    use serde_saphyr::Error as E;
+    match inner {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => unknown_field(at, field, expected),
+        E::SerdeMissingField { field, .. } => (
+            join_field(at.mapping().unwrap_or_default(), field),
+            format!("missing required field `{field}`"),
+        ),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => {
+            let field = buffered_culprit(at.positions, at.pos, expected)
+                .unwrap_or_else(|| at.here_or_yaml());
+            (
+                field,
+                format!(
+                    "expected {}, found {}",
+                    expected_words(expected),
+                    kind_only(unexpected)
+                ),
+            )
+        }
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => unknown_variant(at, variant, expected),
+        other if at.positions.broken().is_some() => syntax_error(at, &other.to_string()),
+        other => {
+            let text = other.to_string();
+            let msg = message_only(&text);
+            let rule = match msg.strip_prefix("invalid ") {
+                Some(t) if ["u8", "u16", "u32", "u64"].contains(&t) => {
+                    "expected a whole number".to_string()
+                }
+                _ => format!("not a valid plan: {msg}"),
+            };
+            (at.here_or_yaml(), rule)
+        }
+    }
+}
+
+fn unknown_field(at: &ErrorAt, field: &str, expected: &[&str]) -> (String, String) {
+    // The position is the unknown key itself, or (inside buffered step mappings) the mapping.
+    let path = join_field(at.mapping().unwrap_or_default(), field);
+    let rule = if path.starts_with("target.auth_token") {
+        format!(
+            "unknown field `{field}`: the plan never holds the AUTH token itself; use `file: PATH` or `env: NAME` (and `generate: true` to create one)"
+        )
+    } else {
+        format!(
+            "unknown field `{field}`; expected one of {}",
+            quoted_list(expected)
+        )
+    };
+    (path, rule)
+}
+
+fn unknown_variant(at: &ErrorAt, variant: &str, expected: &[&str]) -> (String, String) {
+    // Values of 16 characters or more are not repeated: they could be an AUTH token pasted into the
+    // wrong field (a valid token has at least 16 characters).
+    let shown = if variant.chars().count() < 16 {
+        format!("unknown value `{variant}`")
+    } else {
+        "unknown value".to_string()
+    };
+    // Step mappings are buffered: the position is the step's start, the culprit its `kind`.
+    let field = match at.mapping() {
+        Some(m) if expected.contains(&"preflight") => format!("{m}.kind"),
+        _ => at.here_or_yaml(),
+    };
+    (
+        field,
+        format!("{shown}; expected one of {}", quoted_list(expected)),
+    )
+}
+
+/// A syntax error: name the collection the parser was reading.
+fn syntax_error(at: &ErrorAt, text: &str) -> (String, String) {
+    let field = match at.positions.broken() {
+        Some("") | None => "(yaml)".to_string(),
+        Some(p) => p.to_string(),
+    };
+    let noticed = at
+        .pos
+        .map(|(l, c)| format!(" (noticed at line {l}, column {c})"))
+        .unwrap_or_default();
+    (
+        field,
+        format!("not valid YAML: {}{noticed}", message_only(text)),
+    )
 }
 
 /// Serde's name of an expected type in words.

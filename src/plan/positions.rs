@@ -51,19 +51,106 @@ fn join(parent: &str, key: &str) -> String {
     }
 }
 
+impl Frame {
+    fn path(&self) -> &String {
+        match self {
+            Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => path,
+        }
+    }
+}
+
+/// A collection opened under a field path: the path, its key's position, its start, whether a mapping.
+type OpenCollection = (String, Pos, Pos, bool);
+
+/// The walk's state: the frames of the collections being read and what was recorded so far.
+#[derive(Default)]
+struct Walk {
+    out: Positions,
+    stack: Vec<Frame>,
+    /// Open collections with a field path (`None`: one without, e.g. a mapping key), closed on the
+    /// matching end.
+    open: Vec<Option<OpenCollection>>,
+}
+
+impl Walk {
+    fn open_collection(&mut self, is_map: bool, start: Pos) {
+        // A collection used as a mapping key has no field path.
+        let as_key = matches!(
+            self.stack.last(),
+            Some(Frame::Mapping {
+                expecting_key: true,
+                ..
+            })
+        );
+        let here = if as_key {
+            None
+        } else {
+            value_path(&self.stack, start)
+        };
+        let path = here
+            .as_ref()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| "?".into());
+        if let Some((p, key)) = &here {
+            // Until the collection closes (it may never, on a syntax error) it runs to the end.
+            let end = (usize::MAX, usize::MAX);
+            let entry = Entry {
+                key: *key,
+                start,
+                end,
+                is_map,
+                scalar: None,
+            };
+            self.out.entries.insert(p.clone(), entry);
+        }
+        self.open.push(here.map(|(p, k)| (p, k, start, is_map)));
+        self.stack.push(if is_map {
+            Frame::Mapping {
+                path,
+                key: None,
+                expecting_key: true,
+            }
+        } else {
+            Frame::Sequence { path, index: 0 }
+        });
+    }
+
+    fn close_collection(&mut self, start: Pos, end: Pos) {
+        self.stack.pop();
+        if let Some(Some((path, key, start, is_map))) = self.open.pop() {
+            self.out.entries.insert(
+                path,
+                Entry {
+                    key,
+                    start,
+                    end,
+                    is_map,
+                    scalar: None,
+                },
+            );
+        }
+        // A collection that was a mapping key: the mapping now expects that key's value.
+        if let Some(Frame::Mapping {
+            key, expecting_key, ..
+        }) = self.stack.last_mut()
+            && *expecting_key
+        {
+            *key = Some(("?".to_string(), start));
+            *expecting_key = false;
+            return;
+        }
+        advance(&mut self.stack);
+    }
+}
+
 impl Positions {
     /// Walk `text`'s events. A syntax error stops the walk; what was seen so far is kept.
     pub(crate) fn of(text: &str) -> Positions {
-        let mut out = Positions::default();
-        let mut stack: Vec<Frame> = Vec::new();
-        // Paths of open collections, with their key position and start, closed on the matching end.
-        let mut open: Vec<Option<(String, Pos, Pos, bool)>> = Vec::new();
+        let mut w = Walk::default();
         let mut documents = 0usize;
         for item in Parser::new_from_str(text) {
             let Ok((event, span)) = item else {
-                out.broken = stack.last().map(|f| match f {
-                    Frame::Mapping { path, .. } | Frame::Sequence { path, .. } => path.clone(),
-                });
+                w.out.broken = w.stack.last().map(Frame::path).cloned();
                 break;
             };
             let start = (span.start.line(), span.start.col() + 1);
@@ -75,82 +162,25 @@ impl Positions {
                         break;
                     }
                 }
-                Event::Scalar(value, ..) => {
-                    leaf(&mut stack, &mut out, value.into_owned(), true, start, end)
-                }
+                Event::Scalar(value, ..) => leaf(
+                    &mut w.stack,
+                    &mut w.out,
+                    value.into_owned(),
+                    true,
+                    start,
+                    end,
+                ),
                 // An alias names no field; as a key it stands for `*`.
-                Event::Alias(_) => leaf(&mut stack, &mut out, "*".to_string(), false, start, end),
-                Event::MappingStart(..) | Event::SequenceStart(..) => {
-                    let is_map = matches!(event, Event::MappingStart(..));
-                    // A collection used as a mapping key has no field path.
-                    let as_key = matches!(
-                        stack.last(),
-                        Some(Frame::Mapping {
-                            expecting_key: true,
-                            ..
-                        })
-                    );
-                    let here = if as_key {
-                        None
-                    } else {
-                        value_path(&stack, start)
-                    };
-                    let path = here
-                        .as_ref()
-                        .map(|(p, _)| p.clone())
-                        .unwrap_or_else(|| "?".into());
-                    if let Some((p, key)) = &here {
-                        // Until the collection closes (it may never, on a syntax error) it runs to the end.
-                        let end = (usize::MAX, usize::MAX);
-                        let entry = Entry {
-                            key: *key,
-                            start,
-                            end,
-                            is_map,
-                            scalar: None,
-                        };
-                        out.entries.insert(p.clone(), entry);
-                    }
-                    open.push(here.map(|(p, k)| (p, k, start, is_map)));
-                    stack.push(if is_map {
-                        Frame::Mapping {
-                            path,
-                            key: None,
-                            expecting_key: true,
-                        }
-                    } else {
-                        Frame::Sequence { path, index: 0 }
-                    });
+                Event::Alias(_) => {
+                    leaf(&mut w.stack, &mut w.out, "*".to_string(), false, start, end)
                 }
-                Event::MappingEnd | Event::SequenceEnd => {
-                    stack.pop();
-                    if let Some(Some((path, key, start, is_map))) = open.pop() {
-                        out.entries.insert(
-                            path,
-                            Entry {
-                                key,
-                                start,
-                                end,
-                                is_map,
-                                scalar: None,
-                            },
-                        );
-                    }
-                    if let Some(Frame::Mapping {
-                        key, expecting_key, ..
-                    }) = stack.last_mut()
-                        && *expecting_key
-                    {
-                        *key = Some(("?".to_string(), start));
-                        *expecting_key = false;
-                        continue;
-                    }
-                    advance(&mut stack);
-                }
+                Event::MappingStart(..) => w.open_collection(true, start),
+                Event::SequenceStart(..) => w.open_collection(false, start),
+                Event::MappingEnd | Event::SequenceEnd => w.close_collection(start, end),
                 _ => {}
             }
         }
-        out
+        w.out
     }
 
     /// The collection being read when the parser met a syntax error (`` for the root).

@@ -3,7 +3,16 @@
 //! Messages are lowercase fragments. They never repeat a secret; for other values they may say
 //! what was found (a length, a character) so the operator sees what to fix.
 
-/// AUTH token rules: 16–128 printable ASCII characters, none of `/`, `"`, `@`.
+/// The special characters an AUTH token may contain besides ASCII letters and digits.
+pub const AUTH_TOKEN_SPECIALS: &str = "!&#$^<>-";
+
+/// AUTH token rules as the current CreateReplicationGroup / ModifyReplicationGroup API reference states
+/// them: 16–128 printable ASCII characters, and "the only permitted printable special characters are
+/// `!`, `&`, `#`, `$`, `^`, `<`, `>`, and `-`". Older AWS documents (and blog posts) only forbid `/`, `"`
+/// and `@`; AWS refuses the rest too, so the stricter rule is the one checked.
+///
+/// The message names the refused character's class (a space, a control or non-ASCII character) or, for
+/// a printable special character, the character itself; never the token.
 pub fn check_auth_token(token: &str) -> Result<(), String> {
     let len = token.chars().count();
     if !(16..=128).contains(&len) {
@@ -11,13 +20,24 @@ pub fn check_auth_token(token: &str) -> Result<(), String> {
             "an AUTH token must be 16 to 128 characters long (this one has {len})"
         ));
     }
-    if token.chars().any(|c| !c.is_ascii_graphic()) {
-        return Err("an AUTH token must be printable ASCII without spaces".into());
-    }
-    if token.chars().any(|c| matches!(c, '/' | '"' | '@')) {
-        return Err("an AUTH token must not contain `/`, `\"` or `@`".into());
-    }
-    Ok(())
+    let Some(c) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || AUTH_TOKEN_SPECIALS.contains(*c)))
+    else {
+        return Ok(());
+    };
+    let found = if c.is_ascii_graphic() {
+        describe_char(c)
+    } else if c == ' ' {
+        "a space".into()
+    } else if c.is_ascii() {
+        "a control character".into()
+    } else {
+        "a non-ASCII character".into()
+    };
+    Err(format!(
+        "an AUTH token may contain only ASCII letters, digits and the special characters `{AUTH_TOKEN_SPECIALS}` (this one contains {found})"
+    ))
 }
 
 const GROUP_ID_RULE: &str = "must be 1 to 40 characters: letters, digits and hyphens, starting with a letter, without `--` or a trailing hyphen";
@@ -53,6 +73,8 @@ fn check_elasticache_name(id: &str, max: usize, rule: &str) -> Result<(), String
 fn describe_char(c: char) -> String {
     if c == ' ' {
         "a space".into()
+    } else if c == '`' {
+        "a backtick".into()
     } else if c.is_ascii_graphic() {
         format!("`{c}`")
     } else {
@@ -60,14 +82,19 @@ fn describe_char(c: char) -> String {
     }
 }
 
-/// Replication group id rules: 1–40 characters, letters, digits and hyphens, starting with a letter,
-/// no two consecutive hyphens, not ending with a hyphen.
+/// Replication group id rules, as the CreateReplicationGroup API reference states them: 1–40
+/// characters, letters, digits and hyphens, starting with a letter, no two consecutive hyphens, not
+/// ending with a hyphen. AWS accepts upper-case letters but stores the id in lower case, so ids that
+/// differ only in case name one group (plan validation compares source and target that way).
 pub fn check_group_id(id: &str) -> Result<(), String> {
     check_elasticache_name(id, 40, GROUP_ID_RULE)
 }
 
-/// Snapshot name rules: 1–255 characters, letters, digits and hyphens, starting with a letter,
-/// no `--`, no trailing hyphen.
+/// Snapshot name rules (CreateSnapshot `SnapshotName`, DeleteReplicationGroup
+/// `FinalSnapshotIdentifier`): 1–255 characters, letters, digits and hyphens, starting with a letter,
+/// no `--`, no trailing hyphen. The API reference states no rule for these two fields; this is the
+/// ElastiCache naming rule of the other identifiers with the 255-character bound the API gives
+/// snapshot names elsewhere (CreateServerlessCacheSnapshot), so a name passing it is one AWS takes.
 pub fn check_snapshot_name(name: &str) -> Result<(), String> {
     check_elasticache_name(
         name,
@@ -326,7 +353,24 @@ pub fn check_security_group_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// A resource tag: key 1–128 characters not starting with `aws:`, value at most 256 characters.
+/// The most tags AWS keeps on one resource (the AWS tagging rules; `aws:` tags do not count).
+pub const MAX_TAGS: usize = 50;
+
+/// How many tags a resource may be given: at most [`MAX_TAGS`].
+pub fn check_tag_count(count: usize) -> Result<(), String> {
+    if count > MAX_TAGS {
+        return Err(format!("at most {MAX_TAGS} tags are allowed (got {count})"));
+    }
+    Ok(())
+}
+
+/// The characters of an ElastiCache tag key or value besides ASCII letters and digits.
+const TAG_SPECIALS: &str = " _.:/=+-@";
+
+/// A resource tag, per the ElastiCache tag schema (`AWS::ElastiCache::…` Tag in the CloudFormation
+/// reference; the ElastiCache API reference gives no rule of its own): key 1–128 characters, value at
+/// most 256, both of ASCII letters, digits, spaces and `_ . : / = + - @`; a key must not start with
+/// `aws:` in any case (reserved for AWS by the AWS tagging rules).
 pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
     let klen = key.chars().count();
     if !(1..=128).contains(&klen) {
@@ -342,6 +386,17 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
         return Err(format!(
             "a tag value must be at most 256 characters (got {vlen})"
         ));
+    }
+    for (what, text) in [("key", key), ("value", value)] {
+        if let Some(c) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || TAG_SPECIALS.contains(*c)))
+        {
+            return Err(format!(
+                "a tag {what} may contain only ASCII letters, digits, spaces and `_ . : / = + - @` (it contains {})",
+                describe_char(c)
+            ));
+        }
     }
     Ok(())
 }

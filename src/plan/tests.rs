@@ -335,17 +335,92 @@ fn schema_is_json_and_names_every_step_kind() {
 }
 
 #[test]
-fn auth_token_edges() {
+fn auth_token_length_bounds() {
+    assert!(check_auth_token("").is_err());
     assert!(check_auth_token(&"a".repeat(15)).is_err());
     assert!(check_auth_token(&"a".repeat(16)).is_ok());
     assert!(check_auth_token(&"a".repeat(128)).is_ok());
-    assert!(check_auth_token(&"a".repeat(129)).is_err());
-    for bad in ['@', '/', '"', ' ', 'é', '\t'] {
-        let t = format!("abcdefghijklmno{bad}");
-        let err = check_auth_token(&t).unwrap_err();
-        assert!(!err.contains(&t), "token echoed: {err}");
+    let err = check_auth_token(&"a".repeat(129)).unwrap_err();
+    assert!(
+        err.contains("16 to 128") && err.contains("has 129"),
+        "{err}"
+    );
+    // Characters, not bytes: 16 non-ASCII characters are long enough, then refused for what they are.
+    let err = check_auth_token(&"é".repeat(16)).unwrap_err();
+    assert!(err.contains("non-ASCII"), "{err}");
+}
+
+/// A token of 15 letters and `c`, and the rule's answer, checked never to repeat the token.
+fn auth_token_with(c: char) -> Result<(), String> {
+    let token = format!("Abcdefghijklmn0{c}");
+    check_auth_token(&token)
+        .inspect_err(|err| assert!(!err.contains(&token), "token echoed: {err}"))
+}
+
+#[test]
+fn auth_token_special_characters_are_exactly_the_permitted_ones() {
+    let specials = (0u8..=127)
+        .map(char::from)
+        .filter(|c| c.is_ascii_graphic() && !c.is_ascii_alphanumeric());
+    let mut permitted = String::new();
+    for c in specials {
+        if "!&#$^<>-".contains(c) {
+            assert!(auth_token_with(c).is_ok(), "`{c}` is permitted");
+            permitted.push(c);
+        } else {
+            let err = auth_token_with(c).expect_err(&format!("`{c}` must be refused"));
+            let named = if c == '`' {
+                "a backtick".to_string()
+            } else {
+                format!("`{c}`")
+            };
+            assert!(err.contains(&format!("contains {named}")), "{c}: {err}");
+        }
     }
-    assert!(check_auth_token("abcdefghijklmno!#$%&*()-+=").is_ok());
+    assert_eq!(permitted.len(), AUTH_TOKEN_SPECIALS.len());
+    assert!(check_auth_token("Abcdefghijklmno!&#$^<>-0123456789").is_ok());
+}
+
+#[test]
+fn auth_token_refuses_spaces_controls_and_non_ascii_by_class() {
+    for (c, class) in [
+        (' ', "a space"),
+        ('\t', "a control character"),
+        ('\u{7f}', "a control character"),
+        ('é', "a non-ASCII character"),
+        ('€', "a non-ASCII character"),
+    ] {
+        let err = auth_token_with(c).unwrap_err();
+        assert!(err.contains(class), "{c:?}: {err}");
+        if !c.is_ascii_whitespace() {
+            assert!(!err.contains(c), "{c:?} echoed: {err}");
+        }
+    }
+}
+
+#[test]
+fn tag_characters_and_count() {
+    assert!(check_tag("team name", "a-b_c.d:e/f=g+h@i 0").is_ok());
+    assert!(check_tag("k", "").is_ok());
+    for bad in ['#', ',', '*', '"', '\'', 'é', '\n'] {
+        let err = check_tag(&format!("k{bad}"), "v").unwrap_err();
+        assert!(err.starts_with("a tag key may contain only"), "{err}");
+        let err = check_tag("k", &format!("v{bad}")).unwrap_err();
+        assert!(err.starts_with("a tag value may contain only"), "{err}");
+    }
+    assert!(check_tag("Aws:x", "v").unwrap_err().contains("`aws:`"));
+    assert!(check_tag("x", "aws:y").is_ok());
+    assert!(check_tag_count(MAX_TAGS).is_ok());
+    assert_eq!(
+        check_tag_count(MAX_TAGS + 1).unwrap_err(),
+        "at most 50 tags are allowed (got 51)"
+    );
+}
+
+#[test]
+fn describe_char_names_a_backtick_in_words() {
+    let err = check_group_id("a`b").unwrap_err();
+    assert!(err.contains("(it contains a backtick)"), "{err}");
 }
 
 #[test]

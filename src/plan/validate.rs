@@ -101,8 +101,19 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     if let Some(k) = &t.kms_key_id {
         f.check("target.kms_key_id", rules::check_kms_key_id(k));
     }
+    check_auth_token_spec(&t.auth_token, f);
+    check_shape(t, f);
+    check_group_settings(t, f);
+    if let Some(ep) = &t.data_endpoint {
+        f.check("target.data_endpoint", rules::check_endpoint(ep));
+    }
+    if let Some(p) = &t.tls_ca_file {
+        check_path(f, "target.tls_ca_file", p);
+    }
+}
 
-    let a = &t.auth_token;
+/// `target.auth_token`: exactly one store, `generate` only with a store ecmigrate can write.
+fn check_auth_token_spec(a: &AuthTokenSpec, f: &mut Findings) {
     match (&a.file, &a.env, &a.secrets_manager) {
         (Some(_), Some(_), _) => f.add(
             "target.auth_token.env",
@@ -136,7 +147,10 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     if let Some(env) = &a.env {
         f.check("target.auth_token.env", rules::check_env_name(env));
     }
+}
 
+/// Node type and node counts of the new group.
+fn check_shape(t: &TargetSpec, f: &mut Findings) {
     if let Some(v) = &t.cache_node_type {
         f.check("target.cache_node_type", rules::check_cache_node_type(v));
     }
@@ -164,6 +178,10 @@ fn check_target(plan: &Plan, f: &mut Findings) {
             rules::check_range(n.into(), 0, 5),
         );
     }
+}
+
+/// Subnet and parameter groups, security groups, port and tags of the new group.
+fn check_group_settings(t: &TargetSpec, f: &mut Findings) {
     for (field, name) in [
         ("target.cache_subnet_group_name", &t.cache_subnet_group_name),
         (
@@ -192,31 +210,33 @@ fn check_target(plan: &Plan, f: &mut Findings) {
         f.check("target.port", rules::check_range(port.into(), 1, 65535));
     }
     if let Some(tags) = &t.tags {
-        if tags.len() > 50 {
-            f.add(
-                "target.tags",
-                format!("at most 50 tags are allowed (got {})", tags.len()),
-            );
-        }
+        f.check("target.tags", rules::check_tag_count(tags.len()));
         for (k, v) in tags {
             f.check(format!("target.tags.{k}"), rules::check_tag(k, v));
         }
     }
-    if let Some(ep) = &t.data_endpoint {
-        f.check("target.data_endpoint", rules::check_endpoint(ep));
-    }
-    if let Some(p) = &t.tls_ca_file {
-        check_path(f, "target.tls_ca_file", p);
-    }
 }
 
 fn check_steps(plan: &Plan, f: &mut Findings) {
-    let order = StepKind::ALL.map(StepKind::as_str).join(", ");
     if plan.steps.is_empty() {
+        let order = StepKind::ALL.map(StepKind::as_str).join(", ");
         f.add("steps", format!("must list at least the `preflight`, `backup` and `restore_encrypted` steps (in the order {order})"));
         return;
     }
-    // Where each kind was first listed.
+    let seen = check_step_order(plan, f);
+    check_required_steps(&seen, f);
+    let backup_name = plan.steps.iter().find_map(|s| match s {
+        StepSpec::Backup(b) => b.snapshot_name.as_deref(),
+        _ => None,
+    });
+    for (i, step) in plan.steps.iter().enumerate() {
+        check_step_fields(plan, step, i, backup_name, f);
+    }
+}
+
+/// Each kind listed once and in `StepKind::ALL`'s order. Returns where each kind was first listed.
+fn check_step_order(plan: &Plan, f: &mut Findings) -> Vec<(StepKind, usize)> {
+    let order = StepKind::ALL.map(StepKind::as_str).join(", ");
     let mut seen: Vec<(StepKind, usize)> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         let kind = step.kind();
@@ -241,6 +261,11 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
         }
         seen.push((kind, i));
     }
+    seen
+}
+
+/// The three steps every plan has, and the two `delete_source` needs before it.
+fn check_required_steps(seen: &[(StepKind, usize)], f: &mut Findings) {
     let index_of = |k: StepKind| seen.iter().find(|(s, _)| *s == k).map(|(_, i)| *i);
     for required in [
         StepKind::Preflight,
@@ -263,72 +288,136 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
             }
         }
     }
+}
 
-    let backup_name = plan.steps.iter().find_map(|s| match s {
-        StepSpec::Backup(b) => b.snapshot_name.as_deref(),
-        _ => None,
-    });
-    for (i, step) in plan.steps.iter().enumerate() {
-        let at = |field: &str| format!("steps[{i}].{field}");
-        match step {
-            StepSpec::Preflight(_) | StepSpec::StreamCopy(_) => {}
-            StepSpec::Backup(b) => {
-                if let Some(n) = &b.snapshot_name {
-                    f.check(at("snapshot_name"), rules::check_snapshot_name(n));
-                }
-                if let Some(t) = b.timeout_seconds {
-                    f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
-                }
+/// The fields of step `i`; `backup_name` is the backup step's snapshot name, if it gives one.
+fn check_step_fields(
+    plan: &Plan,
+    step: &StepSpec,
+    i: usize,
+    backup_name: Option<&str>,
+    f: &mut Findings,
+) {
+    let at = |field: &str| format!("steps[{i}].{field}");
+    match step {
+        StepSpec::Preflight(_) | StepSpec::StreamCopy(_) => {}
+        StepSpec::Backup(b) => {
+            if let Some(n) = &b.snapshot_name {
+                f.check(at("snapshot_name"), rules::check_snapshot_name(n));
             }
-            StepSpec::RestoreEncrypted(r) => {
-                if let Some(t) = r.timeout_seconds {
-                    f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
-                }
+            if let Some(t) = b.timeout_seconds {
+                f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
             }
-            StepSpec::Verify(v) => {
-                if let Some(s) = v.sample {
-                    f.check(at("sample"), rules::check_range(s, 1, 1_000_000));
-                    if v.full {
-                        f.add(
-                            at("sample"),
-                            "`sample` and `full: true` exclude each other: give one",
-                        );
-                    }
-                }
-                if let Some(t) = v.ttl_tolerance_ms {
-                    f.check(at("ttl_tolerance_ms"), rules::check_range(t, 0, 600_000));
-                }
+        }
+        StepSpec::RestoreEncrypted(r) => {
+            if let Some(t) = r.timeout_seconds {
+                f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
             }
-            StepSpec::Cutover(c) => check_cutover(plan, c, i, f),
-            StepSpec::DeleteSource(d) => {
-                if let Some(t) = d.drain_timeout_seconds {
-                    f.check(at("drain_timeout_seconds"), rules::check_range(t, 0, 86400));
-                }
-                if let Some(n) = &d.final_snapshot_name {
-                    f.check(at("final_snapshot_name"), rules::check_snapshot_name(n));
-                    if backup_name.is_some_and(|b| b.eq_ignore_ascii_case(n)) {
-                        f.add(
-                            at("final_snapshot_name"),
-                            "must differ from the backup step's `snapshot_name`: both snapshots are kept",
-                        );
-                    }
-                }
-                if let Some(c) = &d.confirm
-                    && c != &plan.source.replication_group_id
-                {
+        }
+        StepSpec::Verify(v) => {
+            if let Some(s) = v.sample {
+                f.check(at("sample"), rules::check_range(s, 1, 1_000_000));
+                if v.full {
                     f.add(
-                        at("confirm"),
-                        "must equal `source.replication_group_id` exactly, or be left out",
+                        at("sample"),
+                        "`sample` and `full: true` exclude each other: give one",
                     );
                 }
             }
+            if let Some(t) = v.ttl_tolerance_ms {
+                f.check(at("ttl_tolerance_ms"), rules::check_range(t, 0, 600_000));
+            }
         }
+        StepSpec::Cutover(c) => check_cutover(plan, c, i, f),
+        StepSpec::DeleteSource(d) => check_delete_source(plan, d, i, backup_name, f),
+    }
+}
+
+fn check_delete_source(
+    plan: &Plan,
+    d: &DeleteSourceStep,
+    i: usize,
+    backup_name: Option<&str>,
+    f: &mut Findings,
+) {
+    let at = |field: &str| format!("steps[{i}].{field}");
+    if let Some(t) = d.drain_timeout_seconds {
+        f.check(at("drain_timeout_seconds"), rules::check_range(t, 0, 86400));
+    }
+    if let Some(n) = &d.final_snapshot_name {
+        f.check(at("final_snapshot_name"), rules::check_snapshot_name(n));
+        if backup_name.is_some_and(|b| b.eq_ignore_ascii_case(n)) {
+            f.add(
+                at("final_snapshot_name"),
+                "must differ from the backup step's `snapshot_name`: both snapshots are kept",
+            );
+        }
+    }
+    if let Some(c) = &d.confirm
+        && c != &plan.source.replication_group_id
+    {
+        f.add(
+            at("confirm"),
+            "must equal `source.replication_group_id` exactly, or be left out",
+        );
     }
 }
 
 fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
     let at = |field: &str| format!("steps[{i}].{field}");
     let strategy = c.strategy.as_str();
+    check_cutover_strategy(plan, c, i, f);
+    let only_with = [
+        ("alias", c.alias.is_some(), CutoverStrategy::SandboxAlias),
+        (
+            "hosted_zone_id",
+            c.hosted_zone_id.is_some(),
+            CutoverStrategy::Route53,
+        ),
+        (
+            "record_name",
+            c.record_name.is_some(),
+            CutoverStrategy::Route53,
+        ),
+        ("command", c.command.is_some(), CutoverStrategy::Command),
+    ];
+    for (field, given, allowed) in only_with {
+        if given && c.strategy != allowed {
+            f.add(
+                at(field),
+                format!(
+                    "`{field}` is only allowed with strategy `{}` (this step uses `{strategy}`)",
+                    allowed.as_str()
+                ),
+            );
+        }
+    }
+    if let Some(ms) = c.max_write_pause_ms {
+        f.check(
+            at("max_write_pause_ms"),
+            rules::check_range(ms, 100, 30_000),
+        );
+    }
+    if let Some(n) = c.fence_attempts {
+        f.check(at("fence_attempts"), rules::check_range(n as u64, 1, 20));
+    }
+    if let Some(s) = c.grace_seconds {
+        f.check(at("grace_seconds"), rules::check_range(s, 0, 3600));
+    }
+    for (field, value) in [
+        ("postpone_flag_file", &c.postpone_flag_file),
+        ("before_switch", &c.before_switch),
+        ("after_switch", &c.after_switch),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            f.add(at(field), "must not be empty; leave the field out instead");
+        }
+    }
+}
+
+/// What the step's strategy needs: the provider it works with and its own fields.
+fn check_cutover_strategy(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
+    let at = |field: &str| format!("steps[{i}].{field}");
     match c.strategy {
         CutoverStrategy::SandboxAlias => {
             if plan.provider != Provider::Sandbox {
@@ -376,51 +465,5 @@ fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
             Some(_) => {}
         },
         CutoverStrategy::Manual => {}
-    }
-    let only_with = [
-        ("alias", c.alias.is_some(), CutoverStrategy::SandboxAlias),
-        (
-            "hosted_zone_id",
-            c.hosted_zone_id.is_some(),
-            CutoverStrategy::Route53,
-        ),
-        (
-            "record_name",
-            c.record_name.is_some(),
-            CutoverStrategy::Route53,
-        ),
-        ("command", c.command.is_some(), CutoverStrategy::Command),
-    ];
-    for (field, given, allowed) in only_with {
-        if given && c.strategy != allowed {
-            f.add(
-                at(field),
-                format!(
-                    "`{field}` is only allowed with strategy `{}` (this step uses `{strategy}`)",
-                    allowed.as_str()
-                ),
-            );
-        }
-    }
-    if let Some(ms) = c.max_write_pause_ms {
-        f.check(
-            at("max_write_pause_ms"),
-            rules::check_range(ms, 100, 30_000),
-        );
-    }
-    if let Some(n) = c.fence_attempts {
-        f.check(at("fence_attempts"), rules::check_range(n as u64, 1, 20));
-    }
-    if let Some(s) = c.grace_seconds {
-        f.check(at("grace_seconds"), rules::check_range(s, 0, 3600));
-    }
-    for (field, value) in [
-        ("postpone_flag_file", &c.postpone_flag_file),
-        ("before_switch", &c.before_switch),
-        ("after_switch", &c.after_switch),
-    ] {
-        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            f.add(at(field), "must not be empty; leave the field out instead");
-        }
     }
 }

@@ -68,6 +68,35 @@ pub fn ask<'a>(
     block: &BlockingCheck<'a>,
     out: Option<PathBuf>,
 ) -> Result<Answers> {
+    let source = ask_source(groups)?;
+    let target = ask_target_id(groups, source)?;
+    let (node_type, replicas) = ask_shape(source)?;
+    let kms_key_id = ask_kms_key(provider, keys, cloud, block)?;
+    let token = ask_token(&target)?;
+    let stream_copy = ask_stream_copy()?;
+    let cutover_alias = ask_cutover(provider, source)?;
+    let delete_source = ask_delete_source(source)?;
+    let (name, out) = ask_plan_file(source, out)?;
+    Ok(Answers {
+        provider,
+        name,
+        source: source.id.clone(),
+        target,
+        node_type,
+        replicas,
+        kms_key_id,
+        generate_token: token.generate,
+        show_token: token.show,
+        store: token.store,
+        stream_copy,
+        cutover_alias,
+        delete_source,
+        out,
+    })
+}
+
+/// The group to migrate: unencrypted ones first, each with its audit verdict.
+fn ask_source(groups: &[ReplicationGroup]) -> Result<&ReplicationGroup> {
     if groups.is_empty() {
         return Err(Error::failed(
             "there are no replication groups to migrate",
@@ -107,9 +136,13 @@ pub fn ask<'a>(
             "nothing to migrate",
         ));
     }
+    Ok(source)
+}
 
+/// The new group's id: valid, and not one that exists (ids are compared as AWS stores them, in lower case).
+fn ask_target_id(groups: &[ReplicationGroup], source: &ReplicationGroup) -> Result<String> {
     let taken: Vec<String> = groups.iter().map(|g| g.id.to_lowercase()).collect();
-    let target: String = Input::new()
+    Input::new()
         .with_prompt("Target replication group id (the new, encrypted group)")
         .default(format!("{}-enc", source.id))
         .validate_with(|v: &String| -> std::result::Result<(), String> {
@@ -120,8 +153,11 @@ pub fn ask<'a>(
             Ok(())
         })
         .interact_text()
-        .map_err(prompt_error)?;
+        .map_err(prompt_error)
+}
 
+/// Node type and replicas per node group, each `None` when the answer is the source's.
+fn ask_shape(source: &ReplicationGroup) -> Result<(Option<String>, Option<u32>)> {
     say(&format!(
         "The target copies the source's shape: node type {}, {} node group(s) of {} node(s), engine {} {}.",
         source.cache_node_type,
@@ -151,9 +187,21 @@ pub fn ask<'a>(
         })
         .interact_text()
         .map_err(prompt_error)?;
+    Ok((
+        (node_type != source.cache_node_type).then_some(node_type),
+        (replicas != source_replicas).then_some(replicas),
+    ))
+}
 
-    // KMS key: the account's customer managed keys, the service default (sandbox only: on AWS the
-    // snapshots of an unencrypted group need a named key), or a pasted id validated on the spot.
+/// KMS key: the account's customer managed keys, the service default (sandbox only: on AWS the
+/// snapshots of an unencrypted group need a named key), or a pasted id validated on the spot.
+/// `None` = the service-managed key.
+fn ask_kms_key<'a>(
+    provider: Provider,
+    keys: &[KmsKey],
+    cloud: &'a dyn CloudRead,
+    block: &BlockingCheck<'a>,
+) -> Result<Option<String>> {
     let mut key_items: Vec<String> = keys
         .iter()
         .map(|k| {
@@ -178,36 +226,67 @@ pub fn ask<'a>(
         .default(0)
         .interact()
         .map_err(prompt_error)?;
-    let kms_key_id = if key_pick < keys.len() {
+    if key_pick < keys.len() {
         let k = &keys[key_pick];
-        Some(k.aliases.first().cloned().unwrap_or(k.arn.clone()))
+        Ok(Some(k.aliases.first().cloned().unwrap_or(k.arn.clone())))
     } else if default_key.is_some() && key_pick == keys.len() {
-        None
+        Ok(None)
     } else {
-        let pasted: String = Input::new()
-            .with_prompt("KMS key id, ARN or alias/NAME")
-            .validate_with(|v: &String| -> std::result::Result<(), String> {
-                rules::check_kms_key_id(v)?;
-                let id = v.clone();
-                let usable = block(Box::pin(async move {
-                    matches!(cloud.describe_key(&id).await, Ok(Some(k)) if k.usable_for_elasticache().is_ok())
-                }));
-                if usable { Ok(()) } else { Err(format!("`{v}` does not exist or is not an enabled symmetric ENCRYPT_DECRYPT key")) }
-            })
-            .interact_text()
-            .map_err(prompt_error)?;
-        Some(pasted)
-    };
+        ask_pasted_kms_key(cloud, block).map(Some)
+    }
+}
 
-    let generate_token = Select::new()
+/// A key id, ARN or alias typed in, accepted once the cloud says it is usable.
+fn ask_pasted_kms_key<'a>(cloud: &'a dyn CloudRead, block: &BlockingCheck<'a>) -> Result<String> {
+    Input::new()
+        .with_prompt("KMS key id, ARN or alias/NAME")
+        .validate_with(|v: &String| -> std::result::Result<(), String> {
+            rules::check_kms_key_id(v)?;
+            let id = v.clone();
+            let usable = block(Box::pin(async move {
+                matches!(cloud.describe_key(&id).await, Ok(Some(k)) if k.usable_for_elasticache().is_ok())
+            }));
+            if usable { Ok(()) } else { Err(format!("`{v}` does not exist or is not an enabled symmetric ENCRYPT_DECRYPT key")) }
+        })
+        .interact_text()
+        .map_err(prompt_error)
+}
+
+/// What the AUTH token questions decided.
+struct TokenAnswers {
+    generate: bool,
+    store: TokenChoice,
+    show: bool,
+}
+
+/// Generate a token or use one that exists, where it is kept, and whether to show a generated one.
+fn ask_token(target: &str) -> Result<TokenAnswers> {
+    let generate = Select::new()
         .with_prompt("AUTH token")
         .items(["generate a new token", "use a token that already exists"])
         .default(0)
         .interact()
         .map_err(prompt_error)?
         == 0;
+    let store = ask_token_store(generate, target)?;
+    let show = generate
+        && matches!(store, TokenChoice::File(_))
+        && Confirm::new()
+            .with_prompt("Show the generated token once, now? (it stays in the file either way)")
+            .default(false)
+            .interact()
+            .map_err(prompt_error)?;
+    Ok(TokenAnswers {
+        generate,
+        store,
+        show,
+    })
+}
+
+/// The token's store; an environment variable only for a token that exists (ecmigrate cannot set one).
+fn ask_token_store(generate: bool, target: &str) -> Result<TokenChoice> {
     let mut stores = vec!["a file on this machine (mode 0600)", "AWS Secrets Manager"];
-    if !generate_token {
+    if !generate {
         stores.push("an environment variable");
     }
     let store_pick = Select::new()
@@ -216,7 +295,7 @@ pub fn ask<'a>(
         .default(0)
         .interact()
         .map_err(prompt_error)?;
-    let store = match store_pick {
+    Ok(match store_pick {
         0 => TokenChoice::File(
             Input::new()
                 .with_prompt("Token file (relative to the plan's folder)")
@@ -239,25 +318,24 @@ pub fn ask<'a>(
                 .interact_text()
                 .map_err(prompt_error)?,
         ),
-    };
-    let show_token = generate_token
-        && matches!(store, TokenChoice::File(_))
-        && Confirm::new()
-            .with_prompt("Show the generated token once, now? (it stays in the file either way)")
-            .default(false)
-            .interact()
-            .map_err(prompt_error)?;
+    })
+}
 
+fn ask_stream_copy() -> Result<bool> {
     say("Without streaming copy, every write made to the source after the snapshot is lost.");
-    let stream_copy = Confirm::new()
+    Confirm::new()
         .with_prompt(
             "Copy the writes made after the snapshot (stream_copy, needs keyspace notifications)?",
         )
         .default(true)
         .interact()
-        .map_err(prompt_error)?;
+        .map_err(prompt_error)
+}
 
-    let cutover_alias = if provider == Provider::Sandbox {
+/// The sandbox alias to repoint, or `None` for a manual cutover (the only strategy the wizard offers
+/// on AWS; the others need details better edited into the plan).
+fn ask_cutover(provider: Provider, source: &ReplicationGroup) -> Result<Option<String>> {
+    let alias = if provider == Provider::Sandbox {
         let sandbox_alias = Select::new()
             .with_prompt("Cutover")
             .items([
@@ -289,15 +367,22 @@ pub fn ask<'a>(
     say(
         "The cutover switches as soon as it is reached; to hold it until you run `ecmigrate cutover PLAN`, add `postpone: true` to the cutover step.",
     );
-    let delete_source = Confirm::new()
+    Ok(alias)
+}
+
+fn ask_delete_source(source: &ReplicationGroup) -> Result<bool> {
+    Confirm::new()
         .with_prompt(format!(
             "Delete `{}` at the end (after cutover and a passed verify; an encrypted final snapshot is kept)?",
             source.id
         ))
         .default(false)
         .interact()
-        .map_err(prompt_error)?;
+        .map_err(prompt_error)
+}
 
+/// The plan's name and the file it is written to, which must not exist yet.
+fn ask_plan_file(source: &ReplicationGroup, out: Option<PathBuf>) -> Result<(String, PathBuf)> {
     let name: String = Input::new()
         .with_prompt("Plan name (its state folder)")
         .default(source.id.clone())
@@ -319,22 +404,7 @@ pub fn ask<'a>(
         })
         .interact_text()
         .map_err(prompt_error)?;
-    Ok(Answers {
-        provider,
-        name,
-        source: source.id.clone(),
-        target,
-        node_type: (node_type != source.cache_node_type).then_some(node_type),
-        replicas: (replicas != source_replicas).then_some(replicas),
-        kms_key_id,
-        generate_token,
-        show_token,
-        store,
-        stream_copy,
-        cutover_alias,
-        delete_source,
-        out: PathBuf::from(out),
-    })
+    Ok((name, PathBuf::from(out)))
 }
 
 /// The plan as commented YAML.
