@@ -2,6 +2,7 @@
 //! (another port on a clash) and recording it in the registry; then reaching it (endpoint, connection) and
 //! the data-plane checks the control plane makes on running nodes (PING, replication link and offsets).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::process::{self, HOST, NodeConfig, RDB, StartError, TlsFiles};
@@ -10,6 +11,22 @@ use super::{Sandbox, blocking, io, set_mode, tls};
 use crate::cloud::{CloudError, CloudResult};
 use crate::data::connect::{RedisEndpoint, connect};
 use crate::secret::Secret;
+
+/// What every start attempt of one node shares (see `Sandbox::prepare_node`).
+struct NodeSetup<'a> {
+    group: &'a GroupRec,
+    /// 0 is the primary.
+    index: u32,
+    /// `<group>-001`, ...
+    id: String,
+    /// `nodes/<group>/<index>/`.
+    dir: PathBuf,
+    /// `tls.crt` and `tls.key` on an encrypted group.
+    cert: Option<(PathBuf, PathBuf)>,
+    /// The primary's port, on a replica.
+    replica_of: Option<u16>,
+    token: Option<&'a Secret>,
+}
 
 impl Sandbox {
     /// How to reach a node of `group` (TLS with the sandbox CA and the AUTH token on an encrypted group).
@@ -43,17 +60,54 @@ impl Sandbox {
         existing: Option<&NodeRec>,
         token: Option<&Secret>,
     ) -> CloudResult<()> {
-        let node_dir = self.group_dir(&group.id).join(index.to_string());
-        std::fs::create_dir_all(&node_dir).map_err(|e| io("create", &node_dir, e))?;
-        set_mode(&node_dir, 0o700)?;
-        let node_id = format!("{}-{:03}", group.id, index + 1);
-        let tls_files = if group.transit_encryption_enabled {
-            let (cert, key) = tls::write_node_cert(&self.dir, &node_dir, &node_id)?;
-            Some((cert, key))
+        let setup = self.prepare_node(group, index, token)?;
+        let mut last = String::new();
+        for attempt in 0..8 {
+            // A restarted node keeps its port when it can: clients and replicas know it.
+            let port = match existing {
+                Some(n) if attempt == 0 => n.port,
+                _ => process::free_port()?,
+            };
+            let plain_port = if group.transit_encryption_mode.as_deref() == Some("preferred") {
+                Some(process::free_port()?)
+            } else {
+                None
+            };
+            match self.try_start(&setup, port, plain_port).await? {
+                Ok(pid) => return self.record_node(&setup, port, plain_port, pid),
+                Err(StartError::PortClash) => last = format!("port {port} was taken"),
+                Err(StartError::Failed(e)) => {
+                    return Err(CloudError::other(format!(
+                        "sandbox: node {}: {e}",
+                        setup.id
+                    )));
+                }
+            }
+        }
+        Err(CloudError::other(format!(
+            "sandbox: node {} could not get a port ({last})",
+            setup.id
+        )))
+    }
+
+    /// Everything a node needs before its first start attempt: its folder (0700), its certificate on an
+    /// encrypted group, its primary's port on a replica, and a restored primary's RDB.
+    fn prepare_node<'a>(
+        &self,
+        group: &'a GroupRec,
+        index: u32,
+        token: Option<&'a Secret>,
+    ) -> CloudResult<NodeSetup<'a>> {
+        let dir = self.group_dir(&group.id).join(index.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        set_mode(&dir, 0o700)?;
+        let id = format!("{}-{:03}", group.id, index + 1);
+        let cert = if group.transit_encryption_enabled {
+            Some(tls::write_node_cert(&self.dir, &dir, &id)?)
         } else {
             None
         };
-        let primary_port = if index == 0 {
+        let replica_of = if index == 0 {
             None
         } else {
             Some(
@@ -69,72 +123,78 @@ impl Sandbox {
             && let Some(snap) = &group.source_snapshot
         {
             let rdb = self.open_snapshot(snap)?;
-            registry::write_atomic(&node_dir.join(RDB), &rdb, 0o600)?;
+            registry::write_atomic(&dir.join(RDB), &rdb, 0o600)?;
         }
-        let mut last = String::new();
-        for _attempt in 0..8 {
-            let port = match existing {
-                Some(n) if _attempt == 0 => n.port,
-                _ => process::free_port()?,
-            };
-            let plain_port = if group.transit_encryption_mode.as_deref() == Some("preferred") {
-                Some(process::free_port()?)
+        Ok(NodeSetup {
+            group,
+            index,
+            id,
+            dir,
+            cert,
+            replica_of,
+            token,
+        })
+    }
+
+    /// One start attempt: `redis.conf` for these ports, then `redis-server` (blocking, off the runtime).
+    async fn try_start(
+        &self,
+        setup: &NodeSetup<'_>,
+        port: u16,
+        plain_port: Option<u16>,
+    ) -> CloudResult<Result<i32, StartError>> {
+        let cfg = NodeConfig {
+            port,
+            plain_port,
+            tls: setup.cert.as_ref().map(|(cert, key)| TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: self.ca_file(),
+            }),
+            password: setup.token,
+            replica_of: setup.replica_of,
+        };
+        process::write_conf(&setup.dir, &cfg)?;
+        let dir = setup.dir.clone();
+        blocking(move || process::start(&dir)).await
+    }
+
+    /// Put a started node into its slot of the group's record (a restarted node replaces its old entry).
+    fn record_node(
+        &self,
+        setup: &NodeSetup<'_>,
+        port: u16,
+        plain_port: Option<u16>,
+        pid: i32,
+    ) -> CloudResult<()> {
+        let rec = NodeRec {
+            id: setup.id.clone(),
+            role: if setup.index == 0 {
+                Role::Primary
             } else {
-                None
-            };
-            let cfg = NodeConfig {
-                port,
-                plain_port,
-                tls: tls_files.as_ref().map(|(cert, key)| TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    ca: self.ca_file(),
-                }),
-                password: token,
-                replica_of: primary_port,
-            };
-            process::write_conf(&node_dir, &cfg)?;
-            let dir = node_dir.clone();
-            match blocking(move || process::start(&dir)).await? {
-                Ok(pid) => {
-                    let rec = NodeRec {
-                        id: node_id.clone(),
-                        role: if index == 0 {
-                            Role::Primary
-                        } else {
-                            Role::Replica
-                        },
-                        port,
-                        plain_port,
-                        tls: group.transit_encryption_enabled,
-                        dir: node_dir.clone(),
-                        pid: Some(pid),
-                    };
-                    let gid = group.id.clone();
-                    return registry::update(&self.dir, |reg| {
-                        let g = reg
-                            .groups
-                            .get_mut(&gid)
-                            .ok_or_else(|| CloudError::NotFound {
-                                what: "replication group",
-                                id: gid.clone(),
-                            })?;
-                        match g.nodes.get_mut(index as usize) {
-                            Some(slot) => *slot = rec,
-                            None => g.nodes.push(rec),
-                        }
-                        Ok(())
-                    });
-                }
-                Err(StartError::PortClash) => last = format!("port {port} was taken"),
-                Err(StartError::Failed(e)) => {
-                    return Err(CloudError::other(format!("sandbox: node {node_id}: {e}")));
-                }
+                Role::Replica
+            },
+            port,
+            plain_port,
+            tls: setup.group.transit_encryption_enabled,
+            dir: setup.dir.clone(),
+            pid: Some(pid),
+        };
+        let gid = &setup.group.id;
+        registry::update(&self.dir, |reg| {
+            let g = reg
+                .groups
+                .get_mut(gid)
+                .ok_or_else(|| CloudError::NotFound {
+                    what: "replication group",
+                    id: gid.clone(),
+                })?;
+            match g.nodes.get_mut(setup.index as usize) {
+                Some(slot) => *slot = rec,
+                None => g.nodes.push(rec),
             }
-        }
-        Err(CloudError::other(format!(
-            "sandbox: node {node_id} could not get a port ({last})"
-        )))
+            Ok(())
+        })
     }
 
     pub(super) async fn wait_ping(
