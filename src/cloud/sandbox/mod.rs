@@ -14,8 +14,9 @@
 //!
 //! Group status as describe reports it:
 //! - `creating`: registered; nodes starting or not yet ready (PING over TLS+AUTH where needed, replicas
-//!   `master_link_status:up`, at least the provisioning delay (`ECMIGRATE_SANDBOX_CREATE_DELAY_MS`) since creation). Describe
-//!   restarts a node of a creating group whose process is gone, like a control plane finishing its work.
+//!   `master_link_status:up`, at least the simulated provisioning time, [`PROVISIONING_DELAY_ENV`], since
+//!   creation). Describe restarts a node of a creating group whose process is gone, like a control plane
+//!   finishing its work.
 //! - `available`: stored once every node was ready; reported while all its processes run.
 //! - `stopped`: an available group none of whose processes run (killed, machine rebooted); `degraded`: some
 //!   of them run. Nothing restarts such a group (its data lived only in memory): delete it, or `sandbox down`.
