@@ -1,8 +1,13 @@
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::process::HOST;
+use super::registry::Registry;
 use super::*;
+use crate::cloud::{CloudRead, CloudWrite, CreateEncryptedGroup, ReplicationGroup};
 use crate::data::connect::{RedisEndpoint, connect};
+use crate::secret::Secret;
 
 /// A sandbox in a temporary folder whose processes are killed when the test ends, pass or fail.
 struct TestSandbox {

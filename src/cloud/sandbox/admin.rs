@@ -1,0 +1,262 @@
+//! The sandbox's own operations, beyond what a cloud offers: `sandbox up` (an unencrypted, seeded source
+//! group), `sandbox status` (everything the folder holds, with live status, and its JSON types), `sandbox
+//! down` and stopping every process, and `sandbox kms` (create, enable, disable keys).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::process::{self, HOST};
+use super::registry;
+use super::{MAX_REPLICAS, STOP_GRACE, Sandbox, blocking, check_id, kms, role};
+use crate::cloud::{CloudError, CloudResult, KmsKey, NodeRole, ReplicationGroup};
+
+/// `sandbox status --output json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxStatus {
+    pub ca_file: String,
+    pub groups: Vec<SandboxGroup>,
+    pub snapshots: Vec<SandboxSnapshot>,
+    /// Alias name -> group id.
+    pub aliases: BTreeMap<String, String>,
+    pub kms_keys: Vec<KmsKey>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxGroup {
+    pub replication_group_id: String,
+    pub status: String,
+    pub at_rest_encryption_enabled: bool,
+    pub transit_encryption_enabled: bool,
+    pub transit_encryption_mode: Option<String>,
+    pub auth_token_enabled: bool,
+    pub kms_key_id: Option<String>,
+    pub engine_version: String,
+    pub nodes: Vec<SandboxNode>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxNode {
+    pub id: String,
+    pub role: NodeRole,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub pid: Option<i32>,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxSnapshot {
+    pub name: String,
+    pub source_group: String,
+    pub status: String,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+    pub path: String,
+}
+
+impl Sandbox {
+    /// Create an unencrypted group `id` (1 primary + `replicas` replicas), point `<id>-endpoint` at it and
+    /// seed `keys` keys. Returns once the replicas have caught up. An existing group with no running process
+    /// (after a reboot) is replaced; a running one is refused.
+    pub async fn up(
+        &self,
+        id: &str,
+        replicas: u32,
+        keys: u64,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> CloudResult<ReplicationGroup> {
+        check_id(id)?;
+        if replicas > MAX_REPLICAS {
+            return Err(CloudError::invalid(format!(
+                "at most {MAX_REPLICAS} replicas per group (asked {replicas})"
+            )));
+        }
+        let _work = self.group_lock(id, true)?;
+        let group_dir = self.group_dir(id);
+        registry::update(&self.dir, |reg| {
+            if let Some(old) = reg.groups.get(id) {
+                if old
+                    .nodes
+                    .iter()
+                    .any(|n| process::node_pid(&n.dir, n.pid).is_some())
+                {
+                    return Err(CloudError::AlreadyExists {
+                        what: "replication group",
+                        id: id.to_string(),
+                    });
+                }
+                if old.at_rest_encryption_enabled {
+                    return Err(CloudError::invalid(format!(
+                        "`{id}` is a stopped encrypted group; delete it first (or run `ecmigrate sandbox down`)"
+                    )));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&group_dir);
+            reg.groups
+                .insert(id.to_string(), self.new_group_rec(id, replicas));
+            Ok(())
+        })?;
+        let result = async {
+            self.finish_group(id, None).await?;
+            let group = self.group_rec(id)?;
+            let primary = &group.nodes[0];
+            let mut conn = self.connect_node(&group, primary).await?;
+            crate::data::seed::seed(&mut conn, keys, progress)
+                .await
+                .map_err(|e| CloudError::other(format!("sandbox: seeding `{id}` failed: {e}")))?;
+            self.wait_replicas_caught_up(&group, Duration::from_secs(120))
+                .await?;
+            registry::update(&self.dir, |reg| {
+                if let Some(g) = reg.groups.get_mut(id) {
+                    g.status = "available".into();
+                }
+                reg.aliases.insert(format!("{id}-endpoint"), id.to_string());
+                Ok(())
+            })
+        }
+        .await;
+        if let Err(e) = result {
+            self.fail_group(id, &e.to_string()).await;
+            return Err(e);
+        }
+        let group = self.group_rec(id)?;
+        Ok(self.to_group(&group, "available".into()))
+    }
+
+    /// Everything the sandbox holds, with live group status.
+    pub async fn status(&self) -> CloudResult<SandboxStatus> {
+        let reg = registry::load(&self.dir)?;
+        let mut groups = Vec::new();
+        for id in reg.groups.keys() {
+            let status = self.live_status(id).await?;
+            let reg = registry::load(&self.dir)?;
+            let Some(g) = reg.groups.get(id) else {
+                continue;
+            };
+            groups.push(SandboxGroup {
+                replication_group_id: g.id.clone(),
+                status,
+                at_rest_encryption_enabled: g.at_rest_encryption_enabled,
+                transit_encryption_enabled: g.transit_encryption_enabled,
+                transit_encryption_mode: g.transit_encryption_mode.clone(),
+                auth_token_enabled: g.auth_token_enabled,
+                kms_key_id: g.kms_key_id.clone(),
+                engine_version: g.engine_version.clone(),
+                nodes: g
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let pid = process::node_pid(&n.dir, n.pid);
+                        SandboxNode {
+                            id: n.id.clone(),
+                            role: role(n.role),
+                            host: HOST.into(),
+                            port: n.port,
+                            tls: n.tls,
+                            pid: pid.or(n.pid),
+                            running: pid.is_some(),
+                        }
+                    })
+                    .collect(),
+            });
+        }
+        Ok(SandboxStatus {
+            ca_file: self.ca_file().display().to_string(),
+            groups,
+            snapshots: reg
+                .snapshots
+                .values()
+                .map(|s| SandboxSnapshot {
+                    name: s.name.clone(),
+                    source_group: s.source_group.clone(),
+                    status: s.status.clone(),
+                    encrypted: s.kms_key_id.is_some(),
+                    kms_key_id: s
+                        .kms_key_id
+                        .as_ref()
+                        .and_then(|k| reg.kms_keys.get(k))
+                        .map(|k| k.arn.clone()),
+                    path: self.snapshot_path(s).display().to_string(),
+                })
+                .collect(),
+            aliases: reg.aliases.clone(),
+            kms_keys: reg.kms_keys.values().map(kms::to_kms_key).collect(),
+        })
+    }
+
+    /// Stop every redis-server of this sandbox (SIGTERM, SIGKILL after 5 s) and wait until they are gone;
+    /// then remove every group and its node folders from the registry. Returns how many processes stopped.
+    pub async fn down(&self) -> CloudResult<usize> {
+        let me = self.clone();
+        blocking(move || me.down_blocking()).await?
+    }
+
+    /// `down`, synchronously.
+    pub fn down_blocking(&self) -> CloudResult<usize> {
+        let stopped = self.stop_all_blocking();
+        let nodes = self.dir.join("nodes");
+        registry::update(&self.dir, |reg| {
+            for id in std::mem::take(&mut reg.groups).into_keys() {
+                let _ = std::fs::remove_dir_all(nodes.join(&id));
+            }
+            Ok(())
+        })?;
+        Ok(stopped)
+    }
+
+    /// Kill every redis-server this sandbox started (registry pids and pidfiles under `nodes/`), leaving the
+    /// registry as it is. For Drop guards and `down`. Returns how many were running.
+    pub fn stop_all_blocking(&self) -> usize {
+        let mut pids = Vec::new();
+        if let Ok(reg) = registry::load(&self.dir) {
+            for n in reg.groups.values().flat_map(|g| g.nodes.iter()) {
+                pids.extend(process::node_pid(&n.dir, n.pid));
+            }
+        }
+        // Nodes started by a run that was killed before it recorded them.
+        if let Ok(groups) = std::fs::read_dir(self.dir.join("nodes")) {
+            for g in groups.flatten() {
+                if let Ok(nodes) = std::fs::read_dir(g.path()) {
+                    for n in nodes.flatten() {
+                        pids.extend(process::node_pid(&n.path(), None));
+                    }
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        process::stop_pids(&pids, STOP_GRACE)
+    }
+
+    /// Create a KMS key with alias `alias/<alias>`, Enabled.
+    pub fn kms_create(&self, alias: &str) -> CloudResult<KmsKey> {
+        registry::update(&self.dir, |reg| {
+            kms::create(reg, alias).map(|k| kms::to_kms_key(&k))
+        })
+    }
+
+    /// Enable or disable a key (`alias` may be a bare alias name, `alias/NAME`, an id or an ARN).
+    pub fn kms_set_enabled(&self, alias: &str, enabled: bool) -> CloudResult<KmsKey> {
+        registry::update(&self.dir, |reg| {
+            let key_ref = if alias.starts_with("alias/")
+                || alias.starts_with("arn:")
+                || kms::find(reg, alias).is_some()
+            {
+                alias.to_string()
+            } else {
+                kms::alias_name(alias)
+            };
+            let id =
+                kms::resolve_or_default(reg, &key_ref)?.ok_or_else(|| CloudError::NotFound {
+                    what: "KMS key",
+                    id: key_ref.clone(),
+                })?;
+            let key = reg.kms_keys.get_mut(&id).expect("resolved key");
+            key.enabled = enabled;
+            Ok(kms::to_kms_key(key))
+        })
+    }
+}

@@ -1,0 +1,307 @@
+//! The `CloudRead`/`CloudWrite` implementation of the sandbox: the ElastiCache, KMS and Secrets Manager
+//! calls the migration makes, on top of the groups, nodes and snapshots parts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::registry::{self, SnapshotRec};
+use super::{
+    DEFAULT_KEY_ALIAS, MAX_REPLICAS, STOP_GRACE, Sandbox, blocking, check_id, check_name, kms,
+    process,
+};
+use crate::cloud::{
+    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, KmsKey, ReplicationGroup,
+    Snapshot,
+};
+use crate::secret::Secret;
+
+#[async_trait]
+impl CloudRead for Sandbox {
+    fn provider(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn describe_group(&self, id: &str) -> CloudResult<Option<ReplicationGroup>> {
+        if !registry::load(&self.dir)?.groups.contains_key(id) {
+            return Ok(None);
+        }
+        let status = match self.live_status(id).await {
+            Ok(s) => s,
+            Err(CloudError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match registry::load(&self.dir)?.groups.get(id) {
+            Some(g) => Ok(Some(self.to_group(g, status))),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_groups(&self) -> CloudResult<Vec<ReplicationGroup>> {
+        let mut out = Vec::new();
+        for id in registry::load(&self.dir)?.groups.keys() {
+            out.extend(self.describe_group(id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn describe_snapshot(&self, name: &str) -> CloudResult<Option<Snapshot>> {
+        let reg = registry::load(&self.dir)?;
+        Ok(reg.snapshots.get(name).map(|s| Self::to_snapshot(&reg, s)))
+    }
+
+    async fn list_snapshots(&self, group: Option<&str>) -> CloudResult<Vec<Snapshot>> {
+        let reg = registry::load(&self.dir)?;
+        Ok(reg
+            .snapshots
+            .values()
+            .filter(|s| group.is_none_or(|g| s.source_group == g))
+            .map(|s| Self::to_snapshot(&reg, s))
+            .collect())
+    }
+
+    async fn describe_key(&self, key_id: &str) -> CloudResult<Option<KmsKey>> {
+        let reg = registry::load(&self.dir)?;
+        if let Some(k) = kms::find(&reg, key_id) {
+            return Ok(Some(kms::to_kms_key(k)));
+        }
+        registry::update(&self.dir, |reg| {
+            Ok(kms::resolve_or_default(reg, key_id)?
+                .and_then(|id| reg.kms_keys.get(&id))
+                .map(kms::to_kms_key))
+        })
+    }
+
+    fn default_kms_key(&self) -> Option<String> {
+        Some(DEFAULT_KEY_ALIAS.to_string())
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> CloudResult<Option<String>> {
+        Ok(registry::load(&self.dir)?.aliases.get(alias).cloned())
+    }
+
+    async fn list_keys(&self) -> CloudResult<Vec<KmsKey>> {
+        let reg = registry::load(&self.dir)?;
+        Ok(reg
+            .kms_keys
+            .values()
+            .map(kms::to_kms_key)
+            .filter(|k| k.aliases.iter().any(|a| !a.starts_with("alias/aws/")))
+            .collect())
+    }
+
+    fn data_plane_ca(&self) -> Option<PathBuf> {
+        Some(self.ca_file())
+    }
+
+    async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
+        self.secret_store(id).load().map_err(CloudError::other)
+    }
+}
+
+#[async_trait]
+impl CloudWrite for Sandbox {
+    async fn create_snapshot(
+        &self,
+        group: &str,
+        name: &str,
+        kms_key_id: Option<&str>,
+    ) -> CloudResult<()> {
+        check_name("snapshot", name)?;
+        let rec = registry::update(&self.dir, |reg| {
+            if reg.snapshots.contains_key(name) {
+                return Err(CloudError::AlreadyExists {
+                    what: "snapshot",
+                    id: name.to_string(),
+                });
+            }
+            let g = reg.groups.get(group).ok_or_else(|| CloudError::NotFound {
+                what: "replication group",
+                id: group.to_string(),
+            })?;
+            let key_ref = kms_key_id
+                .map(str::to_string)
+                .or_else(|| g.kms_key_id.clone());
+            let key = match key_ref {
+                Some(k) => {
+                    let id = kms::resolve_or_default(reg, &k)?.ok_or_else(|| {
+                        CloudError::invalid(format!("KMS key `{k}` does not exist"))
+                    })?;
+                    Some(
+                        kms::usable(reg, &id, &format!("encrypt snapshot `{name}`"))?
+                            .id
+                            .clone(),
+                    )
+                }
+                None => None,
+            };
+            let ext = if key.is_some() { "sealed" } else { "rdb" };
+            let rec = SnapshotRec {
+                name: name.to_string(),
+                source_group: group.to_string(),
+                status: "creating".into(),
+                kms_key_id: key,
+                file: PathBuf::from("snapshots").join(format!("{name}.{ext}")),
+                created_at: Utc::now(),
+            };
+            reg.snapshots.insert(name.to_string(), rec.clone());
+            Ok(rec)
+        })?;
+        let group_rec = self.group_rec(group)?;
+        match self.take_snapshot(&group_rec, &rec).await {
+            Ok(()) => registry::update(&self.dir, |reg| {
+                if let Some(s) = reg.snapshots.get_mut(name) {
+                    s.status = "available".into();
+                }
+                Ok(())
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(self.snapshot_path(&rec));
+                let _ = registry::update(&self.dir, |reg| {
+                    reg.snapshots.remove(name);
+                    Ok(())
+                });
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_group_from_snapshot(&self, req: &CreateEncryptedGroup) -> CloudResult<()> {
+        check_id(&req.id)?;
+        if req.cluster_enabled || req.num_node_groups != 1 {
+            return Err(CloudError::invalid(
+                "the sandbox supports cluster-mode-disabled groups only (one node group)",
+            ));
+        }
+        if req.replicas_per_node_group > MAX_REPLICAS {
+            return Err(CloudError::invalid(format!(
+                "at most {MAX_REPLICAS} replicas per node group"
+            )));
+        }
+        let mode = req.transit_encryption_mode.as_str();
+        if mode != "required" && mode != "preferred" {
+            return Err(CloudError::invalid(format!(
+                "transit_encryption_mode must be `required` or `preferred` (got `{mode}`)"
+            )));
+        }
+        crate::plan::rules::check_auth_token(req.auth_token.expose())
+            .map_err(|e| CloudError::invalid(format!("auth token: {e}")))?;
+        let group_dir = self.group_dir(&req.id);
+        let _work = self.group_lock(&req.id, true)?;
+        registry::update(&self.dir, |reg| {
+            if reg.groups.contains_key(&req.id) {
+                return Err(CloudError::AlreadyExists {
+                    what: "replication group",
+                    id: req.id.clone(),
+                });
+            }
+            let snap =
+                reg.snapshots
+                    .get(&req.snapshot_name)
+                    .ok_or_else(|| CloudError::NotFound {
+                        what: "snapshot",
+                        id: req.snapshot_name.clone(),
+                    })?;
+            if snap.status != "available" {
+                return Err(CloudError::invalid(format!(
+                    "snapshot `{}` is {}, not available",
+                    snap.name, snap.status
+                )));
+            }
+            if let Some(k) = snap.kms_key_id.clone() {
+                kms::usable(
+                    reg,
+                    &k,
+                    &format!("restore snapshot `{}`", req.snapshot_name),
+                )?;
+            }
+            let key_ref = req
+                .kms_key_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEY_ALIAS.to_string());
+            let key_id = kms::resolve_or_default(reg, &key_ref)?.ok_or_else(|| {
+                CloudError::invalid(format!("KMS key `{key_ref}` does not exist"))
+            })?;
+            let key = kms::usable(reg, &key_id, &format!("encrypt group `{}`", req.id))?;
+            let mut g = self.new_group_rec(&req.id, req.replicas_per_node_group);
+            g.description = req.description.clone();
+            g.at_rest_encryption_enabled = true;
+            g.transit_encryption_enabled = true;
+            g.transit_encryption_mode = Some(mode.to_string());
+            g.auth_token_enabled = true;
+            g.kms_key_id = Some(key.arn.clone());
+            g.source_snapshot = Some(req.snapshot_name.clone());
+            g.cache_subnet_group_name = req.cache_subnet_group_name.clone();
+            g.security_group_ids = req.security_group_ids.clone();
+            g.cache_parameter_group_name = req.cache_parameter_group_name.clone();
+            g.preferred_maintenance_window = req.preferred_maintenance_window.clone();
+            g.snapshot_window = req.snapshot_window.clone();
+            g.tags = req.tags.clone();
+            let _ = std::fs::remove_dir_all(&group_dir);
+            reg.groups.insert(req.id.clone(), g);
+            Ok(())
+        })?;
+        if let Err(e) = self.finish_group(&req.id, Some(&req.auth_token)).await {
+            self.fail_group(&req.id, &e.to_string()).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn delete_group(&self, id: &str) -> CloudResult<()> {
+        let group = self.group_rec(id)?;
+        let _work = self.group_lock(id, true)?;
+        let dirs: Vec<PathBuf> = group.nodes.iter().map(|n| n.dir.clone()).collect();
+        let recorded: Vec<Option<i32>> = group.nodes.iter().map(|n| n.pid).collect();
+        let group_dir = self.group_dir(id);
+        blocking(move || {
+            let mut pids: Vec<i32> = dirs
+                .iter()
+                .zip(recorded)
+                .filter_map(|(d, p)| process::node_pid(d, p))
+                .collect();
+            if let Ok(entries) = std::fs::read_dir(&group_dir) {
+                pids.extend(
+                    entries
+                        .flatten()
+                        .filter_map(|e| process::node_pid(&e.path(), None)),
+                );
+            }
+            pids.sort_unstable();
+            pids.dedup();
+            process::stop_pids(&pids, STOP_GRACE);
+            let _ = std::fs::remove_dir_all(&group_dir);
+        })
+        .await?;
+        registry::update(&self.dir, |reg| {
+            reg.groups.remove(id);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
+        check_name("alias", alias)?;
+        registry::update(&self.dir, |reg| {
+            if !reg.groups.contains_key(group) {
+                return Err(CloudError::NotFound {
+                    what: "replication group",
+                    id: group.to_string(),
+                });
+            }
+            reg.aliases.insert(alias.to_string(), group.to_string());
+            Ok(())
+        })
+    }
+
+    async fn put_secret(
+        &self,
+        id: &str,
+        value: &Secret,
+        _tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.secret_store(id).save(value).map_err(CloudError::other)
+    }
+}
