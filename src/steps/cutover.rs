@@ -328,9 +328,9 @@ async fn fenced_switch(
     stream: Option<&Arc<tokio::sync::Mutex<StreamCopy>>>,
     attempt: u32,
 ) -> std::result::Result<FenceDone, FenceFailure> {
-    let fatal = |message: String| FenceFailure {
+    let fatal = |e: crate::data::DataError| FenceFailure {
         kind: FailureKind::Fatal,
-        message,
+        message: e.into(),
         write_pause: None,
     };
     let bound = spec.max_write_pause();
@@ -365,13 +365,13 @@ async fn fenced_switch(
                     format!("the capture had a gap ({gap}); reconciling before the next attempt"),
                 ));
             }
-            copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e))?;
+            copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e.into()))?;
             // Both sides are still now (writes paused, clients not moved yet): compare a sample.
             let (from, to) = s.copier.endpoints();
             let (compared, differ) =
                 crate::data::verify::spot_check(from, to, SPOT_CHECK_KEYS, SPOT_CHECK_TTL_MS)
                     .await
-                    .map_err(|e| (FailureKind::Fatal, e))?;
+                    .map_err(|e| (FailureKind::Fatal, e.into()))?;
             if !differ.is_empty() {
                 let first: Vec<String> = differ
                     .iter()

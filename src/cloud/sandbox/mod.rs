@@ -247,7 +247,7 @@ impl Sandbox {
     ) -> CloudResult<redis::aio::MultiplexedConnection> {
         connect(&self.endpoint(group, node))
             .await
-            .map_err(|e| CloudError::Transient { message: e })
+            .map_err(|e| CloudError::Transient { message: e.into() })
     }
 
     // ----- public API -----
