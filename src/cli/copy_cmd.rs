@@ -71,8 +71,9 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
             b.set_position(done);
         }
     };
-    let fail =
-        |e: String| Error::failed(e, "check both URLs, the CA file and the password variables");
+    let fail = |e: crate::data::DataError| {
+        Error::failed(e, "check both URLs, the CA file and the password variables")
+    };
     let started = Instant::now();
     let mut replayed = 0;
     let mut reconciles = 0;

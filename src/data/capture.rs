@@ -17,6 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::data::connect::{RedisEndpoint, connect, pubsub};
+use crate::data::error::DataError;
 
 /// One changed key: its database and name.
 pub type ChangedKey = (i64, Vec<u8>);
@@ -31,7 +32,7 @@ pub enum EventStyle {
 }
 
 /// Check a `notify-keyspace-events` value: `K` or `E`, plus every key class (`A`, or `g$lshzxe`).
-pub fn notifications_style(flags: &str) -> Result<EventStyle, String> {
+pub fn notifications_style(flags: &str) -> Result<EventStyle, DataError> {
     let has = |c: char| flags.contains(c);
     let all_classes = has('A') || "g$lshzxe".chars().all(has);
     let style = if has('E') {
@@ -43,9 +44,12 @@ pub fn notifications_style(flags: &str) -> Result<EventStyle, String> {
     };
     match style {
         Some(s) if all_classes => Ok(s),
-        _ => Err(format!(
-            "notify-keyspace-events is `{flags}`; change capture needs `K` or `E` plus `A` (e.g. `KEA`)"
-        )),
+        _ => Err(DataError::Notifications {
+            peer: None,
+            message: format!(
+                "notify-keyspace-events is `{flags}`; change capture needs `K` or `E` plus `A` (e.g. `KEA`)"
+            ),
+        }),
     }
 }
 
@@ -143,13 +147,13 @@ fn read_record(r: &mut impl BufRead) -> std::io::Result<ChangedKey> {
 }
 
 /// The counters of the commands that change keys without key events.
-async fn flush_counts(source: &RedisEndpoint) -> Result<BTreeMap<String, u64>, String> {
+async fn flush_counts(source: &RedisEndpoint) -> Result<BTreeMap<String, u64>, DataError> {
     let mut conn = connect(source).await?;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut conn)
         .await
-        .map_err(|e| format!("INFO commandstats: {e}"))?;
+        .map_err(|e| DataError::redis(source, &e).context("INFO commandstats"))?;
     let mut out = BTreeMap::new();
     for line in info.lines() {
         for name in ["flushdb", "flushall", "swapdb"] {
@@ -178,7 +182,7 @@ struct Shared {
     proofs: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<ProofRequest>>>,
 }
 
-type ProofRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+type ProofRequest = tokio::sync::oneshot::Sender<Result<(), DataError>>;
 
 /// A running capture of one source endpoint.
 pub struct Capture {
@@ -204,7 +208,7 @@ impl Capture {
         style: EventStyle,
         spill_path: PathBuf,
         memory_bound: usize,
-    ) -> Result<Capture, String> {
+    ) -> Result<Capture, DataError> {
         let flush_baseline = flush_counts(&source).await?;
         let shared = Arc::new(Shared {
             pending: std::sync::Mutex::new(Pending {
@@ -231,7 +235,7 @@ impl Capture {
         first
             .psubscribe(pattern)
             .await
-            .map_err(|e| format!("PSUBSCRIBE: {e}"))?;
+            .map_err(|e| DataError::redis(&source, &e).context("PSUBSCRIBE"))?;
         shared.subscribed.store(true, Ordering::SeqCst);
         let task = tokio::spawn(listen(
             source.clone(),
@@ -269,20 +273,19 @@ impl Capture {
     }
 
     /// After a full reconcile, a gap is covered: start counting again from the source's current state.
-    pub async fn reset_gap(&mut self) -> Result<(), String> {
+    pub async fn reset_gap(&mut self) -> Result<(), DataError> {
         self.flush_baseline = flush_counts(&self.source).await?;
         *self.shared.gap.lock().expect("lock") = None;
         Ok(())
     }
 
     /// Up to `max` changed keys, removed from the pending set.
-    pub fn take(&self, max: usize) -> Result<Vec<ChangedKey>, String> {
-        self.shared
-            .pending
-            .lock()
-            .expect("lock")
-            .take(max)
-            .map_err(|e| format!("capture spill file: {e}"))
+    pub fn take(&self, max: usize) -> Result<Vec<ChangedKey>, DataError> {
+        let mut pending = self.shared.pending.lock().expect("lock");
+        pending.take(max).map_err(|source| DataError::Spill {
+            path: pending.spill_path.clone(),
+            source,
+        })
     }
 
     /// Wait until a change arrives or `timeout` passes.
@@ -319,22 +322,32 @@ impl Capture {
     /// does it with the source's writes paused, `verify` to count the changes made while it counted). A `PING` on the subscribed connection is answered in order after the
     /// notifications queued before it (a marker written on the source cannot work: the pause blocks
     /// writes and PUBLISH), and the listener records every message it received before the answer.
-    pub async fn confirm_received(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn confirm_received(&self, timeout: Duration) -> Result<(), DataError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = match &*self.shared.proofs.lock().expect("lock") {
             Some(requests) => requests.send(reply).is_ok(),
             None => false,
         };
+        let peer = crate::data::Peer::from(&self.source);
         if !sent || !self.shared.subscribed.load(Ordering::SeqCst) {
-            return Err("the keyspace-notification subscription is not connected".into());
+            return Err(DataError::Unreachable {
+                peer,
+                message: "the keyspace-notification subscription is not connected".into(),
+            });
         }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the subscription dropped while proving the fence".into()),
-            Err(_) => Err(format!(
-                "no answer on the subscription within {} ms",
-                timeout.as_millis()
-            )),
+            Ok(Err(_)) => Err(DataError::Unreachable {
+                peer,
+                message: "the subscription dropped while proving the fence".into(),
+            }),
+            Err(_) => Err(DataError::Timeout {
+                peer,
+                message: format!(
+                    "no answer on the subscription within {} ms",
+                    timeout.as_millis()
+                ),
+            }),
         }
     }
 }
@@ -372,7 +385,9 @@ async fn listen(
                         while let Some(Some(msg)) = stream.next().now_or_never() {
                             record(style, &msg, &shared);
                         }
-                        let _ = reply.send(answer.map(|_| ()).map_err(|e| format!("PING on the subscription: {e}")));
+                        let _ = reply.send(answer.map(|_| ()).map_err(|e| {
+                            DataError::redis(&source, &e).context("PING on the subscription")
+                        }));
                     }
                 }
             }
@@ -427,7 +442,10 @@ fn parse(style: EventStyle, channel: &str, payload: &[u8]) -> Option<ChangedKey>
 
 /// How the source notifies changes. `CONFIG GET` where allowed; where it is blocked (ElastiCache), and
 /// `allow_probe`, a probe key with a 2 s expiry is written and its notification awaited.
-pub async fn detect_style(source: &RedisEndpoint, allow_probe: bool) -> Result<EventStyle, String> {
+pub async fn detect_style(
+    source: &RedisEndpoint,
+    allow_probe: bool,
+) -> Result<EventStyle, DataError> {
     let mut conn = connect(source).await?;
     let config: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
@@ -437,17 +455,28 @@ pub async fn detect_style(source: &RedisEndpoint, allow_probe: bool) -> Result<E
     if let Ok(pair) = config
         && pair.len() == 2
     {
-        return notifications_style(&pair[1]);
+        return notifications_style(&pair[1]).map_err(|e| match e {
+            DataError::Notifications { message, .. } => DataError::Notifications {
+                peer: Some(source.into()),
+                message,
+            },
+            other => other,
+        });
     }
     if !allow_probe {
-        return Err("CONFIG is not allowed on the source, so its notify-keyspace-events cannot be read without writing a probe key".into());
+        // Whatever the failure (an error reply, an odd reply), CONFIG cannot be used here.
+        return Err(DataError::Refused {
+            peer: source.into(),
+            command: Some("CONFIG".into()),
+            message: "CONFIG is not allowed on the source, so its notify-keyspace-events cannot be read without writing a probe key".into(),
+        });
     }
     let mut sub = pubsub(source).await?;
     sub.psubscribe("__key*__:*")
         .await
-        .map_err(|e| format!("PSUBSCRIBE: {e}"))?;
+        .map_err(|e| DataError::redis(source, &e).context("PSUBSCRIBE"))?;
     let mut token = [0u8; 6];
-    aws_lc_rs::rand::fill(&mut token).map_err(|_| "random".to_string())?;
+    aws_lc_rs::rand::fill(&mut token).map_err(|_| DataError::Internal("random".into()))?;
     let probe = format!(
         "ecmigrate:probe:{}",
         token.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -459,7 +488,7 @@ pub async fn detect_style(source: &RedisEndpoint, allow_probe: bool) -> Result<E
         .arg(2000)
         .query_async(&mut conn)
         .await
-        .map_err(|e| format!("probe: {e}"))?;
+        .map_err(|e| DataError::redis(source, &e).context("probe"))?;
     let mut stream = sub.on_message();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut keyspace_seen = false;
@@ -472,7 +501,10 @@ pub async fn detect_style(source: &RedisEndpoint, allow_probe: bool) -> Result<E
     }
     match keyspace_seen {
         true => Ok(EventStyle::KeySpace),
-        _ => Err("no keyspace notification arrived for a probe key: notify-keyspace-events is off or lacks `K`/`E` plus `A`".into()),
+        _ => Err(DataError::Notifications {
+            peer: Some(source.into()),
+            message: "no keyspace notification arrived for a probe key: notify-keyspace-events is off or lacks `K`/`E` plus `A`".into(),
+        }),
     }
 }
 
@@ -482,9 +514,15 @@ mod tests {
 
     #[test]
     fn notification_flags() {
-        assert_eq!(notifications_style("KEA"), Ok(EventStyle::KeyEvent));
-        assert_eq!(notifications_style("Kg$lshzxe"), Ok(EventStyle::KeySpace));
-        assert!(notifications_style("").is_err());
+        assert_eq!(notifications_style("KEA").ok(), Some(EventStyle::KeyEvent));
+        assert_eq!(
+            notifications_style("Kg$lshzxe").ok(),
+            Some(EventStyle::KeySpace)
+        );
+        assert!(matches!(
+            notifications_style(""),
+            Err(DataError::Notifications { .. })
+        ));
         assert!(notifications_style("Ex").is_err());
         assert!(notifications_style("KA").is_ok());
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
+use crate::data::error::DataError;
 use crate::secret::Secret;
 
 /// Where and how to reach one Redis endpoint.
@@ -85,7 +86,7 @@ impl RedisEndpoint {
 }
 
 /// Open a multiplexed connection. Errors never contain the password.
-pub async fn connect(endpoint: &RedisEndpoint) -> Result<MultiplexedConnection, String> {
+pub async fn connect(endpoint: &RedisEndpoint) -> Result<MultiplexedConnection, DataError> {
     let client = endpoint.client().map_err(|e| describe(endpoint, &e))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -117,13 +118,17 @@ pub struct ConnectedClient {
 }
 
 /// Clients of `endpoint` that are not ecmigrate's own and not replication links.
-pub async fn foreign_clients(endpoint: &RedisEndpoint) -> Result<Vec<ConnectedClient>, String> {
+pub async fn foreign_clients(endpoint: &RedisEndpoint) -> Result<Vec<ConnectedClient>, DataError> {
     let mut conn = connect(endpoint).await?;
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut conn)
         .await
-        .map_err(|e| format!("CLIENT LIST on {}: {e}", endpoint.display_url()))?;
+        .map_err(|e| {
+            DataError::redis(endpoint, &e)
+                .command("CLIENT LIST")
+                .context(format!("CLIENT LIST on {}", endpoint.display_url()))
+        })?;
     Ok(list.lines().filter_map(parse_client).collect())
 }
 
@@ -160,18 +165,13 @@ fn parse_client(line: &str) -> Option<ConnectedClient> {
     })
 }
 
-fn describe(endpoint: &RedisEndpoint, e: &redis::RedisError) -> String {
-    let text = e.to_string();
-    // Belt and braces: the redis crate does not print passwords, but a future version might.
-    let text = match &endpoint.password {
-        Some(p) if !p.expose().is_empty() => text.replace(p.expose(), "<redacted>"),
-        _ => text,
-    };
-    format!("cannot connect to {}: {text}", endpoint.display_url())
+/// A failed connection, as every connection error reads (the password scrubbed by [`DataError::redis`]).
+fn describe(endpoint: &RedisEndpoint, e: &redis::RedisError) -> DataError {
+    DataError::redis(endpoint, e).context(format!("cannot connect to {}", endpoint.display_url()))
 }
 
 /// A dedicated publish/subscribe connection (for keyspace notifications).
-pub async fn pubsub(endpoint: &RedisEndpoint) -> Result<redis::aio::PubSub, String> {
+pub async fn pubsub(endpoint: &RedisEndpoint) -> Result<redis::aio::PubSub, DataError> {
     let client = endpoint.client().map_err(|e| describe(endpoint, &e))?;
     client
         .get_async_pubsub()
@@ -186,13 +186,15 @@ impl RedisEndpoint {
         url: &str,
         password: Option<Secret>,
         ca_file: Option<PathBuf>,
-    ) -> Result<RedisEndpoint, String> {
+    ) -> Result<RedisEndpoint, DataError> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("rediss://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("redis://") {
             (false, r)
         } else {
-            return Err("must start with redis:// or rediss:// (TLS)".into());
+            return Err(DataError::InvalidUrl(
+                "must start with redis:// or rediss:// (TLS)".into(),
+            ));
         };
         let (auth, hostpart) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
@@ -201,8 +203,9 @@ impl RedisEndpoint {
         let (hostport, db) = match hostpart.split_once('/') {
             Some((hp, db)) if !db.is_empty() => (
                 hp,
-                db.parse::<i64>()
-                    .map_err(|_| format!("database `{db}` is not a number"))?,
+                db.parse::<i64>().map_err(|_| {
+                    DataError::InvalidUrl(format!("database `{db}` is not a number"))
+                })?,
             ),
             Some((hp, _)) => (hp, 0),
             None => (hostpart, 0),
@@ -210,14 +213,15 @@ impl RedisEndpoint {
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (
                 h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("port `{p}` is not a number from 1 to 65535"))?,
+                p.parse::<u16>().map_err(|_| {
+                    DataError::InvalidUrl(format!("port `{p}` is not a number from 1 to 65535"))
+                })?,
             ),
             None => (hostport, 6379),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err("has no host".into());
+            return Err(DataError::InvalidUrl("has no host".into()));
         }
         let url_password = auth
             .map(|a| a.rsplit_once(':').map(|(_, p)| p).unwrap_or(a))

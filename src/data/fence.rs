@@ -10,18 +10,19 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 
 use crate::data::connect::{ConnectedClient, RedisEndpoint, connect, parse_client_list};
+use crate::data::error::DataError;
 
 /// A write pause in force on one source primary.
 pub struct WriteFence {
     conn: MultiplexedConnection,
-    endpoint: String,
+    endpoint: RedisEndpoint,
     started: Instant,
     bound: Duration,
 }
 
 impl WriteFence {
     /// Pause writes (and PUBLISH, scripts) on `endpoint` for at most `bound`. Reads go on.
-    pub async fn pause(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, String> {
+    pub async fn pause(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, DataError> {
         let mut conn = connect(endpoint).await?;
         let started = Instant::now();
         let _: () = redis::cmd("CLIENT")
@@ -30,10 +31,10 @@ impl WriteFence {
             .arg("WRITE")
             .query_async(&mut conn)
             .await
-            .map_err(|e| format!("CLIENT PAUSE on {}: {e}", endpoint.display_url()))?;
+            .map_err(|e| refused(endpoint, "CLIENT PAUSE", &e))?;
         Ok(WriteFence {
             conn,
-            endpoint: endpoint.display_url(),
+            endpoint: endpoint.clone(),
             started,
             bound,
         })
@@ -53,14 +54,14 @@ impl WriteFence {
     /// not subscribers such as the capture), so they reconnect and resolve the endpoint again. A write
     /// they had waiting under the pause is never executed on the source: the client sees an error and
     /// retries on its new connection.
-    pub async fn disconnect_clients(&mut self) -> Result<Vec<ConnectedClient>, String> {
+    pub async fn disconnect_clients(&mut self) -> Result<Vec<ConnectedClient>, DataError> {
         let list: String = redis::cmd("CLIENT")
             .arg("LIST")
             .arg("TYPE")
             .arg("normal")
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| format!("CLIENT LIST on {}: {e}", self.endpoint))?;
+            .map_err(|e| refused(&self.endpoint, "CLIENT LIST", &e))?;
         let clients = parse_client_list(&list);
         let mut closed = Vec::new();
         for (id, client) in clients {
@@ -79,7 +80,7 @@ impl WriteFence {
 
     /// Lift the pause. Returns how long writes were paused (never more than the bound: Redis lifts it
     /// there by itself, which is also what happens when this call fails).
-    pub async fn release(mut self) -> (Duration, Result<(), String>) {
+    pub async fn release(mut self) -> (Duration, Result<(), DataError>) {
         let result: redis::RedisResult<()> = redis::cmd("CLIENT")
             .arg("UNPAUSE")
             .query_async(&mut self.conn)
@@ -87,7 +88,14 @@ impl WriteFence {
         let taken = self.started.elapsed().min(self.bound);
         (
             taken,
-            result.map_err(|e| format!("CLIENT UNPAUSE on {}: {e}", self.endpoint)),
+            result.map_err(|e| refused(&self.endpoint, "CLIENT UNPAUSE", &e)),
         )
     }
+}
+
+/// A failed fence command: `<command> on <endpoint>: <error>`.
+fn refused(endpoint: &RedisEndpoint, command: &str, e: &redis::RedisError) -> DataError {
+    DataError::redis(endpoint, e)
+        .command(command)
+        .context(format!("{command} on {}", endpoint.display_url()))
 }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::data::connect::{CLIENT_NAME, RedisEndpoint};
+use crate::data::error::{DataError, Peer};
 
 /// How long a connection may take to open, and a round trip to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +61,8 @@ impl Reply<'_> {
 /// [`PipeConn::round_trip`] sends them all and reads one reply each.
 pub struct PipeConn {
     stream: Box<dyn Stream>,
-    url: String,
+    /// The endpoint, as errors name it.
+    peer: Peer,
     out: Vec<u8>,
     input: Vec<u8>,
     queued: usize,
@@ -74,16 +76,29 @@ pub struct PipeConn {
 #[derive(Debug)]
 pub enum LaneError {
     /// The replies grew past the connection's cap before they were complete (bytes read so far).
-    TooLarge(usize),
+    TooLarge { peer: Peer, bytes: usize },
     /// The connection broke, timed out or sent something that is not RESP.
-    Broken(String),
+    Broken(DataError),
 }
 
 impl std::fmt::Display for LaneError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LaneError::TooLarge(n) => write!(f, "the replies exceeded {n} bytes"),
-            LaneError::Broken(e) => f.write_str(e),
+            LaneError::TooLarge { bytes, .. } => write!(f, "the replies exceeded {bytes} bytes"),
+            LaneError::Broken(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A round trip that failed where no reply bound applies: replies past the cap are a broken reply too.
+impl From<LaneError> for DataError {
+    fn from(e: LaneError) -> DataError {
+        match e {
+            LaneError::TooLarge { ref peer, .. } => DataError::Protocol {
+                peer: peer.clone(),
+                message: e.to_string(),
+            },
+            LaneError::Broken(e) => e,
         }
     }
 }
@@ -91,34 +106,48 @@ impl std::fmt::Display for LaneError {
 impl PipeConn {
     /// Connect (TLS with the endpoint's CA file, or the public roots), AUTH, SELECT its database and name
     /// the connection like every ecmigrate connection. Errors never contain the password.
-    pub async fn open(endpoint: &RedisEndpoint) -> Result<PipeConn, String> {
+    pub async fn open(endpoint: &RedisEndpoint) -> Result<PipeConn, DataError> {
         let url = endpoint.display_url();
-        let fail =
+        let text =
             |what: &str, e: &dyn std::fmt::Display| format!("cannot connect to {url}: {what}: {e}");
+        let peer = || Peer::from(endpoint);
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| DataError::Unreachable {
+            peer: peer(),
+            message: text(what, e),
+        };
+        let tls_failed = |what: &str, e: &dyn std::fmt::Display| DataError::Tls {
+            peer: peer(),
+            message: text(what, e),
+        };
+        let timed_out = |what: &str| DataError::Timeout {
+            peer: peer(),
+            message: text(what, &"timed out after 5 s"),
+        };
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
         )
         .await
-        .map_err(|_| fail("connect", &"timed out after 5 s"))?
-        .map_err(|e| fail("connect", &e))?;
+        .map_err(|_| timed_out("connect"))?
+        .map_err(|e| unreachable("connect", &e))?;
         // Batches are written whole and answered whole: Nagle would only add delay.
-        tcp.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", &e))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| unreachable("TCP_NODELAY", &e))?;
         let stream: Box<dyn Stream> = if endpoint.tls {
-            let connector = tls_connector(endpoint).map_err(|e| fail("TLS", &e))?;
+            let connector = tls_connector(endpoint).map_err(|e| tls_failed("TLS", &e))?;
             let name = ServerName::try_from(endpoint.host.clone())
-                .map_err(|e| fail("TLS server name", &e))?;
+                .map_err(|e| tls_failed("TLS server name", &e))?;
             let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                 .await
-                .map_err(|_| fail("TLS handshake", &"timed out after 5 s"))?
-                .map_err(|e| fail("TLS handshake", &e))?;
+                .map_err(|_| timed_out("TLS handshake"))?
+                .map_err(|e| tls_failed("TLS handshake", &e))?;
             Box::new(tls)
         } else {
             Box::new(tcp)
         };
         let mut conn = PipeConn {
             stream,
-            url: url.clone(),
+            peer: peer(),
             out: Vec::with_capacity(64 << 10),
             input: Vec::with_capacity(64 << 10),
             queued: 0,
@@ -141,10 +170,21 @@ impl PipeConn {
             .arg(b"CLIENT")
             .arg(b"SETNAME")
             .arg(CLIENT_NAME.as_bytes());
-        let replies = conn.round_trip().await.map_err(|e| e.to_string())?;
+        let replies = conn.round_trip().await?;
         for (what, reply) in checked.iter().zip(&replies) {
             if let Some(e) = reply.error() {
-                return Err(format!("cannot connect to {url}: {what} refused: {e}"));
+                let message = format!("cannot connect to {url}: {what} refused: {e}");
+                return Err(match *what {
+                    "AUTH" => DataError::Auth {
+                        peer: peer(),
+                        message,
+                    },
+                    command => DataError::Refused {
+                        peer: peer(),
+                        command: Some(command.into()),
+                        message,
+                    },
+                });
             }
         }
         Ok(conn)
@@ -181,7 +221,6 @@ impl PipeConn {
     /// caller decides); a broken connection, a timeout or bytes that are not RESP are errors.
     pub async fn round_trip(&mut self) -> Result<Vec<Reply<'_>>, LaneError> {
         let want = std::mem::take(&mut self.queued);
-        let url = self.url.clone();
         let cap = self.reply_cap;
         let io = async {
             self.stream.write_all(&self.out).await?;
@@ -235,18 +274,37 @@ impl PipeConn {
         let frames = tokio::time::timeout(REPLY_TIMEOUT, io)
             .await
             .map_err(|_| {
-                LaneError::Broken(format!(
-                    "{url}: no reply within {} s",
-                    REPLY_TIMEOUT.as_secs()
-                ))
+                LaneError::Broken(DataError::Timeout {
+                    peer: self.peer.clone(),
+                    message: format!(
+                        "{}: no reply within {} s",
+                        self.peer,
+                        REPLY_TIMEOUT.as_secs()
+                    ),
+                })
             })?
-            .map_err(|e| LaneError::Broken(format!("{url}: {e}")))?
-            .map_err(LaneError::TooLarge)?;
+            .map_err(|e| LaneError::Broken(broken(&self.peer, &e)))?
+            .map_err(|bytes| LaneError::TooLarge {
+                peer: self.peer.clone(),
+                bytes,
+            })?;
         let input = &self.input;
         Ok(frames
             .into_iter()
             .map(|(base, frame)| to_reply(&input[base..], frame))
             .collect())
+    }
+}
+
+/// A round trip's I/O error: bytes that are not RESP (or too many) are a protocol error, the rest a
+/// connection that broke.
+fn broken(peer: &Peer, e: &std::io::Error) -> DataError {
+    let message = format!("{peer}: {e}");
+    let peer = peer.clone();
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => DataError::Protocol { peer, message },
+        std::io::ErrorKind::TimedOut => DataError::Timeout { peer, message },
+        _ => DataError::Unreachable { peer, message },
     }
 }
 

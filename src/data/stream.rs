@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::data::capture::{Capture, CaptureStatus};
 use crate::data::copier::{Copier, CopyCounts};
+use crate::data::error::DataError;
 
 pub struct StreamCopy {
     pub copier: Arc<Copier>,
@@ -52,7 +53,7 @@ impl StreamCopy {
     pub async fn reconcile(
         &mut self,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<(), String> {
+    ) -> Result<(), DataError> {
         self.capture.reset_gap().await?;
         self.copier.copy_all(progress).await?;
         self.copier.delete_extraneous().await?;
@@ -61,7 +62,7 @@ impl StreamCopy {
     }
 
     /// Replay every pending change. Returns how many keys were replayed.
-    pub async fn drain(&mut self) -> Result<u64, String> {
+    pub async fn drain(&mut self) -> Result<u64, DataError> {
         let mut total = 0u64;
         loop {
             let batch = self.capture.take(10_000)?;
@@ -85,7 +86,7 @@ impl StreamCopy {
     pub async fn catch_up(
         &mut self,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, DataError> {
         let gap = self.capture.gap().await;
         if gap.is_some() {
             self.reconcile(progress).await?;
@@ -100,7 +101,7 @@ impl StreamCopy {
         stop: impl std::future::Future<Output = ()>,
         tick: &(dyn Fn(&StreamStatus) + Send + Sync),
         progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<(), String> {
+    ) -> Result<(), DataError> {
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -132,7 +133,7 @@ pub struct LiveState {
 /// A background task replaying changes as they come, until stopped.
 pub struct Tailer {
     stop: Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    task: tokio::task::JoinHandle<Result<(), DataError>>,
 }
 
 impl Tailer {
@@ -171,13 +172,13 @@ impl Tailer {
     }
 
     /// Stop after the current round; the error of a failed round, if any.
-    pub async fn stop(self) -> Result<(), String> {
+    pub async fn stop(self) -> Result<(), DataError> {
         self.stop.0.store(true, std::sync::atomic::Ordering::SeqCst);
         self.stop.1.notify_one();
         match self.task.await {
             Ok(r) => r,
             Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(format!("the tailer stopped: {e}")),
+            Err(e) => Err(DataError::Internal(format!("the tailer stopped: {e}"))),
         }
     }
 }

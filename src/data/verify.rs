@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::TryFutureExt;
 use redis::Value as RValue;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::data::connect::{RedisEndpoint, connect};
+use crate::data::error::{DataError, Role};
 
 #[derive(Debug, Clone, Copy)]
 pub enum VerifyMode {
@@ -87,12 +89,9 @@ pub async fn verify(
     mode: VerifyMode,
     ttl_tolerance_ms: i64,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
-) -> Result<VerifyReport, String> {
-    let mut src = connect(source).await?;
-    let mut dst = connect(target).await?;
-    let err = |e: redis::RedisError| format!("verify: {e}");
-    let src_counts = keyspace(&mut src).await.map_err(err)?;
-    let dst_counts = keyspace(&mut dst).await.map_err(err)?;
+) -> Result<VerifyReport, DataError> {
+    let src_counts = key_counts(source, Role::Source).await?;
+    let dst_counts = key_counts(target, Role::Target).await?;
     let mut report = VerifyReport::default();
     let dbs: BTreeSet<i64> = src_counts
         .keys()
@@ -114,18 +113,16 @@ pub async fn verify(
     };
     let mut done = 0u64;
     for (db, count) in &src_counts {
-        let mut s = connect(&source.with_db(*db)).await?;
-        let mut d = connect(&target.with_db(*db)).await?;
+        let mut sides = Sides::open(source, target, *db).await?;
         let keys: Vec<Vec<u8>> = match mode {
-            VerifyMode::Sample(n) => sample_keys(&mut s, n.min(*count)).await.map_err(err)?,
+            VerifyMode::Sample(n) => sample_keys(&mut sides.s, n.min(*count))
+                .await
+                .map_err(sides.err(Role::Source))?,
             VerifyMode::Full => Vec::new(),
         };
         let mut compare_batch =
-            async |batch: &[Vec<u8>], report: &mut VerifyReport| -> Result<(), String> {
-                for (key, reason) in compare_keys(&mut s, &mut d, batch, ttl_tolerance_ms)
-                    .await
-                    .map_err(err)?
-                {
+            async |batch: &[Vec<u8>], report: &mut VerifyReport| -> Result<(), DataError> {
+                for (key, reason) in sides.compare(batch, ttl_tolerance_ms).await? {
                     report.record(*db, key, reason);
                 }
                 report.keys_compared += batch.len() as u64;
@@ -140,7 +137,10 @@ pub async fn verify(
                 }
             }
             VerifyMode::Full => {
-                let mut scan_conn = connect(&source.with_db(*db)).await?;
+                let db_source = source.with_db(*db);
+                let mut scan_conn = connect(&db_source)
+                    .await
+                    .map_err(|e| e.role(Role::Source))?;
                 let mut cursor: u64 = 0;
                 loop {
                     let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -149,7 +149,7 @@ pub async fn verify(
                         .arg(1000)
                         .query_async(&mut scan_conn)
                         .await
-                        .map_err(err)?;
+                        .map_err(|e| failed(&db_source, Role::Source, &e))?;
                     compare_batch(&batch, &mut report).await?;
                     done += batch.len() as u64;
                     progress(done.min(total), total);
@@ -161,23 +161,95 @@ pub async fn verify(
             }
         }
     }
-    // INFO keyspace also counts keys whose TTL has passed but that the server has not reclaimed yet, and
-    // the two sides reclaim at their own pace. Where the counts differ, count the live keys with SCAN,
-    // which skips (and reclaims) expired ones.
+    recount_live(source, target, &mut report).await?;
+    Ok(report)
+}
+
+/// Key count per database of one side, from `INFO keyspace`.
+async fn key_counts(endpoint: &RedisEndpoint, role: Role) -> Result<BTreeMap<i64, u64>, DataError> {
+    let mut conn = connect(endpoint).await.map_err(|e| e.role(role))?;
+    keyspace(&mut conn)
+        .await
+        .map_err(|e| failed(endpoint, role, &e))
+}
+
+/// INFO keyspace also counts keys whose TTL has passed but that the server has not reclaimed yet, and
+/// the two sides reclaim at their own pace. Where the counts differ, count the live keys with SCAN,
+/// which skips (and reclaims) expired ones.
+async fn recount_live(
+    source: &RedisEndpoint,
+    target: &RedisEndpoint,
+    report: &mut VerifyReport,
+) -> Result<(), DataError> {
     for (db, counts) in report.key_counts.iter_mut() {
         if counts.0 != counts.1 {
-            let live_src = scan_count(&source.with_db(*db)).await?;
-            let live_dst = scan_count(&target.with_db(*db)).await?;
+            let live_src = scan_count(&source.with_db(*db), Role::Source).await?;
+            let live_dst = scan_count(&target.with_db(*db), Role::Target).await?;
             *counts = (live_src, live_dst);
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+/// A failed command of the verifier: `verify: <error>`, naming the side.
+fn failed(endpoint: &RedisEndpoint, role: Role, e: &redis::RedisError) -> DataError {
+    DataError::redis(endpoint, e).role(role).context("verify")
+}
+
+/// Connections to one database of both sides, and the endpoints their errors name.
+struct Sides {
+    s: MultiplexedConnection,
+    d: MultiplexedConnection,
+    source: RedisEndpoint,
+    target: RedisEndpoint,
+}
+
+impl Sides {
+    async fn open(
+        source: &RedisEndpoint,
+        target: &RedisEndpoint,
+        db: i64,
+    ) -> Result<Sides, DataError> {
+        let (source, target) = (source.with_db(db), target.with_db(db));
+        Ok(Sides {
+            s: connect(&source).await.map_err(|e| e.role(Role::Source))?,
+            d: connect(&target).await.map_err(|e| e.role(Role::Target))?,
+            source,
+            target,
+        })
+    }
+
+    /// How a redis error on one side reads.
+    fn err(&self, role: Role) -> impl Fn(redis::RedisError) -> DataError + use<> {
+        let endpoint = match role {
+            Role::Source => self.source.clone(),
+            Role::Target => self.target.clone(),
+        };
+        move |e| failed(&endpoint, role, &e)
+    }
+
+    /// [`compare_keys`] on these connections.
+    async fn compare<'k>(
+        &mut self,
+        batch: &'k [Vec<u8>],
+        ttl_tolerance_ms: i64,
+    ) -> Result<Vec<(&'k [u8], String)>, DataError> {
+        let (src_err, dst_err) = (self.err(Role::Source), self.err(Role::Target));
+        compare_keys(
+            &mut self.s,
+            &mut self.d,
+            batch,
+            ttl_tolerance_ms,
+            (&src_err, &dst_err),
+        )
+        .await
+    }
 }
 
 /// Keys SCAN returns in one database (live keys; SCAN may repeat a key while the table is rehashing, so
 /// this is exact on a quiet database).
-async fn scan_count(endpoint: &RedisEndpoint) -> Result<u64, String> {
-    let mut conn = connect(endpoint).await?;
+async fn scan_count(endpoint: &RedisEndpoint, role: Role) -> Result<u64, DataError> {
+    let mut conn = connect(endpoint).await.map_err(|e| e.role(role))?;
     let mut cursor: u64 = 0;
     let mut n = 0u64;
     loop {
@@ -187,7 +259,7 @@ async fn scan_count(endpoint: &RedisEndpoint) -> Result<u64, String> {
             .arg(1000)
             .query_async(&mut conn)
             .await
-            .map_err(|e| format!("verify: {e}"))?;
+            .map_err(|e| failed(endpoint, role, &e))?;
         n += keys.len() as u64;
         cursor = next;
         if cursor == 0 {
@@ -204,18 +276,15 @@ pub async fn spot_check(
     target: &RedisEndpoint,
     per_db: u64,
     ttl_tolerance_ms: i64,
-) -> Result<(u64, Vec<Mismatch>), String> {
-    let err = |e: redis::RedisError| format!("verify: {e}");
-    let mut src = connect(source).await?;
+) -> Result<(u64, Vec<Mismatch>), DataError> {
     let (mut compared, mut differ) = (0u64, Vec::new());
     // Sample and compare on the same pair of connections per database: this runs inside the write pause.
-    for (db, count) in keyspace(&mut src).await.map_err(err)? {
-        let mut s = connect(&source.with_db(db)).await?;
-        let mut d = connect(&target.with_db(db)).await?;
-        let sample = sample_keys(&mut s, per_db.min(count)).await.map_err(err)?;
-        let found = compare_keys(&mut s, &mut d, &sample, ttl_tolerance_ms)
+    for (db, count) in key_counts(source, Role::Source).await? {
+        let mut sides = Sides::open(source, target, db).await?;
+        let sample = sample_keys(&mut sides.s, per_db.min(count))
             .await
-            .map_err(err)?;
+            .map_err(sides.err(Role::Source))?;
+        let found = sides.compare(&sample, ttl_tolerance_ms).await?;
         differ.extend(found.into_iter().map(|(key, reason)| Mismatch {
             db,
             key: String::from_utf8_lossy(key).into_owned(),
@@ -232,19 +301,16 @@ pub async fn recheck(
     target: &RedisEndpoint,
     keys: &[(i64, Vec<u8>)],
     ttl_tolerance_ms: i64,
-) -> Result<Vec<Mismatch>, String> {
+) -> Result<Vec<Mismatch>, DataError> {
     let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
     for (db, key) in keys {
         by_db.entry(*db).or_default().push(key.clone());
     }
     let mut out = Vec::new();
     for (db, keys) in by_db {
-        let mut s = connect(&source.with_db(db)).await?;
-        let mut d = connect(&target.with_db(db)).await?;
+        let mut sides = Sides::open(source, target, db).await?;
         for chunk in keys.chunks(1000) {
-            let differ = compare_keys(&mut s, &mut d, chunk, ttl_tolerance_ms)
-                .await
-                .map_err(|e| format!("verify: {e}"))?;
+            let differ = sides.compare(chunk, ttl_tolerance_ms).await?;
             out.extend(differ.into_iter().map(|(key, reason)| Mismatch {
                 db,
                 key: String::from_utf8_lossy(key).into_owned(),
@@ -271,6 +337,12 @@ async fn sample_keys(conn: &mut MultiplexedConnection, n: u64) -> redis::RedisRe
     Ok(seen.into_iter().collect())
 }
 
+/// How a redis error on the source, and on the target, reads.
+type SideErrors<'a> = (
+    &'a (dyn Fn(redis::RedisError) -> DataError + Sync),
+    &'a (dyn Fn(redis::RedisError) -> DataError + Sync),
+);
+
 /// The keys of `batch` that differ, with what differs. Two pipelined round trips per side: types and
 /// TTLs, then values; both sides are read concurrently.
 async fn compare_keys<'k>(
@@ -278,8 +350,12 @@ async fn compare_keys<'k>(
     d: &mut MultiplexedConnection,
     batch: &'k [Vec<u8>],
     ttl_tolerance_ms: i64,
-) -> redis::RedisResult<Vec<(&'k [u8], String)>> {
-    let (s_meta, d_meta) = tokio::try_join!(types_and_ttls(s, batch), types_and_ttls(d, batch))?;
+    (src_err, dst_err): SideErrors<'_>,
+) -> Result<Vec<(&'k [u8], String)>, DataError> {
+    let (s_meta, d_meta) = tokio::try_join!(
+        types_and_ttls(s, batch).map_err(src_err),
+        types_and_ttls(d, batch).map_err(dst_err)
+    )?;
     let mut differ = Vec::new();
     let mut to_read: Vec<(usize, String)> = Vec::new();
     for (i, key) in batch.iter().enumerate() {
@@ -302,8 +378,8 @@ async fn compare_keys<'k>(
         to_read.push((i, s_type.clone()));
     }
     let (s_vals, d_vals) = tokio::try_join!(
-        read_values(s, batch, &to_read),
-        read_values(d, batch, &to_read)
+        read_values(s, batch, &to_read).map_err(src_err),
+        read_values(d, batch, &to_read).map_err(dst_err)
     )?;
     for (n, (i, kind)) in to_read.iter().enumerate() {
         let key = batch[*i].as_slice();

@@ -1,6 +1,6 @@
 //! `stream_copy` on the sandbox: writes made after the snapshot reach the target — overwrites, deletes,
 //! expirations, a FLUSHDB —, a killed subscription or a killed run is closed by a full reconcile, and big
-//! keys are copied in chunks.
+//! keys are copied in chunks. Where CONFIG is blocked (as on ElastiCache), notifications are still found.
 
 use std::time::{Duration, Instant};
 
@@ -445,4 +445,82 @@ fn preflight_refuses_stream_copy_when_keyspace_notifications_are_off() {
         run.stderr.contains("parameter group"),
         "the hint must say the ElastiCache fix: {run:?}"
     );
+}
+
+/// A redis-server of its own with CONFIG renamed away, as on ElastiCache; stopped on drop.
+struct NoConfigServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NoConfigServer {
+    fn start() -> NoConfigServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let conf = dir.path().join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\nnotify-keyspace-events KEA\nrename-command CONFIG \"\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("redis-server")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NoConfigServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for NoConfigServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where CONFIG is blocked, a rehearsal is told so by the error's variant (preflight then passes the
+/// check without writing), and a real run finds the notifications with a probe key.
+#[test]
+fn a_blocked_config_is_a_refused_command_and_the_probe_still_finds_the_notifications() {
+    use ecmigrate::data::DataError;
+    use ecmigrate::data::capture::{EventStyle, detect_style};
+    let server = NoConfigServer::start();
+    let endpoint = RedisEndpoint::plain("127.0.0.1", server.port);
+    block_on(async {
+        match detect_style(&endpoint, false).await {
+            Err(DataError::Refused {
+                command: Some(command),
+                peer,
+                ..
+            }) => {
+                assert_eq!(command, "CONFIG");
+                assert_eq!(peer.addr(), format!("127.0.0.1:{}", server.port));
+            }
+            other => panic!("expected CONFIG refused, got {other:?}"),
+        }
+        assert_eq!(
+            detect_style(&endpoint, true).await.expect("the probe"),
+            EventStyle::KeyEvent
+        );
+    });
 }

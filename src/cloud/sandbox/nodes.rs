@@ -49,7 +49,7 @@ impl Sandbox {
     ) -> CloudResult<redis::aio::MultiplexedConnection> {
         connect(&self.endpoint(group, node))
             .await
-            .map_err(|e| CloudError::Transient { message: e })
+            .map_err(|e| CloudError::Transient { message: e.into() })
     }
 
     /// Write the node's files, start it (new port on a clash) and record it.

@@ -76,9 +76,9 @@ pub(super) async fn fenced_switch(
     stream: Option<&Arc<tokio::sync::Mutex<StreamCopy>>>,
     attempt: u32,
 ) -> std::result::Result<FenceDone, FenceFailure> {
-    let fatal = |message: String| FenceFailure {
+    let fatal = |e: crate::data::DataError| FenceFailure {
         kind: FailureKind::Fatal,
-        message,
+        message: e.into(),
         write_pause: None,
     };
     let bound = spec.max_write_pause();
@@ -195,7 +195,7 @@ async fn prove_and_drain(
             format!("the capture had a gap ({gap}); reconciling before the next attempt"),
         ));
     }
-    let copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e))?;
+    let copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e.into()))?;
     // Both sides are still now (writes paused, clients not moved yet): compare a sample.
     let (from, to) = s.copier.endpoints();
     let (compared, differ) =

@@ -1,0 +1,217 @@
+//! What SCAN drives: the full copy (a scanner feeding the keys of each database, one SCAN reply per
+//! batch, through a bounded channel to one worker per lane) and the reconcile's second half (deleting the
+//! target's keys that the source no longer has).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Mutex, mpsc};
+
+use super::{Copier, CopyCounts, Err, lane_err, rerr};
+use crate::data::connect::connect;
+use crate::data::error::{DataError, Role};
+use crate::data::resp::{PipeConn, Reply};
+
+/// Keys of one SCAN reply, stored end to end in one buffer (one allocation per batch, not per key).
+struct KeyBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl KeyBatch {
+    fn keys(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let key = &self.bytes[start..end];
+                start = end;
+                key
+            })
+            .collect()
+    }
+}
+
+impl Copier {
+    /// Databases of the source that hold keys (from `INFO keyspace`).
+    pub async fn source_databases(&self) -> Result<BTreeMap<i64, u64>, Err> {
+        let mut conn = connect(&self.source)
+            .await
+            .map_err(|e| e.role(Role::Source))?;
+        crate::data::verify::keyspace(&mut conn)
+            .await
+            .map_err(rerr(&self.source, Role::Source))
+    }
+
+    /// Copy every key of every database of the source (SCAN). `progress(done, total)` is called per batch.
+    pub async fn copy_all(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<CopyCounts, Err> {
+        let dbs = self.source_databases().await?;
+        let total: u64 = dbs.values().sum();
+        for db in dbs.keys() {
+            self.copy_db(*db, total, progress).await?;
+        }
+        Ok(self.stats.counts())
+    }
+
+    async fn copy_db(
+        &self,
+        db: i64,
+        total: u64,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(), Err> {
+        let pool = self.pool(db).await;
+        let workers = pool.lanes.len();
+        // Bounded: the scanner waits when the workers fall behind, so memory does not grow with the keyspace.
+        let (tx, rx) = mpsc::channel::<KeyBatch>(workers * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let scan_conn = PipeConn::open(&self.source.with_db(db))
+            .await
+            .map_err(|e| e.role(Role::Source))?;
+        let scanner = self.scan_keys(db, scan_conn, tx);
+        let work = pool.lanes.iter().map(|lane| {
+            let rx = rx.clone();
+            async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(found) = next else {
+                        return Ok::<(), Err>(());
+                    };
+                    let keys = found.keys();
+                    self.copy_on_lane(db, lane, &keys).await?;
+                    let done = self
+                        .stats
+                        .keys_scanned
+                        .fetch_add(keys.len() as u64, Ordering::Relaxed)
+                        + keys.len() as u64;
+                    progress(done.min(total), total);
+                }
+            }
+        });
+        // try_join: a worker's error drops the scanner, which would otherwise wait forever on a full
+        // channel that no worker reads any more.
+        tokio::try_join!(scanner, futures_util::future::try_join_all(work))?;
+        Ok(())
+    }
+
+    /// Send the keys of database `db` down `tx`, one SCAN reply per batch, until the cursor is back to 0
+    /// or the workers stopped.
+    async fn scan_keys(
+        &self,
+        db: i64,
+        mut scan_conn: PipeConn,
+        tx: mpsc::Sender<KeyBatch>,
+    ) -> Result<(), Err> {
+        let batch = self.options.batch;
+        // The cursor is sent back as the server wrote it (an unsigned 64-bit number).
+        let mut cursor: Vec<u8> = b"0".to_vec();
+        loop {
+            scan_conn
+                .command(4)
+                .arg(b"SCAN")
+                .arg(&cursor)
+                .arg(b"COUNT")
+                .arg_int(batch as i64);
+            let replies = scan_conn
+                .round_trip()
+                .await
+                .map_err(lane_err(Role::Source))?;
+            self.refused(&replies, Role::Source, db)?;
+            let odd = || self.odd_reply(Role::Source, db, "copy: the source answered SCAN oddly");
+            let (next, keys) = match replies.first() {
+                Some(Reply::Array(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
+                    (Reply::Bulk(next), Reply::Array(keys)) => (next.to_vec(), keys),
+                    _ => return Err(odd()),
+                },
+                _ => return Err(odd()),
+            };
+            let mut found = KeyBatch {
+                bytes: Vec::with_capacity(keys.len() * 32),
+                ends: Vec::with_capacity(keys.len()),
+            };
+            for key in keys {
+                let Reply::Bulk(key) = key else {
+                    return Err(self.odd_reply(
+                        Role::Source,
+                        db,
+                        "copy: the source answered SCAN with a key that is not a string",
+                    ));
+                };
+                found.bytes.extend_from_slice(key);
+                found.ends.push(found.bytes.len());
+            }
+            if !found.ends.is_empty() && tx.send(found).await.is_err() {
+                break; // the workers stopped on an error, which they report
+            }
+            if next == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(())
+    }
+
+    /// Delete keys of the target that the source no longer has (the second half of a reconcile pass).
+    pub async fn delete_extraneous(&self) -> Result<u64, Err> {
+        let on_target = |e: DataError| e.role(Role::Target);
+        let mut dst_conn = connect(&self.target).await.map_err(on_target)?;
+        let dbs = crate::data::verify::keyspace(&mut dst_conn)
+            .await
+            .map_err(rerr(&self.target, Role::Target))?;
+        let mut deleted = 0u64;
+        for db in dbs.keys() {
+            let (source, target) = (self.source.with_db(*db), self.target.with_db(*db));
+            let mut scan = connect(&target).await.map_err(on_target)?;
+            let mut src = connect(&source).await.map_err(|e| e.role(Role::Source))?;
+            let mut dst = connect(&target).await.map_err(on_target)?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(self.options.batch)
+                    .query_async(&mut scan)
+                    .await
+                    .map_err(rerr(&target, Role::Target))?;
+                if !keys.is_empty() {
+                    let mut exists = redis::pipe();
+                    for k in &keys {
+                        exists.cmd("EXISTS").arg(k);
+                    }
+                    let present: Vec<bool> = exists
+                        .query_async(&mut src)
+                        .await
+                        .map_err(rerr(&source, Role::Source))?;
+                    let missing: Vec<&Vec<u8>> = keys
+                        .iter()
+                        .zip(present)
+                        .filter(|(_, p)| !p)
+                        .map(|(k, _)| k)
+                        .collect();
+                    if !missing.is_empty() {
+                        let mut del = redis::pipe();
+                        for k in &missing {
+                            del.cmd("DEL").arg(*k).ignore();
+                        }
+                        let _: () = del
+                            .query_async(&mut dst)
+                            .await
+                            .map_err(rerr(&target, Role::Target))?;
+                        deleted += missing.len() as u64;
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        self.stats
+            .keys_deleted
+            .fetch_add(deleted, Ordering::Relaxed);
+        Ok(deleted)
+    }
+}
