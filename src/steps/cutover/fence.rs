@@ -195,13 +195,16 @@ async fn prove_and_drain(
             format!("the capture had a gap ({gap}); reconciling before the next attempt"),
         ));
     }
-    let copied = s.drain().await.map_err(|e| (FailureKind::Fatal, e.into()))?;
+    let copied = s
+        .drain()
+        .await
+        .map_err(|e| (FailureKind::Fatal, e.into()))?;
     // Both sides are still now (writes paused, clients not moved yet): compare a sample.
     let (from, to) = s.copier.endpoints();
     let (compared, differ) =
         crate::data::verify::spot_check(from, to, SPOT_CHECK_KEYS, SPOT_CHECK_TTL_MS)
             .await
-            .map_err(|e| (FailureKind::Fatal, e))?;
+            .map_err(|e| (FailureKind::Fatal, e.into()))?;
     if !differ.is_empty() {
         let first: Vec<String> = differ
             .iter()
