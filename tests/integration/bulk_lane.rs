@@ -5,7 +5,7 @@ use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::copier::{Copier, CopyOptions};
 use ecmigrate::data::verify::{VerifyMode, verify};
 
-use crate::harness::{Env, block_on, exec, noise};
+use crate::harness::{Env, block_on, exec, noise, wait_for};
 
 /// Two plain sandbox groups, `left` with `keys` seeded keys and an empty `right`; their primaries.
 fn two_groups(env: &Env, keys: u64) -> (RedisEndpoint, RedisEndpoint) {
@@ -170,14 +170,11 @@ fn a_target_that_refuses_writes_ends_the_copy_with_its_error_instead_of_hanging(
         "--concurrency",
         "2",
     ]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while running.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ecmigrate copy still running 60 s after the target refused its writes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for(
+        "ecmigrate copy to end after the target refused its writes",
+        std::time::Duration::from_secs(60),
+        || running.try_wait().unwrap().is_some(),
+    );
     let run = running.finish();
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("OOM"), "{run:?}");

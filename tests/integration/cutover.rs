@@ -3,14 +3,14 @@
 //! command and a fence past its bound (retried; the source left unpaused), and the rollback.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ecmigrate::data::connect::RedisEndpoint;
 use serde_json::Value;
 
-use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, exec, full_plan};
+use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, exec, full_plan, wait_for};
 
 const ALIAS: &str = "orders-endpoint";
 
@@ -103,6 +103,8 @@ struct WriterReport {
 /// fence was never executed). Runs on its own thread until stopped.
 struct Writer {
     stop: Arc<AtomicBool>,
+    /// The port of the current connection, and the writes acknowledged on it.
+    current: Arc<Mutex<(u16, u64)>>,
     thread: std::thread::JoinHandle<WriterReport>,
 }
 
@@ -110,6 +112,8 @@ impl Writer {
     fn start(env: &Env) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let current = Arc::new(Mutex::new((0, 0)));
+        let progress = current.clone();
         let sandbox_dir = env.sandbox_dir();
         let token_file = env.token_file();
         let thread = std::thread::spawn(move || {
@@ -126,6 +130,7 @@ impl Writer {
                     match conn {
                         Ok(c) => {
                             report.ports.push(endpoint.port);
+                            *progress.lock().unwrap() = (endpoint.port, 0);
                             return c;
                         }
                         Err(e) => {
@@ -174,12 +179,25 @@ impl Writer {
                     },
                 );
                 report.writes += 1;
+                progress.lock().unwrap().1 += 1;
                 i += 1;
                 std::thread::sleep(Duration::from_millis(2));
             }
             report
         });
-        Writer { stop, thread }
+        Writer {
+            stop,
+            current,
+            thread,
+        }
+    }
+
+    /// Writes acknowledged on `port` since the writer last connected, if it is connected there now.
+    fn writes_on(&self, port: u16) -> u64 {
+        match *self.current.lock().unwrap() {
+            (p, n) if p == port => n,
+            _ => 0,
+        }
     }
 
     fn stop(self) -> WriterReport {
@@ -217,8 +235,18 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
     let mut child = spawn_run(&env, &plan);
     wait_until_waiting(&env, &plan, &mut child);
 
-    // While it waits, the stream keeps up and `status` shows its lag.
-    std::thread::sleep(Duration::from_millis(1500));
+    // While it waits, the stream keeps replaying the writer's changes and `status` shows its lag.
+    let replayed = |s: &Value| s["stream"]["replayed"].as_u64();
+    let first = replayed(&status(&env, &plan)).unwrap_or(0);
+    wait_for(
+        "the stream to replay more of the writer's changes while the cutover waits",
+        Duration::from_secs(30),
+        || {
+            let s = status(&env, &plan);
+            assert_eq!(s["state"], "waiting", "{s}");
+            replayed(&s).is_some_and(|n| n > first)
+        },
+    );
     let waiting = status(&env, &plan);
     assert_eq!(waiting["state"], "waiting", "{waiting}");
     assert!(
@@ -241,10 +269,14 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
     let run = finish(child);
     assert_eq!(run.code, 0, "{run:?}");
     // The application keeps writing on the new endpoint for a moment.
-    std::thread::sleep(Duration::from_millis(500));
+    let target = resolve(&env);
+    wait_for(
+        "the writer to make 100 writes on the target",
+        Duration::from_secs(30),
+        || writer.writes_on(target.port) >= 100,
+    );
     let report = writer.stop();
 
-    let target = resolve(&env);
     assert_eq!(
         target.port,
         Env::primary_port(&env.sandbox_status(), TARGET)

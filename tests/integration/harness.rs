@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -291,6 +292,19 @@ pub async fn exec(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
         .query_async(conn)
         .await
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+/// Wait until `cond` holds, polling it every 10 ms; after `timeout`, fail the test naming `what` (what was
+/// awaited). `cond` may assert on its own (that a background run is still alive, say) to fail sooner.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A tokio runtime for talking to redis from a test.

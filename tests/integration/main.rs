@@ -2,12 +2,15 @@
 //! sandbox, each test in its own temp folder, every process stopped when the test ends.
 
 mod aws_moto;
+mod backend;
 mod bulk_lane;
 mod cutover;
 mod harness;
 mod invalid_plans;
 mod ledger;
+mod moto;
 mod sandbox_migration;
+mod scenarios;
 mod streaming;
 mod verifier;
 mod wizard;

@@ -1,28 +1,17 @@
-//! The whole migration on the sandbox, its rehearsal, its resume after SIGKILL, and its refusals.
+//! The migration on the sandbox: the scenarios every backend runs (`scenarios.rs`), and what only the
+//! sandbox can stage — a slow create killed midway and adopted, a dead primary, a client that stays on
+//! the source, keys outside database 0, the Secrets Manager stand-in, a changed plan.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::secret::Secret;
 
-use crate::harness::{Env, SOURCE, TARGET, block_on, exec, full_plan};
+use crate::backend::{Backend, Calls, Sandbox};
+use crate::harness::{Env, SOURCE, TARGET, block_on, exec, full_plan, wait_for};
+use crate::scenarios::{kill_at_create, scenarios_on};
 
-/// Key names actually stored in the source, read before the migration.
-fn some_source_keys(port: u16, n: usize) -> Vec<String> {
-    block_on(async {
-        let mut c = connect(&RedisEndpoint::plain("127.0.0.1", port))
-            .await
-            .expect("connect source");
-        let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(0)
-            .arg("COUNT")
-            .arg(n * 4)
-            .query_async(&mut c)
-            .await
-            .expect("scan");
-        keys.into_iter().take(n).collect()
-    })
-}
+scenarios_on!(Sandbox);
 
 fn tls_endpoint(env: &Env, port: u16, password: Option<Secret>) -> RedisEndpoint {
     RedisEndpoint {
@@ -33,201 +22,6 @@ fn tls_endpoint(env: &Env, port: u16, password: Option<Secret>) -> RedisEndpoint
         password,
         db: 0,
     }
-}
-
-#[test]
-fn full_migration_leaves_only_an_encrypted_group_holding_every_key() {
-    let env = Env::new();
-    env.sandbox_with_source(3000);
-    let before = env.sandbox_status();
-    let source_port = Env::primary_port(&before, SOURCE);
-    let key_names = some_source_keys(source_port, 50);
-    assert_eq!(key_names.len(), 50);
-    let plan = env.write_plan("plan.yaml", &full_plan(&env));
-
-    let run = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert!(run.stdout.contains("CreateReplicationGroup"), "{run:?}");
-
-    let after = env.sandbox_status();
-    assert!(
-        Env::group(&after, SOURCE).is_none(),
-        "source still listed: {after}"
-    );
-    let target = Env::group(&after, TARGET).expect("target group");
-    assert_eq!(target["status"], "available");
-    assert_eq!(target["at_rest_encryption_enabled"], true);
-    assert_eq!(target["transit_encryption_enabled"], true);
-    assert_eq!(target["auth_token_enabled"], true);
-    assert!(
-        target["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["tls"] == true)
-    );
-    assert_eq!(
-        target["nodes"].as_array().unwrap().len(),
-        2,
-        "the target copies the source's shape"
-    );
-    assert_eq!(after["aliases"]["orders-endpoint"], TARGET);
-
-    // Both snapshots (pre-migration and final) exist, encrypted, and no snapshot file shows a key name.
-    let snaps = after["snapshots"].as_array().unwrap();
-    assert_eq!(snaps.len(), 2, "{after}");
-    assert!(snaps.iter().all(|s| s["encrypted"] == true), "{after}");
-    assert!(
-        snaps
-            .iter()
-            .any(|s| s["name"].as_str().unwrap().contains("final"))
-    );
-    for s in snaps {
-        let bytes = std::fs::read(s["path"].as_str().unwrap()).expect("snapshot file");
-        for key in &key_names {
-            assert!(
-                !contains(&bytes, key.as_bytes()),
-                "snapshot {} contains key name {key}",
-                s["name"]
-            );
-        }
-    }
-    // Nor any other file the sandbox keeps (node folders, registry).
-    for file in env.sandbox_files() {
-        let bytes = std::fs::read(&file).unwrap();
-        assert!(
-            !contains(&bytes, key_names[0].as_bytes()),
-            "{} contains a key name",
-            file.display()
-        );
-    }
-
-    // The data plane: plain text refused, TLS without the token refused, TLS + token holds every key.
-    let token = Secret::new(
-        std::fs::read_to_string(env.token_file())
-            .unwrap()
-            .trim()
-            .to_string(),
-    );
-    let port = Env::primary_port(&after, TARGET);
-    block_on(async {
-        let plain = async {
-            let mut c = connect(&RedisEndpoint::plain("127.0.0.1", port)).await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        assert!(
-            plain.await.is_err(),
-            "a plain-text connection to the target must be refused"
-        );
-
-        let no_token = async {
-            let mut c = connect(&tls_endpoint(&env, port, None)).await?;
-            redis::cmd("DBSIZE")
-                .query_async::<u64>(&mut c)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let err = no_token
-            .await
-            .expect_err("TLS without the token must be refused");
-        assert!(err.contains("NOAUTH") || err.contains("auth"), "{err}");
-
-        let mut c = connect(&tls_endpoint(&env, port, Some(token.clone())))
-            .await
-            .expect("TLS + AUTH");
-        let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
-        assert_eq!(n, 3000);
-        for key in &key_names {
-            let exists: bool = redis::cmd("EXISTS")
-                .arg(key)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            assert!(exists, "{key} missing on the target");
-        }
-    });
-
-    // The token never appears in output, state or events.
-    let state_dir = env.state_dir().join("orders-migration");
-    for text in [
-        run.all_output(),
-        std::fs::read_to_string(state_dir.join("state.json")).unwrap(),
-        std::fs::read_to_string(state_dir.join("events.jsonl")).unwrap(),
-        env.sandbox_status().to_string(),
-    ] {
-        assert!(!text.contains(token.expose()), "the AUTH token leaked");
-    }
-    let status: serde_json::Value = serde_json::from_str(
-        &env.ok(&["status", plan.to_str().unwrap(), "--output", "json"])
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(status["state"], "done");
-    assert!(
-        status["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["status"] == "done"),
-        "{status}"
-    );
-
-    // The evidence report: before/after attributes that match what the sandbox says, and no token.
-    let report_text = std::fs::read_to_string(state_dir.join("report.json")).expect("report.json");
-    let report: serde_json::Value = serde_json::from_str(&report_text).unwrap();
-    let markdown = std::fs::read_to_string(state_dir.join("report.md")).expect("report.md");
-    let sandbox_target = Env::group(&env.sandbox_status(), TARGET).unwrap().clone();
-    let after = &report["target"]["after"];
-    assert_eq!(
-        after["AtRestEncryptionEnabled"],
-        sandbox_target["at_rest_encryption_enabled"]
-    );
-    assert_eq!(
-        after["TransitEncryptionEnabled"],
-        sandbox_target["transit_encryption_enabled"]
-    );
-    assert_eq!(
-        after["AuthTokenEnabled"],
-        sandbox_target["auth_token_enabled"]
-    );
-    assert_eq!(after["KmsKeyId"], sandbox_target["kms_key_id"]);
-    assert_eq!(after["AtRestEncryptionEnabled"], true);
-    assert_eq!(report["source"]["before"]["AtRestEncryptionEnabled"], false);
-    assert_eq!(
-        report["source"]["before"]["TransitEncryptionEnabled"],
-        false
-    );
-    assert_eq!(report["source"]["after"]["Status"], "deleted");
-    assert!(
-        report["snapshots"]["final"]
-            .as_str()
-            .unwrap()
-            .contains("final")
-    );
-    assert!(report["plan_checksum"].as_str().unwrap().len() == 64);
-    assert!(markdown.contains("AtRestEncryptionEnabled") && markdown.contains(TARGET));
-    assert!(
-        !report_text.contains(token.expose()) && !markdown.contains(token.expose()),
-        "the token is in the report"
-    );
-    let status_text = env.ok(&["status", plan.to_str().unwrap()]).stdout;
-    assert!(
-        status_text.contains("report.md"),
-        "status must point to the report: {status_text}"
-    );
-
-    // Running again is a no-op that reports the finished run.
-    env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert_eq!(
-        env.sandbox_status()["snapshots"].as_array().unwrap().len(),
-        2
-    );
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Everything a run could change: the sandbox's files (path, bytes), its status, and the state folder.
@@ -262,191 +56,12 @@ fn fingerprint(env: &Env) -> Fingerprint {
     }
 }
 
-#[test]
-fn dry_run_prints_every_call_and_changes_nothing() {
-    let env = Env::new();
-    env.sandbox_with_source(200);
-    let plan = env.write_plan("plan.yaml", &full_plan(&env));
-    let before = fingerprint(&env);
-
-    let run = env.ok(&["run", plan.to_str().unwrap(), "--dry-run"]);
-    for call in [
-        "would call CreateSnapshot",
-        "would call CreateReplicationGroup",
-        "would call PointAlias",
-        "would call DeleteReplicationGroup",
-    ] {
-        assert!(run.stdout.contains(call), "missing `{call}`: {run:?}");
-    }
-    assert!(
-        run.stdout.contains("\"AuthToken\":\"<redacted>\""),
-        "{run:?}"
-    );
-    assert!(
-        !env.token_file().exists(),
-        "a dry run must not write the token file"
-    );
-    assert_eq!(
-        fingerprint(&env),
-        before,
-        "the dry run changed the sandbox or the state"
-    );
-
-    // JSON output of a rehearsal is one event per line.
-    let json = env.ok(&[
-        "run",
-        plan.to_str().unwrap(),
-        "--dry-run",
-        "--output",
-        "json",
-    ]);
-    let events: Vec<serde_json::Value> = json
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["event"] == "call" && e["dry_run"] == true)
-    );
-    assert_eq!(events.last().unwrap()["event"], "run_finished");
-    assert_eq!(fingerprint(&env), before);
-}
-
 /// Start the plan with a slow sandbox create (it stays slow for every later command of `env`), and
 /// SIGKILL it while the target is being created.
 fn kill_during_restore(env: &mut Env, plan: &std::path::Path) {
-    let events = env
-        .state_dir()
-        .join("orders-migration")
-        .join("events.jsonl");
-    env.set_env("ECMIGRATE_SANDBOX_CREATE_DELAY_MS", "4000");
-    let mut child = env
-        .command(&["run", plan.to_str().unwrap(), "--yes"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&events).unwrap_or_default();
-        if text.contains("\"operation\":\"CreateReplicationGroup\"") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "restore never started: {text}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before restore: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-}
-
-#[test]
-fn sigkill_during_restore_then_resume_creates_nothing_twice() {
-    let mut env = Env::new();
-    env.sandbox_with_source(1000);
-    let plan = env.write_plan("plan.yaml", &full_plan(&env));
-    kill_during_restore(&mut env, &plan);
-
-    let mid = env.sandbox_status();
-    let target =
-        Env::group(&mid, crate::harness::TARGET).expect("the target was requested before the kill");
-    assert_ne!(
-        target["status"], "available",
-        "the kill should land while the target is still creating"
-    );
-    let status: serde_json::Value = serde_json::from_str(
-        &env.ok(&["status", plan.to_str().unwrap(), "--output", "json"])
-            .stdout,
-    )
-    .unwrap();
-    assert_eq!(status["steps"][2]["status"], "running", "{status}");
-
-    let resumed = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert!(resumed.stdout.contains("already requested"), "{resumed:?}");
-    assert!(
-        !resumed.stdout.contains("call CreateReplicationGroup"),
-        "a second create was made: {resumed:?}"
-    );
-
-    let after = env.sandbox_status();
-    let groups = after["groups"].as_array().unwrap();
-    assert_eq!(
-        groups
-            .iter()
-            .filter(|g| g["replication_group_id"] == TARGET)
-            .count(),
-        1
-    );
-    assert!(Env::group(&after, SOURCE).is_none());
-    let snaps: Vec<&str> = after["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        snaps.iter().filter(|n| !n.contains("final")).count(),
-        1,
-        "{snaps:?}"
-    );
-}
-
-#[test]
-fn preflight_refuses_a_disabled_key_with_exit_3_and_creates_nothing() {
-    let env = Env::new();
-    env.sandbox_with_source(100);
-    env.ok(&["sandbox", "kms", "disable", "orders"]);
-    let plan = env.write_plan("plan.yaml", &full_plan(&env));
-    let before = fingerprint(&env);
-    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("kms_key"), "{run:?}");
-    assert!(run.stderr.contains("hint:"), "{run:?}");
-    assert_eq!(
-        fingerprint(&env).files,
-        before.files,
-        "preflight changed the sandbox"
-    );
-    assert!(!env.token_file().exists());
-}
-
-#[test]
-fn preflight_refuses_an_existing_target_and_a_missing_source() {
-    let env = Env::new();
-    env.sandbox_with_source(10);
-    env.ok(&[
-        "sandbox",
-        "up",
-        "--group",
-        TARGET,
-        "--replicas",
-        "0",
-        "--keys",
-        "0",
-    ]);
-    let plan = env.write_plan("plan.yaml", &full_plan(&env));
-    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("target_id_free"), "{run:?}");
-
-    let other = full_plan(&env)
-        .replace(
-            "replication_group_id: orders\n",
-            "replication_group_id: nosuch\n",
-        )
-        .replace("confirm: orders", "confirm: nosuch");
-    let plan = env.write_plan("other.yaml", &other);
-    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains("source_exists"), "{run:?}");
+    let sandbox = Sandbox::start(env, Calls::Retried).unwrap();
+    sandbox.slow_restore(env);
+    kill_at_create(&sandbox, env, plan);
 }
 
 #[test]
@@ -616,7 +231,11 @@ fn preflight_refuses_a_source_that_is_not_available() {
         .and_then(|n| n["pid"].as_i64())
         .expect("primary pid in sandbox status");
     unsafe { libc::kill(primary as i32, libc::SIGKILL) };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        "the source to be reported not available",
+        Duration::from_secs(30),
+        || Env::group(&env.sandbox_status(), SOURCE).unwrap()["status"] != "available",
+    );
     let plan = env.write_plan("plan.yaml", &full_plan(&env));
     let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(run.code, 3, "{run:?}");
@@ -662,7 +281,23 @@ fn delete_source_waits_for_foreign_clients_and_refuses_while_they_stay() {
     );
 
     drop(app);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for(
+        "the source to see the application disconnect",
+        Duration::from_secs(30),
+        || {
+            block_on(async {
+                let mut c = connect(&RedisEndpoint::plain("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let clients: String = redis::cmd("CLIENT")
+                    .arg("LIST")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                !clients.contains("name=orders-app")
+            })
+        },
+    );
     let resumed = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
     assert!(resumed.stdout.contains("clients_drained"), "{resumed:?}");
     assert!(Env::group(&env.sandbox_status(), SOURCE).is_none());

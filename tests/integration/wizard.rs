@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use expectrl::{ControlCode, Session};
 
-use crate::harness::{Env, SOURCE, bin};
+use crate::harness::{Env, SOURCE, bin, wait_for};
 
 fn spawn_wizard(env: &Env, out: &std::path::Path) -> Session {
     let mut cmd = std::process::Command::new(bin());
@@ -52,12 +52,9 @@ fn the_wizard_writes_a_plan_that_validates_and_runs() {
     accept(&mut s, "Run the dry-run rehearsal now?");
     s.expect("dry run finished: nothing was changed")
         .expect("the rehearsal ran");
-    for _ in 0..100 {
-        if !s.is_alive().unwrap_or(false) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the wizard to exit", Duration::from_secs(30), || {
+        !s.is_alive().unwrap_or(false)
+    });
 
     let text = std::fs::read_to_string(&out).expect("the plan was written");
     assert!(
@@ -98,12 +95,9 @@ fn ctrl_c_halfway_leaves_nothing_behind() {
     accept(&mut s, "Node type");
     s.expect("Replicas per node group").unwrap();
     s.send(ControlCode::EndOfText).unwrap(); // Ctrl-C
-    for _ in 0..100 {
-        if !s.is_alive().unwrap_or(false) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the wizard to exit", Duration::from_secs(30), || {
+        !s.is_alive().unwrap_or(false)
+    });
     assert!(
         !s.is_alive().unwrap_or(false),
         "the wizard kept running after Ctrl-C"
