@@ -86,6 +86,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// A one-shot command (`copy`, `verify`) was interrupted: it keeps no checkpoint to resume from.
+    #[error("`{command}` interrupted")]
+    InterruptedOneShot { command: &'static str },
+
     /// `audit` found groups without encryption: not a malfunction, a finding that gates a pipeline.
     #[error("{count} replication group(s) are not fully encrypted")]
     Unencrypted { count: usize },
@@ -115,7 +119,7 @@ impl Error {
             }
             Error::Busy { .. } => exit_code::BUSY,
             Error::StateVersion { .. } => exit_code::STATE_VERSION,
-            Error::Interrupted => exit_code::INTERRUPTED,
+            Error::Interrupted | Error::InterruptedOneShot { .. } => exit_code::INTERRUPTED,
         }
     }
 
@@ -138,6 +142,9 @@ impl Error {
             Error::Interrupted => {
                 "run the same command again: it resumes from the last checkpoint".into()
             }
+            Error::InterruptedOneShot { command } => format!(
+                "`{command}` keeps no checkpoint: run it again to start over (what it already copied or compared is simply done again)"
+            ),
             Error::Unencrypted { .. } => {
                 "write a plan for each group (`ecmigrate wizard` or plans/sandbox-demo.yaml) and run it".into()
             }

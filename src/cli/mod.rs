@@ -110,9 +110,14 @@ pub fn main() -> i32 {
         }
     };
     // A live copy ends on Ctrl-C by itself (it catches up first); everything else is interrupted.
-    // The wizard's prompts read Ctrl-C themselves (and restore the cursor).
+    // The wizard's prompts read Ctrl-C themselves (and restore the cursor); a run's engine journals it.
     let stops_itself = matches!(&cli.command, Command::Copy(a) if a.live)
-        || matches!(&cli.command, Command::Wizard(_));
+        || matches!(&cli.command, Command::Wizard(_) | Command::Run(_));
+    let one_shot = match &cli.command {
+        Command::Copy(_) => Some("copy"),
+        Command::Verify(_) => Some("verify"),
+        _ => None,
+    };
     let result = runtime.block_on(async {
         if stops_itself {
             return dispatch(cli).await;
@@ -124,9 +129,12 @@ pub fn main() -> i32 {
     });
     // Sandbox processes are detached; nothing else must outlive the command.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(code) => code,
-        Err(e) => report_error(&e, json),
+    match (result, one_shot) {
+        (Ok(code), _) => code,
+        (Err(Error::Interrupted), Some(command)) => {
+            report_error(&Error::InterruptedOneShot { command }, json)
+        }
+        (Err(e), _) => report_error(&e, json),
     }
 }
 

@@ -210,16 +210,7 @@ impl RedisEndpoint {
             Some((hp, _)) => (hp, 0),
             None => (hostpart, 0),
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>().map_err(|_| {
-                    DataError::InvalidUrl(format!("port `{p}` is not a number from 1 to 65535"))
-                })?,
-            ),
-            None => (hostport, 6379),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (host, port) = split_host_port(hostport)?;
         if host.is_empty() {
             return Err(DataError::InvalidUrl("has no host".into()));
         }
@@ -266,6 +257,23 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_need_their_brackets() {
+        let e = RedisEndpoint::from_url("redis://:pw@[::1]:7000/3", None, None).unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.db), ("::1", 7000, 3));
+        let e = RedisEndpoint::from_url("redis://[::1]", None, None).unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 6379));
+        for bad in [
+            "redis://:pw@[::1",
+            "redis://[::1]x",
+            "redis://::1",
+            "redis://[::1]:port",
+        ] {
+            let err = RedisEndpoint::from_url(bad, None, None).unwrap_err();
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
     fn client_list_lines_keep_only_foreign_clients() {
         let app = "id=7 addr=127.0.0.1:5000 laddr=127.0.0.1:6379 fd=9 name=app age=42 idle=1 flags=N db=0 cmd=get";
         let ours = "id=8 addr=127.0.0.1:5001 laddr=127.0.0.1:6379 fd=10 name=ecmigrate age=1 idle=0 flags=N db=0 cmd=client|list";
@@ -278,5 +286,38 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:5000");
         assert!(parse_client(ours).is_none());
         assert!(parse_client(replica).is_none());
+    }
+}
+
+/// `host[:port]` or `[v6 address][:port]` (default port 6379); an unclosed `[`, text after `]` other than
+/// `:port`, or a bare IPv6 address are refused rather than guessed at.
+fn split_host_port(hostport: &str) -> Result<(&str, u16), DataError> {
+    let port_of = |p: &str| {
+        p.parse::<u16>().map_err(|_| {
+            DataError::InvalidUrl(format!("port `{p}` is not a number from 1 to 65535"))
+        })
+    };
+    if let Some(rest) = hostport.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(DataError::InvalidUrl(
+                "an IPv6 address opened with `[` is not closed with `]`".into(),
+            ));
+        };
+        return match after {
+            "" => Ok((host, 6379)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host, port_of(p)?)),
+                None => Err(DataError::InvalidUrl(format!(
+                    "`{after}` after the address: write `[address]:port`"
+                ))),
+            },
+        };
+    }
+    match hostport.split_once(':') {
+        Some((h, p)) if !p.contains(':') => Ok((h, port_of(p)?)),
+        Some(_) => Err(DataError::InvalidUrl(
+            "an IPv6 address must be written in brackets: `[::1]:6379`".into(),
+        )),
+        None => Ok((hostport, 6379)),
     }
 }

@@ -91,6 +91,10 @@ pub enum Event {
 /// Where events go: a reporter draws them; a journal appends them to `events.jsonl`.
 pub trait EventListener: Send + Sync {
     fn event(&self, event: &Event);
+    /// Whether every event so far was kept (a journal on a full disk is not).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The engine's single outlet for events, cheap to clone into steps.
@@ -114,6 +118,19 @@ impl EventSink {
         for l in self.listeners.iter() {
             l.event(&event);
         }
+    }
+
+    /// The first listener that could not keep an event, as an error the run stops on (resumably).
+    pub fn check(&self) -> crate::error::Result<()> {
+        for l in self.listeners.iter() {
+            l.health().map_err(|e| {
+                crate::error::Error::failed(
+                    format!("the run's journal is incomplete: {e}"),
+                    "free disk space in the state folder (--state-dir), then run the same command again to resume",
+                )
+            })?;
+        }
+        Ok(())
     }
 
     pub fn elapsed_ms(&self) -> u64 {

@@ -9,6 +9,7 @@
 
 mod context;
 pub mod events;
+pub mod journal;
 pub mod ledger;
 mod prompt;
 mod runner;

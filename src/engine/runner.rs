@@ -265,7 +265,10 @@ async fn run_steps(
             dry_run_cloud: handles.dry_run.clone(),
         };
         match steps.run_step(spec, &ctx).await {
-            Ok(outcome) => record_done(ledger, events, index, spec, outcome, step_started)?,
+            Ok(outcome) => {
+                record_done(ledger, events, index, spec, outcome, step_started)?;
+                events.check()?;
+            }
             Err(err) => return Err(record_failed(ledger, events, index, spec, err)?),
         }
     }

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::engine::events::{Event, EventListener};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, StepKind};
 use serde::de::DeserializeOwned;
@@ -291,10 +290,8 @@ impl StateLock {
         })
     }
 
-    pub fn journal(&self) -> Journal {
-        Journal {
-            path: self.paths.events_file(),
-        }
+    pub fn journal(&self) -> crate::engine::journal::Journal {
+        crate::engine::journal::Journal::new(self.paths.events_file())
     }
 }
 
@@ -308,32 +305,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
-}
-
-/// Appends every event to `events.jsonl` (one JSON object per line, flushed and synced per line).
-pub struct Journal {
-    path: PathBuf,
-}
-
-impl EventListener for Journal {
-    fn event(&self, event: &Event) {
-        // Progress ticks would swamp the journal; their start and end are in the step events.
-        if matches!(event, Event::Progress { .. }) {
-            return;
-        }
-        let mut line = serde_json::json!({ "at": Utc::now().to_rfc3339() });
-        if let (Value::Object(obj), Ok(Value::Object(ev))) =
-            (&mut line, serde_json::to_value(event))
-        {
-            obj.extend(ev);
-        }
-        if let Ok(mut f) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            let _ = writeln!(f, "{line}");
-            let _ = f.sync_data();
-        }
-    }
 }
