@@ -8,7 +8,7 @@
 //! - `ECMIGRATE_TEST_FENCE_DELAY=MS:N`: the first N write fences sleep MS milliseconds inside the pause.
 //! - `ECMIGRATE_TEST_CLOUD_FAULTS=Op=kind*N,...`: the first N calls of cloud operation `Op`
 //!   (`CreateSnapshot`, `CreateReplicationGroup`, `DescribeReplicationGroups`, …) fail with `kind`
-//!   (`transient` or `fail`), through [`crate::cloud::faults::FaultyCloud`].
+//!   (`transient`, `fail`, or `crash-after`: the Nth call is made, then the process dies), through [`crate::cloud::faults::FaultyCloud`].
 
 use std::time::Duration;
 

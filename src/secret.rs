@@ -95,6 +95,48 @@ impl TokenStore {
         }
     }
 
+    /// A token file must be readable by its owner only (as ssh wants of a private key), and its folder
+    /// writable by no one else (who could swap the file): the problem and the `chmod` that fixes it.
+    /// Stores other than a file, and a file that does not exist yet, have nothing to check.
+    pub fn check_permissions(&self) -> Result<(), (String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let TokenStore::File(path) = self else {
+            return Ok(());
+        };
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Ok(meta) = std::fs::metadata(parent) {
+            let mode = meta.permissions().mode() & 0o7777;
+            // World-writable without the sticky bit: anyone may replace the token file.
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                return Err((
+                    format!(
+                        "the folder {} of the token file is writable by everyone (mode {mode:04o})",
+                        parent.display()
+                    ),
+                    format!("chmod o-w {}", parent.display()),
+                ));
+            }
+        }
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(_) => return Ok(()),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err((
+                format!(
+                    "the token file {} can be read by others (mode {mode:04o}; it must be 0600)",
+                    path.display()
+                ),
+                format!("chmod 600 {}", path.display()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `save` would succeed, without writing anything.
     pub fn check_writable(&self) -> Result<(), String> {
         match self {

@@ -21,6 +21,8 @@ pub enum FaultKind {
     Transient,
     /// A refusal: retrying the same call will not help.
     Fail,
+    /// The call is made, then the process dies (as by SIGKILL) before it sees the answer.
+    CrashAfter,
 }
 
 impl FaultKind {
@@ -28,6 +30,7 @@ impl FaultKind {
         match text {
             "transient" => Some(FaultKind::Transient),
             "fail" => Some(FaultKind::Fail),
+            "crash-after" => Some(FaultKind::CrashAfter),
             _ => None,
         }
     }
@@ -75,7 +78,7 @@ impl FaultyCloud {
         let Some((kind, left)) = faults.get_mut(operation) else {
             return Ok(());
         };
-        if *left == 0 {
+        if *left == 0 || *kind == FaultKind::CrashAfter {
             return Ok(());
         }
         *left -= 1;
@@ -88,8 +91,20 @@ impl FaultyCloud {
         let message = format!("{operation}: injected fault");
         Err(match kind {
             FaultKind::Transient => CloudError::Transient { message },
-            FaultKind::Fail => CloudError::Other { message },
+            FaultKind::Fail | FaultKind::CrashAfter => CloudError::Other { message },
         })
+    }
+
+    /// After `operation` was made: die if the test asked to (its Nth call, N = the count given).
+    fn after(&self, operation: &str) {
+        let mut faults = self.faults.lock().expect("faults");
+        if let Some((FaultKind::CrashAfter, left)) = faults.get_mut(operation) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                // SAFETY: _exit ends the process at once, as a kill would.
+                unsafe { libc::_exit(137) };
+            }
+        }
     }
 }
 
@@ -155,15 +170,21 @@ impl CloudWrite for FaultyCloud {
         kms_key_id: Option<&str>,
     ) -> CloudResult<()> {
         self.check("CreateSnapshot")?;
-        self.inner.create_snapshot(group, name, kms_key_id).await
+        let answer = self.inner.create_snapshot(group, name, kms_key_id).await;
+        self.after("CreateSnapshot");
+        answer
     }
     async fn create_group_from_snapshot(&self, request: &CreateEncryptedGroup) -> CloudResult<()> {
         self.check("CreateReplicationGroup")?;
-        self.inner.create_group_from_snapshot(request).await
+        let answer = self.inner.create_group_from_snapshot(request).await;
+        self.after("CreateReplicationGroup");
+        answer
     }
     async fn delete_group(&self, id: &str) -> CloudResult<()> {
         self.check("DeleteReplicationGroup")?;
-        self.inner.delete_group(id).await
+        let answer = self.inner.delete_group(id).await;
+        self.after("DeleteReplicationGroup");
+        answer
     }
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
         self.check("PointAlias")?;

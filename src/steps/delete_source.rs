@@ -30,9 +30,16 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         .describe_group(&source_id)
         .await
         .map_err(|e| cloud_error("describing the source", e))?;
-    if source.is_none() && intent.deleting.is_some() {
-        ctx.note(format!("`{source_id}` is already gone"));
-        return Ok(done(&final_name, &source_id, None));
+    if intent.deleting.is_some() {
+        // The deletion was requested by an earlier attempt: finish it. Nothing is checked again (the
+        // source's nodes may already be gone), and nothing is asked again.
+        ctx.note(format!(
+            "the deletion of `{source_id}` was requested by an earlier attempt; finishing it"
+        ));
+        let requested = source.as_ref().is_none_or(|g| g.status == "deleting");
+        delete_and_wait(ctx, &source_id, !requested).await?;
+        let forced = intent.forced_with_clients.take();
+        return Ok(done(&final_name, &source_id, forced));
     }
     if source.is_none() {
         return Err(Error::failed(
@@ -77,22 +84,33 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
         ));
     }
 
+    // The report carries them: the source was deleted while these clients still used it.
+    let forced = (!forced.is_empty()).then_some(forced);
     intent.deleting = Some(true);
+    intent.forced_with_clients = forced.clone();
     ctx.record_intent(&intent)?;
-    ctx.call(
-        "DeleteReplicationGroup",
-        json!({ "ReplicationGroupId": source_id, "RetainPrimaryCluster": false }),
-    );
-    ctx.write
-        .delete_group(&source_id)
-        .await
-        .map_err(|e| cloud_error("DeleteReplicationGroup", e))?;
+    delete_and_wait(ctx, &source_id, true).await?;
+    Ok(done(&final_name, &source_id, forced))
+}
+
+/// Request the deletion (unless it was requested already) and wait until the group is gone or deleting.
+async fn delete_and_wait(ctx: &StepContext, source_id: &str, request: bool) -> Result<()> {
+    if request {
+        ctx.call(
+            "DeleteReplicationGroup",
+            json!({ "ReplicationGroupId": source_id, "RetainPrimaryCluster": false }),
+        );
+        ctx.write
+            .delete_group(source_id)
+            .await
+            .map_err(|e| cloud_error("DeleteReplicationGroup", e))?;
+    }
     wait_until(
         ctx,
         &format!("deletion of {source_id}"),
         timeout(None),
         || async {
-            Ok(match ctx.cloud.describe_group(&source_id).await? {
+            Ok(match ctx.cloud.describe_group(source_id).await? {
                 None => Poll::Ready(()),
                 // Deletion is under way and cannot be undone; the group is no longer usable.
                 Some(g) if g.status == "deleting" => Poll::Ready(()),
@@ -100,12 +118,8 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             })
         },
     )
-    .await?;
-    // The report carries them: the source was deleted while these clients still used it.
-    let forced = (!forced.is_empty()).then_some(forced);
-    Ok(done(&final_name, &source_id, forced))
+    .await
 }
-
 /// Wait (up to `drain_timeout_seconds`) until no client other than ecmigrate's is connected to the source's
 /// primary; refuse after that, unless `force`. Returns the clients a forced deletion went ahead with.
 async fn drain_clients(

@@ -228,6 +228,14 @@ async fn check_auth_token(ctx: &StepContext, c: &mut Checks<'_>) -> crate::secre
     let plan = &ctx.plan.plan;
     let store = token_store(&ctx.plan);
     let spec = &plan.target.auth_token;
+    if let Err((problem, fix)) = store.check_permissions() {
+        c.refuse(
+            "auth_token_permissions",
+            problem,
+            format!("{fix}, then run again; nothing was changed"),
+        );
+        return store;
+    }
     match crate::steps::read_token(ctx, &store).await {
         Ok(Some(token)) => match rules::check_auth_token(token.expose()) {
             Ok(()) => c.pass("auth_token", format!("the token in {store} meets the AUTH rules")),

@@ -113,6 +113,9 @@ pub struct DeleteSourceIntent {
     pub final_snapshot_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting: Option<bool>,
+    /// The clients a forced deletion went ahead with, recorded with the deletion for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_with_clients: Option<Vec<ConnectedClient>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

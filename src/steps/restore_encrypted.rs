@@ -38,23 +38,18 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
         Some(group) => adopt(ctx, &group)?,
         None => create(ctx, &snapshot_name, &store).await?,
     }
-
-    let group = wait_until(
-        ctx,
-        &format!("replication group {target_id}"),
-        timeout(spec.timeout_seconds),
-        || async {
-            Ok(match ctx.cloud.describe_group(&target_id).await? {
-                Some(g) if g.is_available() => Poll::Ready(g),
-                Some(g) if g.status == "create-failed" => {
-                    Poll::Failed(format!("creating `{target_id}` failed"))
-                }
-                Some(g) => Poll::Pending(g.status),
-                None => Poll::Pending("not visible yet".into()),
-            })
-        },
-    )
-    .await?;
+    let mut group = wait_for_target(ctx, spec).await?;
+    if group.status == "create-failed" {
+        // Ours (adopt checked it): delete it and create it again, once in this run.
+        recreate(ctx, &group, &snapshot_name, &store).await?;
+        group = wait_for_target(ctx, spec).await?;
+        if group.status == "create-failed" {
+            return Err(Error::failed(
+                format!("creating `{target_id}` failed twice"),
+                "see the cloud's events for the group (sandbox: the node logs under its folder); run again to delete it and try once more",
+            ));
+        }
+    }
     if !group.at_rest_encryption_enabled
         || !group.transit_encryption_enabled
         || !group.auth_token_enabled
@@ -256,4 +251,60 @@ async fn request(
         snapshot_window: source.snapshot_window.clone(),
         tags,
     })
+}
+
+/// Wait until the target is available, or its creation failed (`create-failed`, returned as it is).
+async fn wait_for_target(
+    ctx: &StepContext,
+    spec: &RestoreEncryptedStep,
+) -> Result<crate::cloud::ReplicationGroup> {
+    let target_id = &ctx.plan.plan.target.replication_group_id;
+    wait_until(
+        ctx,
+        &format!("replication group {target_id}"),
+        timeout(spec.timeout_seconds),
+        || async {
+            Ok(match ctx.cloud.describe_group(target_id).await? {
+                Some(g) if g.is_available() || g.status == "create-failed" => Poll::Ready(g),
+                Some(g) => Poll::Pending(g.status),
+                None => Poll::Pending("not visible yet".into()),
+            })
+        },
+    )
+    .await
+}
+
+/// A target of this run whose creation failed: there is nothing for the operator to fix, so delete it and
+/// create it again, saying so.
+async fn recreate(
+    ctx: &StepContext,
+    group: &crate::cloud::ReplicationGroup,
+    snapshot_name: &str,
+    store: &crate::secret::TokenStore,
+) -> Result<()> {
+    let target_id = &group.id;
+    ctx.note(format!(
+        "creating `{target_id}` failed (status create-failed); it is this run's: deleting it and creating it again"
+    ));
+    ctx.call(
+        "DeleteReplicationGroup",
+        json!({ "ReplicationGroupId": target_id, "RetainPrimaryCluster": false }),
+    );
+    ctx.write
+        .delete_group(target_id)
+        .await
+        .map_err(|e| cloud_error("DeleteReplicationGroup (failed target)", e))?;
+    wait_until(
+        ctx,
+        &format!("deletion of the failed {target_id}"),
+        timeout(None),
+        || async {
+            Ok(match ctx.cloud.describe_group(target_id).await? {
+                None => Poll::Ready(()),
+                Some(g) => Poll::Pending(g.status),
+            })
+        },
+    )
+    .await?;
+    create(ctx, snapshot_name, store).await
 }

@@ -324,7 +324,10 @@ fn aws_preflight_refuses_a_token_that_breaks_the_auth_rules() {
     c.moto.seed_group(&c.source, "7.0.7", Some("subnets-a"));
     c.moto.seed_key(&c.alias);
     let bad = "short@token";
-    std::fs::write(c.env.path().join("secrets").join("aws.token"), bad).unwrap();
+    let file = c.env.path().join("secrets").join("aws.token");
+    std::fs::write(&file, bad).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let run = c.assert_refused(&c.plan_text(), "auth_token");
     assert!(
         !run.all_output().contains(bad),

@@ -9,6 +9,8 @@ mod harness;
 mod invalid_plans;
 mod ledger;
 mod moto;
+#[cfg(feature = "test-hooks")]
+mod resume_points;
 mod sandbox_migration;
 mod scenarios;
 mod streaming;
