@@ -75,3 +75,45 @@ impl EventListener for Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::events::EventSink;
+    use std::sync::Arc;
+
+    fn note() -> Event {
+        Event::Note {
+            kind: crate::plan::StepKind::Backup,
+            message: "a note".into(),
+        }
+    }
+
+    #[test]
+    fn a_journal_that_cannot_write_fails_the_run_it_belongs_to() {
+        // /dev/full answers every write with ENOSPC, as a full disk does.
+        let journal = Arc::new(Journal::new(PathBuf::from("/dev/full")));
+        let sink = EventSink::new(vec![journal.clone()]);
+        assert!(sink.check().is_ok());
+        sink.emit(note());
+        let err = sink.check().unwrap_err().to_string();
+        assert!(err.contains("journal is incomplete"), "{err}");
+        assert!(err.contains("/dev/full"), "{err}");
+    }
+
+    #[test]
+    fn every_line_is_whole_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let journal = Journal::new(path.clone());
+        journal.event(&note());
+        journal.event(&note());
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["event"], "note");
+        }
+        assert!(journal.health().is_ok());
+    }
+}

@@ -6,6 +6,7 @@ mod backend;
 mod bulk_lane;
 mod cutover;
 mod harness;
+mod hostile_files;
 mod invalid_plans;
 mod ledger;
 mod moto;
