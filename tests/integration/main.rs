@@ -8,6 +8,7 @@ mod harness;
 mod invalid_plans;
 mod ledger;
 mod sandbox_migration;
+mod stream_health;
 mod streaming;
 mod verifier;
 mod wizard;
