@@ -269,3 +269,38 @@ fn print_next(seen: &Seen, plan_path: &std::path::Path) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(ago_ms: i64, stream: &str) -> serde_json::Value {
+        let at = chrono::Utc::now() - chrono::Duration::milliseconds(ago_ms);
+        json!({ "stream": stream, "updated_at": at.to_rfc3339() })
+    }
+
+    #[test]
+    fn a_tailing_status_not_kept_fresh_by_an_active_run_is_stale() {
+        assert_eq!(
+            with_staleness(written(10_000, "tailing"), true)["stale"],
+            true
+        );
+        assert_eq!(
+            with_staleness(written(500, "tailing"), true)["stale"],
+            false
+        );
+        // No run holds the plan (it shows as interrupted), or the stream ended: old, not stale.
+        assert_eq!(
+            with_staleness(written(10_000, "tailing"), false)["stale"],
+            false
+        );
+        assert_eq!(
+            with_staleness(written(10_000, "finished"), true)["stale"],
+            false
+        );
+        let age = with_staleness(written(10_000, "tailing"), true)["age_ms"]
+            .as_i64()
+            .unwrap();
+        assert!((10_000..20_000).contains(&age), "{age}");
+    }
+}
