@@ -58,10 +58,11 @@ pub fn run(globals: &Globals, args: StatusArgs) -> Result<i32> {
     let state = paths.load()?;
     let active = paths.is_locked();
     let steps = step_rows(&plan, state.as_ref());
-    // The live stream's lag, as the run's tailer last wrote it.
+    // The live stream's lag and health, as the run's tailer last wrote it.
     let stream: Option<serde_json::Value> = std::fs::read_to_string(paths.dir.join("stream.json"))
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .map(|s| with_staleness(s, active));
     let seen = Seen {
         plan,
         paths,
@@ -146,16 +147,93 @@ fn print_text(seen: &Seen, plan_path: &std::path::Path) {
         );
     }
     if let Some(st) = &seen.stream {
-        println!(
-            "stream: {} changes replayed, {} pending (oldest {} ms), {} reconcile pass(es); as of {}",
-            st["replayed"],
-            st["capture"]["pending"],
-            st["capture"]["oldest_pending_ms"],
-            st["reconciles"],
-            st["updated_at"].as_str().unwrap_or("?")
-        );
+        print_stream(st);
     }
     print_next(seen, plan_path);
+}
+
+/// A stream status written more than this long ago by a run still active is stale: the tailer writes it
+/// after every round, and at least every second while it waits to retry.
+const STALE_AFTER_MS: i64 = 5_000;
+
+/// The sides a stream's health names, in the order `status` lists them.
+const SIDES: [&str; 3] = ["source", "target", "local"];
+
+/// The stream's status as written, plus how old it is (`age_ms`) and whether it is `stale`: a run
+/// still active and tailing that has not written it for [`STALE_AFTER_MS`].
+fn with_staleness(mut stream: serde_json::Value, active: bool) -> serde_json::Value {
+    let age_ms = stream["updated_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds());
+    // Files of older versions carry no `stream` field: they were only ever written while tailing.
+    let tailing = stream["stream"].as_str().is_none_or(|s| s == "tailing");
+    let stale = active && tailing && age_ms.is_none_or(|a| a > STALE_AFTER_MS);
+    if let Some(obj) = stream.as_object_mut() {
+        obj.insert("age_ms".into(), json!(age_ms));
+        obj.insert("stale".into(), json!(stale));
+    }
+    stream
+}
+
+/// `HH:MM:SS` (local time) of an RFC 3339 timestamp, or `?`.
+fn clock(v: &serde_json::Value) -> String {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The stream's lines: each failing side (the last error, since when, retries), then the lag — never
+/// a bare "0 pending" while a side fails (the capture cannot see what an unreachable source did) —, and
+/// whether the status is stale or from a stream no longer running.
+fn print_stream(st: &serde_json::Value) {
+    let as_of = clock(&st["updated_at"]);
+    let mut failing = false;
+    for side in SIDES {
+        let t = &st["health"][side];
+        if t.is_object() {
+            failing = true;
+            let retries = t["retries"].as_u64().unwrap_or(0);
+            println!(
+                "stream: {side} {} since {} ({retries} {}): {}",
+                t["state"].as_str().unwrap_or("failing"),
+                clock(&t["since"]),
+                if retries == 1 { "retry" } else { "retries" },
+                t["error"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if st["stale"] == true {
+        println!(
+            "stream: STALE — last written at {as_of}, {} s ago, though the run is active: its tailer is stuck or busy (a long reconcile pass); what follows is old",
+            st["age_ms"].as_i64().unwrap_or(0) / 1000
+        );
+    }
+    let running = match st["stream"].as_str() {
+        Some("finished") => "; finished at the cutover",
+        Some("stopped") => "; stopped when the run ended",
+        _ => "",
+    };
+    let counts = format!(
+        "{} changes replayed, {} reconcile pass(es){running}; as of {as_of}",
+        st["replayed"], st["reconciles"]
+    );
+    if failing {
+        println!(
+            "stream: not copying — {} change(s) captured and waiting, a full reconcile pass follows once every side answers; {counts}",
+            st["capture"]["pending"]
+        );
+    } else {
+        println!(
+            "stream: {} pending (oldest {} ms), {counts}",
+            st["capture"]["pending"], st["capture"]["oldest_pending_ms"]
+        );
+    }
 }
 
 /// What to do next, from where the run stands.
@@ -189,5 +267,40 @@ fn print_next(seen: &Seen, plan_path: &std::path::Path) {
             println!("next: `{step}`; resume with: ecmigrate run {plan}")
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(ago_ms: i64, stream: &str) -> serde_json::Value {
+        let at = chrono::Utc::now() - chrono::Duration::milliseconds(ago_ms);
+        json!({ "stream": stream, "updated_at": at.to_rfc3339() })
+    }
+
+    #[test]
+    fn a_tailing_status_not_kept_fresh_by_an_active_run_is_stale() {
+        assert_eq!(
+            with_staleness(written(10_000, "tailing"), true)["stale"],
+            true
+        );
+        assert_eq!(
+            with_staleness(written(500, "tailing"), true)["stale"],
+            false
+        );
+        // No run holds the plan (it shows as interrupted), or the stream ended: old, not stale.
+        assert_eq!(
+            with_staleness(written(10_000, "tailing"), false)["stale"],
+            false
+        );
+        assert_eq!(
+            with_staleness(written(10_000, "finished"), true)["stale"],
+            false
+        );
+        let age = with_staleness(written(10_000, "tailing"), true)["age_ms"]
+            .as_i64()
+            .unwrap();
+        assert!((10_000..20_000).contains(&age), "{age}");
     }
 }

@@ -9,8 +9,9 @@ use serde_json::json;
 
 use crate::cloud::ReplicationGroup;
 use crate::data::copier::{Copier, CopyOptions};
-use crate::data::stream::{LiveState, StreamCopy, StreamStatus, Tailer};
+use crate::data::stream::{HealthChange, LiveState, StreamCopy, StreamStatus, Tailer, TailerHooks};
 use crate::engine::StepContext;
+use crate::engine::events::Event;
 use crate::error::{Error, Result};
 use crate::steps::{
     NOTIFICATIONS_FIX, load_token, plan_streams, require_group, source_data_endpoint,
@@ -111,6 +112,8 @@ impl LiveStream {
         let dst = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
         let copier = Arc::new(Copier::new(src, dst, CopyOptions::default()));
         let mut stream = StreamCopy::new(copier, capture);
+        // The data endpoints are the groups' primaries (or a tunnel to them): errors say which failed.
+        stream.name_nodes("source primary", "target primary");
 
         let progress = ctx.progress_reporter("keys reconciled");
         let gap = stream.catch_up(&progress).await.map_err(|e| {
@@ -130,26 +133,40 @@ impl LiveStream {
             status.replayed, status.capture.pending
         ));
 
-        // Tail in the background; keep a status file so `ecmigrate status` can show the lag.
+        // Tail in the background; keep a status file so `ecmigrate status` can show the lag and what
+        // fails, and say in the run's output when a side starts failing and when it recovers.
         let status_file = ctx.state_folder().join("stream.json");
-        write_status(&status_file, &status);
+        write_status(&status_file, &status, "tailing");
         let stream = Arc::new(tokio::sync::Mutex::new(stream));
-        let tailer = Tailer::start(
-            stream.clone(),
-            Box::new(move |s: &StreamStatus| write_status(&status_file, s)),
-        );
+        let (events, kind) = (ctx.events.clone(), ctx.kind);
+        let file = status_file.clone();
+        let hooks = TailerHooks {
+            on_status: Box::new(move |s: &StreamStatus| write_status(&file, s, "tailing")),
+            on_health: Box::new(move |change: &HealthChange| {
+                events.emit(Event::Note {
+                    kind,
+                    message: health_note(change),
+                })
+            }),
+        };
+        let tailer = Tailer::start(stream.clone(), hooks);
         let mut live = self.state.lock().await;
         live.stream = Some(stream);
         live.tailer = Some(tailer);
+        live.status_file = Some(status_file);
         Ok(Some((status, gap)))
     }
 
     /// After the switch and its tail: stop the background tailer, copy what arrived meanwhile, stop
     /// capturing.
     pub async fn finish(&self) -> Result<Option<StreamSummary>> {
-        let (tailer, stream) = {
+        let (tailer, stream, status_file) = {
             let mut live = self.state.lock().await;
-            (live.tailer.take(), live.stream.take())
+            (
+                live.tailer.take(),
+                live.stream.take(),
+                live.status_file.take(),
+            )
         };
         let hint = "run again to resume; a full reconcile follows";
         if let Some(t) = tailer {
@@ -164,6 +181,9 @@ impl LiveStream {
             .map_err(|e| Error::failed(e, hint))?;
         s.capture.stop();
         let status = s.status();
+        if let Some(file) = &status_file {
+            write_status(file, &status, "finished");
+        }
         Ok(Some(StreamSummary {
             changes_replayed: status.replayed,
             reconcile_passes: status.reconciles,
@@ -178,7 +198,11 @@ impl LiveStream {
             let _ = tailer.stop().await;
         }
         if let Some(stream) = live.stream.take() {
-            stream.lock().await.capture.stop();
+            let s = stream.lock().await;
+            s.capture.stop();
+            if let Some(file) = live.status_file.take() {
+                write_status(&file, &s.status(), "stopped");
+            }
         }
         if let Some(capture) = live.capture.take() {
             capture.stop();
@@ -186,11 +210,51 @@ impl LiveStream {
     }
 }
 
-/// The live streaming status beside the state (best effort: it is for display only).
-fn write_status(path: &std::path::Path, status: &StreamStatus) {
+/// The live streaming status beside the state (best effort: it is for display only). `stream`:
+/// `tailing` while the run tails, `finished` after the cutover ended it, `stopped` when the run ended
+/// with the stream still running (a failure); `status` calls a `tailing` file that is not kept fresh
+/// stale.
+fn write_status(path: &std::path::Path, status: &StreamStatus, stream: &str) {
     let mut body = serde_json::to_value(status).unwrap_or_default();
     if let Some(obj) = body.as_object_mut() {
+        obj.insert("stream".into(), json!(stream));
         obj.insert("updated_at".into(), json!(chrono::Utc::now().to_rfc3339()));
     }
     let _ = crate::engine::state::write_atomic(path, body.to_string().as_bytes());
+}
+
+/// What the run's output says when a side of the stream starts failing, and when it recovers.
+fn health_note(change: &HealthChange) -> String {
+    match change {
+        HealthChange::Failing { side, trouble } => format!(
+            "the stream cannot copy: {} {}: {}; retrying (every {} ms doubling to {} s) until it answers, then a full reconcile pass; `ecmigrate status` shows it",
+            side.as_str(),
+            trouble.state,
+            trouble.error,
+            crate::data::stream::FIRST_RETRY.as_millis(),
+            crate::data::stream::MAX_RETRY.as_secs()
+        ),
+        HealthChange::Recovered {
+            side,
+            trouble,
+            caught_up,
+        } => {
+            let secs = (chrono::Utc::now() - trouble.since).num_milliseconds() as f64 / 1000.0;
+            format!(
+                "the stream recovered: the {} answers again after {secs:.1} s ({} {}){}",
+                side.as_str(),
+                trouble.retries,
+                if trouble.retries == 1 {
+                    "retry"
+                } else {
+                    "retries"
+                },
+                if *caught_up {
+                    "; a full reconcile pass brought the target up to date"
+                } else {
+                    ""
+                }
+            )
+        }
+    }
 }

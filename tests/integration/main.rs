@@ -14,6 +14,7 @@ mod moto;
 mod resume_points;
 mod sandbox_migration;
 mod scenarios;
+mod stream_health;
 mod streaming;
 mod verifier;
 mod wizard;
