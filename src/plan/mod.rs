@@ -1,16 +1,20 @@
-//! The plan: YAML parsing (serde-saphyr), validation that names file, line, field and rule, and the JSON
-//! Schema export. Nothing here touches the network.
+//! The plan: reading the file within bounds, YAML parsing (serde-saphyr), validation that names file,
+//! line, field and rule, and the JSON Schema export. Nothing here touches the network.
 
+mod file;
 mod positions;
 pub mod rules;
 pub mod types;
 mod validate;
 
 #[cfg(test)]
+mod shape_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use file::MAX_PLAN_BYTES;
 pub use types::*;
 
 use crate::error::{Error, PlanIssue, Result};
@@ -37,15 +41,19 @@ impl LoadedPlan {
     }
 }
 
-/// Read, parse and validate a plan file. Every problem found is reported at once.
+/// The most issues listed for one plan; the rest are counted in one closing line.
+pub const MAX_LISTED_ISSUES: usize = 20;
+
+/// Read, parse and validate a plan file. Every problem found is reported at once (the first
+/// [`MAX_LISTED_ISSUES`] of them listed). Only a regular file of at most [`MAX_PLAN_BYTES`] is read.
 pub fn load(path: &Path) -> Result<LoadedPlan> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidPlan {
+    let text = file::read_bounded(path).map_err(|(line, rule)| Error::InvalidPlan {
         issues: vec![PlanIssue {
             file: file.clone(),
-            line: None,
+            line,
             field: "(file)".into(),
-            rule: format!("the plan file must be readable: {e}"),
+            rule,
         }],
     })?;
     let plan = parse_str(&text, &file)?;
@@ -64,6 +72,21 @@ pub fn load(path: &Path) -> Result<LoadedPlan> {
 /// Parse and validate plan text; `file` is the name used in issues.
 pub fn parse_str(text: &str, file: &str) -> Result<Plan> {
     let positions = Positions::of(text);
+    // A key given twice, a second document, nesting too deep: said in the plan's terms, all at once,
+    // before serde (which would stop at the first, in its own terms).
+    if !positions.structure().is_empty() {
+        let issues = positions
+            .structure()
+            .iter()
+            .map(|s| PlanIssue {
+                file: file.to_string(),
+                line: Some(s.line),
+                field: s.field.clone(),
+                rule: s.rule.clone(),
+            })
+            .collect();
+        return Err(invalid(issues, file));
+    }
     let plan: Plan = serde_saphyr::from_str(text).map_err(|e| Error::InvalidPlan {
         issues: vec![yaml_issue(&e, &positions, file)],
     })?;
@@ -79,8 +102,27 @@ pub fn parse_str(text: &str, file: &str) -> Result<Plan> {
     if issues.is_empty() {
         Ok(plan)
     } else {
-        Err(Error::InvalidPlan { issues })
+        Err(invalid(issues, file))
     }
+}
+
+/// The plan error for `issues`: the first [`MAX_LISTED_ISSUES`], then one line counting the rest (a
+/// 10,000-step plan is not 10,000 lines of output).
+fn invalid(mut issues: Vec<PlanIssue>, file: &str) -> Error {
+    if issues.len() > MAX_LISTED_ISSUES {
+        let more = issues.len() - MAX_LISTED_ISSUES;
+        issues.truncate(MAX_LISTED_ISSUES);
+        issues.push(PlanIssue {
+            file: file.to_string(),
+            line: None,
+            field: "(plan)".into(),
+            rule: format!(
+                "… and {} more (only the first {MAX_LISTED_ISSUES} are listed; fix these and validate again)",
+                file::thousands(more as u64)
+            ),
+        });
+    }
+    Error::InvalidPlan { issues }
 }
 
 /// The JSON Schema of plan version 1, for editors.
@@ -141,7 +183,7 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
         pos,
         here: pos.and_then(|p| positions.path_at(p)).map(str::to_string),
     };
-    let (field, rule) = field_and_rule(inner, &at);
+    let (field, rule) = field_and_rule(original(inner), &at);
     let (field, rule) = if field.is_empty() {
         let want =
             "the plan must be a mapping with `version`, `name`, `source`, `target` and `steps`";
@@ -159,6 +201,16 @@ fn yaml_issue(err: &serde_saphyr::Error, positions: &Positions, file: &str) -> P
         field,
         rule,
     }
+}
+
+/// The error itself, without the wrappers that say where an alias was used or add a snippet (the
+/// position is taken from the wrapper: the use, in the plan's text).
+fn original(mut err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    use serde_saphyr::Error as E;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    err
 }
 
 /// The field an error is about and the rule it broke, in words (an empty field: the document itself).
@@ -196,6 +248,23 @@ fn field_and_rule(inner: &serde_saphyr::Error, at: &ErrorAt) -> (String, String)
         E::SerdeUnknownVariant {
             variant, expected, ..
         } => unknown_variant(at, variant, expected),
+        // The walk of [`Positions`] finds these first; serde's own checks stay as a backstop, in the
+        // plan's words too.
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(k) => join_field(at.mapping().unwrap_or_default(), k),
+                None => at.here_or_yaml(),
+            },
+            "is given twice: a field appears once in its mapping; keep one".into(),
+        ),
+        E::MultipleDocuments { .. } => (
+            "(document)".into(),
+            "a plan is one YAML document; this file has more than one: keep one".into(),
+        ),
+        E::Budget { breach, .. } => (at.here_or_yaml(), budget_words(breach)),
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => (at.here_or_yaml(), ALIASES_RULE.into()),
         other if at.positions.broken().is_some() => syntax_error(at, &other.to_string()),
         other => {
             let text = other.to_string();
@@ -208,6 +277,31 @@ fn field_and_rule(inner: &serde_saphyr::Error, at: &ErrorAt) -> (String, String)
             };
             (at.here_or_yaml(), rule)
         }
+    }
+}
+
+const ALIASES_RULE: &str =
+    "uses anchors (`&name`) and aliases (`*name`) more than any plan needs: write the values out";
+
+/// A bound of the YAML reader, in the plan's terms: no real plan comes near any of them.
+fn budget_words(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match breach {
+        B::ScalarBytes { .. } => "its values add up to more than 64 MiB once aliases (`*name`) are expanded, far more than any plan holds: write the values out".into(),
+        B::Nodes { .. } | B::Events { .. } => {
+            "holds more than 250,000 values, far more than any plan: a plan is a few dozen".into()
+        }
+        B::Depth { .. } => format!(
+            "nesting deeper than {} levels: a plan is at most {} levels deep",
+            positions::MAX_DEPTH,
+            positions::MAX_DEPTH
+        ),
+        B::Aliases { .. }
+        | B::Anchors { .. }
+        | B::AliasAnchorRatio { .. }
+        | B::RecordedAnchorEvents { .. }
+        | B::RecordedAnchorBytes { .. } => ALIASES_RULE.into(),
+        _ => "is larger or more complex than any plan (a bound of the YAML reader was reached)".into(),
     }
 }
 

@@ -1,9 +1,21 @@
 //! Where each field of a YAML document is: dotted field paths (`target.auth_token.file`,
-//! `steps[3].alias`) mapped to 1-based lines, built by walking the parser's events.
+//! `steps[3].alias`) mapped to 1-based lines, built by walking the parser's events. The same walk
+//! finds what a plan's shape forbids before serde sees it (a key given twice, a second document,
+//! nesting past [`MAX_DEPTH`]), so those are said in the plan's terms, not the YAML library's.
 
 use std::collections::HashMap;
 
-use serde_saphyr::granit_parser::{Event, Parser};
+use serde_saphyr::granit_parser::{ErrorKind, Event, Parser};
+
+/// The deepest nesting of collections a plan may have. A plan's deepest collections are 3 levels down
+/// (the root mapping, `target`, `target.tags`; or `steps` and a step); anything far deeper is no plan,
+/// and refusing it early bounds the walk and serde's recursion.
+pub(crate) const MAX_DEPTH: usize = 16;
+
+/// The most keys and values (scalars, aliases, collections) a plan may hold. A real plan holds well
+/// under a hundred; a 10,000-step plan about 30,000, which is still walked so that every step's
+/// problem is counted. The bound keeps the walk's memory and time small for any 1 MiB file.
+pub(crate) const MAX_NODES: usize = 50_000;
 
 /// A position as (1-based line, 1-based column).
 pub(crate) type Pos = (usize, usize);
@@ -29,6 +41,16 @@ pub(crate) struct Positions {
     entries: HashMap<String, Entry>,
     /// The collection being read when the parser met a syntax error.
     broken: Option<String>,
+    /// What the plan's shape forbids, found during the walk, in document order.
+    structure: Vec<Structural>,
+}
+
+/// A problem with the document's shape: the field it is at, its line and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Structural {
+    pub field: String,
+    pub line: usize,
+    pub rule: String,
 }
 
 enum Frame {
@@ -36,6 +58,8 @@ enum Frame {
         path: String,
         key: Option<(String, Pos)>,
         expecting_key: bool,
+        /// The keys given so far and the lines of each, to find one given twice.
+        seen: HashMap<String, Vec<usize>>,
     },
     Sequence {
         path: String,
@@ -70,10 +94,35 @@ struct Walk {
     /// Open collections with a field path (`None`: one without, e.g. a mapping key), closed on the
     /// matching end.
     open: Vec<Option<OpenCollection>>,
+    /// Documents started so far, and the line where the second one starts.
+    documents: usize,
+    second_document: usize,
+    /// Keys and values seen so far.
+    nodes: usize,
 }
 
 impl Walk {
-    fn open_collection(&mut self, is_map: bool, start: Pos) {
+    fn more_documents(&mut self, complete: bool) {
+        let count = if complete {
+            self.documents.to_string()
+        } else {
+            format!("at least {}", self.documents)
+        };
+        self.out.structure.push(Structural {
+            field: "(document)".into(),
+            line: self.second_document,
+            rule: format!(
+                "a plan is one YAML document; this file has {count} (the second starts here, after `---`): keep one"
+            ),
+        });
+    }
+
+    /// Open a collection; `false` when it is nested too deep (recorded, and the walk should stop).
+    fn open_collection(&mut self, is_map: bool, start: Pos) -> bool {
+        if self.stack.len() >= MAX_DEPTH {
+            self.too_deep(start);
+            return false;
+        }
         // A collection used as a mapping key has no field path.
         let as_key = matches!(
             self.stack.last(),
@@ -109,9 +158,55 @@ impl Walk {
                 path,
                 key: None,
                 expecting_key: true,
+                seen: HashMap::new(),
             }
         } else {
             Frame::Sequence { path, index: 0 }
+        });
+        true
+    }
+
+    /// Record nesting past [`MAX_DEPTH`].
+    fn too_deep(&mut self, start: Pos) {
+        let rule = format!(
+            "nesting deeper than {MAX_DEPTH} levels (line {} is deeper): a plan is at most {MAX_DEPTH} levels deep",
+            start.0
+        );
+        self.refuse(rule, start);
+    }
+
+    /// Record a document past [`MAX_NODES`].
+    fn too_many(&mut self, start: Pos) {
+        let rule = format!(
+            "the plan holds more than {} keys and values (line {} is past that): a plan holds a few dozen",
+            super::file::thousands(MAX_NODES as u64),
+            start.0
+        );
+        self.refuse(rule, start);
+    }
+
+    /// Record why the walk stops, at the field holding `start` (its second level or deeper, e.g.
+    /// `target.tags`: the full path of something this far in says nothing more).
+    fn refuse(&mut self, rule: String, start: Pos) {
+        let named = |p: &&String| !p.is_empty() && !p.starts_with('?');
+        let holder = self
+            .stack
+            .iter()
+            .map(Frame::path)
+            .find(|p| named(p) && p.contains(['.', '[']))
+            .or_else(|| self.stack.iter().map(Frame::path).find(named))
+            .cloned()
+            .unwrap_or_else(|| "(document)".into());
+        let line = self
+            .out
+            .entries
+            .get(&holder)
+            .map(|e| e.key.0)
+            .unwrap_or(start.0);
+        self.out.structure.push(Structural {
+            field: holder,
+            line,
+            rule,
         });
     }
 
@@ -147,21 +242,43 @@ impl Positions {
     /// Walk `text`'s events. A syntax error stops the walk; what was seen so far is kept.
     pub(crate) fn of(text: &str) -> Positions {
         let mut w = Walk::default();
-        let mut documents = 0usize;
-        for item in Parser::new_from_str(text) {
-            let Ok((event, span)) = item else {
-                w.out.broken = w.stack.last().map(Frame::path).cloned();
-                break;
+        let mut events = Parser::new_from_str(text);
+        for item in events.by_ref() {
+            let (event, span) = match item {
+                Ok(item) => item,
+                // The parser's own bound on nesting (it can be met while looking ahead, before the
+                // walk sees the levels): the same rule as [`MAX_DEPTH`].
+                Err(e) if matches!(e.kind(), ErrorKind::RecursionLimitExceeded) => {
+                    w.too_deep((e.marker().line(), e.marker().col() + 1));
+                    break;
+                }
+                Err(_) => {
+                    w.out.broken = w.stack.last().map(Frame::path).cloned();
+                    break;
+                }
             };
             let start = (span.start.line(), span.start.col() + 1);
             let end = (span.end.line(), span.end.col() + 1);
-            match event {
-                Event::DocumentStart(..) => {
-                    documents += 1;
-                    if documents > 1 {
-                        break;
-                    }
+            if matches!(
+                event,
+                Event::Scalar(..)
+                    | Event::Alias(_)
+                    | Event::MappingStart(..)
+                    | Event::SequenceStart(..)
+            ) {
+                w.nodes += 1;
+                if w.nodes > MAX_NODES {
+                    w.too_many(start);
+                    break;
                 }
+            }
+            match event {
+                Event::DocumentStart(..) if w.documents > 0 => {
+                    w.documents += 1;
+                    w.second_document = start.0;
+                    break;
+                }
+                Event::DocumentStart(..) => w.documents += 1,
                 Event::Scalar(value, ..) => leaf(
                     &mut w.stack,
                     &mut w.out,
@@ -174,13 +291,37 @@ impl Positions {
                 Event::Alias(_) => {
                     leaf(&mut w.stack, &mut w.out, "*".to_string(), false, start, end)
                 }
-                Event::MappingStart(..) => w.open_collection(true, start),
-                Event::SequenceStart(..) => w.open_collection(false, start),
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let is_map = matches!(event, Event::MappingStart(..));
+                    if !w.open_collection(is_map, start) {
+                        break;
+                    }
+                }
                 Event::MappingEnd | Event::SequenceEnd => w.close_collection(start, end),
                 _ => {}
             }
         }
+        if w.documents > 1 {
+            // Only count the rest: their content is not the plan's. A syntax error ends the count.
+            let mut complete = true;
+            for item in events {
+                match item {
+                    Ok((Event::DocumentStart(..), _)) => w.documents += 1,
+                    Ok(_) => {}
+                    Err(_) => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            w.more_documents(complete);
+        }
         w.out
+    }
+
+    /// What the plan's shape forbids (a key given twice, a second document, nesting too deep).
+    pub(crate) fn structure(&self) -> &[Structural] {
+        &self.structure
     }
 
     /// The collection being read when the parser met a syntax error (`` for the root).
@@ -267,10 +408,21 @@ fn leaf(
     end: Pos,
 ) {
     if let Some(Frame::Mapping {
-        key, expecting_key, ..
+        path,
+        key,
+        expecting_key,
+        seen,
     }) = stack.last_mut()
         && *expecting_key
     {
+        // An alias (`*`) or merge (`<<`) key names no field of its own.
+        if is_scalar && text != "<<" {
+            let lines = seen.entry(text.clone()).or_default();
+            lines.push(start.0);
+            if lines.len() > 1 {
+                out.structure.push(given_again(join(path, &text), lines));
+            }
+        }
         *key = Some((text, start));
         *expecting_key = false;
         return;
@@ -289,6 +441,24 @@ fn leaf(
         );
     }
     advance(stack);
+}
+
+/// A key given more than once in one mapping, at the last of `lines`.
+fn given_again(field: String, lines: &[usize]) -> Structural {
+    let times = match lines.len() {
+        2 => "twice".to_string(),
+        n => format!("{n} times"),
+    };
+    let (last, rest) = lines.split_last().expect("two lines at least");
+    let rest: Vec<String> = rest.iter().map(usize::to_string).collect();
+    Structural {
+        field,
+        line: *last,
+        rule: format!(
+            "is given {times} (lines {} and {last}): a field appears once in its mapping; keep one",
+            rest.join(", ")
+        ),
+    }
 }
 
 fn value_path(stack: &[Frame], start: Pos) -> Option<(String, Pos)> {

@@ -77,6 +77,8 @@ fn describe_char(c: char) -> String {
         "a backtick".into()
     } else if c.is_ascii_graphic() {
         format!("`{c}`")
+    } else if !c.is_ascii() && !c.is_control() && !c.is_whitespace() {
+        format!("`{c}`, U+{:04X}, which is not ASCII", c as u32)
     } else {
         format!("the character U+{:04X}", c as u32)
     }
@@ -103,25 +105,30 @@ pub fn check_snapshot_name(name: &str) -> Result<(), String> {
     )
 }
 
-/// The plan's name becomes a folder name: 1–64 characters of `[A-Za-z0-9._-]`, starting with a letter
-/// or digit (so no `.`, `..`, hidden folders or path separators).
+/// The plan's name becomes a folder name: 1–64 characters of `[A-Za-z0-9._-]`, starting with an
+/// ASCII letter or digit (so no `.`, `..`, hidden folders or path separators). ASCII only: the folder
+/// must mean the same on every file system and in every locale a resumed run may use.
 pub fn check_plan_name(name: &str) -> Result<(), String> {
-    const RULE: &str = "must be a plain folder name: 1 to 64 characters of letters, digits, `.`, `_` and `-`, starting with a letter or digit";
+    const RULE: &str = "becomes the state's folder name, so it must be 1 to 64 characters, each an ASCII letter, digit, `.`, `_` or `-`, the first an ASCII letter or digit";
     let len = name.chars().count();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     let why = if len == 0 {
         Some("it is empty".to_string())
     } else if len > 64 {
         Some(format!("got {len} characters"))
-    } else if name.contains(['/', '\\']) {
-        Some("it contains a path separator".into())
     } else if name == "." || name == ".." {
         Some(format!("`{name}` is not a folder name"))
-    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        Some("it does not start with a letter or digit".into())
+    } else if let Some((i, c)) = name.chars().enumerate().find(|(_, c)| !allowed(*c)) {
+        let what = match c {
+            '/' | '\\' => format!("`{c}`, a path separator"),
+            _ => describe_char(c),
+        };
+        Some(format!("character {} is {what}", i + 1))
     } else {
         name.chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-            .map(|c| format!("it contains {}", describe_char(c)))
+            .next()
+            .filter(|c| !c.is_ascii_alphanumeric())
+            .map(|c| format!("it starts with {}", describe_char(c)))
     };
     match why {
         Some(why) => Err(format!("{RULE} ({why})")),

@@ -12,6 +12,7 @@ mod ledger;
 mod moto;
 #[cfg(feature = "test-hooks")]
 mod resume_points;
+mod plan_files;
 mod sandbox_migration;
 mod scenarios;
 mod stream_health;
