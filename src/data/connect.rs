@@ -229,6 +229,39 @@ impl RedisEndpoint {
     }
 }
 
+/// `host[:port]` or `[v6 address][:port]` (default port 6379); an unclosed `[`, text after `]` other than
+/// `:port`, or a bare IPv6 address are refused rather than guessed at.
+fn split_host_port(hostport: &str) -> Result<(&str, u16), DataError> {
+    let port_of = |p: &str| {
+        p.parse::<u16>().map_err(|_| {
+            DataError::InvalidUrl(format!("port `{p}` is not a number from 1 to 65535"))
+        })
+    };
+    if let Some(rest) = hostport.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(DataError::InvalidUrl(
+                "an IPv6 address opened with `[` is not closed with `]`".into(),
+            ));
+        };
+        return match after {
+            "" => Ok((host, 6379)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host, port_of(p)?)),
+                None => Err(DataError::InvalidUrl(format!(
+                    "`{after}` after the address: write `[address]:port`"
+                ))),
+            },
+        };
+    }
+    match hostport.split_once(':') {
+        Some((h, p)) if !p.contains(':') => Ok((h, port_of(p)?)),
+        Some(_) => Err(DataError::InvalidUrl(
+            "an IPv6 address must be written in brackets: `[::1]:6379`".into(),
+        )),
+        None => Ok((hostport, 6379)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,38 +319,5 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:5000");
         assert!(parse_client(ours).is_none());
         assert!(parse_client(replica).is_none());
-    }
-}
-
-/// `host[:port]` or `[v6 address][:port]` (default port 6379); an unclosed `[`, text after `]` other than
-/// `:port`, or a bare IPv6 address are refused rather than guessed at.
-fn split_host_port(hostport: &str) -> Result<(&str, u16), DataError> {
-    let port_of = |p: &str| {
-        p.parse::<u16>().map_err(|_| {
-            DataError::InvalidUrl(format!("port `{p}` is not a number from 1 to 65535"))
-        })
-    };
-    if let Some(rest) = hostport.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(DataError::InvalidUrl(
-                "an IPv6 address opened with `[` is not closed with `]`".into(),
-            ));
-        };
-        return match after {
-            "" => Ok((host, 6379)),
-            _ => match after.strip_prefix(':') {
-                Some(p) => Ok((host, port_of(p)?)),
-                None => Err(DataError::InvalidUrl(format!(
-                    "`{after}` after the address: write `[address]:port`"
-                ))),
-            },
-        };
-    }
-    match hostport.split_once(':') {
-        Some((h, p)) if !p.contains(':') => Ok((h, port_of(p)?)),
-        Some(_) => Err(DataError::InvalidUrl(
-            "an IPv6 address must be written in brackets: `[::1]:6379`".into(),
-        )),
-        None => Ok((hostport, 6379)),
     }
 }

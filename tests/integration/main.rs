@@ -10,9 +10,9 @@ mod hostile_files;
 mod invalid_plans;
 mod ledger;
 mod moto;
+mod plan_files;
 #[cfg(feature = "test-hooks")]
 mod resume_points;
-mod plan_files;
 mod sandbox_migration;
 mod scenarios;
 mod stream_health;
