@@ -5,6 +5,7 @@ mod copy_cmd;
 mod cutover_cmd;
 mod endpoints;
 mod plan_cmd;
+mod report_cmd;
 mod rollback_cmd;
 pub(crate) mod run_cmd;
 mod sandbox_cmd;
@@ -76,6 +77,8 @@ pub enum Command {
     Cutover(cutover_cmd::CutoverArgs),
     /// Point clients back at the source with the target's writes (until the source is deleted).
     Rollback(rollback_cmd::RollbackArgs),
+    /// Write the evidence pack of a finished run again (report.md, report.json) and print it.
+    Report(report_cmd::ReportArgs),
     /// The copier alone, between any two Redis endpoints (one-shot, or --live until interrupted).
     Copy(copy_cmd::CopyArgs),
     /// Compare two Redis endpoints by type, value and TTL (exit 1 when they differ).
@@ -182,6 +185,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Status(a) => status_cmd::run(&globals, a),
         Command::Cutover(a) => cutover_cmd::run(&globals, a).await,
         Command::Rollback(a) => rollback_cmd::run(&globals, a).await,
+        Command::Report(a) => report_cmd::run(&globals, a).await,
         Command::Copy(a) => copy_cmd::run(a).await,
         Command::Verify(a) => verify_cmd::run(a).await,
         Command::Wizard(a) => wizard_cmd::run(&globals, a).await,

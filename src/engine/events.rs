@@ -88,6 +88,9 @@ pub enum Event {
     },
 }
 
+/// A wait that goes on unchanged is reported again this often.
+pub const WAITING_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where events go: a reporter draws them; a journal appends them to `events.jsonl`.
 pub trait EventListener: Send + Sync {
     fn event(&self, event: &Event);
@@ -102,7 +105,9 @@ pub trait EventListener: Send + Sync {
 pub struct EventSink {
     listeners: Arc<Vec<Arc<dyn EventListener>>>,
     started: Instant,
-    last_waiting: Arc<Mutex<Option<(String, String)>>>,
+    /// The last waiting status reported, and when: a wait is reported on each change and at least every
+    /// [`WAITING_REPORT_EVERY`] while it lasts, so no wait is silent.
+    last_waiting: Arc<Mutex<Option<(String, String, Instant)>>>,
 }
 
 impl EventSink {
@@ -137,15 +142,16 @@ impl EventSink {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Whether this waiting status differs from the last one (journals keep only the changes).
+    /// Whether to report this waiting status: it differs from the last one, or the last report of it is
+    /// [`WAITING_REPORT_EVERY`] old (journals keep only the changes and these heartbeats).
     pub fn waiting_changed(&self, what: &str, status: &str) -> bool {
         let mut last = self.last_waiting.lock().expect("lock");
-        let key = (what.to_string(), status.to_string());
-        if last.as_ref() == Some(&key) {
-            false
-        } else {
-            *last = Some(key);
-            true
+        let same = last.as_ref().is_some_and(|(w, s, at)| {
+            w == what && s == status && at.elapsed() < WAITING_REPORT_EVERY
+        });
+        if !same {
+            *last = Some((what.to_string(), status.to_string(), Instant::now()));
         }
+        !same
     }
 }

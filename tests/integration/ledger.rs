@@ -59,6 +59,19 @@ fn a_refused_run_fixed_records_the_plan_that_ran_and_a_finished_plan_is_done() {
         "a step ran again: {again:?}"
     );
     assert_eq!(state(&env)["run_id"], recorded["run_id"]);
+
+    // A missing evidence pack is written again: by the next `run`, and by `ecmigrate report`.
+    let dir = env.state_dir().join("orders-migration");
+    std::fs::remove_file(dir.join("report.md")).unwrap();
+    std::fs::remove_file(dir.join("report.json")).unwrap();
+    let again = run(&env, &plan);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(dir.join("report.md").exists() && dir.join("report.json").exists());
+    std::fs::remove_file(dir.join("report.json")).unwrap();
+    let printed = env.ok(&["report", plan.to_str().unwrap(), "--format", "json"]);
+    let report: Value = serde_json::from_str(&printed.stdout).expect("report JSON");
+    assert_eq!(report["plan_checksum"], recorded["plan_checksum"]);
+    assert!(dir.join("report.json").exists());
 }
 
 #[cfg(feature = "test-hooks")]
