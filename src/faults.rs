@@ -12,8 +12,6 @@
 
 use std::time::Duration;
 
-use crate::engine::events::Event;
-
 /// The delay the test asked for inside fence `attempt` (1-based).
 pub fn fence_delay(attempt: u32) -> Option<Duration> {
     let spec = std::env::var("ECMIGRATE_TEST_FENCE_DELAY").ok()?;
@@ -35,27 +33,17 @@ pub fn cloud_faults() -> Vec<(String, String, u32)> {
         .collect()
 }
 
-/// Die right after the journal kept the event the test named (`ECMIGRATE_TEST_CRASH_AFTER`).
-pub fn crash_after(event: &Event) {
+/// Die right after the journal kept the event the test named (`ECMIGRATE_TEST_CRASH_AFTER`); `name` is the
+/// journal's name of the event (`call:CreateSnapshot`, `step_started:cutover`, …).
+pub fn crash_after(name: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEEN: AtomicU32 = AtomicU32::new(0);
     let Ok(spec) = std::env::var("ECMIGRATE_TEST_CRASH_AFTER") else {
         return;
     };
     let (what, nth) = match spec.split_once('#') {
-        Some((w, n)) => (w.to_string(), n.parse().unwrap_or(1)),
-        None => (spec.clone(), 1),
-    };
-    let name = match event {
-        Event::Call { operation, .. } => format!("call:{operation}"),
-        other => {
-            let v = serde_json::to_value(other).unwrap_or_default();
-            format!(
-                "{}:{}",
-                v["event"].as_str().unwrap_or(""),
-                v["kind"].as_str().unwrap_or("")
-            )
-        }
+        Some((w, n)) => (w, n.parse().unwrap_or(1)),
+        None => (spec.as_str(), 1),
     };
     if name == what && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == nth {
         // SAFETY: _exit ends the process at once, as a kill would; nothing after it runs.

@@ -55,6 +55,15 @@ impl EventListener for Journal {
         {
             obj.extend(ev);
         }
+        #[cfg(feature = "test-hooks")]
+        let name = match event {
+            Event::Call { operation, .. } => format!("call:{operation}"),
+            _ => format!(
+                "{}:{}",
+                line["event"].as_str().unwrap_or(""),
+                line["kind"].as_str().unwrap_or("")
+            ),
+        };
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
         if let Err(e) = self.append(&bytes) {
@@ -65,7 +74,7 @@ impl EventListener for Journal {
             return;
         }
         #[cfg(feature = "test-hooks")]
-        crate::faults::crash_after(event);
+        crate::faults::crash_after(&name);
     }
 
     fn health(&self) -> Result<(), String> {
