@@ -66,15 +66,18 @@ impl EventListener for Journal {
         };
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        if let Err(e) = self.append(&bytes) {
-            let mut failed = self.failed.lock().expect("journal state");
-            if failed.is_none() {
-                *failed = Some(format!("cannot write {}: {e}", self.path.display()));
+        match self.append(&bytes) {
+            Ok(()) => {
+                #[cfg(feature = "test-hooks")]
+                crate::faults::crash_after(&name);
             }
-            return;
+            Err(e) => {
+                let mut failed = self.failed.lock().expect("journal state");
+                if failed.is_none() {
+                    *failed = Some(format!("cannot write {}: {e}", self.path.display()));
+                }
+            }
         }
-        #[cfg(feature = "test-hooks")]
-        crate::faults::crash_after(&name);
     }
 
     fn health(&self) -> Result<(), String> {
