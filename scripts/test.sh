@@ -14,6 +14,7 @@ rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 step "format"
 cargo fmt --all -- --check
 step "lints"
+cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --all-targets --all-features --quiet -- -D warnings
 step "tests"
 start_moto
