@@ -7,6 +7,7 @@ mod cutover;
 mod harness;
 mod invalid_plans;
 mod ledger;
+mod sandbox_lifecycle;
 mod sandbox_migration;
 mod streaming;
 mod verifier;

@@ -27,6 +27,19 @@ fn set_group_status(sb: &TestSandbox, id: &str, status: &str) {
     .unwrap();
 }
 
+/// A redis-server this test started itself, killed on drop should the test fail before the sandbox
+/// stops it (`stop_pids` may already have reaped it: then it is not alive and is left alone).
+struct Stray(std::process::Child);
+
+impl Drop for Stray {
+    fn drop(&mut self) {
+        if process::pid_alive(self.0.id() as i32) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.try_wait();
+    }
+}
+
 /// Wait (bounded) until `pid` has exited.
 fn wait_gone(pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -121,23 +134,39 @@ async fn sandbox_delete_stops_a_redis_server_no_record_names() {
     sb.up("src", 0, 10, &no_progress).await.unwrap();
     let node_dir = sb.group_dir("src").join("0");
     // An orphan of a retried start: it stands in the node's folder, but no pidfile or record names it.
-    let mut stray = std::process::Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "no", "--dir"])
-        .arg(&node_dir)
-        .current_dir(&node_dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let stray_port = free_port();
+    let mut stray = Stray(
+        std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--port",
+            ])
+            .arg(stray_port.to_string())
+            .arg("--dir")
+            .arg(&node_dir)
+            .current_dir(&node_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while process::pids_under(&node_dir).len() < 2 {
-        assert!(Instant::now() < deadline, "the stray never started");
+    while std::net::TcpStream::connect(("127.0.0.1", stray_port)).is_err() {
+        assert!(Instant::now() < deadline, "the stray never listened");
+        assert!(stray.0.try_wait().unwrap().is_none(), "the stray exited");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(process::pids_under(&node_dir).len(), 2);
 
     sb.delete_group("src").await.unwrap();
-    wait_gone(stray.id() as i32);
+    wait_gone(stray.0.id() as i32);
     // `stop_pids` may have reaped it already (it is this test's child).
-    let _ = stray.try_wait();
+    let _ = stray.0.try_wait();
     assert_eq!(process::pids_under(sb.dir()), Vec::<i32>::new());
 }
 
@@ -185,4 +214,10 @@ async fn sandbox_a_creation_whose_node_cannot_come_up_is_create_failed() {
     // A create-failed group can be deleted and its id used again.
     sb.delete_group("enc").await.unwrap();
     assert!(sb.describe_group("enc").await.unwrap().is_none());
+}
+
+/// A port that was free a moment ago (the stray must listen somewhere, or redis-server exits at once).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    l.local_addr().unwrap().port()
 }
