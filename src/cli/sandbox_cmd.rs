@@ -1,4 +1,4 @@
-//! `ecmigrate sandbox up|status|down|kms`: the embedded stand-in for ElastiCache and KMS.
+//! `ecmigrate sandbox up|status|delete-group|down|kms`: the embedded stand-in for ElastiCache and KMS.
 
 use clap::Subcommand;
 use serde_json::Value;
@@ -22,6 +22,14 @@ pub enum SandboxCommand {
     Status {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
+    },
+    /// Delete one sandbox group: its processes, node folders and aliases, and the snapshots taken of it.
+    DeleteGroup {
+        /// The group's id (see `ecmigrate sandbox status`).
+        id: String,
+        /// Keep the snapshots taken of the group.
+        #[arg(long)]
+        keep_snapshots: bool,
     },
     /// Stop every sandbox process.
     Down,
@@ -103,6 +111,9 @@ pub async fn run(globals: &Globals, command: SandboxCommand) -> Result<i32> {
                 OutputFormat::Text => print_status(&v),
             }
         }
+        SandboxCommand::DeleteGroup { id, keep_snapshots } => {
+            delete_group(&sandbox, &id, keep_snapshots).await?;
+        }
         SandboxCommand::Down => {
             let n = sandbox
                 .down()
@@ -128,6 +139,49 @@ pub async fn run(globals: &Globals, command: SandboxCommand) -> Result<i32> {
     Ok(exit_code::OK)
 }
 
+async fn delete_group(
+    sandbox: &crate::cloud::sandbox::Sandbox,
+    id: &str,
+    keep_snapshots: bool,
+) -> Result<()> {
+    crate::plan::rules::check_group_id(id).map_err(|rule| {
+        Error::usage(
+            format!("sandbox delete-group: group id `{id}`: {rule}"),
+            "see `ecmigrate sandbox status` for the groups there are",
+        )
+    })?;
+    let removed = match sandbox.remove_group(id, keep_snapshots).await {
+        Ok(r) => r,
+        Err(crate::cloud::CloudError::NotFound { .. }) => {
+            return Err(Error::usage(
+                format!("sandbox delete-group: group id `{id}`: no such sandbox group"),
+                "see `ecmigrate sandbox status` for the groups there are",
+            ));
+        }
+        Err(e) => return Err(sandbox_error("sandbox delete-group", e)),
+    };
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    println!(
+        "deleted sandbox group `{}`: stopped {} process(es); aliases removed: {}; snapshots removed: {}{}",
+        removed.replication_group_id,
+        removed.processes_stopped,
+        list(&removed.aliases),
+        list(&removed.snapshots),
+        if keep_snapshots {
+            " (--keep-snapshots)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
 fn print_status(v: &Value) {
     let s = |v: &Value| {
         v.as_str()
@@ -138,13 +192,16 @@ fn print_status(v: &Value) {
     println!("groups:");
     for g in v["groups"].as_array().into_iter().flatten() {
         println!(
-            "  {:<24} {:<10} at-rest={} transit={} auth={}",
+            "  {:<24} {:<13} at-rest={} transit={} auth={}",
             s(&g["replication_group_id"]),
             s(&g["status"]),
             g["at_rest_encryption_enabled"],
             g["transit_encryption_enabled"],
             g["auth_token_enabled"]
         );
+        if let Some(why) = g["failure"].as_str() {
+            println!("      failed: {why}");
+        }
         for n in g["nodes"].as_array().into_iter().flatten() {
             println!(
                 "      {:<8} {}:{} tls={}",
@@ -158,11 +215,15 @@ fn print_status(v: &Value) {
     println!("snapshots:");
     for snap in v["snapshots"].as_array().into_iter().flatten() {
         println!(
-            "  {:<48} of {:<20} encrypted={}",
+            "  {:<48} {:<9} of {:<20} encrypted={}",
             s(&snap["name"]),
+            s(&snap["status"]),
             s(&snap["source_group"]),
             snap["encrypted"]
         );
+        if let Some(why) = snap["failure"].as_str() {
+            println!("      failed: {why}");
+        }
     }
     println!("aliases:");
     for (name, group) in v["aliases"].as_object().into_iter().flatten() {

@@ -1,6 +1,7 @@
 //! The sandbox's own operations, beyond what a cloud offers: `sandbox up` (an unencrypted, seeded source
 //! group), `sandbox status` (everything the folder holds, with live status, and its JSON types), `sandbox
-//! down` and stopping every process, and `sandbox kms` (create, enable, disable keys).
+//! delete-group` (one group, its aliases and snapshots), `sandbox down` and stopping every process, and
+//! `sandbox kms` (create, enable, disable keys).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct SandboxGroup {
     pub kms_key_id: Option<String>,
     pub engine_version: String,
     pub nodes: Vec<SandboxNode>,
+    /// Why a `create-failed` group failed.
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +58,20 @@ pub struct SandboxSnapshot {
     pub encrypted: bool,
     pub kms_key_id: Option<String>,
     pub path: String,
+    /// Why a `failed` snapshot failed.
+    pub failure: Option<String>,
+}
+
+/// What `sandbox delete-group` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxRemoved {
+    pub replication_group_id: String,
+    /// redis-server processes that were running and were stopped.
+    pub processes_stopped: usize,
+    /// Aliases that pointed at the group.
+    pub aliases: Vec<String>,
+    /// Snapshots taken of the group that were removed (none with `--keep-snapshots`).
+    pub snapshots: Vec<String>,
 }
 
 impl Sandbox {
@@ -75,6 +92,7 @@ impl Sandbox {
             )));
         }
         let _work = self.group_lock(id, true)?;
+        self.prepare_reuse_locked(id).await?;
         let group_dir = self.group_dir(id);
         registry::update(&self.dir, |reg| {
             if let Some(old) = reg.groups.get(id) {
@@ -126,12 +144,17 @@ impl Sandbox {
         Ok(self.to_group(&group, "available".into()))
     }
 
-    /// Everything the sandbox holds, with live group status.
+    /// Everything the sandbox holds, with live group status. Like any look, it finishes the work of
+    /// callers that died (snapshots still `creating`, groups `creating` or `deleting`).
     pub async fn status(&self) -> CloudResult<SandboxStatus> {
-        let reg = registry::load(&self.dir)?;
+        self.settle_snapshots().await?;
         let mut groups = Vec::new();
-        for id in reg.groups.keys() {
-            let status = self.live_status(id).await?;
+        for id in registry::load(&self.dir)?.groups.keys() {
+            let status = match self.live_status(id).await {
+                Ok(s) => s,
+                Err(CloudError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let reg = registry::load(&self.dir)?;
             let Some(g) = reg.groups.get(id) else {
                 continue;
@@ -161,8 +184,10 @@ impl Sandbox {
                         }
                     })
                     .collect(),
+                failure: g.failure.clone(),
             });
         }
+        let reg = registry::load(&self.dir)?;
         Ok(SandboxStatus {
             ca_file: self.ca_file().display().to_string(),
             groups,
@@ -180,10 +205,55 @@ impl Sandbox {
                         .and_then(|k| reg.kms_keys.get(k))
                         .map(|k| k.arn.clone()),
                     path: self.snapshot_path(s).display().to_string(),
+                    failure: s.failure.clone(),
                 })
                 .collect(),
             aliases: reg.aliases.clone(),
             kms_keys: reg.kms_keys.values().map(kms::to_kms_key).collect(),
+        })
+    }
+
+    /// Delete group `id` as `sandbox delete-group` does: its processes and node folders (as a
+    /// DeleteReplicationGroup), the aliases pointing at it, and unless `keep_snapshots` the snapshots taken
+    /// of it. `NotFound` for an unknown id.
+    pub async fn remove_group(
+        &self,
+        id: &str,
+        keep_snapshots: bool,
+    ) -> CloudResult<SandboxRemoved> {
+        check_id(id)?;
+        self.group_rec(id)?;
+        let _work = self.group_lock(id, true)?;
+        let processes_stopped = match self.group_rec(id) {
+            Ok(_) => self.delete_locked(id).await?,
+            // A reader finished its delete while we waited for the lock.
+            Err(CloudError::NotFound { .. }) => 0,
+            Err(e) => return Err(e),
+        };
+        let (aliases, snapshots) = registry::update(&self.dir, |reg| {
+            let aliases: Vec<String> = reg
+                .aliases
+                .iter()
+                .filter(|(_, group)| *group == id)
+                .map(|(alias, _)| alias.clone())
+                .collect();
+            aliases.iter().for_each(|a| {
+                reg.aliases.remove(a);
+            });
+            let snapshots: Vec<String> = reg
+                .snapshots
+                .values()
+                .filter(|s| !keep_snapshots && s.source_group == id)
+                .map(|s| s.name.clone())
+                .collect();
+            Ok((aliases, snapshots))
+        })?;
+        self.remove_snapshots(&snapshots)?;
+        Ok(SandboxRemoved {
+            replication_group_id: id.to_string(),
+            processes_stopped,
+            aliases,
+            snapshots,
         })
     }
 
@@ -216,7 +286,9 @@ impl Sandbox {
                 pids.extend(process::node_pid(&n.dir, n.pid));
             }
         }
-        // Nodes started by a run that was killed before it recorded them.
+        // Nodes started by a run that was killed before it recorded them, or whose pidfile a retried start
+        // replaced: every redis-server standing in a node folder.
+        pids.extend(process::pids_under(&self.dir.join("nodes")));
         if let Ok(groups) = std::fs::read_dir(self.dir.join("nodes")) {
             for g in groups.flatten() {
                 if let Ok(nodes) = std::fs::read_dir(g.path()) {

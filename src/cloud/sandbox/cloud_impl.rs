@@ -4,19 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use async_trait::async_trait;
-use chrono::Utc;
-
-use super::registry::{self, SnapshotRec};
-use super::{
-    DEFAULT_KEY_ALIAS, MAX_REPLICAS, STOP_GRACE, Sandbox, blocking, check_id, check_name, kms,
-    process,
-};
+use super::registry;
+use super::{DEFAULT_KEY_ALIAS, MAX_REPLICAS, Sandbox, check_id, check_name, kms};
 use crate::cloud::{
     CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, KmsKey, ReplicationGroup,
     Snapshot,
 };
 use crate::secret::Secret;
+use async_trait::async_trait;
 
 #[async_trait]
 impl CloudRead for Sandbox {
@@ -48,11 +43,13 @@ impl CloudRead for Sandbox {
     }
 
     async fn describe_snapshot(&self, name: &str) -> CloudResult<Option<Snapshot>> {
+        self.settle_snapshot(name).await?;
         let reg = registry::load(&self.dir)?;
         Ok(reg.snapshots.get(name).map(|s| Self::to_snapshot(&reg, s)))
     }
 
     async fn list_snapshots(&self, group: Option<&str>) -> CloudResult<Vec<Snapshot>> {
+        self.settle_snapshots().await?;
         let reg = registry::load(&self.dir)?;
         Ok(reg
             .snapshots
@@ -109,63 +106,7 @@ impl CloudWrite for Sandbox {
         name: &str,
         kms_key_id: Option<&str>,
     ) -> CloudResult<()> {
-        check_name("snapshot", name)?;
-        let rec = registry::update(&self.dir, |reg| {
-            if reg.snapshots.contains_key(name) {
-                return Err(CloudError::AlreadyExists {
-                    what: "snapshot",
-                    id: name.to_string(),
-                });
-            }
-            let g = reg.groups.get(group).ok_or_else(|| CloudError::NotFound {
-                what: "replication group",
-                id: group.to_string(),
-            })?;
-            let key_ref = kms_key_id
-                .map(str::to_string)
-                .or_else(|| g.kms_key_id.clone());
-            let key = match key_ref {
-                Some(k) => {
-                    let id = kms::resolve_or_default(reg, &k)?.ok_or_else(|| {
-                        CloudError::invalid(format!("KMS key `{k}` does not exist"))
-                    })?;
-                    Some(
-                        kms::usable(reg, &id, &format!("encrypt snapshot `{name}`"))?
-                            .id
-                            .clone(),
-                    )
-                }
-                None => None,
-            };
-            let ext = if key.is_some() { "sealed" } else { "rdb" };
-            let rec = SnapshotRec {
-                name: name.to_string(),
-                source_group: group.to_string(),
-                status: "creating".into(),
-                kms_key_id: key,
-                file: PathBuf::from("snapshots").join(format!("{name}.{ext}")),
-                created_at: Utc::now(),
-            };
-            reg.snapshots.insert(name.to_string(), rec.clone());
-            Ok(rec)
-        })?;
-        let group_rec = self.group_rec(group)?;
-        match self.take_snapshot(&group_rec, &rec).await {
-            Ok(()) => registry::update(&self.dir, |reg| {
-                if let Some(s) = reg.snapshots.get_mut(name) {
-                    s.status = "available".into();
-                }
-                Ok(())
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(self.snapshot_path(&rec));
-                let _ = registry::update(&self.dir, |reg| {
-                    reg.snapshots.remove(name);
-                    Ok(())
-                });
-                Err(e)
-            }
-        }
+        self.request_snapshot(group, name, kms_key_id).await
     }
 
     async fn create_group_from_snapshot(&self, req: &CreateEncryptedGroup) -> CloudResult<()> {
@@ -189,7 +130,9 @@ impl CloudWrite for Sandbox {
         crate::plan::rules::check_auth_token(req.auth_token.expose())
             .map_err(|e| CloudError::invalid(format!("auth token: {e}")))?;
         let group_dir = self.group_dir(&req.id);
+        self.settle_snapshot(&req.snapshot_name).await?;
         let _work = self.group_lock(&req.id, true)?;
+        self.prepare_reuse_locked(&req.id).await?;
         registry::update(&self.dir, |reg| {
             if reg.groups.contains_key(&req.id) {
                 return Err(CloudError::AlreadyExists {
@@ -251,35 +194,9 @@ impl CloudWrite for Sandbox {
     }
 
     async fn delete_group(&self, id: &str) -> CloudResult<()> {
-        let group = self.group_rec(id)?;
+        self.group_rec(id)?;
         let _work = self.group_lock(id, true)?;
-        let dirs: Vec<PathBuf> = group.nodes.iter().map(|n| n.dir.clone()).collect();
-        let recorded: Vec<Option<i32>> = group.nodes.iter().map(|n| n.pid).collect();
-        let group_dir = self.group_dir(id);
-        blocking(move || {
-            let mut pids: Vec<i32> = dirs
-                .iter()
-                .zip(recorded)
-                .filter_map(|(d, p)| process::node_pid(d, p))
-                .collect();
-            if let Ok(entries) = std::fs::read_dir(&group_dir) {
-                pids.extend(
-                    entries
-                        .flatten()
-                        .filter_map(|e| process::node_pid(&e.path(), None)),
-                );
-            }
-            pids.sort_unstable();
-            pids.dedup();
-            process::stop_pids(&pids, STOP_GRACE);
-            let _ = std::fs::remove_dir_all(&group_dir);
-        })
-        .await?;
-        registry::update(&self.dir, |reg| {
-            reg.groups.remove(id);
-            Ok(())
-        })?;
-        Ok(())
+        self.delete_locked(id).await.map(|_| ())
     }
 
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {

@@ -15,11 +15,18 @@ use crate::cloud::{CloudError, CloudResult, Endpoint, Node, ReplicationGroup};
 use crate::secret::Secret;
 
 impl Sandbox {
-    /// The per-group work lock (creating nodes). Blocking.
+    /// The per-group work lock: held by whoever creates or deletes a group's nodes. Blocking when `wait`.
     pub(super) fn group_lock(&self, id: &str, wait: bool) -> CloudResult<Option<File>> {
-        let locks = self.dir.join("locks");
-        std::fs::create_dir_all(&locks).map_err(|e| io("create", &locks, e))?;
-        let path = locks.join(format!("{id}.lock"));
+        self.work_lock(&format!("{id}.lock"), wait)
+    }
+
+    /// A work lock under `locks/` (`rel` is the file's path there). The kernel releases it when its holder
+    /// dies, however it dies: a free lock on a resource still marked as in progress means its worker is
+    /// gone, and whoever takes the lock may finish the work (see the module docs of `sandbox`).
+    pub(super) fn work_lock(&self, rel: &str, wait: bool) -> CloudResult<Option<File>> {
+        let path = self.dir.join("locks").join(rel);
+        let folder = path.parent().expect("a lock file has a folder");
+        std::fs::create_dir_all(folder).map_err(|e| io("create", folder, e))?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -164,11 +171,12 @@ impl Sandbox {
         }
         Ok(())
     }
-    /// Status as describe reports it; progresses a creating group (see the module docs).
+    /// Status as describe reports it; progresses a creating group and finishes a delete whose caller died
+    /// (see the module docs). `NotFound` when the group is gone (also when this call finished its delete).
     pub(super) async fn live_status(&self, id: &str) -> CloudResult<String> {
         let group = self.group_rec(id)?;
         match group.status.as_str() {
-            "creating" => {}
+            "creating" | "deleting" => {}
             "available" => {
                 let alive = group
                     .nodes
@@ -184,21 +192,38 @@ impl Sandbox {
             }
             other => return Ok(other.into()),
         }
-        // Creating: finish the work unless someone else is doing it right now.
+        // Finish the work unless someone else is doing it right now.
         let Some(_work) = self.group_lock(id, false)? else {
-            return Ok("creating".into());
+            return Ok(group.status);
         };
         let group = self.group_rec(id)?;
-        if group.status != "creating" {
-            return Ok(group.status);
+        match group.status.as_str() {
+            "creating" => self.progress_creation(id).await,
+            "deleting" => {
+                self.finish_delete(id).await?;
+                Err(CloudError::NotFound {
+                    what: "replication group",
+                    id: id.to_string(),
+                })
+            }
+            _ => Ok(group.status),
         }
+    }
+
+    /// One round of work on a creating group (the caller holds its work lock): nodes started, then
+    /// `available` once ready and old enough. A node that cannot come up (redis-server refuses to start,
+    /// exits while loading, the snapshot cannot be opened) makes the group `create-failed`, as ElastiCache
+    /// reports a creation that cannot finish; a transient error leaves it `creating` for the next look.
+    async fn progress_creation(&self, id: &str) -> CloudResult<String> {
         match self.finish_group(id, None).await {
             Ok(()) => {}
-            Err(e @ CloudError::InvalidRequest { .. }) => {
+            Err(CloudError::Transient { .. }) => return Ok("creating".into()),
+            Err(e) => {
+                // The group itself may be gone; otherwise its creation cannot finish.
+                self.group_rec(id)?;
                 self.fail_group(id, &e.to_string()).await;
                 return Ok("create-failed".into());
             }
-            Err(_) => return Ok("creating".into()),
         }
         let group = self.group_rec(id)?;
         let old_enough = Utc::now()
@@ -222,7 +247,75 @@ impl Sandbox {
         Ok("creating".into())
     }
 
-    /// Mark a group create-failed and stop its processes.
+    /// Mark a group `deleting` (it must exist), so that a caller killed from here on leaves a delete that
+    /// the next reader finishes; then finish it. The caller holds the group's work lock. Returns how many
+    /// processes were stopped.
+    pub(super) async fn delete_locked(&self, id: &str) -> CloudResult<usize> {
+        registry::update(&self.dir, |reg| {
+            let g = reg.groups.get_mut(id).ok_or_else(|| CloudError::NotFound {
+                what: "replication group",
+                id: id.to_string(),
+            })?;
+            g.status = "deleting".into();
+            Ok(())
+        })?;
+        super::hook("delete_requested").await;
+        self.finish_delete(id).await
+    }
+
+    /// Before a group id is created (again), with its work lock held: finish a delete whose caller died,
+    /// and stop every redis-server still standing in the folder of a group that has no recorded running
+    /// node (or no record), so none outlives the folder that is about to be replaced.
+    pub(super) async fn prepare_reuse_locked(&self, id: &str) -> CloudResult<()> {
+        match self.group_rec(id) {
+            Ok(g) if g.status == "deleting" => self.finish_delete(id).await.map(|_| ()),
+            Ok(g)
+                if g.nodes
+                    .iter()
+                    .any(|n| process::node_pid(&n.dir, n.pid).is_some()) =>
+            {
+                Ok(())
+            }
+            Ok(_) | Err(CloudError::NotFound { .. }) => {
+                let group_dir = self.group_dir(id);
+                blocking(move || process::stop_under(&group_dir, &[], STOP_GRACE))
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stop every process of a group (recorded, named by a pidfile, or merely standing in its folder),
+    /// remove its folder, then its record. The caller holds the group's work lock.
+    pub(super) async fn finish_delete(&self, id: &str) -> CloudResult<usize> {
+        let recorded = match self.group_rec(id) {
+            Ok(g) => g
+                .nodes
+                .iter()
+                .filter_map(|n| process::node_pid(&n.dir, n.pid))
+                .collect(),
+            Err(CloudError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let group_dir = self.group_dir(id);
+        let stopped = blocking(move || {
+            let stopped = process::stop_under(&group_dir, &recorded, STOP_GRACE);
+            match std::fs::remove_dir_all(&group_dir) {
+                Ok(()) => Ok(stopped),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(stopped),
+                Err(e) => Err(io("remove", &group_dir, e)),
+            }
+        })
+        .await??;
+        registry::update(&self.dir, |reg| {
+            reg.groups.remove(id);
+            Ok(())
+        })?;
+        Ok(stopped)
+    }
+
+    /// Mark a group create-failed and stop its processes (every one standing in its folder too).
     pub(super) async fn fail_group(&self, id: &str, why: &str) {
         let Ok(group) = self.group_rec(id) else {
             return;
@@ -232,7 +325,8 @@ impl Sandbox {
             .iter()
             .filter_map(|n| process::node_pid(&n.dir, n.pid))
             .collect();
-        let _ = blocking(move || process::stop_pids(&pids, STOP_GRACE)).await;
+        let group_dir = self.group_dir(id);
+        let _ = blocking(move || process::stop_under(&group_dir, &pids, STOP_GRACE)).await;
         if let Some(primary) = group.nodes.first() {
             let _ = std::fs::remove_file(primary.dir.join(RDB));
         }

@@ -9,8 +9,12 @@
 //!   `redis.pid`, `redis.log`, `tls.crt`/`tls.key` on encrypted groups.
 //! - `snapshots/<name>.sealed` (AES-256-GCM, data key wrapped by a sandbox KMS key) or `<name>.rdb` (plain,
 //!   only for a snapshot of an unencrypted group taken without a key).
-//! - `locks/<group>.lock`: held by whoever is creating a group's nodes (the creating call, or a describe that
-//!   finishes the work of a creating call that was killed).
+//! - `locks/<group>.lock`: held by whoever is creating or deleting a group's nodes (the calling process, or
+//!   a reader that finishes the work of a caller that was killed); `locks/snapshots/<name>.lock`: held by
+//!   whoever is writing a snapshot. The kernel releases a lock when its holder dies, so a record still
+//!   marked `creating`/`deleting` whose lock is free is work whose process is gone: like a control plane,
+//!   the sandbox finishes it on the next look (any describe, list or `sandbox status`), independent of the
+//!   process that asked.
 //!
 //! Group status as describe reports it:
 //! - `creating`: registered; nodes starting or not yet ready (PING over TLS+AUTH where needed, replicas
@@ -20,20 +24,34 @@
 //! - `available`: stored once every node was ready; reported while all its processes run.
 //! - `stopped`: an available group none of whose processes run (killed, machine rebooted); `degraded`: some
 //!   of them run. Nothing restarts such a group (its data lived only in memory): delete it, or `sandbox down`.
-//! - `create-failed`: a creation that could not finish (e.g. the snapshot's key was disabled before a node
-//!   could be started); its processes are stopped; delete it.
+//! - `create-failed`: a creation that could not finish: a node could not come up (redis-server refused to
+//!   start or exited while loading, the snapshot could not be opened, e.g. its key was disabled); its
+//!   processes are stopped; delete it.
+//! - `deleting`: stored first by a delete, which then stops the processes and removes the group; a delete
+//!   whose caller died is finished by the next look, so the group goes `deleting` → gone.
+//!
+//! Snapshot status: `creating` from the request until its file is written, then `available`; a request
+//! whose process died is redone by the next look (the snapshot then holds the data of that moment), and
+//! `failed` when that cannot be done (the group is gone or has no running node, the key is disabled).
+//!
+//! No process outlives its group: every start attempt first stops any redis-server standing in the node's
+//! folder (one a killed caller started but never recorded, or one of a timed-out attempt), a failed attempt
+//! stops its own, and delete, create-failed and `down` stop every redis-server whose working folder lies in
+//! the group's folder, found through `/proc` whether recorded or not.
 //!
 //! `down` stops every process and removes every group (and its node folders) from the registry; snapshots,
-//! aliases, KMS keys and the CA stay.
+//! aliases, KMS keys and the CA stay. `sandbox delete-group` removes one group, its aliases and (unless
+//! kept) its snapshots.
 //!
 //! Where the code lives:
 //! - this file: the [`Sandbox`] handle, its folder layout and the helpers its parts share;
-//! - `admin`: the `sandbox up/status/down` and `sandbox kms` operations and their JSON types;
-//! - `groups`: group records, the per-group work lock, the status a describe reports, creation and failure;
+//! - `admin`: the `sandbox up/status/down/delete-group` and `sandbox kms` operations and their JSON types;
+//! - `groups`: group records, the work locks, the status a describe reports, creation, failure, deletion;
 //! - `nodes`: one node's lifecycle (files, start, record) and the data-plane checks on running nodes;
-//! - `snapshots`: snapshot files (SAVE, sealing, unsealing) and their records;
+//! - `snapshots`: snapshot requests, files (SAVE, sealing, unsealing), finishing orphaned requests, records;
 //! - `cloud_impl`: the `CloudRead`/`CloudWrite` implementation on top of those;
-//! - `registry`, `process`, `kms`, `tls`: registry.json, redis-server processes, KMS keys, certificates.
+//! - `registry`, `process`, `kms`, `tls`: registry.json, redis-server processes, KMS keys, certificates;
+//! - `test_hooks` (feature `test-hooks` only): points where a test may hold the process to kill it there.
 
 mod admin;
 mod cloud_impl;
@@ -43,8 +61,12 @@ mod nodes;
 mod process;
 mod registry;
 mod snapshots;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 mod tls;
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;
 
@@ -54,7 +76,7 @@ use std::time::Duration;
 use self::registry::{Role, SnapshotRec};
 use crate::cloud::{CloudError, CloudResult, NodeRole};
 
-pub use self::admin::{SandboxGroup, SandboxNode, SandboxSnapshot, SandboxStatus};
+pub use self::admin::{SandboxGroup, SandboxNode, SandboxRemoved, SandboxSnapshot, SandboxStatus};
 pub use self::kms::DEFAULT_KEY_ALIAS;
 
 /// Sandbox setting, not a fault hook: the env var holding the simulated provisioning time (ms), the minimum
@@ -115,6 +137,14 @@ fn provisioning_delay_from_env() -> Duration {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_millis)
         .unwrap_or(Duration::ZERO)
+}
+
+/// A point where a test may hold this process to kill it there (feature `test-hooks`; nothing otherwise).
+async fn hook(point: &'static str) {
+    #[cfg(feature = "test-hooks")]
+    test_hooks::hold(point).await;
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = point;
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> CloudResult<T> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, HOST, NodeConfig, RDB, StartError, TlsFiles};
 use super::registry::{self, GroupRec, NodeRec, Role};
-use super::{Sandbox, blocking, io, set_mode, tls};
+use super::{STOP_GRACE, Sandbox, blocking, io, set_mode, tls};
 use crate::cloud::{CloudError, CloudResult};
 use crate::data::connect::{RedisEndpoint, connect};
 use crate::secret::Secret;
@@ -52,7 +52,10 @@ impl Sandbox {
             .map_err(|e| CloudError::Transient { message: e.into() })
     }
 
-    /// Write the node's files, start it (new port on a clash) and record it.
+    /// Write the node's files, start it (new port on a clash) and record it. No process of an attempt
+    /// survives it unrecorded: each attempt first stops any redis-server standing in the node's folder (one
+    /// whose starter was killed before recording it, or a restart's predecessor), and a failed attempt
+    /// stops its own process (a start that timed out may still come up later).
     pub(super) async fn start_node(
         &self,
         group: &GroupRec,
@@ -63,6 +66,7 @@ impl Sandbox {
         let setup = self.prepare_node(group, index, token)?;
         let mut last = String::new();
         for attempt in 0..8 {
+            self.stop_strays(&setup).await?;
             // A restarted node keeps its port when it can: clients and replicas know it.
             let port = match existing {
                 Some(n) if attempt == 0 => n.port,
@@ -73,10 +77,14 @@ impl Sandbox {
             } else {
                 None
             };
-            match self.try_start(&setup, port, plain_port).await? {
+            let failure = match self.try_start(&setup, port, plain_port).await? {
                 Ok(pid) => return self.record_node(&setup, port, plain_port, pid),
-                Err(StartError::PortClash) => last = format!("port {port} was taken"),
-                Err(StartError::Failed(e)) => {
+                Err(failure) => failure,
+            };
+            self.stop_strays(&setup).await?;
+            match failure {
+                StartError::PortClash => last = format!("port {port} was taken"),
+                StartError::Failed(e) => {
                     return Err(CloudError::other(format!(
                         "sandbox: node {}: {e}",
                         setup.id
@@ -88,6 +96,13 @@ impl Sandbox {
             "sandbox: node {} could not get a port ({last})",
             setup.id
         )))
+    }
+
+    /// Stop every redis-server standing in the node's folder.
+    async fn stop_strays(&self, setup: &NodeSetup<'_>) -> CloudResult<()> {
+        let dir = setup.dir.clone();
+        blocking(move || process::stop_under(&dir, &[], STOP_GRACE)).await?;
+        Ok(())
     }
 
     /// Everything a node needs before its first start attempt: its folder (0700), its certificate on an
@@ -197,6 +212,7 @@ impl Sandbox {
         })
     }
 
+    /// Wait until `node` answers PING; fails at once when its process is gone (it exited while loading).
     pub(super) async fn wait_ping(
         &self,
         group: &GroupRec,
@@ -207,6 +223,13 @@ impl Sandbox {
         loop {
             match self.ping(group, node).await {
                 Ok(()) => return Ok(()),
+                Err(_) if process::node_pid(&node.dir, node.pid).is_none() => {
+                    return Err(CloudError::other(format!(
+                        "sandbox: node {} exited before it answered (see {})",
+                        node.id,
+                        node.dir.join(process::LOGFILE).display()
+                    )));
+                }
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }

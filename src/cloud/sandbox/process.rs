@@ -1,4 +1,6 @@
-//! redis-server processes: configuration files, start (daemonized, tracked by pidfile), liveness, stop.
+//! redis-server processes: configuration files, start (daemonized, tracked by pidfile), liveness, stop, and
+//! finding every redis-server whose working folder lies in a folder of ours, recorded or not (a start that
+//! was retried, or whose caller was killed before it recorded the pid, leaves such a process behind).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -218,13 +220,19 @@ pub fn start(node_dir: &Path) -> Result<i32, StartError> {
         if new_log.contains("Address already in use") {
             return Err(StartError::PortClash);
         }
-        if new_log.contains("# Fatal")
-            || new_log.contains("FATAL")
-            || new_log.contains("Failed listening")
+        // `# Fatal error, can't open config file`, `Fatal error loading the DB`, `FATAL CONFIG FILE ERROR`.
+        if ["# Fatal", "FATAL", "Fatal error", "Failed listening"]
+            .iter()
+            .any(|m| new_log.contains(m))
         {
+            // redis quotes a configuration line it refuses: never one that holds the AUTH token.
+            let log: Vec<&str> = new_log
+                .lines()
+                .filter(|l| !l.contains("requirepass") && !l.contains("masterauth"))
+                .collect();
             return Err(StartError::Failed(format!(
                 "redis-server did not start: {}",
-                new_log.trim()
+                log.join("\n").trim()
             )));
         }
         if Instant::now() > deadline {
@@ -267,4 +275,51 @@ pub fn stop_pids(pids: &[i32], grace: Duration) -> usize {
     // A process that turned into a zombie after the last reap in `wait`.
     live.iter().for_each(|p| reap(*p));
     live.len()
+}
+
+/// Whether `pid` runs a Redis-compatible server (its name or command line says so), so a scan by working
+/// folder never hits a shell or an ecmigrate that happens to stand in a node folder.
+fn is_redis_server(pid: i32) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    ["redis-server", "valkey-server"]
+        .iter()
+        .any(|name| comm.trim() == *name || cmdline.contains(name))
+}
+
+/// Every live redis-server whose working folder is `dir` or lies inside it (also one whose folder was
+/// removed under it: the kernel then reports `<path> (deleted)`). Found through `/proc`, so it finds what
+/// no pidfile or registry entry names.
+pub fn pids_under(dir: &Path) -> Vec<i32> {
+    let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| {
+                let cwd = cwd.to_string_lossy();
+                let cwd = Path::new(cwd.strip_suffix(" (deleted)").unwrap_or(&cwd));
+                cwd.starts_with(&root)
+            })
+        })
+        .filter(|pid| pid_alive(*pid) && is_redis_server(*pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Stop every redis-server under `dir` (see [`pids_under`]) and `extra` (recorded pids, already checked to
+/// be ours). Returns how many were running.
+pub fn stop_under(dir: &Path, extra: &[i32], grace: Duration) -> usize {
+    let mut pids = pids_under(dir);
+    pids.extend_from_slice(extra);
+    pids.sort_unstable();
+    pids.dedup();
+    stop_pids(&pids, grace)
 }

@@ -57,8 +57,8 @@ pub struct NodeRec {
 pub struct GroupRec {
     pub id: String,
     pub description: String,
-    /// Stored status: `creating`, `available`, `create-failed`. What describe reports is computed from it
-    /// and the processes (see `Sandbox::describe_group`).
+    /// Stored status: `creating`, `available`, `create-failed`, `deleting`. What describe reports is
+    /// computed from it and the processes (see the module docs of `sandbox`).
     pub status: String,
     pub engine: String,
     pub engine_version: String,
@@ -88,13 +88,16 @@ pub struct GroupRec {
 pub struct SnapshotRec {
     pub name: String,
     pub source_group: String,
-    /// `creating` or `available`.
+    /// `creating`, `available` or `failed`.
     pub status: String,
     /// Id of the KMS key the snapshot is sealed with; `None` = plain RDB.
     pub kms_key_id: Option<String>,
     /// Relative to the sandbox folder: `snapshots/<name>.rdb` or `snapshots/<name>.sealed`.
     pub file: PathBuf,
     pub created_at: DateTime<Utc>,
+    /// Why a snapshot is `failed`.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,13 +1,113 @@
-//! Snapshots: the file a snapshot is (an RDB from SAVE on a running node, sealed under a sandbox KMS key
-//! unless taken from an unencrypted group without a key), reading it back for a restore, and how a
-//! snapshot record appears to callers.
+//! Snapshots: a request (registered `creating` under the snapshot's work lock, then written), the file a
+//! snapshot is (an RDB from SAVE on a running node, sealed under a sandbox KMS key unless taken from an
+//! unencrypted group without a key), finishing a request whose process died, reading a snapshot back for
+//! a restore, and how a snapshot record appears to callers.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use chrono::Utc;
 
 use super::process::{self, RDB};
 use super::registry::{self, GroupRec, Registry, SnapshotRec};
-use super::{Sandbox, io, kms};
+use super::{Sandbox, check_name, io, kms};
 use crate::cloud::{CloudError, CloudResult, Snapshot};
 
 impl Sandbox {
+    /// The work lock of snapshot `name`, held while its file is being written.
+    fn snapshot_lock(&self, name: &str) -> CloudResult<Option<File>> {
+        self.work_lock(&format!("snapshots/{name}.lock"), false)
+    }
+
+    /// CreateSnapshot: register `name` as `creating` (under its work lock, so a later reader can tell a
+    /// live request from one whose process died), then write it and mark it `available`. A failure of the
+    /// write removes the record and is returned, so a retry may use the name again.
+    pub(super) async fn request_snapshot(
+        &self,
+        group: &str,
+        name: &str,
+        kms_key_id: Option<&str>,
+    ) -> CloudResult<()> {
+        check_name("snapshot", name)?;
+        let exists = || CloudError::AlreadyExists {
+            what: "snapshot",
+            id: name.to_string(),
+        };
+        // Held: someone is writing a snapshot of that name right now.
+        let _work = self.snapshot_lock(name)?.ok_or_else(exists)?;
+        let rec = registry::update(&self.dir, |reg| {
+            if reg.snapshots.contains_key(name) {
+                return Err(exists());
+            }
+            let rec = new_snapshot_rec(reg, group, name, kms_key_id)?;
+            reg.snapshots.insert(name.to_string(), rec.clone());
+            Ok(rec)
+        })?;
+        super::hook("snapshot_requested").await;
+        let written = match self.group_rec(group) {
+            Ok(g) => self.take_snapshot(&g, &rec).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => set_snapshot_status(&self.dir, name, "available", None),
+            Err(e) => {
+                let _ = std::fs::remove_file(self.snapshot_path(&rec));
+                let _ = registry::update(&self.dir, |reg| {
+                    reg.snapshots.remove(name);
+                    Ok(())
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Finish snapshot `name` when it is `creating` and the process that requested it is gone (its work
+    /// lock is free): take it now, or mark it `failed` when it cannot be taken. A transient error leaves it
+    /// `creating` for the next reader. Nothing happens while its requester still works on it.
+    pub(super) async fn settle_snapshot(&self, name: &str) -> CloudResult<()> {
+        let creating = |reg: &Registry| {
+            reg.snapshots
+                .get(name)
+                .filter(|s| s.status == "creating")
+                .cloned()
+        };
+        if creating(&registry::load(&self.dir)?).is_none() {
+            return Ok(());
+        }
+        let Some(_work) = self.snapshot_lock(name)? else {
+            return Ok(());
+        };
+        let Some(rec) = creating(&registry::load(&self.dir)?) else {
+            return Ok(());
+        };
+        let written = match self.group_rec(&rec.source_group) {
+            Ok(g) => self.take_snapshot(&g, &rec).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => set_snapshot_status(&self.dir, name, "available", None),
+            Err(CloudError::Transient { .. }) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(self.snapshot_path(&rec));
+                set_snapshot_status(&self.dir, name, "failed", Some(e.to_string()))
+            }
+        }
+    }
+
+    /// [`Self::settle_snapshot`] for every snapshot still `creating`.
+    pub(super) async fn settle_snapshots(&self) -> CloudResult<()> {
+        let creating: Vec<String> = registry::load(&self.dir)?
+            .snapshots
+            .into_values()
+            .filter(|s| s.status == "creating")
+            .map(|s| s.name)
+            .collect();
+        for name in creating {
+            self.settle_snapshot(&name).await?;
+        }
+        Ok(())
+    }
+
     /// The RDB bytes of a snapshot (unsealed with its key, which must be Enabled).
     pub(super) fn open_snapshot(&self, name: &str) -> CloudResult<Vec<u8>> {
         let reg = registry::load(&self.dir)?;
@@ -64,6 +164,25 @@ impl Sandbox {
         registry::write_atomic(&dest, &out, 0o600)
     }
 
+    /// Remove snapshot records and their files (the caller decided they go).
+    pub(super) fn remove_snapshots(&self, names: &[String]) -> CloudResult<()> {
+        let files: Vec<PathBuf> = registry::update(&self.dir, |reg| {
+            Ok(names
+                .iter()
+                .filter_map(|n| reg.snapshots.remove(n))
+                .map(|s| self.snapshot_path(&s))
+                .collect())
+        })?;
+        for f in files {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("remove", &f, e)),
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn to_snapshot(reg: &Registry, s: &SnapshotRec) -> Snapshot {
         Snapshot {
             name: s.name.clone(),
@@ -78,4 +197,58 @@ impl Sandbox {
             source: "manual".into(),
         }
     }
+}
+
+/// The record of a new snapshot request of `group`: the key it is sealed with (the named one, else the
+/// group's own), which must exist and be Enabled.
+pub(super) fn new_snapshot_rec(
+    reg: &mut Registry,
+    group: &str,
+    name: &str,
+    kms_key_id: Option<&str>,
+) -> CloudResult<SnapshotRec> {
+    let g = reg.groups.get(group).ok_or_else(|| CloudError::NotFound {
+        what: "replication group",
+        id: group.to_string(),
+    })?;
+    let key_ref = kms_key_id
+        .map(str::to_string)
+        .or_else(|| g.kms_key_id.clone());
+    let key = match key_ref {
+        Some(k) => {
+            let id = kms::resolve_or_default(reg, &k)?
+                .ok_or_else(|| CloudError::invalid(format!("KMS key `{k}` does not exist")))?;
+            Some(
+                kms::usable(reg, &id, &format!("encrypt snapshot `{name}`"))?
+                    .id
+                    .clone(),
+            )
+        }
+        None => None,
+    };
+    let ext = if key.is_some() { "sealed" } else { "rdb" };
+    Ok(SnapshotRec {
+        name: name.to_string(),
+        source_group: group.to_string(),
+        status: "creating".into(),
+        kms_key_id: key,
+        file: PathBuf::from("snapshots").join(format!("{name}.{ext}")),
+        created_at: Utc::now(),
+        failure: None,
+    })
+}
+
+fn set_snapshot_status(
+    dir: &std::path::Path,
+    name: &str,
+    status: &str,
+    failure: Option<String>,
+) -> CloudResult<()> {
+    registry::update(dir, |reg| {
+        if let Some(s) = reg.snapshots.get_mut(name) {
+            s.status = status.to_string();
+            s.failure = failure;
+        }
+        Ok(())
+    })
 }

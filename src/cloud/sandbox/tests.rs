@@ -10,8 +10,8 @@ use crate::data::connect::{RedisEndpoint, connect};
 use crate::secret::Secret;
 
 /// A sandbox in a temporary folder whose processes are killed when the test ends, pass or fail.
-struct TestSandbox {
-    sb: Sandbox,
+pub(super) struct TestSandbox {
+    pub(super) sb: Sandbox,
     _tmp: tempfile::TempDir,
 }
 
@@ -28,7 +28,7 @@ impl std::ops::Deref for TestSandbox {
     }
 }
 
-fn sandbox() -> TestSandbox {
+pub(super) fn sandbox() -> TestSandbox {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // redis-server daemonizes, so its parent is whatever reaps orphans: normally init, but in a container
     // PID 1 may never reap, and a stopped node would linger as a zombie that `kill(pid, 0)` still finds.
@@ -42,9 +42,9 @@ fn sandbox() -> TestSandbox {
     TestSandbox { sb, _tmp: tmp }
 }
 
-fn no_progress(_: u64, _: u64) {}
+pub(super) fn no_progress(_: u64, _: u64) {}
 
-async fn wait_available(sb: &Sandbox, id: &str) -> ReplicationGroup {
+pub(super) async fn wait_available(sb: &Sandbox, id: &str) -> ReplicationGroup {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let g = sb.describe_group(id).await.unwrap().expect("group exists");
@@ -56,7 +56,7 @@ async fn wait_available(sb: &Sandbox, id: &str) -> ReplicationGroup {
     }
 }
 
-async fn dbsize(endpoint: &RedisEndpoint) -> Result<u64, String> {
+pub(super) async fn dbsize(endpoint: &RedisEndpoint) -> Result<u64, String> {
     let mut conn = connect(endpoint).await?;
     redis::cmd("DBSIZE")
         .query_async::<u64>(&mut conn)
@@ -65,7 +65,7 @@ async fn dbsize(endpoint: &RedisEndpoint) -> Result<u64, String> {
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+pub(super) fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
@@ -80,7 +80,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     found
 }
 
-fn request(
+pub(super) fn request(
     id: &str,
     snapshot: &str,
     kms_key: Option<&str>,
