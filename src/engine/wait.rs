@@ -29,12 +29,14 @@ where
     let started = Instant::now();
     let mut interval = Duration::from_millis(200);
     let mut transient_failures = 0u32;
+    let mut last_status = String::from("not seen yet");
     loop {
         match probe().await {
             Ok(Poll::Ready(v)) => return Ok(v),
             Ok(Poll::Pending(status)) => {
                 transient_failures = 0;
                 ctx.waiting(what, &status, started);
+                last_status = status;
             }
             Ok(Poll::Failed(message)) => {
                 return Err(Error::failed(
@@ -55,8 +57,18 @@ where
         }
         if started.elapsed() >= timeout {
             return Err(Error::failed(
-                format!("{what}: still not ready after {}s", timeout.as_secs()),
-                "run the same command again to keep waiting, or raise `timeout_seconds` in the step",
+                format!(
+                    "{what}: still `{last_status}` after {}s (the step's bound)",
+                    timeout.as_secs()
+                ),
+                format!(
+                    "check it in the cloud ({}); run the same command again to keep waiting, or raise `timeout_seconds` in the step",
+                    if ctx.plan.plan.provider == crate::plan::Provider::Aws {
+                        "the ElastiCache console or `aws elasticache describe-*`"
+                    } else {
+                        "`ecmigrate sandbox status`"
+                    }
+                ),
             ));
         }
         tokio::time::sleep(interval).await;
