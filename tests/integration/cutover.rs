@@ -256,6 +256,13 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
     let text = env.ok(&["status", plan.to_str().unwrap()]);
     assert!(text.stdout.contains("waiting"), "{text:?}");
     assert!(text.stdout.contains("pending"), "{text:?}");
+    // Enough writes on the source before the switch to mean something, however slow the machine.
+    let source_port = Env::primary_port(&env.sandbox_status(), SOURCE);
+    wait_for(
+        "the writer to make 400 writes on the source while the cutover waits",
+        Duration::from_secs(60),
+        || writer.writes_on(source_port) >= 400,
+    );
 
     let released = env.run(&["cutover", plan.to_str().unwrap()]);
     assert_eq!(released.code, 0, "{released:?}");
