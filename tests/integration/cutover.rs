@@ -15,7 +15,7 @@ use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, exec, full_pla
 const ALIAS: &str = "orders-endpoint";
 
 /// The full plan with `stream_copy` and a postponed cutover; `extra` goes into the cutover step.
-fn postponed_plan(env: &Env, extra: &str, keep_source: bool) -> String {
+pub(crate) fn postponed_plan(env: &Env, extra: &str, keep_source: bool) -> String {
     let plan = full_plan(env)
         .replace(
             "  - kind: restore_encrypted\n",

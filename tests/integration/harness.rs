@@ -109,6 +109,16 @@ impl Env {
         r
     }
 
+    /// The run journal (`events.jsonl`) of the plan named `orders-migration` (the tests' plans), as text.
+    pub fn journal(&self) -> String {
+        std::fs::read_to_string(
+            self.state_dir()
+                .join("orders-migration")
+                .join("events.jsonl"),
+        )
+        .unwrap_or_default()
+    }
+
     pub fn write_plan(&self, name: &str, yaml: &str) -> PathBuf {
         let path = self.path().join(name);
         std::fs::write(&path, yaml).expect("write plan");

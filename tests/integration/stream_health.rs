@@ -14,39 +14,11 @@ use ecmigrate::data::connect::RedisEndpoint;
 use ecmigrate::data::verify::{VerifyMode, verify};
 use serde_json::Value;
 
-use crate::harness::{Env, Running, SOURCE, TARGET, block_on, full_plan};
-
-/// The full plan with `stream_copy` and a postponed cutover, without `delete_source` (the source stays
-/// to compare with).
-fn held_plan(env: &Env) -> String {
-    let plan = full_plan(env)
-        .replace(
-            "  - kind: restore_encrypted\n",
-            "  - kind: restore_encrypted\n  - kind: stream_copy\n",
-        )
-        .replace("    full: true\n", "")
-        .replace(
-            "    alias: orders-endpoint\n",
-            "    alias: orders-endpoint\n    postpone: true\n",
-        );
-    plan.split("  - kind: delete_source")
-        .next()
-        .unwrap()
-        .to_string()
-}
+use crate::harness::{Env, Running, SOURCE, TARGET, block_on};
 
 fn status(env: &Env, plan: &Path) -> Value {
     let r = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
     serde_json::from_str(&r.stdout).unwrap()
-}
-
-fn journal(env: &Env) -> String {
-    std::fs::read_to_string(
-        env.state_dir()
-            .join("orders-migration")
-            .join("events.jsonl"),
-    )
-    .unwrap_or_default()
 }
 
 /// Poll `status --output json` until `ok` holds of it, for at most `limit`; the run must not end meanwhile.
@@ -175,7 +147,7 @@ fn a_killed_target_primary_shows_in_status_and_the_stream_recovers_when_it_is_ba
 {
     let env = Env::new();
     env.sandbox_with_source(3000);
-    let plan = env.write_plan("plan.yaml", &held_plan(&env));
+    let plan = env.write_plan("plan.yaml", &crate::cutover::postponed_plan(&env, "", true));
     let source = RedisEndpoint::plain(
         "127.0.0.1",
         Env::primary_port(&env.sandbox_status(), SOURCE),
@@ -277,7 +249,7 @@ fn a_killed_target_primary_shows_in_status_and_the_stream_recovers_when_it_is_ba
     assert_eq!(run.code, 0, "{run:?}");
 
     // The run said so once when the target failed, and once when it recovered.
-    let notes = journal(&env);
+    let notes = env.journal();
     let count = |needle: &str| notes.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(
         count("the stream cannot copy: target unreachable"),

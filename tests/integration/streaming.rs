@@ -22,20 +22,12 @@ fn streaming_plan(env: &Env) -> String {
         .to_string()
 }
 
-fn journal(env: &Env) -> String {
-    std::fs::read_to_string(
-        env.state_dir()
-            .join("orders-migration")
-            .join("events.jsonl"),
-    )
-    .unwrap_or_default()
-}
-
 /// Wait until the journal has a line with every one of `parts`.
 fn wait_for_event(env: &Env, child: &mut Running, parts: &[&str]) {
     let started = Instant::now();
     loop {
-        if journal(env)
+        if env
+            .journal()
             .lines()
             .any(|l| parts.iter().all(|p| l.contains(p)))
         {
@@ -44,12 +36,12 @@ fn wait_for_event(env: &Env, child: &mut Running, parts: &[&str]) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "never saw {parts:?}: {}",
-            journal(env)
+            env.journal()
         );
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before {parts:?}: {}",
-            journal(env)
+            env.journal()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
