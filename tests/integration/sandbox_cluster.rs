@@ -123,7 +123,7 @@ async fn check_cluster(
 #[test]
 fn sandbox_up_with_shards_forms_a_cluster_with_every_slot_once_and_keys_on_their_owners() {
     let env = Env::new();
-    env.ok(&[
+    let up = env.ok(&[
         "sandbox",
         "up",
         "--group",
@@ -135,6 +135,13 @@ fn sandbox_up_with_shards_forms_a_cluster_with_every_slot_once_and_keys_on_their
         "--keys",
         "3000",
     ]);
+    // The wait for the cluster's agreement is reported as it goes.
+    assert!(
+        up.stderr
+            .contains("cluster `shop`: cluster_state ok on 6/6 node(s)"),
+        "{up:?}"
+    );
+    assert!(up.stdout.contains("3 shard(s)"), "{up:?}");
     let status = env.sandbox_status();
     let g = group(&status, "shop");
     assert_eq!(g["status"], "available", "{g}");
@@ -363,4 +370,164 @@ fn an_encrypted_cluster_restored_from_a_clusters_snapshot_is_tls_only_with_auth_
     );
     env.ok(&["sandbox", "down"]);
     assert_eq!(redis_servers_under(&env.sandbox_dir()), Vec::<i32>::new());
+}
+
+#[test]
+fn a_cluster_mode_disabled_snapshot_restores_into_a_cluster_unless_it_has_keys_outside_database_0()
+{
+    let env = Env::new();
+    env.ok(&[
+        "sandbox",
+        "up",
+        "--group",
+        "orders",
+        "--replicas",
+        "0",
+        "--keys",
+        "300",
+    ]);
+    env.ok(&["sandbox", "kms", "create", "shop"]);
+    let token = Secret::new("Cluster-token-0123456789abcdef".to_string());
+    let sandbox_dir = env.sandbox_dir();
+    let source_port = Env::primary_port(&env.sandbox_status(), "orders");
+    let refused = block_on(async {
+        let sb = ecmigrate::cloud::sandbox::Sandbox::open(&sandbox_dir).unwrap();
+        sb.create_snapshot("orders", "orders-a", Some("alias/shop"))
+            .await
+            .unwrap();
+        sb.create_group_from_snapshot(&cluster_request("orders-enc", "orders-a", 3, &token))
+            .await
+            .unwrap();
+        // A key outside database 0, which a cluster does not have.
+        let mut c = connect(&RedisEndpoint::plain("127.0.0.1", source_port).with_db(3))
+            .await
+            .unwrap();
+        crate::harness::exec(&mut c, &["SET", "ecm:in-db3", "x"]).await;
+        sb.create_snapshot("orders", "orders-b", Some("alias/shop"))
+            .await
+            .unwrap();
+        sb.create_group_from_snapshot(&cluster_request("orders-enc2", "orders-b", 2, &token))
+            .await
+            .expect_err("keys in db3 cannot go into a cluster")
+            .to_string()
+    });
+    assert!(
+        refused.contains("db3") && refused.contains("database 0 only"),
+        "{refused}"
+    );
+    let mut status = env.sandbox_status();
+    wait_for("orders-enc available", Duration::from_secs(60), || {
+        status = env.sandbox_status();
+        group(&status, "orders-enc")["status"] == "available"
+    });
+    assert_eq!(group(&status, "orders-enc2")["status"], "create-failed");
+    assert!(
+        env.sandbox_files().iter().all(|f| !f.ends_with("dump.rdb")),
+        "a plaintext RDB was left behind"
+    );
+    assert_eq!(
+        redis_servers_under(&env.sandbox_dir().join("nodes").join("orders-enc2")),
+        Vec::<i32>::new(),
+        "a failed creation leaves no node running"
+    );
+    let g = group(&status, "orders-enc");
+    let ranges = checked_slot_ranges(g, 3);
+    let ca = std::path::PathBuf::from(status["ca_file"].as_str().unwrap());
+    let total = block_on(check_cluster(g, &ranges, |p| RedisEndpoint {
+        host: "127.0.0.1".into(),
+        port: p,
+        tls: true,
+        ca_file: Some(ca.clone()),
+        password: Some(token.clone()),
+        db: 0,
+    }));
+    assert_eq!(total, 300);
+}
+
+/// A restore into a cluster whose requester was SIGKILLed while a snapshot was loaded for the copy is
+/// finished by the next look: the orphaned loading server is stopped, every key lands, no process is left
+/// beyond the group's nodes, and the rerun of the plan goes on from the group.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_cluster_restore_whose_requester_was_killed_is_finished_by_the_next_look() {
+    let env = Env::new();
+    env.sandbox_with_source(300);
+    let plan = env.write_plan(
+        "plan.yaml",
+        &format!(
+            r#"version: 1
+name: orders-cluster
+provider: sandbox
+source:
+  replication_group_id: orders
+target:
+  replication_group_id: orders-enc
+  kms_key_id: alias/orders
+  num_node_groups: 2
+  auth_token: {{ generate: true, file: {} }}
+steps:
+  - kind: preflight
+  - kind: backup
+    snapshot_name: orders-pre
+  - kind: restore_encrypted
+"#,
+            env.token_file().display()
+        ),
+    );
+    let group_dir = env.sandbox_dir().join("nodes").join("orders-enc");
+    let loader_dir = group_dir.join("restore-1");
+    let mut run = crate::harness::Running::new(
+        env.command(&["run", plan.to_str().unwrap(), "--yes"])
+            .env("ECMIGRATE_TEST_SANDBOX_HOLD", "restore_loaded")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ecmigrate"),
+    );
+    wait_for(
+        "the snapshot loaded for the copy",
+        Duration::from_secs(60),
+        || {
+            assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+            redis_servers_under(&loader_dir).len() == 1
+        },
+    );
+    assert_eq!(
+        group(&env.sandbox_status(), "orders-enc")["status"],
+        "creating"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(
+        redis_servers_under(&loader_dir).len(),
+        1,
+        "the loader outlives its caller"
+    );
+
+    let mut status = env.sandbox_status();
+    wait_for("orders-enc available", Duration::from_secs(60), || {
+        status = env.sandbox_status();
+        group(&status, "orders-enc")["status"] == "available"
+    });
+    let g = group(&status, "orders-enc");
+    assert_eq!(
+        nodes(g).len(),
+        4,
+        "2 shards of a primary and a replica: {g}"
+    );
+    assert_eq!(redis_servers_under(&group_dir).len(), 4, "no loader left");
+    assert!(!loader_dir.exists());
+    let token = std::fs::read_to_string(env.token_file()).unwrap();
+    let ca = std::path::PathBuf::from(status["ca_file"].as_str().unwrap());
+    let ranges = checked_slot_ranges(g, 2);
+    let total = block_on(check_cluster(g, &ranges, |p| RedisEndpoint {
+        host: "127.0.0.1".into(),
+        port: p,
+        tls: true,
+        ca_file: Some(ca.clone()),
+        password: Some(Secret::new(token.trim().to_string())),
+        db: 0,
+    }));
+    assert_eq!(total, 300);
+    env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
 }

@@ -76,6 +76,9 @@ impl Sandbox {
         token: Option<&Secret>,
         targets: &mut [MultiplexedConnection],
     ) -> CloudResult<()> {
+        // The loader of an attempt whose caller was killed may still run there.
+        let strays = dir.to_path_buf();
+        blocking(move || process::stop_under(&strays, &[], STOP_GRACE)).await?;
         std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         set_mode(dir, 0o700)?;
         registry::write_atomic(&dir.join(RDB), &rdb, 0o600)?;
@@ -87,6 +90,7 @@ impl Sandbox {
         // The RDB is in memory now: the plaintext file goes at once.
         let _ = std::fs::remove_file(dir.join(RDB));
         only_database_0(&mut from, group).await?;
+        super::hook("restore_loaded").await;
         let shards = targets.len() as u32;
         let mut cursor = 0u64;
         loop {
