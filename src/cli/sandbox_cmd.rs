@@ -247,8 +247,12 @@ fn print_status(v: &Value) {
     }
     println!("snapshots:");
     for snap in v["snapshots"].as_array().into_iter().flatten() {
+        let shards = match snap["shard_paths"].as_array().map_or(0, Vec::len) {
+            0 => String::new(),
+            n => format!(" shards={n} (one file each)"),
+        };
         println!(
-            "  {:<48} {:<9} of {:<20} encrypted={}",
+            "  {:<48} {:<9} of {:<20} encrypted={}{shards}",
             s(&snap["name"]),
             s(&snap["status"]),
             s(&snap["source_group"]),

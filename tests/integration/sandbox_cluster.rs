@@ -180,6 +180,27 @@ fn sandbox_up_with_shards_forms_a_cluster_with_every_slot_once_and_keys_on_their
         RedisEndpoint::plain("127.0.0.1", p)
     }));
     assert_eq!(total, 3000, "every seeded key on exactly one primary");
+    // `up` returns once the replicas caught up: each holds its primary's keys.
+    block_on(async {
+        for r in nodes(g).iter().filter(|n| n["role"] == "replica") {
+            let p = nodes(g)
+                .iter()
+                .find(|n| n["role"] == "primary" && n["shard"] == r["shard"])
+                .unwrap();
+            let mut keys = Vec::new();
+            for n in [p, r] {
+                let mut c = connect(&RedisEndpoint::plain("127.0.0.1", port(n)))
+                    .await
+                    .unwrap();
+                keys.push(query::<u64>(&mut c, &["DBSIZE"]).await);
+            }
+            assert_eq!(
+                keys[0], keys[1],
+                "replica {} of shard {}",
+                r["id"], r["shard"]
+            );
+        }
+    });
 
     let text = env.ok(&["sandbox", "status"]).stdout;
     assert!(text.contains("cluster mode enabled: 3 shard(s)"), "{text}");
@@ -308,6 +329,15 @@ fn an_encrypted_cluster_restored_from_a_clusters_snapshot_is_tls_only_with_auth_
             "shop-pre.shard-0003.sealed"
         ]
     );
+    let status = env.sandbox_status();
+    let snap = &status["snapshots"][0];
+    assert_eq!(
+        snap["shard_paths"].as_array().map(Vec::len),
+        Some(3),
+        "{snap}"
+    );
+    let text = env.ok(&["sandbox", "status"]).stdout;
+    assert!(text.contains("encrypted=true shards=3"), "{text}");
 
     let mut status = env.sandbox_status();
     wait_for("shop-enc available", Duration::from_secs(60), || {

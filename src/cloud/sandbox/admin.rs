@@ -70,7 +70,10 @@ pub struct SandboxSnapshot {
     pub status: String,
     pub encrypted: bool,
     pub kms_key_id: Option<String>,
+    /// The (first) file; a cluster's snapshot has one per shard, see `shard_paths`.
     pub path: String,
+    /// A cluster's snapshot: the file of each shard, in shard order; empty otherwise.
+    pub shard_paths: Vec<String>,
     /// Why a `failed` snapshot failed.
     pub failure: Option<String>,
 }
@@ -265,6 +268,11 @@ impl Sandbox {
                         .and_then(|k| reg.kms_keys.get(k))
                         .map(|k| k.arn.clone()),
                     path: self.snapshot_path(s).display().to_string(),
+                    shard_paths: s
+                        .shard_files
+                        .iter()
+                        .map(|f| self.dir.join(f).display().to_string())
+                        .collect(),
                     failure: s.failure.clone(),
                 })
                 .collect(),
