@@ -1,5 +1,5 @@
 //! The sandbox's own operations, beyond what a cloud offers: `sandbox up` (an unencrypted, seeded source
-//! group), `sandbox status` (everything the folder holds, with live status, and its JSON types), `sandbox
+//! group, cluster mode disabled or, with shards, enabled), `sandbox status` (everything the folder holds, with live status, and its JSON types), `sandbox
 //! delete-group` (one group, its aliases and snapshots), `sandbox down` and stopping every process, and
 //! `sandbox kms` (create, enable, disable keys).
 
