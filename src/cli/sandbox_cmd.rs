@@ -13,6 +13,11 @@ pub enum SandboxCommand {
     Up {
         #[arg(long, default_value = "orders")]
         group: String,
+        /// Cluster mode enabled with this many shards (the 16384 slots spread evenly); absent = cluster mode
+        /// disabled (one primary).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+        shards: Option<u32>,
+        /// Replicas (per shard on a cluster).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5))]
         replicas: u32,
         #[arg(long, default_value_t = 10_000)]
@@ -57,6 +62,7 @@ pub async fn run(globals: &Globals, command: SandboxCommand) -> Result<i32> {
     match command {
         SandboxCommand::Up {
             group,
+            shards,
             replicas,
             keys,
         } => {
@@ -81,19 +87,32 @@ pub async fn run(globals: &Globals, command: SandboxCommand) -> Result<i32> {
                     b.set_position(done);
                 }
             };
-            let g = sandbox
-                .up(&group, replicas, keys, &progress)
-                .await
-                .map_err(|e| sandbox_error("sandbox up", e))?;
+            let note = |line: &str| eprintln!("{line}");
+            let g = match shards {
+                None => sandbox.up(&group, replicas, keys, &progress).await,
+                Some(n) => {
+                    sandbox
+                        .up_cluster(&group, n, replicas, keys, &progress, &note)
+                        .await
+                }
+            }
+            .map_err(|e| sandbox_error("sandbox up", e))?;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-            let primary = g
+            let endpoint = g
                 .primary_endpoint
                 .map(|e| e.to_string())
                 .unwrap_or_default();
+            let shape = match g.cluster_enabled {
+                true => format!(
+                    "cluster mode enabled, {} shard(s), configuration endpoint",
+                    g.num_node_groups
+                ),
+                false => "cluster mode disabled".to_string(),
+            };
             println!(
-                "sandbox group `{}` is {} at {primary} ({} node(s), unencrypted, {keys} keys); alias `{}-endpoint`",
+                "sandbox group `{}` is {} at {endpoint} ({shape}; {} node(s), unencrypted, {keys} keys); alias `{}-endpoint`",
                 g.id,
                 g.status,
                 g.nodes.len(),
@@ -202,9 +221,23 @@ fn print_status(v: &Value) {
         if let Some(why) = g["failure"].as_str() {
             println!("      failed: {why}");
         }
-        for n in g["nodes"].as_array().into_iter().flatten() {
+        let cluster = g["cluster_enabled"] == true;
+        if cluster {
+            let ep = &g["configuration_endpoint"];
             println!(
-                "      {:<8} {}:{} tls={}",
+                "      cluster mode enabled: {} shard(s), configuration endpoint {}:{}",
+                g["num_node_groups"],
+                s(&ep["host"]),
+                ep["port"]
+            );
+        }
+        for n in g["nodes"].as_array().into_iter().flatten() {
+            let shard = match cluster {
+                true => format!(" shard={} slots={}", n["shard"], s(&n["slots"])),
+                false => String::new(),
+            };
+            println!(
+                "      {:<8} {}:{} tls={}{shard}",
                 s(&n["role"]),
                 s(&n["host"]),
                 n["port"],
@@ -214,8 +247,12 @@ fn print_status(v: &Value) {
     }
     println!("snapshots:");
     for snap in v["snapshots"].as_array().into_iter().flatten() {
+        let shards = match snap["shard_paths"].as_array().map_or(0, Vec::len) {
+            0 => String::new(),
+            n => format!(" shards={n} (one file each)"),
+        };
         println!(
-            "  {:<48} {:<9} of {:<20} encrypted={}",
+            "  {:<48} {:<9} of {:<20} encrypted={}{shards}",
             s(&snap["name"]),
             s(&snap["status"]),
             s(&snap["source_group"]),
@@ -227,7 +264,15 @@ fn print_status(v: &Value) {
     }
     println!("aliases:");
     for (name, group) in v["aliases"].as_object().into_iter().flatten() {
-        println!("  {name} -> {}", s(group));
+        match v["alias_endpoints"].get(name) {
+            Some(ep) => println!(
+                "  {name} -> {} ({}:{})",
+                s(group),
+                s(&ep["host"]),
+                ep["port"]
+            ),
+            None => println!("  {name} -> {}", s(group)),
+        }
     }
     if let Some(keys) = v.get("kms_keys").and_then(Value::as_array) {
         println!("kms keys:");

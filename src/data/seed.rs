@@ -74,7 +74,9 @@ fn string_value(i: u64) -> String {
     v
 }
 
-fn add_key(pipe: &mut redis::Pipeline, i: u64) {
+/// Queue the commands that write key `i` (and its TTL) on `pipe`; public so a caller that routes keys
+/// (the sandbox's cluster seeder) writes the same data.
+pub fn add_key(pipe: &mut redis::Pipeline, i: u64) {
     let key = key_name(i);
     let r = mix(i ^ 0x1234);
     match kind_of(i) {

@@ -13,6 +13,7 @@ mod moto;
 mod plan_files;
 #[cfg(feature = "test-hooks")]
 mod resume_points;
+mod sandbox_cluster;
 mod sandbox_lifecycle;
 mod sandbox_migration;
 mod scenarios;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::harness::{Env, Running, SOURCE};
 
 /// Live redis-server processes whose working folder lies under `dir` (also a removed one), from /proc.
-fn redis_servers_under(dir: &Path) -> Vec<i32> {
+pub fn redis_servers_under(dir: &Path) -> Vec<i32> {
     let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {

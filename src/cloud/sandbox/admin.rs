@@ -1,5 +1,5 @@
 //! The sandbox's own operations, beyond what a cloud offers: `sandbox up` (an unencrypted, seeded source
-//! group), `sandbox status` (everything the folder holds, with live status, and its JSON types), `sandbox
+//! group, cluster mode disabled or, with shards, enabled), `sandbox status` (everything the folder holds, with live status, and its JSON types), `sandbox
 //! delete-group` (one group, its aliases and snapshots), `sandbox down` and stopping every process, and
 //! `sandbox kms` (create, enable, disable keys).
 
@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cluster::{MAX_SHARDS, Note, slots_text};
 use super::process::{self, HOST};
-use super::registry;
+use super::registry::{self, GroupRec, NodeRec};
 use super::{MAX_REPLICAS, STOP_GRACE, Sandbox, blocking, check_id, kms, role};
-use crate::cloud::{CloudError, CloudResult, KmsKey, NodeRole, ReplicationGroup};
+use crate::cloud::{CloudError, CloudResult, Endpoint, KmsKey, NodeRole, ReplicationGroup};
 
 /// `sandbox status --output json`.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +22,9 @@ pub struct SandboxStatus {
     pub snapshots: Vec<SandboxSnapshot>,
     /// Alias name -> group id.
     pub aliases: BTreeMap<String, String>,
+    /// Alias name -> the endpoint it stands for: the group's primary endpoint, or a cluster's
+    /// configuration endpoint (aliases of groups that are gone are left out).
+    pub alias_endpoints: BTreeMap<String, Endpoint>,
     pub kms_keys: Vec<KmsKey>,
 }
 
@@ -34,6 +38,11 @@ pub struct SandboxGroup {
     pub auth_token_enabled: bool,
     pub kms_key_id: Option<String>,
     pub engine_version: String,
+    pub cluster_enabled: bool,
+    /// Shards; 1 on a cluster-mode-disabled group.
+    pub num_node_groups: u32,
+    /// A cluster's configuration endpoint (any primary's address stands in for it); `None` otherwise.
+    pub configuration_endpoint: Option<Endpoint>,
     pub nodes: Vec<SandboxNode>,
     /// Why a `create-failed` group failed.
     pub failure: Option<String>,
@@ -48,6 +57,10 @@ pub struct SandboxNode {
     pub tls: bool,
     pub pid: Option<i32>,
     pub running: bool,
+    /// The node group, 0-based (0 on a cluster-mode-disabled group).
+    pub shard: u32,
+    /// The hash slots of the node's shard, `"0-5460"`, on a cluster; `None` otherwise.
+    pub slots: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,7 +70,10 @@ pub struct SandboxSnapshot {
     pub status: String,
     pub encrypted: bool,
     pub kms_key_id: Option<String>,
+    /// The (first) file; a cluster's snapshot has one per shard, see `shard_paths`.
     pub path: String,
+    /// A cluster's snapshot: the file of each shard, in shard order; empty otherwise.
+    pub shard_paths: Vec<String>,
     /// Why a `failed` snapshot failed.
     pub failure: Option<String>,
 }
@@ -84,6 +100,41 @@ impl Sandbox {
         replicas: u32,
         keys: u64,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> CloudResult<ReplicationGroup> {
+        self.up_group(id, None, replicas, keys, progress, &|_| {})
+            .await
+    }
+
+    /// [`Self::up`] for a cluster-mode-enabled group: `shards` primaries sharing the 16384 slots evenly,
+    /// `replicas` replicas each, every seeded key on the primary owning its slot; `<id>-endpoint` points at
+    /// its configuration endpoint. Returns once every node reports `cluster_state:ok` and the replicas
+    /// caught up; `note` gets a line on each step of forming the cluster.
+    pub async fn up_cluster(
+        &self,
+        id: &str,
+        shards: u32,
+        replicas: u32,
+        keys: u64,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+        note: Note<'_>,
+    ) -> CloudResult<ReplicationGroup> {
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(CloudError::invalid(format!(
+                "a sandbox cluster has 1 to {MAX_SHARDS} shards (asked {shards}): each node is a local process"
+            )));
+        }
+        self.up_group(id, Some(shards), replicas, keys, progress, note)
+            .await
+    }
+
+    async fn up_group(
+        &self,
+        id: &str,
+        shards: Option<u32>,
+        replicas: u32,
+        keys: u64,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+        note: Note<'_>,
     ) -> CloudResult<ReplicationGroup> {
         check_id(id)?;
         if replicas > MAX_REPLICAS {
@@ -113,18 +164,28 @@ impl Sandbox {
                 }
             }
             let _ = std::fs::remove_dir_all(&group_dir);
-            reg.groups
-                .insert(id.to_string(), self.new_group_rec(id, replicas));
+            let mut rec = self.new_group_rec(id, replicas);
+            if let Some(n) = shards {
+                rec.cluster_enabled = true;
+                rec.num_node_groups = n;
+            }
+            reg.groups.insert(id.to_string(), rec);
             Ok(())
         })?;
         let result = async {
-            self.finish_group(id, None).await?;
+            self.finish_group(id, None, note).await?;
             let group = self.group_rec(id)?;
-            let primary = &group.nodes[0];
-            let mut conn = self.connect_node(&group, primary).await?;
-            crate::data::seed::seed(&mut conn, keys, progress)
-                .await
-                .map_err(|e| CloudError::other(format!("sandbox: seeding `{id}` failed: {e}")))?;
+            if group.cluster_enabled {
+                self.seed_cluster(&group, keys, progress).await?;
+            } else {
+                let primary = &group.nodes[0];
+                let mut conn = self.connect_node(&group, primary).await?;
+                crate::data::seed::seed(&mut conn, keys, progress)
+                    .await
+                    .map_err(|e| {
+                        CloudError::other(format!("sandbox: seeding `{id}` failed: {e}"))
+                    })?;
+            }
             self.wait_replicas_caught_up(&group, Duration::from_secs(120))
                 .await?;
             registry::update(&self.dir, |reg| {
@@ -168,26 +229,28 @@ impl Sandbox {
                 auth_token_enabled: g.auth_token_enabled,
                 kms_key_id: g.kms_key_id.clone(),
                 engine_version: g.engine_version.clone(),
-                nodes: g
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let pid = process::node_pid(&n.dir, n.pid);
-                        SandboxNode {
-                            id: n.id.clone(),
-                            role: role(n.role),
-                            host: HOST.into(),
-                            port: n.port,
-                            tls: n.tls,
-                            pid: pid.or(n.pid),
-                            running: pid.is_some(),
-                        }
-                    })
-                    .collect(),
+                cluster_enabled: g.cluster_enabled,
+                num_node_groups: g.num_node_groups,
+                configuration_endpoint: g
+                    .cluster_enabled
+                    .then(|| self.to_group(g, String::new()).primary_endpoint)
+                    .flatten(),
+                nodes: g.nodes.iter().map(|n| status_node(g, n)).collect(),
                 failure: g.failure.clone(),
             });
         }
         let reg = registry::load(&self.dir)?;
+        let alias_endpoints = reg
+            .aliases
+            .iter()
+            .filter_map(|(alias, id)| {
+                let g = reg.groups.get(id)?;
+                Some((
+                    alias.clone(),
+                    self.to_group(g, String::new()).primary_endpoint?,
+                ))
+            })
+            .collect();
         Ok(SandboxStatus {
             ca_file: self.ca_file().display().to_string(),
             groups,
@@ -205,10 +268,16 @@ impl Sandbox {
                         .and_then(|k| reg.kms_keys.get(k))
                         .map(|k| k.arn.clone()),
                     path: self.snapshot_path(s).display().to_string(),
+                    shard_paths: s
+                        .shard_files
+                        .iter()
+                        .map(|f| self.dir.join(f).display().to_string())
+                        .collect(),
                     failure: s.failure.clone(),
                 })
                 .collect(),
             aliases: reg.aliases.clone(),
+            alias_endpoints,
             kms_keys: reg.kms_keys.values().map(kms::to_kms_key).collect(),
         })
     }
@@ -330,5 +399,23 @@ impl Sandbox {
             key.enabled = enabled;
             Ok(kms::to_kms_key(key))
         })
+    }
+}
+
+/// A node as `sandbox status` shows it, with its live process.
+fn status_node(g: &GroupRec, n: &NodeRec) -> SandboxNode {
+    let pid = process::node_pid(&n.dir, n.pid);
+    SandboxNode {
+        id: n.id.clone(),
+        role: role(n.role),
+        host: HOST.into(),
+        port: n.port,
+        tls: n.tls,
+        pid: pid.or(n.pid),
+        running: pid.is_some(),
+        shard: n.shard,
+        slots: g
+            .cluster_enabled
+            .then(|| slots_text(n.shard, g.num_node_groups)),
     }
 }

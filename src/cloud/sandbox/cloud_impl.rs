@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::cluster::MAX_SHARDS;
 use super::registry;
 use super::{DEFAULT_KEY_ALIAS, MAX_REPLICAS, Sandbox, check_id, check_name, kms};
 use crate::cloud::{
@@ -111,10 +112,17 @@ impl CloudWrite for Sandbox {
 
     async fn create_group_from_snapshot(&self, req: &CreateEncryptedGroup) -> CloudResult<()> {
         check_id(&req.id)?;
-        if req.cluster_enabled || req.num_node_groups != 1 {
-            return Err(CloudError::invalid(
-                "the sandbox supports cluster-mode-disabled groups only (one node group)",
-            ));
+        if !req.cluster_enabled && req.num_node_groups != 1 {
+            return Err(CloudError::invalid(format!(
+                "num_node_groups is {} but cluster mode is disabled: a cluster-mode-disabled group has one node group",
+                req.num_node_groups
+            )));
+        }
+        if req.cluster_enabled && !(1..=MAX_SHARDS).contains(&req.num_node_groups) {
+            return Err(CloudError::invalid(format!(
+                "num_node_groups is {}: a sandbox cluster has 1 to {MAX_SHARDS} node groups (each node is a local process)",
+                req.num_node_groups
+            )));
         }
         if req.replicas_per_node_group > MAX_REPLICAS {
             return Err(CloudError::invalid(format!(
@@ -153,6 +161,7 @@ impl CloudWrite for Sandbox {
                     snap.name, snap.status
                 )));
             }
+            let by_copy = req.cluster_enabled || !snap.shard_files.is_empty();
             if let Some(k) = snap.kms_key_id.clone() {
                 kms::usable(
                     reg,
@@ -169,6 +178,10 @@ impl CloudWrite for Sandbox {
             })?;
             let key = kms::usable(reg, &key_id, &format!("encrypt group `{}`", req.id))?;
             let mut g = self.new_group_rec(&req.id, req.replicas_per_node_group);
+            g.cluster_enabled = req.cluster_enabled;
+            g.num_node_groups = req.num_node_groups;
+            g.restore_by_copy = by_copy;
+            g.restore_pending = by_copy;
             g.description = req.description.clone();
             g.at_rest_encryption_enabled = true;
             g.transit_encryption_enabled = true;
@@ -186,7 +199,10 @@ impl CloudWrite for Sandbox {
             reg.groups.insert(req.id.clone(), g);
             Ok(())
         })?;
-        if let Err(e) = self.finish_group(&req.id, Some(&req.auth_token)).await {
+        if let Err(e) = self
+            .finish_group(&req.id, Some(&req.auth_token), &|_| {})
+            .await
+        {
             self.fail_group(&req.id, &e.to_string()).await;
             return Err(e);
         }

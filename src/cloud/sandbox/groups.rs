@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use super::cluster::{self, Note};
 use super::process::{self, HOST, RDB};
 use super::registry::{self, GroupRec, NodeRec, Role};
 use super::{STOP_GRACE, Sandbox, blocking, io, provisioning_delay_from_env, role};
@@ -60,6 +61,10 @@ impl Sandbox {
             source_snapshot: None,
             nodes: Vec::new(),
             replicas,
+            cluster_enabled: false,
+            num_node_groups: 1,
+            restore_by_copy: false,
+            restore_pending: false,
             cache_subnet_group_name: None,
             security_group_ids: Vec::new(),
             cache_parameter_group_name: None,
@@ -85,7 +90,13 @@ impl Sandbox {
             host: HOST.into(),
             port: n.port,
         };
+        // On a cluster, any primary's address stands in for the configuration endpoint, which AWS reports
+        // in place of a primary endpoint (and no reader endpoint).
         let primary = g.nodes.iter().find(|n| n.role == Role::Primary);
+        let reader = match g.cluster_enabled {
+            true => None,
+            false => g.nodes.iter().find(|n| n.role == Role::Replica).or(primary),
+        };
         ReplicationGroup {
             id: g.id.clone(),
             status,
@@ -97,16 +108,11 @@ impl Sandbox {
             auth_token_enabled: g.auth_token_enabled,
             kms_key_id: g.kms_key_id.clone(),
             cache_node_type: "cache.sandbox.micro".into(),
-            cluster_enabled: false,
-            num_node_groups: 1,
+            cluster_enabled: g.cluster_enabled,
+            num_node_groups: g.num_node_groups,
             nodes_per_node_group: 1 + g.replicas,
             primary_endpoint: primary.map(endpoint),
-            reader_endpoint: g
-                .nodes
-                .iter()
-                .find(|n| n.role == Role::Replica)
-                .or(primary)
-                .map(endpoint),
+            reader_endpoint: reader.map(endpoint),
             nodes: g
                 .nodes
                 .iter()
@@ -129,7 +135,13 @@ impl Sandbox {
 
     /// Bring every node of a creating group up: start missing nodes, restart dead ones. The caller holds the
     /// group's work lock. `token`: the AUTH token when known (else read from an existing node's redis.conf).
-    pub(super) async fn finish_group(&self, id: &str, token: Option<&Secret>) -> CloudResult<()> {
+    /// A cluster's nodes are then joined (see `form_cluster`), and a restore by copy is made.
+    pub(super) async fn finish_group(
+        &self,
+        id: &str,
+        token: Option<&Secret>,
+        note: Note<'_>,
+    ) -> CloudResult<()> {
         let group = self.group_rec(id)?;
         let token = match (group.auth_token_enabled, token) {
             (false, _) => None,
@@ -148,7 +160,7 @@ impl Sandbox {
                 })?)
             }
         };
-        for index in 0..=group.replicas {
+        for index in 0..cluster::node_count(&group) {
             let group = self.group_rec(id)?;
             let existing = group.nodes.get(index as usize).cloned();
             if let Some(n) = &existing
@@ -159,8 +171,13 @@ impl Sandbox {
             self.start_node(&group, index, existing.as_ref(), token.as_ref())
                 .await?;
         }
-        // A restored primary that loaded its RDB while we were away: remove the plaintext file.
-        if group.source_snapshot.is_some() {
+        if group.cluster_enabled {
+            self.form_cluster(id, note).await?;
+        }
+        if group.restore_pending {
+            self.restore_by_copy(id, token.as_ref()).await?;
+        } else if group.source_snapshot.is_some() && !group.restore_by_copy {
+            // A restored primary that loaded its RDB while we were away: remove the plaintext file.
             let group = self.group_rec(id)?;
             let primary = &group.nodes[0];
             if primary.dir.join(RDB).exists() {
@@ -215,7 +232,7 @@ impl Sandbox {
     /// exits while loading, the snapshot cannot be opened) makes the group `create-failed`, as ElastiCache
     /// reports a creation that cannot finish; a transient error leaves it `creating` for the next look.
     async fn progress_creation(&self, id: &str) -> CloudResult<String> {
-        match self.finish_group(id, None).await {
+        match self.finish_group(id, None, &|_| {}).await {
             Ok(()) => {}
             Err(CloudError::Transient { .. }) => return Ok("creating".into()),
             Err(e) => {

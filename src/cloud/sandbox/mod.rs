@@ -6,9 +6,18 @@
 //!   every read-modify-write of it.
 //! - `ca/ca.pem`, `ca/ca.key` (0600): the sandbox CA.
 //! - `nodes/<group>/<n>/`: one folder per node: `redis.conf` (0600; the only place an AUTH token is kept),
-//!   `redis.pid`, `redis.log`, `tls.crt`/`tls.key` on encrypted groups.
+//!   `redis.pid`, `redis.log`, `tls.crt`/`tls.key` on encrypted groups, `nodes.conf` on a cluster node.
+//!   Cluster nodes go shard by shard, each shard's primary first; `nodes/<group>/restore-<n>/` is the
+//!   short-lived stand-alone server of a restore by copy (see `restore`).
 //! - `snapshots/<name>.sealed` (AES-256-GCM, data key wrapped by a sandbox KMS key) or `<name>.rdb` (plain,
-//!   only for a snapshot of an unencrypted group taken without a key).
+//!   only for a snapshot of an unencrypted group taken without a key); a cluster's snapshot is one such
+//!   file per shard, `<name>.shard-0001.sealed`, ...
+//!
+//! Cluster-mode-enabled groups (`sandbox up --shards N`, or a restore with `cluster_enabled`): every node
+//! runs `cluster-enabled yes` with its own cluster bus port; the sandbox forms the cluster itself, as the
+//! control plane does (slots spread evenly over the primaries), and a group is `available` only once every
+//! node reports `cluster_state:ok`. On an encrypted cluster, clients, replication and the cluster bus are
+//! TLS-only (`tls-cluster yes`). The first primary's address stands in for the configuration endpoint.
 //! - `locks/<group>.lock`: held by whoever is creating or deleting a group's nodes (the calling process, or
 //!   a reader that finishes the work of a caller that was killed); `locks/snapshots/<name>.lock`: held by
 //!   whoever is writing a snapshot. The kernel releases a lock when its holder dies, so a record still
@@ -48,6 +57,7 @@
 //! - `admin`: the `sandbox up/status/down/delete-group` and `sandbox kms` operations and their JSON types;
 //! - `groups`: group records, the work locks, the status a describe reports, creation, failure, deletion;
 //! - `nodes`: one node's lifecycle (files, start, record) and the data-plane checks on running nodes;
+//! - `cluster`: shards, slots, forming a cluster, cluster seeding; `restore`: restoring by copy;
 //! - `snapshots`: snapshot requests, files (SAVE, sealing, unsealing), finishing orphaned requests, records;
 //! - `cloud_impl`: the `CloudRead`/`CloudWrite` implementation on top of those;
 //! - `registry`, `process`, `kms`, `tls`: registry.json, redis-server processes, KMS keys, certificates;
@@ -55,11 +65,13 @@
 
 mod admin;
 mod cloud_impl;
+mod cluster;
 mod groups;
 mod kms;
 mod nodes;
 mod process;
 mod registry;
+mod restore;
 mod snapshots;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;

@@ -7,23 +7,36 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, HOST, NodeConfig, RDB, StartError, TlsFiles};
 use super::registry::{self, GroupRec, NodeRec, Role};
-use super::{STOP_GRACE, Sandbox, blocking, io, set_mode, tls};
+use super::{STOP_GRACE, Sandbox, blocking, cluster, io, set_mode, tls};
 use crate::cloud::{CloudError, CloudResult};
 use crate::data::connect::{RedisEndpoint, connect};
 use crate::secret::Secret;
 
+/// The ports of one start attempt.
+struct Ports {
+    /// The client port (the TLS port on an encrypted group).
+    port: u16,
+    plain_port: Option<u16>,
+    /// The cluster bus port of a cluster node.
+    bus_port: Option<u16>,
+}
+
 /// What every start attempt of one node shares (see `Sandbox::prepare_node`).
 struct NodeSetup<'a> {
     group: &'a GroupRec,
-    /// 0 is the primary.
+    /// 0 is the primary; on a cluster, nodes go shard by shard (see `cluster::place`).
     index: u32,
-    /// `<group>-001`, ...
+    /// The node group, 0-based.
+    shard: u32,
+    primary: bool,
+    /// `<group>-001`, ... (`<group>-0001-001`, ... on a cluster).
     id: String,
     /// `nodes/<group>/<index>/`.
     dir: PathBuf,
     /// `tls.crt` and `tls.key` on an encrypted group.
     cert: Option<(PathBuf, PathBuf)>,
-    /// The primary's port, on a replica.
+    /// The primary's port, on a replica of a cluster-mode-disabled group (a cluster replica is attached
+    /// with CLUSTER REPLICATE once the nodes met).
     replica_of: Option<u16>,
     token: Option<&'a Secret>,
 }
@@ -77,8 +90,19 @@ impl Sandbox {
             } else {
                 None
             };
-            let failure = match self.try_start(&setup, port, plain_port).await? {
-                Ok(pid) => return self.record_node(&setup, port, plain_port, pid),
+            // Chosen on its own: the classic port + 10000 may not exist (above 65535) or be taken.
+            let bus_port = match (group.cluster_enabled, existing) {
+                (false, _) => None,
+                (true, Some(n)) if attempt == 0 && n.bus_port.is_some() => n.bus_port,
+                (true, _) => Some(process::free_port()?),
+            };
+            let ports = Ports {
+                port,
+                plain_port,
+                bus_port,
+            };
+            let failure = match self.try_start(&setup, &ports).await? {
+                Ok(pid) => return self.record_node(&setup, &ports, pid),
                 Err(failure) => failure,
             };
             self.stop_strays(&setup).await?;
@@ -116,13 +140,14 @@ impl Sandbox {
         let dir = self.group_dir(&group.id).join(index.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         set_mode(&dir, 0o700)?;
-        let id = format!("{}-{:03}", group.id, index + 1);
+        let id = cluster::node_id(group, index);
+        let (shard, primary) = cluster::place(group, index);
         let cert = if group.transit_encryption_enabled {
             Some(tls::write_node_cert(&self.dir, &dir, &id)?)
         } else {
             None
         };
-        let replica_of = if index == 0 {
+        let replica_of = if primary || group.cluster_enabled {
             None
         } else {
             Some(
@@ -133,8 +158,10 @@ impl Sandbox {
                     .ok_or_else(|| CloudError::other("sandbox: no primary yet"))?,
             )
         };
-        // A restored primary loads its data from the snapshot, decrypted next to it for the load only.
+        // A restored primary loads its data from the snapshot, decrypted next to it for the load only (a
+        // group restored by copy gets its data once its nodes run instead, see `restore`).
         if index == 0
+            && !group.restore_by_copy
             && let Some(snap) = &group.source_snapshot
         {
             let rdb = self.open_snapshot(snap)?;
@@ -143,6 +170,8 @@ impl Sandbox {
         Ok(NodeSetup {
             group,
             index,
+            shard,
+            primary,
             id,
             dir,
             cert,
@@ -155,12 +184,11 @@ impl Sandbox {
     async fn try_start(
         &self,
         setup: &NodeSetup<'_>,
-        port: u16,
-        plain_port: Option<u16>,
+        ports: &Ports,
     ) -> CloudResult<Result<i32, StartError>> {
         let cfg = NodeConfig {
-            port,
-            plain_port,
+            port: ports.port,
+            plain_port: ports.plain_port,
             tls: setup.cert.as_ref().map(|(cert, key)| TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -168,6 +196,7 @@ impl Sandbox {
             }),
             password: setup.token,
             replica_of: setup.replica_of,
+            cluster_bus_port: ports.bus_port,
         };
         process::write_conf(&setup.dir, &cfg)?;
         let dir = setup.dir.clone();
@@ -175,25 +204,21 @@ impl Sandbox {
     }
 
     /// Put a started node into its slot of the group's record (a restarted node replaces its old entry).
-    fn record_node(
-        &self,
-        setup: &NodeSetup<'_>,
-        port: u16,
-        plain_port: Option<u16>,
-        pid: i32,
-    ) -> CloudResult<()> {
+    fn record_node(&self, setup: &NodeSetup<'_>, ports: &Ports, pid: i32) -> CloudResult<()> {
         let rec = NodeRec {
             id: setup.id.clone(),
-            role: if setup.index == 0 {
+            role: if setup.primary {
                 Role::Primary
             } else {
                 Role::Replica
             },
-            port,
-            plain_port,
+            port: ports.port,
+            plain_port: ports.plain_port,
             tls: setup.group.transit_encryption_enabled,
             dir: setup.dir.clone(),
             pid: Some(pid),
+            shard: setup.shard,
+            bus_port: ports.bus_port,
         };
         let gid = &setup.group.id;
         registry::update(&self.dir, |reg| {
@@ -259,8 +284,12 @@ impl Sandbox {
     }
 
     /// Every node answers PING and every replica's link to the primary is up.
+    /// On a cluster, also every node reports `cluster_state:ok`, and a restore by copy is done.
     pub(super) async fn ready(&self, group: &GroupRec) -> bool {
-        if group.nodes.len() != 1 + group.replicas as usize {
+        if group.nodes.len() != cluster::node_count(group) as usize || group.restore_pending {
+            return false;
+        }
+        if group.cluster_enabled && !self.cluster_ready(group).await {
             return false;
         }
         for node in &group.nodes {
@@ -291,8 +320,16 @@ impl Sandbox {
                 .unwrap_or(-1)
         };
         let deadline = Instant::now() + limit;
-        let target = offset(&self.info_replication(group, &group.nodes[0]).await?);
-        for node in group.nodes.iter().skip(1) {
+        let mut targets = Vec::new();
+        for primary in cluster::primaries(group) {
+            let info = self.info_replication(group, primary).await?;
+            targets.push((primary.shard, offset(&info)));
+        }
+        for node in group.nodes.iter().filter(|n| n.role == Role::Replica) {
+            let target = targets
+                .iter()
+                .find(|(shard, _)| *shard == node.shard)
+                .map_or(i64::MAX, |(_, o)| *o);
             loop {
                 let info = self.info_replication(group, node).await.unwrap_or_default();
                 if info.lines().any(|l| l.trim() == "master_link_status:up")

@@ -15,6 +15,8 @@ pub const PIDFILE: &str = "redis.pid";
 pub const CONF: &str = "redis.conf";
 pub const LOGFILE: &str = "redis.log";
 pub const RDB: &str = "dump.rdb";
+/// The cluster state file redis-server keeps itself (`cluster-config-file`) on a cluster node.
+pub const CLUSTER_CONF: &str = "nodes.conf";
 
 /// The TLS files of an encrypted node.
 pub struct TlsFiles {
@@ -32,6 +34,8 @@ pub struct NodeConfig<'a> {
     pub tls: Option<TlsFiles>,
     pub password: Option<&'a Secret>,
     pub replica_of: Option<u16>,
+    /// The cluster bus port of a node of a cluster-mode-enabled group (`cluster-enabled yes`).
+    pub cluster_bus_port: Option<u16>,
 }
 
 /// A value quoted for redis.conf (double quotes, `\` and `"` escaped).
@@ -92,7 +96,19 @@ pub fn write_conf(node_dir: &Path, cfg: &NodeConfig<'_>) -> CloudResult<()> {
             c.push(format!("tls-ca-cert-file {}", path_str(&t.ca)));
             c.push("tls-auth-clients no".to_string());
             c.push("tls-replication yes".to_string());
+            if cfg.cluster_bus_port.is_some() {
+                c.push("tls-cluster yes".to_string());
+            }
         }
+    }
+    if let Some(bus) = cfg.cluster_bus_port {
+        c.push("cluster-enabled yes".to_string());
+        c.push(format!(
+            "cluster-config-file {}",
+            path_str(&node_dir.join(CLUSTER_CONF))
+        ));
+        c.push(format!("cluster-port {bus}"));
+        c.push("cluster-node-timeout 5000".to_string());
     }
     if let Some(p) = cfg.password {
         c.push(format!("requirepass {}", quote(p.expose())));

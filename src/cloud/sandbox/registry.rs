@@ -51,6 +51,12 @@ pub struct NodeRec {
     /// The node's folder: `nodes/<group>/<n>/`.
     pub dir: PathBuf,
     pub pid: Option<i32>,
+    /// The node group (shard) it belongs to, 0-based; always 0 on a cluster-mode-disabled group.
+    #[serde(default)]
+    pub shard: u32,
+    /// The cluster bus port (`cluster-port`), chosen on its own: a free port + 10000 may exceed 65535.
+    #[serde(default)]
+    pub bus_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,8 +78,22 @@ pub struct GroupRec {
     /// The snapshot an encrypted group was restored from.
     pub source_snapshot: Option<String>,
     pub nodes: Vec<NodeRec>,
-    /// Replicas the group should have (nodes are added as they start).
+    /// Replicas the group should have per node group (nodes are added as they start).
     pub replicas: u32,
+    /// Cluster mode enabled: the nodes run `cluster-enabled yes` and the slots are spread evenly over
+    /// `num_node_groups` primaries.
+    #[serde(default)]
+    pub cluster_enabled: bool,
+    /// Node groups (shards); 1 on a cluster-mode-disabled group.
+    #[serde(default = "one")]
+    pub num_node_groups: u32,
+    /// Restored by copying the snapshot's keys into the running nodes (a cluster target, or a snapshot of
+    /// a cluster), not by a primary loading the RDB at start; set at creation.
+    #[serde(default)]
+    pub restore_by_copy: bool,
+    /// A restore by copy that has not finished yet: the group stays `creating`.
+    #[serde(default)]
+    pub restore_pending: bool,
     pub cache_subnet_group_name: Option<String>,
     pub security_group_ids: Vec<String>,
     pub cache_parameter_group_name: Option<String>,
@@ -98,6 +118,14 @@ pub struct SnapshotRec {
     /// Why a snapshot is `failed`.
     #[serde(default)]
     pub failure: Option<String>,
+    /// A snapshot of a cluster-mode-enabled group: one file per shard (in shard order, each sealed like
+    /// `file`, relative to the sandbox folder); empty for a cluster-mode-disabled group, whose data is `file`.
+    #[serde(default)]
+    pub shard_files: Vec<PathBuf>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

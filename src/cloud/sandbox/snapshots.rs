@@ -51,7 +51,7 @@ impl Sandbox {
         match written {
             Ok(()) => set_snapshot_status(&self.dir, name, "available", None),
             Err(e) => {
-                let _ = std::fs::remove_file(self.snapshot_path(&rec));
+                self.remove_snapshot_files(&rec);
                 let _ = registry::update(&self.dir, |reg| {
                     reg.snapshots.remove(name);
                     Ok(())
@@ -88,7 +88,7 @@ impl Sandbox {
             Ok(()) => set_snapshot_status(&self.dir, name, "available", None),
             Err(CloudError::Transient { .. }) => Ok(()),
             Err(e) => {
-                let _ = std::fs::remove_file(self.snapshot_path(&rec));
+                self.remove_snapshot_files(&rec);
                 set_snapshot_status(&self.dir, name, "failed", Some(e.to_string()))
             }
         }
@@ -108,8 +108,14 @@ impl Sandbox {
         Ok(())
     }
 
-    /// The RDB bytes of a snapshot (unsealed with its key, which must be Enabled).
+    /// The RDB bytes of a snapshot (unsealed with its key, which must be Enabled); of a cluster's
+    /// snapshot, the first shard's (see [`Self::open_snapshot_parts`]).
     pub(super) fn open_snapshot(&self, name: &str) -> CloudResult<Vec<u8>> {
+        Ok(self.open_snapshot_parts(name)?.swap_remove(0))
+    }
+
+    /// Every RDB of a snapshot, unsealed: one per shard of a cluster's snapshot, else one.
+    pub(super) fn open_snapshot_parts(&self, name: &str) -> CloudResult<Vec<Vec<u8>>> {
         let reg = registry::load(&self.dir)?;
         let snap = reg
             .snapshots
@@ -118,29 +124,60 @@ impl Sandbox {
                 what: "snapshot",
                 id: name.to_string(),
             })?;
-        let path = self.snapshot_path(snap);
-        let bytes = std::fs::read(&path).map_err(|e| io("read", &path, e))?;
-        match &snap.kms_key_id {
-            None => Ok(bytes),
-            Some(key_id) => {
-                let key = kms::usable(&reg, key_id, &format!("decrypt snapshot `{name}`"))?;
-                kms::unseal(key, &bytes)
-            }
+        let mut parts = Vec::new();
+        for path in snapshot_files(snap).iter().map(|f| self.dir.join(f)) {
+            let bytes = std::fs::read(&path).map_err(|e| io("read", &path, e))?;
+            parts.push(match &snap.kms_key_id {
+                None => bytes,
+                Some(key_id) => {
+                    let key = kms::usable(&reg, key_id, &format!("decrypt snapshot `{name}`"))?;
+                    kms::unseal(key, &bytes)?
+                }
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Remove the file(s) of a snapshot, as far as they exist.
+    fn remove_snapshot_files(&self, rec: &SnapshotRec) {
+        for f in snapshot_files(rec) {
+            let _ = std::fs::remove_file(self.dir.join(f));
         }
     }
 
+    /// Write the snapshot's file(s): on a cluster, one RDB per shard, each from a running node of that shard
+    /// (a replica when one runs, as ElastiCache prefers).
     pub(super) async fn take_snapshot(
         &self,
         group: &GroupRec,
         rec: &SnapshotRec,
     ) -> CloudResult<()> {
+        if rec.shard_files.is_empty() {
+            let bytes = self.save_shard(group, 0).await?;
+            return self.write_snapshot_file(rec, &rec.file, bytes);
+        }
+        for (shard, file) in rec.shard_files.iter().enumerate() {
+            let bytes = self.save_shard(group, shard as u32).await?;
+            self.write_snapshot_file(rec, file, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// SAVE on a running node of `shard` and read the RDB it wrote (removed again at once).
+    async fn save_shard(&self, group: &GroupRec, shard: u32) -> CloudResult<Vec<u8>> {
         let node = group
             .nodes
             .iter()
             .rev()
+            .filter(|n| n.shard == shard)
             .find(|n| process::node_pid(&n.dir, n.pid).is_some())
-            .ok_or_else(|| {
-                CloudError::invalid(format!("group `{}` has no running node", group.id))
+            .ok_or_else(|| match group.cluster_enabled {
+                false => CloudError::invalid(format!("group `{}` has no running node", group.id)),
+                true => CloudError::invalid(format!(
+                    "shard {} of group `{}` has no running node",
+                    shard + 1,
+                    group.id
+                )),
             })?;
         let mut conn = self.connect_node(group, node).await?;
         let rdb_path = node.dir.join(RDB);
@@ -149,7 +186,16 @@ impl Sandbox {
         let _ = std::fs::remove_file(&rdb_path);
         saved
             .map_err(|e| CloudError::other(format!("sandbox: SAVE on {} failed: {e}", node.id)))?;
-        let bytes = bytes.map_err(|e| io("read", &rdb_path, e))?;
+        bytes.map_err(|e| io("read", &rdb_path, e))
+    }
+
+    /// Seal `bytes` under the snapshot's key (when it has one) and write them to `file` (relative).
+    fn write_snapshot_file(
+        &self,
+        rec: &SnapshotRec,
+        file: &std::path::Path,
+        bytes: Vec<u8>,
+    ) -> CloudResult<()> {
         let out = match &rec.kms_key_id {
             None => bytes,
             Some(key_id) => {
@@ -158,7 +204,7 @@ impl Sandbox {
                 kms::seal(key, bytes)?
             }
         };
-        let dest = self.snapshot_path(rec);
+        let dest = self.dir.join(file);
         std::fs::create_dir_all(dest.parent().expect("snapshots folder"))
             .map_err(|e| io("create", &dest, e))?;
         registry::write_atomic(&dest, &out, 0o600)
@@ -170,7 +216,8 @@ impl Sandbox {
             Ok(names
                 .iter()
                 .filter_map(|n| reg.snapshots.remove(n))
-                .map(|s| self.snapshot_path(&s))
+                .flat_map(|s| snapshot_files(&s))
+                .map(|f| self.dir.join(f))
                 .collect())
         })?;
         for f in files {
@@ -214,6 +261,7 @@ pub(super) fn new_snapshot_rec(
     let key_ref = kms_key_id
         .map(str::to_string)
         .or_else(|| g.kms_key_id.clone());
+    let shards = g.cluster_enabled.then_some(g.num_node_groups);
     let key = match key_ref {
         Some(k) => {
             let id = kms::resolve_or_default(reg, &k)?
@@ -227,14 +275,24 @@ pub(super) fn new_snapshot_rec(
         None => None,
     };
     let ext = if key.is_some() { "sealed" } else { "rdb" };
+    let shard_files: Vec<PathBuf> = match shards {
+        None => Vec::new(),
+        Some(n) => (1..=n)
+            .map(|s| PathBuf::from("snapshots").join(format!("{name}.shard-{s:04}.{ext}")))
+            .collect(),
+    };
     Ok(SnapshotRec {
         name: name.to_string(),
         source_group: group.to_string(),
         status: "creating".into(),
         kms_key_id: key,
-        file: PathBuf::from("snapshots").join(format!("{name}.{ext}")),
+        file: shard_files
+            .first()
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from("snapshots").join(format!("{name}.{ext}"))),
         created_at: Utc::now(),
         failure: None,
+        shard_files,
     })
 }
 
@@ -251,4 +309,12 @@ fn set_snapshot_status(
         }
         Ok(())
     })
+}
+
+/// The files of a snapshot, relative to the sandbox folder: one per shard of a cluster's, else one.
+fn snapshot_files(rec: &SnapshotRec) -> Vec<PathBuf> {
+    match rec.shard_files.is_empty() {
+        true => vec![rec.file.clone()],
+        false => rec.shard_files.clone(),
+    }
 }

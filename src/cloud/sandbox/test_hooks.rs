@@ -4,7 +4,9 @@
 //! - `ECMIGRATE_TEST_SANDBOX_HOLD=POINT[,POINT...]`: at POINT the process waits (up to [`HOLD_LIMIT`], then
 //!   goes on), so a test can see the state it left and SIGKILL it there. Points:
 //!   - `snapshot_requested`: the snapshot is registered `creating`, its file not yet written;
-//!   - `delete_requested`: the group is registered `deleting`, its processes still run.
+//!   - `delete_requested`: the group is registered `deleting`, its processes still run;
+//!   - `restore_loaded`: a restore by copy has a snapshot's RDB loaded into its stand-alone server, no key
+//!     copied yet.
 
 use std::time::Duration;
 
