@@ -380,6 +380,42 @@ fn a_three_shard_cluster_copies_exactly_onto_a_two_shard_tls_auth_cluster() {
         (Some(3), Some(2))
     );
     assert_exact(&source, &target, &keys);
+    let verify = |full: bool| {
+        let mut args = vec!["verify", &src, &dst, "--output", "json"];
+        args.extend(tls_args);
+        if full {
+            args.push("--full");
+        }
+        env.run(&args)
+    };
+    for full in [true, false] {
+        let run = verify(full);
+        assert_eq!(run.code, 0, "{run:?}");
+        let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        assert_eq!(
+            report["key_counts"]["db0"]["target"], KEYS as u64,
+            "{run:?}"
+        );
+        let compared = report["keys_compared"].as_u64().unwrap();
+        assert_eq!(compared, if full { KEYS as u64 } else { 1000 }, "{run:?}");
+    }
+    // One value changed on the target, on the primary that owns it: a full verify names it.
+    let changed = &keys[7];
+    block_on(async {
+        let mut conns = target.conns().await;
+        let owner = target
+            .owners(&mut conns, std::slice::from_ref(changed))
+            .await[0];
+        exec(&mut conns[owner], &["SET", changed, "tampered"]).await;
+    });
+    let run = verify(true);
+    assert_eq!(run.code, 1, "{run:?}");
+    // The report, then the error (as JSON too).
+    let report: serde_json::Value =
+        serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(report["mismatch_count"], 1, "{run:?}");
+    assert_eq!(report["mismatches"][0]["key"], changed.as_str(), "{run:?}");
+    assert!(run.all_output().contains("the endpoints differ"), "{run:?}");
 }
 
 #[test]
@@ -452,7 +488,20 @@ fn a_cluster_copies_into_database_zero_of_a_single_primary() {
     let target = Cluster::single(&env.path().join("dst"));
     let keys = key_names(KEYS);
     block_on(seed(&source, &keys));
-    let run = env.run(&["copy", &source.url(2), &target.url(0)]);
+    let (src, dst) = (source.url(2), target.url(0));
+    let run = env.run(&["copy", &src, &dst]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_exact(&source, &target, &keys);
+    let run = env.run(&["verify", &src, &dst, "--full"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains(&format!("db0: source {KEYS} keys, target {KEYS} keys")),
+        "{run:?}"
+    );
+    // The other way round: a single primary's database 0 into a cluster.
+    let back = Cluster::start(&env.path().join("back"), 2, None);
+    let run = env.run(&["copy", &dst, &back.url(0)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_exact(&target, &back, &keys);
 }
