@@ -30,6 +30,10 @@ pub struct CopyArgs {
     /// Keys larger than this (bytes, estimated) are copied type-wise in chunks.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_restore_bytes: u64,
+    /// Copy only the keys of these primaries of a cluster source: 0-based indexes in slot order, comma
+    /// separated (`0,2`). Not with --live, whose reconcile judges every key.
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "live")]
+    pub source_shards: Option<Vec<usize>>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
 }
@@ -53,8 +57,42 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
         max_restore_bytes: args.max_restore_bytes,
         ..CopyOptions::default()
     };
-    let copier = Arc::new(Copier::new(src.clone(), dst, options));
+    let mut copier = Copier::new(src.clone(), dst, options);
+    if let Some(shards) = args.source_shards.clone() {
+        copier = copier.with_source_shards(shards);
+    }
+    let copier = Arc::new(copier);
     let text = args.output == OutputFormat::Text;
+    let (src_topology, dst_topology) =
+        copier
+            .topologies()
+            .await
+            .map_err(|e| match e.to_string().starts_with("source shard") {
+                true => Error::usage(
+                    format!("--source-shards: {e}"),
+                    "list indexes of the source's primaries, from 0, in slot order",
+                ),
+                false => {
+                    Error::failed(e, "check both URLs, the CA file and the password variables")
+                }
+            })?;
+    // The change capture subscribes to one node: on a cluster it would miss the other primaries' writes.
+    if args.live && src_topology.cluster {
+        return Err(Error::usage(
+            format!(
+                "--live: the source is {}, and the change capture follows one node only",
+                src_topology.describe()
+            ),
+            "copy without --live while the source takes no writes, then verify",
+        ));
+    }
+    if text {
+        eprintln!(
+            "source: {}; target: {}",
+            src_topology.describe(),
+            dst_topology.describe()
+        );
+    }
     let bar = (text && crate::ui::stdout_is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
@@ -128,6 +166,8 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
         "changes_replayed": replayed,
         "reconcile_passes": reconciles,
         "seconds": seconds,
+        "source_primaries": src_topology.shards.len(),
+        "target_primaries": dst_topology.shards.len(),
         "keys_per_sec": if seconds > 0.0 { counts.keys_scanned as f64 / seconds } else { 0.0 },
         "peak_rss_kb": peak_rss_kb(),
     });

@@ -4,6 +4,7 @@
 mod aws_moto;
 mod backend;
 mod bulk_lane;
+mod cluster_copy;
 mod cutover;
 mod harness;
 mod hostile_files;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::Mutex;
 
-use super::{BatchError, Copier, Err, Lane, cerr, expiry_at, lane_err};
+use super::{BatchError, Err, Lane, Pair, cerr, expiry_at, lane_err};
 use crate::data::error::{DataError, Role};
 use crate::data::resp::{PipeConn, Reply};
 
@@ -32,10 +32,10 @@ struct Planned {
 struct SourceRead<'r, 'a> {
     now_ms: i64,
     pttls: Vec<i64>,
-    values: &'r [Reply<'a>],
+    values: Vec<&'r Reply<'a>>,
 }
 
-impl Copier {
+impl Pair {
     /// Copy `keys` of database `db` on one lane, in batches of the current limit. A batch whose replies
     /// exceed their bound is split in halves (and the next batches start no larger, until a batch that
     /// fits sizes them again); a single key whose value alone exceeds it is read alone.
@@ -177,15 +177,19 @@ impl Copier {
         for key in keys {
             src.command(2).arg(b"PTTL").arg(key);
         }
-        src.command(1 + keys.len()).arg(b"MGET");
-        for key in keys {
-            src.arg(key);
+        // In a cluster, one MGET (and one MSET) per slot: a multi-key command must stay in one slot.
+        let runs = self.slot_runs(keys);
+        for run in &runs {
+            src.command(1 + run.len()).arg(b"MGET");
+            for key in &keys[run.clone()] {
+                src.arg(key);
+            }
         }
         let replies = src.round_trip().await.map_err(cerr(Role::Source))?;
-        let read = self.source_read(db, &replies, keys.len())?;
+        let read = self.source_read(db, &replies, &runs)?;
         let now_ms = read.now_ms;
         let mut plan = Planned::default();
-        self.queue_values(dst, keys, &read, pxat, &mut plan);
+        self.queue_values(dst, keys, &read, &runs, pxat, &mut plan);
         drop(replies);
         if !plan.other.is_empty() {
             self.queue_dumps(db, src, dst, keys, now_ms, &mut plan)
@@ -236,25 +240,30 @@ impl Copier {
         Ok(pxat)
     }
 
-    /// The replies of a batch's first round trip to the source (TIME, a PTTL per key, MGET), checked.
+    /// The replies of a batch's first round trip to the source (TIME, a PTTL per key, an MGET per slot
+    /// run), checked.
     fn source_read<'r, 'a>(
         &self,
         db: i64,
         replies: &'r [Reply<'a>],
-        keys: usize,
+        runs: &[std::ops::Range<usize>],
     ) -> Result<SourceRead<'r, 'a>, BatchError> {
         self.refused(replies, Role::Source, db)?;
         let now_ms = self.time_ms(db, replies.first())?;
-        let values = match replies.get(1 + keys) {
-            Some(Reply::Array(values)) if values.len() == keys => values,
-            _ => {
-                return Err(BatchError::Failed(self.odd_reply(
-                    Role::Source,
-                    db,
-                    "copy: the source did not answer MGET",
-                )));
+        let keys = runs.last().map_or(0, |r| r.end);
+        let mut values = Vec::with_capacity(keys);
+        for (n, run) in runs.iter().enumerate() {
+            match replies.get(1 + keys + n) {
+                Some(Reply::Array(got)) if got.len() == run.len() => values.extend(got),
+                _ => {
+                    return Err(BatchError::Failed(self.odd_reply(
+                        Role::Source,
+                        db,
+                        "copy: the source did not answer MGET",
+                    )));
+                }
             }
-        };
+        }
         let mut pttls = Vec::with_capacity(keys);
         for reply in &replies[1..=keys] {
             match reply.int() {
@@ -282,16 +291,22 @@ impl Copier {
         dst: &mut PipeConn,
         keys: &[&[u8]],
         read: &SourceRead<'_, '_>,
+        runs: &[std::ops::Range<usize>],
         pxat: bool,
         plan: &mut Planned,
     ) {
-        let (values, pttls) = (read.values, &read.pttls);
+        let (values, pttls) = (&read.values, &read.pttls);
         let abs = |pttl: i64| expiry_at(read.now_ms, pttl);
         let bound = self.options.max_restore_bytes;
         // Strings without a TTL go in one MSET (it replaces any value and TTL, as SET does): one command for
         // the target to parse instead of one per key.
         let mut mset: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut run_ends = runs.iter().map(|r| r.end).peekable();
         for (i, (value, &pttl)) in values.iter().zip(pttls).enumerate() {
+            // A slot run ends: its strings go in one MSET (a multi-key command stays in one slot).
+            if run_ends.next_if(|&end| end == i).is_some() {
+                flush_mset(dst, &mut mset, plan);
+            }
             match value {
                 Reply::Bulk(value) if value.len() as u64 > bound => plan.big.push((i, pttl)),
                 Reply::Bulk(value) if pttl >= 0 => {
@@ -313,14 +328,7 @@ impl Copier {
                 _ => plan.other.push((i, pttl)),
             }
         }
-        if !mset.is_empty() {
-            dst.command(1 + 2 * mset.len()).arg(b"MSET");
-            for (key, value) in &mset {
-                dst.arg(key).arg(value);
-            }
-            plan.writes += 1;
-            plan.copied += mset.len() as u64;
-        }
+        flush_mset(dst, &mut mset, plan);
     }
 
     /// Read the non-strings of `plan` with DUMP and queue their RESTOREs; those above the RESTORE bound
@@ -390,6 +398,20 @@ impl Copier {
             _ => Err(self.odd_reply(Role::Source, db, "copy: the source did not answer TIME")),
         }
     }
+}
+
+/// Queue one MSET of the strings gathered (if any) and start the next gathering.
+fn flush_mset(dst: &mut PipeConn, mset: &mut Vec<(&[u8], &[u8])>, plan: &mut Planned) {
+    if mset.is_empty() {
+        return;
+    }
+    dst.command(1 + 2 * mset.len()).arg(b"MSET");
+    for (key, value) in mset.iter() {
+        dst.arg(key).arg(value);
+    }
+    plan.writes += 1;
+    plan.copied += mset.len() as u64;
+    mset.clear();
 }
 
 /// `(major, minor)` of `redis_version` (or Valkey's `valkey_version`) in `INFO server`; (0, 0) if absent.

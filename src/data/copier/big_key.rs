@@ -1,17 +1,18 @@
 //! The big-key path: one key too large for one write (a value above the RESTORE bound) is copied
 //! type-wise in chunks (GETRANGE / APPEND, LRANGE / RPUSH, HSCAN / HSET, SSCAN / SADD, ZSCAN / ZADD) into
-//! a temporary key on the target, which then replaces the real one in one RENAME, so readers never see
-//! half a key.
+//! a temporary key on the target (in the key's slot, in a cluster), which then replaces the real one in
+//! one RENAME, so readers never see half a key.
 
 use std::sync::atomic::Ordering;
 
 use redis::aio::MultiplexedConnection;
 
-use super::{Copier, Err, rerr};
+use super::{Err, Pair, rerr};
 use crate::data::connect::{RedisEndpoint, connect};
 use crate::data::error::{DataError, Peer, Role};
+use crate::data::topology::{key_slot, same_slot_tag};
 
-impl Copier {
+impl Pair {
     /// One key type-wise in chunks, on ordinary connections opened for it.
     pub(super) async fn copy_in_chunks(
         &self,
@@ -22,8 +23,16 @@ impl Copier {
         let (source, target) = (self.source.with_db(db), self.target.with_db(db));
         let mut s = connect(&source).await.map_err(|e| e.role(Role::Source))?;
         let mut d = connect(&target).await.map_err(|e| e.role(Role::Target))?;
-        let mut tmp = key.to_vec();
-        tmp.extend_from_slice(b":ecmigrate-tmp");
+        // In a cluster the temporary key must live in the key's slot, or RENAME refuses it (CROSSSLOT).
+        let tmp = if self.slotted {
+            let mut tmp = same_slot_tag(key_slot(key));
+            tmp.extend_from_slice(key);
+            tmp
+        } else {
+            let mut tmp = key.to_vec();
+            tmp.extend_from_slice(b":ecmigrate-tmp");
+            tmp
+        };
         let chunked = Chunked {
             src: &mut s,
             dst: &mut d,

@@ -7,14 +7,22 @@
 //! TTLs are written as absolute expiry times (`SET … PXAT`, `RESTORE … ABSTTL`) taken from the source's
 //! clock, so they do not drift by the copy's own delay. A key gone from the source is deleted on the target.
 //!
-//! Who owns what: this module the options, the counters, the copier and its lanes, and the replay of
-//! given keys; [`scan`] the full copy (SCAN feeding the lanes) and the reconcile's delete pass;
+//! Either side may be a cluster: keys are routed by slot to the pair of primaries that holds them (one
+//! scanner per source primary), and multi-key commands never span two slots.
+//!
+//! Who owns what: this module the options, the counters, and one pair of primaries with its lanes;
+//! [`route`] the [`Copier`]: both topologies, the routing of keys to pairs (and again after a MOVED or
+//! ASK), the replay of given keys; [`scan`] the full copy (SCAN feeding the lanes) and the reconcile's
+//! delete pass;
 //! [`batch`] one pipelined batch on one lane, and the splitting of batches too large for their bound;
 //! [`big_key`] the type-wise copy in chunks of a key too large for one write.
 
 mod batch;
 mod big_key;
+mod route;
 mod scan;
+
+pub use route::Copier;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +34,7 @@ use tokio::sync::Mutex;
 use crate::data::connect::RedisEndpoint;
 use crate::data::error::{DataError, Peer, Role};
 use crate::data::resp::{LaneError, PipeConn, Reply};
+use crate::data::topology::key_slot;
 
 /// Tuning of a copy.
 #[derive(Debug, Clone)]
@@ -118,17 +127,21 @@ struct DbPool {
     lanes: Vec<Mutex<Lane>>,
 }
 
-/// Copies keys between two endpoints, database by database.
-pub struct Copier {
+/// Copies keys between one source primary and one target primary, database by database: the lanes, the
+/// batches and the big keys. [`Copier`] routes each key to the pair of its primaries.
+struct Pair {
     source: RedisEndpoint,
     target: RedisEndpoint,
     options: CopyOptions,
+    /// Either side is a cluster: multi-key commands (MGET, MSET) only ever within one slot, and a big
+    /// key's temporary key in its slot. The keys of a batch come sorted by slot.
+    slotted: bool,
     pools: Mutex<BTreeMap<i64, Arc<DbPool>>>,
     /// Whether the target takes `SET … PXAT` (Redis 6.2 and later); older ones get SET + PEXPIREAT.
     target_has_pxat: tokio::sync::OnceCell<bool>,
     /// Keys per batch now: `options.batch`, halved each time a batch's replies exceed their bound.
     batch_limit: AtomicUsize,
-    pub stats: Arc<CopyStats>,
+    stats: Arc<CopyStats>,
 }
 
 /// Why one batch was not copied.
@@ -141,13 +154,6 @@ enum BatchError {
 impl From<Err> for BatchError {
     fn from(e: Err) -> Self {
         BatchError::Failed(e)
-    }
-}
-
-impl Copier {
-    /// Where keys are copied from and to.
-    pub fn endpoints(&self) -> (&RedisEndpoint, &RedisEndpoint) {
-        (&self.source, &self.target)
     }
 }
 
@@ -171,22 +177,25 @@ fn cerr(role: Role) -> impl Fn(LaneError) -> BatchError {
     }
 }
 
-impl Copier {
-    pub fn new(source: RedisEndpoint, target: RedisEndpoint, options: CopyOptions) -> Copier {
+impl Pair {
+    fn new(
+        source: RedisEndpoint,
+        target: RedisEndpoint,
+        options: CopyOptions,
+        slotted: bool,
+        stats: Arc<CopyStats>,
+    ) -> Pair {
         let options_batch = options.batch.max(1);
-        Copier {
+        Pair {
             source,
             target,
             options,
+            slotted,
             pools: Mutex::new(BTreeMap::new()),
             target_has_pxat: tokio::sync::OnceCell::new(),
             batch_limit: AtomicUsize::new(options_batch),
-            stats: Arc::new(CopyStats::default()),
+            stats,
         }
-    }
-
-    pub fn source(&self) -> &RedisEndpoint {
-        &self.source
     }
 
     async fn pool(&self, db: i64) -> Arc<DbPool> {
@@ -235,26 +244,43 @@ impl Copier {
         }
     }
 
-    /// Copy these keys of database `db` from the source's current state: copied if present, deleted on the
-    /// target if gone (the replay of captured changes).
-    pub async fn copy_keys(&self, db: i64, keys: &[Vec<u8>]) -> Result<(), Err> {
-        if keys.is_empty() {
-            return Ok(());
-        }
+    /// Copy `keys` of database `db` on lane `lane` of this pair (sorted by slot first when either side
+    /// is a cluster, so that each slot's keys are adjacent).
+    async fn copy_on(&self, db: i64, lane: usize, keys: &[&[u8]]) -> Result<(), Err> {
+        let sorted;
+        let keys = if self.slotted {
+            let mut by_slot = keys.to_vec();
+            by_slot.sort_by_cached_key(|k| key_slot(k));
+            sorted = by_slot;
+            &sorted[..]
+        } else {
+            keys
+        };
         let pool = self.pool(db).await;
-        let batches: Vec<Vec<&[u8]>> = keys
-            .chunks(self.options.batch)
-            .map(|chunk| chunk.iter().map(Vec::as_slice).collect())
-            .collect();
-        // At most one batch per lane in flight.
-        for wave in batches.chunks(pool.lanes.len()) {
-            let jobs = wave
-                .iter()
-                .zip(&pool.lanes)
-                .map(|(batch, lane)| self.copy_on_lane(db, lane, batch));
-            futures_util::future::try_join_all(jobs).await?;
+        self.copy_on_lane(db, &pool.lanes[lane % pool.lanes.len()], keys)
+            .await
+    }
+
+    /// Index ranges of `keys` that share a slot (the whole batch when neither side is a cluster): each
+    /// is one MGET on the source and one MSET on the target.
+    fn slot_runs(&self, keys: &[&[u8]]) -> Vec<std::ops::Range<usize>> {
+        if !self.slotted {
+            return std::iter::once(0..keys.len()).collect();
         }
-        Ok(())
+        let mut runs = Vec::new();
+        let mut start = 0;
+        let mut current = keys.first().map(|k| key_slot(k));
+        for (i, key) in keys.iter().enumerate().skip(1) {
+            let slot = Some(key_slot(key));
+            if slot != current {
+                runs.push(start..i);
+                (start, current) = (i, slot);
+            }
+        }
+        if !keys.is_empty() {
+            runs.push(start..keys.len());
+        }
+        runs
     }
 }
 

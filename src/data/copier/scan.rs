@@ -1,15 +1,17 @@
-//! What SCAN drives: the full copy (a scanner feeding the keys of each database, one SCAN reply per
-//! batch, through a bounded channel to one worker per lane) and the reconcile's second half (deleting the
-//! target's keys that the source no longer has).
+//! What SCAN drives: the full copy (a scanner per source primary feeding the keys of each database, one
+//! SCAN reply per batch, through a bounded channel to one worker per lane) and the reconcile's second half
+//! (deleting the target's keys that the source no longer has, primary by primary).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use redis::aio::MultiplexedConnection;
 use tokio::sync::{Mutex, mpsc};
 
-use super::{Copier, CopyCounts, Err, lane_err, rerr};
-use crate::data::connect::connect;
+use super::route::Routes;
+use super::{Copier, Err, Pair, lane_err, rerr};
+use crate::data::connect::{RedisEndpoint, connect};
 use crate::data::error::{DataError, Role};
 use crate::data::resp::{PipeConn, Reply};
 
@@ -34,45 +36,26 @@ impl KeyBatch {
 }
 
 impl Copier {
-    /// Databases of the source that hold keys (from `INFO keyspace`).
-    pub async fn source_databases(&self) -> Result<BTreeMap<i64, u64>, Err> {
-        let mut conn = connect(&self.source)
-            .await
-            .map_err(|e| e.role(Role::Source))?;
-        crate::data::verify::keyspace(&mut conn)
-            .await
-            .map_err(rerr(&self.source, Role::Source))
-    }
-
-    /// Copy every key of every database of the source (SCAN). `progress(done, total)` is called per batch.
-    pub async fn copy_all(
+    /// Copy database `db` of source primary `shard`: its own scanner feeding its own workers, one per
+    /// lane, each routing its batch to the pairs of the target's primaries.
+    pub(super) async fn copy_shard_db(
         &self,
-        progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<CopyCounts, Err> {
-        let dbs = self.source_databases().await?;
-        let total: u64 = dbs.values().sum();
-        for db in dbs.keys() {
-            self.copy_db(*db, total, progress).await?;
-        }
-        Ok(self.stats.counts())
-    }
-
-    async fn copy_db(
-        &self,
+        routes: &Routes,
+        shard: usize,
         db: i64,
         total: u64,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(), Err> {
-        let pool = self.pool(db).await;
-        let workers = pool.lanes.len();
+        let workers = routes.lanes;
         // Bounded: the scanner waits when the workers fall behind, so memory does not grow with the keyspace.
         let (tx, rx) = mpsc::channel::<KeyBatch>(workers * 2);
         let rx = Arc::new(Mutex::new(rx));
-        let scan_conn = PipeConn::open(&self.source.with_db(db))
+        let scanning = &routes.pairs[shard][0];
+        let scan_conn = PipeConn::open(&scanning.source.with_db(db))
             .await
             .map_err(|e| e.role(Role::Source))?;
-        let scanner = self.scan_keys(db, scan_conn, tx);
-        let work = pool.lanes.iter().map(|lane| {
+        let scanner = scanning.scan_keys(db, scan_conn, tx);
+        let work = (0..workers).map(|lane| {
             let rx = rx.clone();
             async move {
                 loop {
@@ -81,7 +64,7 @@ impl Copier {
                         return Ok::<(), Err>(());
                     };
                     let keys = found.keys();
-                    self.copy_on_lane(db, lane, &keys).await?;
+                    self.copy_routed(db, lane, &keys).await?;
                     let done = self
                         .stats
                         .keys_scanned
@@ -96,7 +79,9 @@ impl Copier {
         tokio::try_join!(scanner, futures_util::future::try_join_all(work))?;
         Ok(())
     }
+}
 
+impl Pair {
     /// Send the keys of database `db` down `tx`, one SCAN reply per batch, until the cursor is back to 0
     /// or the workers stopped.
     async fn scan_keys(
@@ -153,65 +138,103 @@ impl Copier {
         }
         Ok(())
     }
+}
 
-    /// Delete keys of the target that the source no longer has (the second half of a reconcile pass).
+impl Copier {
+    /// Delete keys of the target that the source no longer has (the second half of a reconcile pass):
+    /// every primary of the target scanned, each key looked up on the source primary that holds its
+    /// slot. With `--source-shards`, only keys of the slots of the primaries copied are judged.
     pub async fn delete_extraneous(&self) -> Result<u64, Err> {
-        let on_target = |e: DataError| e.role(Role::Target);
-        let mut dst_conn = connect(&self.target).await.map_err(on_target)?;
-        let dbs = crate::data::verify::keyspace(&mut dst_conn)
-            .await
-            .map_err(rerr(&self.target, Role::Target))?;
+        let routes = self.routes().await?;
+        let scanned: BTreeSet<usize> = self.scanned_shards(&routes).into_iter().collect();
         let mut deleted = 0u64;
-        for db in dbs.keys() {
-            let (source, target) = (self.source.with_db(*db), self.target.with_db(*db));
-            let mut scan = connect(&target).await.map_err(on_target)?;
-            let mut src = connect(&source).await.map_err(|e| e.role(Role::Source))?;
-            let mut dst = connect(&target).await.map_err(on_target)?;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(self.options.batch)
-                    .query_async(&mut scan)
-                    .await
-                    .map_err(rerr(&target, Role::Target))?;
-                if !keys.is_empty() {
-                    let mut exists = redis::pipe();
-                    for k in &keys {
-                        exists.cmd("EXISTS").arg(k);
-                    }
-                    let present: Vec<bool> = exists
-                        .query_async(&mut src)
-                        .await
-                        .map_err(rerr(&source, Role::Source))?;
-                    let missing: Vec<&Vec<u8>> = keys
-                        .iter()
-                        .zip(present)
-                        .filter(|(_, p)| !p)
-                        .map(|(k, _)| k)
-                        .collect();
-                    if !missing.is_empty() {
-                        let mut del = redis::pipe();
-                        for k in &missing {
-                            del.cmd("DEL").arg(*k).ignore();
-                        }
-                        let _: () = del
-                            .query_async(&mut dst)
-                            .await
-                            .map_err(rerr(&target, Role::Target))?;
-                        deleted += missing.len() as u64;
-                    }
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
+        for shard in &routes.target.shards {
+            let on_target = |e: DataError| e.role(Role::Target);
+            let mut dst_conn = connect(&shard.endpoint).await.map_err(on_target)?;
+            let dbs = crate::data::verify::keyspace(&mut dst_conn)
+                .await
+                .map_err(rerr(&shard.endpoint, Role::Target))?;
+            for db in dbs.keys() {
+                let target = shard.endpoint.with_db(*db);
+                deleted += self
+                    .delete_extraneous_in(&routes, &scanned, &target)
+                    .await?;
             }
         }
         self.stats
             .keys_deleted
             .fetch_add(deleted, Ordering::Relaxed);
         Ok(deleted)
+    }
+
+    /// [`Copier::delete_extraneous`] in one database of one target primary.
+    async fn delete_extraneous_in(
+        &self,
+        routes: &Routes,
+        scanned: &BTreeSet<usize>,
+        target: &RedisEndpoint,
+    ) -> Result<u64, Err> {
+        let on_target = |e: DataError| e.role(Role::Target);
+        let mut scan = connect(target).await.map_err(on_target)?;
+        let mut dst = connect(target).await.map_err(on_target)?;
+        let mut sources: BTreeMap<usize, (RedisEndpoint, MultiplexedConnection)> = BTreeMap::new();
+        let mut deleted = 0u64;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(self.options.batch)
+                .query_async(&mut scan)
+                .await
+                .map_err(rerr(target, Role::Target))?;
+            let mut by_source: BTreeMap<usize, Vec<&Vec<u8>>> = BTreeMap::new();
+            for key in &keys {
+                let s = routes.source.shard_of(key);
+                if scanned.contains(&s) {
+                    by_source.entry(s).or_default().push(key);
+                }
+            }
+            let mut missing: Vec<&Vec<u8>> = Vec::new();
+            for (s, keys) in by_source {
+                let (source, src) = match sources.entry(s) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let source = routes.source.shards[s].endpoint.with_db(target.db);
+                        let conn = connect(&source).await.map_err(|e| e.role(Role::Source))?;
+                        e.insert((source, conn))
+                    }
+                };
+                let mut exists = redis::pipe();
+                for k in &keys {
+                    exists.cmd("EXISTS").arg(*k);
+                }
+                let present: Vec<bool> = exists
+                    .query_async(src)
+                    .await
+                    .map_err(rerr(source, Role::Source))?;
+                missing.extend(
+                    keys.iter()
+                        .zip(present)
+                        .filter(|(_, p)| !p)
+                        .map(|(k, _)| *k),
+                );
+            }
+            if !missing.is_empty() {
+                let mut del = redis::pipe();
+                for k in &missing {
+                    del.cmd("DEL").arg(*k).ignore();
+                }
+                let _: () = del
+                    .query_async(&mut dst)
+                    .await
+                    .map_err(rerr(target, Role::Target))?;
+                deleted += missing.len() as u64;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(deleted);
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The verifier: compares two Redis endpoints database by database: key counts, then a sample (or every
-//! key) by type, value and TTL within a tolerance. Values are compared as values, never as DUMP bytes: the
+//! The verifier: compares two Redis endpoints (each a single primary or a cluster, see [`routing`])
+//! database by database: key counts, then a sample (or every key) by type, value and TTL within a
+//! tolerance. Values are compared as values, never as DUMP bytes: the
 //! DUMP of an identical hashtable-encoded set can order its members differently.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +12,10 @@ use serde::Serialize;
 
 use crate::data::connect::{RedisEndpoint, connect};
 use crate::data::error::{DataError, Role};
+
+mod routing;
+
+use routing::{Routed, sample_share};
 
 #[derive(Debug, Clone, Copy)]
 pub enum VerifyMode {
@@ -83,6 +88,8 @@ pub async fn keyspace(conn: &mut MultiplexedConnection) -> redis::RedisResult<BT
     Ok(out)
 }
 
+/// Compare `source` and `target` (each a single primary or a cluster): key counts per database summed
+/// over primaries, then a sample or every key.
 pub async fn verify(
     source: &RedisEndpoint,
     target: &RedisEndpoint,
@@ -90,8 +97,10 @@ pub async fn verify(
     ttl_tolerance_ms: i64,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<VerifyReport, DataError> {
-    let src_counts = key_counts(source, Role::Source).await?;
-    let dst_counts = key_counts(target, Role::Target).await?;
+    let mut routed = Routed::discover(source, target).await?;
+    let src_shards = routed.shard_counts(Role::Source).await?;
+    let src_counts = summed(&src_shards);
+    let dst_counts = summed(&routed.shard_counts(Role::Target).await?);
     let mut report = VerifyReport::default();
     let dbs: BTreeSet<i64> = src_counts
         .keys()
@@ -111,58 +120,95 @@ pub async fn verify(
         VerifyMode::Full => src_counts.values().sum(),
         VerifyMode::Sample(n) => src_counts.values().map(|c| (*c).min(n)).sum(),
     };
-    let mut done = 0u64;
+    let mut pass = Pass {
+        routed: &mut routed,
+        report: &mut report,
+        ttl_tolerance_ms,
+        done: 0,
+        total,
+        progress,
+    };
     for (db, count) in &src_counts {
-        let mut sides = Sides::open(source, target, *db).await?;
-        let keys: Vec<Vec<u8>> = match mode {
-            VerifyMode::Sample(n) => sample_keys(&mut sides.s, n.min(*count))
-                .await
-                .map_err(sides.err(Role::Source))?,
-            VerifyMode::Full => Vec::new(),
-        };
-        let mut compare_batch =
-            async |batch: &[Vec<u8>], report: &mut VerifyReport| -> Result<(), DataError> {
-                for (key, reason) in sides.compare(batch, ttl_tolerance_ms).await? {
-                    report.record(*db, key, reason);
-                }
-                report.keys_compared += batch.len() as u64;
-                Ok(())
-            };
-        match mode {
-            VerifyMode::Sample(_) => {
-                for chunk in keys.chunks(200) {
-                    compare_batch(chunk, &mut report).await?;
-                    done += chunk.len() as u64;
-                    progress(done, total);
-                }
-            }
-            VerifyMode::Full => {
-                let db_source = source.with_db(*db);
-                let mut scan_conn = connect(&db_source)
-                    .await
-                    .map_err(|e| e.role(Role::Source))?;
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut scan_conn)
+        for (s, counts) in src_shards.iter().enumerate() {
+            let held = counts.get(db).copied().unwrap_or(0);
+            match mode {
+                _ if held == 0 => {}
+                VerifyMode::Sample(n) => {
+                    let sides = pass.routed.sides(*db, s, 0).await?;
+                    let keys = sample_keys(&mut sides.s, sample_share(n, held, *count))
                         .await
-                        .map_err(|e| failed(&db_source, Role::Source, &e))?;
-                    compare_batch(&batch, &mut report).await?;
-                    done += batch.len() as u64;
-                    progress(done.min(total), total);
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
+                        .map_err(sides.err(Role::Source))?;
+                    for chunk in keys.chunks(200) {
+                        pass.compare(*db, chunk).await?;
                     }
                 }
+                VerifyMode::Full => pass.scan_primary(*db, s).await?,
             }
         }
     }
-    recount_live(source, target, &mut report).await?;
+    recount_live(&routed, &mut report).await?;
     Ok(report)
+}
+
+/// Per database, the sum of the primaries' key counts.
+fn summed(shards: &[BTreeMap<i64, u64>]) -> BTreeMap<i64, u64> {
+    let mut out = BTreeMap::new();
+    for counts in shards {
+        for (db, keys) in counts {
+            *out.entry(*db).or_insert(0) += keys;
+        }
+    }
+    out
+}
+
+/// One comparison under way: where keys are read, what was found, the progress so far.
+struct Pass<'a> {
+    routed: &'a mut Routed,
+    report: &'a mut VerifyReport,
+    ttl_tolerance_ms: i64,
+    done: u64,
+    total: u64,
+    progress: &'a (dyn Fn(u64, u64) + Send + Sync),
+}
+
+impl Pass<'_> {
+    /// Compare a batch of database `db` and record what differs.
+    async fn compare(&mut self, db: i64, batch: &[Vec<u8>]) -> Result<(), DataError> {
+        for (key, reason) in self
+            .routed
+            .compare(db, batch, self.ttl_tolerance_ms)
+            .await?
+        {
+            self.report.record(db, &key, reason);
+        }
+        self.report.keys_compared += batch.len() as u64;
+        self.done += batch.len() as u64;
+        (self.progress)(self.done.min(self.total), self.total);
+        Ok(())
+    }
+
+    /// Compare every key of database `db` of source primary `s` (SCAN).
+    async fn scan_primary(&mut self, db: i64, s: usize) -> Result<(), DataError> {
+        let db_source = self.routed.endpoints(Role::Source, db).swap_remove(s);
+        let mut scan_conn = connect(&db_source)
+            .await
+            .map_err(|e| e.role(Role::Source))?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut scan_conn)
+                .await
+                .map_err(|e| failed(&db_source, Role::Source, &e))?;
+            self.compare(db, &batch).await?;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Key count per database of one side, from `INFO keyspace`.
@@ -176,15 +222,16 @@ async fn key_counts(endpoint: &RedisEndpoint, role: Role) -> Result<BTreeMap<i64
 /// INFO keyspace also counts keys whose TTL has passed but that the server has not reclaimed yet, and
 /// the two sides reclaim at their own pace. Where the counts differ, count the live keys with SCAN,
 /// which skips (and reclaims) expired ones.
-async fn recount_live(
-    source: &RedisEndpoint,
-    target: &RedisEndpoint,
-    report: &mut VerifyReport,
-) -> Result<(), DataError> {
+async fn recount_live(routed: &Routed, report: &mut VerifyReport) -> Result<(), DataError> {
     for (db, counts) in report.key_counts.iter_mut() {
         if counts.0 != counts.1 {
-            let live_src = scan_count(&source.with_db(*db), Role::Source).await?;
-            let live_dst = scan_count(&target.with_db(*db), Role::Target).await?;
+            let (mut live_src, mut live_dst) = (0, 0);
+            for endpoint in routed.endpoints(Role::Source, *db) {
+                live_src += scan_count(&endpoint, Role::Source).await?;
+            }
+            for endpoint in routed.endpoints(Role::Target, *db) {
+                live_dst += scan_count(&endpoint, Role::Target).await?;
+            }
             *counts = (live_src, live_dst);
         }
     }
@@ -269,8 +316,8 @@ async fn scan_count(endpoint: &RedisEndpoint, role: Role) -> Result<u64, DataErr
 }
 
 /// A quick comparison for a moment when both sides are still (inside the cutover's write fence): up to
-/// `per_db` random keys of every database of the source. Returns how many keys were compared and those
-/// that differ.
+/// `per_db` random keys of every database of the source, shared by its primaries. Returns how many keys
+/// were compared and those that differ.
 pub async fn spot_check(
     source: &RedisEndpoint,
     target: &RedisEndpoint,
@@ -278,19 +325,27 @@ pub async fn spot_check(
     ttl_tolerance_ms: i64,
 ) -> Result<(u64, Vec<Mismatch>), DataError> {
     let (mut compared, mut differ) = (0u64, Vec::new());
-    // Sample and compare on the same pair of connections per database: this runs inside the write pause.
-    for (db, count) in key_counts(source, Role::Source).await? {
-        let mut sides = Sides::open(source, target, db).await?;
-        let sample = sample_keys(&mut sides.s, per_db.min(count))
-            .await
-            .map_err(sides.err(Role::Source))?;
-        let found = sides.compare(&sample, ttl_tolerance_ms).await?;
-        differ.extend(found.into_iter().map(|(key, reason)| Mismatch {
-            db,
-            key: String::from_utf8_lossy(key).into_owned(),
-            reason,
-        }));
-        compared += sample.len() as u64;
+    let mut routed = Routed::discover(source, target).await?;
+    let shards = routed.shard_counts(Role::Source).await?;
+    // Sample and compare on the same connections per database: this runs inside the write pause.
+    for (db, count) in summed(&shards) {
+        for (s, counts) in shards.iter().enumerate() {
+            let held = counts.get(&db).copied().unwrap_or(0);
+            if held == 0 {
+                continue;
+            }
+            let sides = routed.sides(db, s, 0).await?;
+            let sample = sample_keys(&mut sides.s, sample_share(per_db, held, count))
+                .await
+                .map_err(sides.err(Role::Source))?;
+            let found = routed.compare(db, &sample, ttl_tolerance_ms).await?;
+            differ.extend(found.into_iter().map(|(key, reason)| Mismatch {
+                db,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason,
+            }));
+            compared += sample.len() as u64;
+        }
     }
     Ok((compared, differ))
 }
@@ -306,14 +361,14 @@ pub async fn recheck(
     for (db, key) in keys {
         by_db.entry(*db).or_default().push(key.clone());
     }
+    let mut routed = Routed::discover(source, target).await?;
     let mut out = Vec::new();
     for (db, keys) in by_db {
-        let mut sides = Sides::open(source, target, db).await?;
         for chunk in keys.chunks(1000) {
-            let differ = sides.compare(chunk, ttl_tolerance_ms).await?;
+            let differ = routed.compare(db, chunk, ttl_tolerance_ms).await?;
             out.extend(differ.into_iter().map(|(key, reason)| Mismatch {
                 db,
-                key: String::from_utf8_lossy(key).into_owned(),
+                key: String::from_utf8_lossy(&key).into_owned(),
                 reason,
             }));
         }

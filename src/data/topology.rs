@@ -1,0 +1,516 @@
+//! The shape of a Redis data plane behind one endpoint: a single primary (cluster mode disabled, databases
+//! 0–15), or a cluster's primaries and the hash slots each owns; and the key → slot hash that routes a
+//! key to its primary.
+//!
+//! Only what ElastiCache allows is asked: `INFO cluster`, then `CLUSTER SHARDS` (Redis 7 and later) or
+//! `CLUSTER SLOTS` before it. The topology is read, never changed. Every primary's endpoint keeps the TLS
+//! setting, CA file and password of the endpoint it was found from: a cluster's nodes share them.
+
+use redis::Value;
+
+use crate::data::connect::{RedisEndpoint, connect};
+use crate::data::error::{DataError, Peer};
+
+/// Hash slots of a Redis cluster.
+pub const SLOTS: usize = 16384;
+
+/// One primary and the slot ranges it owns (inclusive; the whole range for a single primary).
+#[derive(Debug, Clone)]
+pub struct Shard {
+    pub endpoint: RedisEndpoint,
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// The primaries behind an endpoint, in slot order (the first slot each owns).
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Cluster mode enabled: keys live in database 0 only, and multi-key commands must stay in one slot.
+    pub cluster: bool,
+    pub shards: Vec<Shard>,
+    /// Slot → index into `shards` (a cluster only; empty for a single primary).
+    owner: Vec<u16>,
+}
+
+impl Topology {
+    /// A single primary: one shard, the endpoint itself, every database.
+    pub fn single(endpoint: &RedisEndpoint) -> Topology {
+        Topology {
+            cluster: false,
+            shards: vec![Shard {
+                endpoint: endpoint.clone(),
+                slots: vec![(0, (SLOTS - 1) as u16)],
+            }],
+            owner: Vec::new(),
+        }
+    }
+
+    /// Find out what `endpoint` (any node) belongs to.
+    pub async fn discover(endpoint: &RedisEndpoint) -> Result<Topology, DataError> {
+        let mut conn = connect(endpoint).await?;
+        let failed = |what: &'static str| {
+            move |e: redis::RedisError| {
+                DataError::redis(endpoint, &e)
+                    .command(what)
+                    .context(format!(
+                        "reading the topology of {}",
+                        endpoint.display_url()
+                    ))
+            }
+        };
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("INFO"))?;
+        if !cluster_enabled(&info) {
+            return Ok(Topology::single(endpoint));
+        }
+        let primaries = match redis::cmd("CLUSTER")
+            .arg("SHARDS")
+            .query_async::<Value>(&mut conn)
+            .await
+        {
+            Ok(reply) => parse_shards(&reply, endpoint.tls),
+            // Before Redis 7: CLUSTER SHARDS is an unknown command.
+            Err(_) => {
+                let reply: Value = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(failed("CLUSTER SLOTS"))?;
+                parse_slots(&reply)
+            }
+        }
+        .map_err(|message| DataError::Protocol {
+            peer: Peer::from(endpoint),
+            message: format!(
+                "reading the topology of {}: {message}",
+                endpoint.display_url()
+            ),
+        })?;
+        Topology::cluster(endpoint, primaries).map_err(|message| DataError::Unsupported {
+            peer: Peer::from(endpoint),
+            message: format!(
+                "the cluster of {} {message}; wait until CLUSTER INFO says cluster_state:ok",
+                endpoint.display_url()
+            ),
+        })
+    }
+
+    /// A cluster from its primaries (`host`, `port`, slot ranges): every slot must have exactly one owner.
+    fn cluster(given: &RedisEndpoint, primaries: Vec<Primary>) -> Result<Topology, String> {
+        let mut primaries: Vec<Primary> = primaries
+            .into_iter()
+            .filter(|p| !p.slots.is_empty())
+            .collect();
+        primaries.sort_by_key(|p| p.slots.iter().map(|r| r.0).min());
+        let mut owner = vec![u16::MAX; SLOTS];
+        for (i, p) in primaries.iter().enumerate() {
+            for &(start, end) in &p.slots {
+                if start > end || end as usize >= SLOTS {
+                    return Err(format!("announces the slot range {start}-{end}"));
+                }
+                for slot in start..=end {
+                    if owner[slot as usize] != u16::MAX {
+                        return Err(format!("announces slot {slot} on two primaries"));
+                    }
+                    owner[slot as usize] = i as u16;
+                }
+            }
+        }
+        if let Some(slot) = owner.iter().position(|&o| o == u16::MAX) {
+            return Err(format!("has no primary for slot {slot}"));
+        }
+        let shards = primaries
+            .into_iter()
+            .map(|p| Shard {
+                endpoint: RedisEndpoint {
+                    host: p.host,
+                    port: p.port,
+                    db: 0,
+                    ..given.clone()
+                },
+                slots: p.slots,
+            })
+            .collect();
+        Ok(Topology {
+            cluster: true,
+            shards,
+            owner,
+        })
+    }
+
+    /// The shard that owns `slot` (0 for a single primary).
+    pub fn shard_of_slot(&self, slot: u16) -> usize {
+        if self.cluster {
+            self.owner[slot as usize] as usize
+        } else {
+            0
+        }
+    }
+
+    /// The shard that holds `key` (0 for a single primary).
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        if self.cluster {
+            self.owner[key_slot(key) as usize] as usize
+        } else {
+            0
+        }
+    }
+
+    /// How the operator reads it: `a cluster of 3 primaries`, `a single primary`.
+    pub fn describe(&self) -> String {
+        if self.cluster {
+            format!("a cluster of {} primaries", self.shards.len())
+        } else {
+            "a single primary".to_string()
+        }
+    }
+}
+
+/// `cluster_enabled:1` in `INFO cluster`.
+fn cluster_enabled(info: &str) -> bool {
+    info.lines().any(|l| l.trim() == "cluster_enabled:1")
+}
+
+/// A primary as CLUSTER SHARDS or CLUSTER SLOTS announces it.
+#[derive(Debug, Clone, PartialEq)]
+struct Primary {
+    host: String,
+    port: u16,
+    slots: Vec<(u16, u16)>,
+}
+
+/// The fields of a map reply: a RESP3 map, or a RESP2 array of alternating names and values.
+fn fields(v: &Value) -> Vec<(String, &Value)> {
+    match v {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, v)))
+            .collect(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|p| Some((text(&p[0])?, p.get(1)?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+fn port(v: Option<i64>) -> Option<u16> {
+    v.and_then(|p| u16::try_from(p).ok()).filter(|&p| p > 0)
+}
+
+/// The primaries of a `CLUSTER SHARDS` reply. A node is reached at its `endpoint` (what clients are told,
+/// the node's DNS name on ElastiCache) or, where that is unknown, its `ip`; at its `tls-port` when the
+/// given endpoint is TLS.
+fn parse_shards(reply: &Value, tls: bool) -> Result<Vec<Primary>, String> {
+    let mut out = Vec::new();
+    for shard in items(reply) {
+        let shard = fields(shard);
+        let get = |name: &str| shard.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let bounds: Vec<i64> = get("slots")
+            .map(items)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(int)
+            .collect();
+        let slots = slot_pairs(&bounds)?;
+        let nodes = get("nodes").map(items).unwrap_or(&[]);
+        let primary = nodes.iter().map(fields).find(|node| {
+            node.iter()
+                .any(|(k, v)| k == "role" && text(v).as_deref() == Some("master"))
+        });
+        let Some(node) = primary else {
+            if slots.is_empty() {
+                continue;
+            }
+            return Err("CLUSTER SHARDS names slots without a primary".into());
+        };
+        let field = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let host = field("endpoint")
+            .and_then(text)
+            .filter(|h| !h.is_empty() && h != "?")
+            .or_else(|| field("ip").and_then(text))
+            .ok_or("CLUSTER SHARDS names a primary without an address")?;
+        let (plain, secure) = (
+            port(field("port").and_then(int)),
+            port(field("tls-port").and_then(int)),
+        );
+        let port = if tls {
+            secure.or(plain)
+        } else {
+            plain.or(secure)
+        }
+        .ok_or("CLUSTER SHARDS names a primary without a port")?;
+        out.push(Primary { host, port, slots });
+    }
+    Ok(out)
+}
+
+/// `[start, end, start, end, ...]` as ranges.
+fn slot_pairs(bounds: &[i64]) -> Result<Vec<(u16, u16)>, String> {
+    if !bounds.len().is_multiple_of(2) {
+        return Err("a slot range has no end".into());
+    }
+    bounds
+        .chunks(2)
+        .map(|p| match (u16::try_from(p[0]), u16::try_from(p[1])) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            _ => Err(format!("slot range {}-{} is out of bounds", p[0], p[1])),
+        })
+        .collect()
+}
+
+/// The primaries of a `CLUSTER SLOTS` reply: `[start, end, [host, port, id, …], replicas…]` per range.
+fn parse_slots(reply: &Value) -> Result<Vec<Primary>, String> {
+    let mut out: Vec<Primary> = Vec::new();
+    for range in items(reply) {
+        let parts = items(range);
+        let (Some(start), Some(end), Some(node)) = (
+            parts.first().and_then(int),
+            parts.get(1).and_then(int),
+            parts.get(2).map(items),
+        ) else {
+            return Err("CLUSTER SLOTS answered a range oddly".into());
+        };
+        let host = node
+            .first()
+            .and_then(text)
+            .ok_or("CLUSTER SLOTS names a primary without an address")?;
+        let port = port(node.get(1).and_then(int))
+            .ok_or("CLUSTER SLOTS names a primary without a port")?;
+        let range = slot_pairs(&[start, end])?[0];
+        match out.iter_mut().find(|p| p.host == host && p.port == port) {
+            Some(p) => p.slots.push(range),
+            None => out.push(Primary {
+                host,
+                port,
+                slots: vec![range],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// CRC16/XMODEM (polynomial 0x1021, initial value 0), table-driven: the hash of Redis Cluster's slots.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+pub fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLE[((crc >> 8) as u8 ^ b) as usize]
+    })
+}
+
+/// The slot of `key`: CRC16 of its hash tag — what lies between the first `{` and the first `}` after
+/// it, when that is not empty — or of the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16(hash_tag(key)) % SLOTS as u16
+}
+
+fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{')
+        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+/// A hash tag `{ecmigrate-tmp-N}` whose slot is `slot`: a temporary key built as this tag followed by a
+/// key lives on the same primary, in the same slot, as the key itself (so it can be RENAMEd over it).
+pub fn same_slot_tag(slot: u16) -> Vec<u8> {
+    (0u32..)
+        .map(|n| format!("ecmigrate-tmp-{n}"))
+        .find(|tag| key_slot(tag.as_bytes()) == slot)
+        .map(|tag| format!("{{{tag}}}").into_bytes())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn slots_follow_crc16_xmodem_and_hash_tags() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b""), 0);
+        // An empty tag does not count: the whole key is hashed.
+        assert_eq!(key_slot(b"{}"), crc16(b"{}") % 16384);
+        assert_eq!(key_slot(b"{}foo"), crc16(b"{}foo") % 16384);
+        // Only the first `{` and the first `}` after it.
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"foo{bar"), crc16(b"foo{bar") % 16384);
+    }
+
+    #[test]
+    fn same_slot_tags_land_in_the_slot_asked_for() {
+        for slot in [0u16, 1, 5061, 12182, 16383] {
+            let tag = same_slot_tag(slot);
+            let mut tmp = tag.clone();
+            tmp.extend_from_slice(b"some}key{x}");
+            assert_eq!(key_slot(&tmp), slot);
+        }
+    }
+
+    #[test]
+    fn cluster_enabled_is_read_from_info() {
+        assert!(cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"));
+        assert!(!cluster_enabled("# Cluster\r\ncluster_enabled:0\r\n"));
+    }
+
+    fn node(ip: &str, port: i64, tls_port: Option<i64>, role: &str) -> Value {
+        let mut v = vec![bulk("id"), bulk("abc"), bulk("port"), Value::Int(port)];
+        if let Some(t) = tls_port {
+            v.extend([bulk("tls-port"), Value::Int(t)]);
+        }
+        v.extend([
+            bulk("ip"),
+            bulk(ip),
+            bulk("endpoint"),
+            bulk(ip),
+            bulk("role"),
+            bulk(role),
+            bulk("health"),
+            bulk("online"),
+        ]);
+        Value::Array(v)
+    }
+
+    fn shard(slots: &[i64], nodes: Vec<Value>) -> Value {
+        Value::Array(vec![
+            bulk("slots"),
+            Value::Array(slots.iter().map(|s| Value::Int(*s)).collect()),
+            bulk("nodes"),
+            Value::Array(nodes),
+        ])
+    }
+
+    #[test]
+    fn cluster_shards_replies_name_each_primary_and_its_slots() {
+        let reply = Value::Array(vec![
+            shard(
+                &[5461, 10922],
+                vec![
+                    node("10.0.0.9", 7001, Some(8001), "replica"),
+                    node("10.0.0.2", 7002, Some(8002), "master"),
+                ],
+            ),
+            shard(
+                &[0, 5460],
+                vec![node("10.0.0.1", 7000, Some(8000), "master")],
+            ),
+            shard(
+                &[10923, 16000, 16001, 16383],
+                vec![node("10.0.0.3", 7003, None, "master")],
+            ),
+        ]);
+        let plain = parse_shards(&reply, false).unwrap();
+        assert_eq!(plain[0].host, "10.0.0.2");
+        assert_eq!(plain[0].port, 7002);
+        assert_eq!(plain[2].slots, vec![(10923, 16000), (16001, 16383)]);
+        let tls = parse_shards(&reply, true).unwrap();
+        assert_eq!((tls[0].port, tls[1].port, tls[2].port), (8002, 8000, 7003));
+        let given = RedisEndpoint::plain("seed", 1);
+        let topo = Topology::cluster(&given, plain).unwrap();
+        // Slot order, not reply order.
+        let ports: Vec<u16> = topo.shards.iter().map(|s| s.endpoint.port).collect();
+        assert_eq!(ports, vec![7000, 7002, 7003]);
+        assert_eq!(topo.shard_of(b"foo"), 2);
+        assert_eq!(topo.shard_of(b"bar"), 0);
+        assert_eq!(topo.shard_of_slot(5461), 1);
+    }
+
+    #[test]
+    fn cluster_slots_replies_group_ranges_by_primary() {
+        let range = |a: i64, b: i64, port: i64| {
+            Value::Array(vec![
+                Value::Int(a),
+                Value::Int(b),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(port), bulk("id")]),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(port + 100), bulk("id2")]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            range(0, 100, 7000),
+            range(101, 16000, 7001),
+            range(16001, 16383, 7000),
+        ]);
+        let primaries = parse_slots(&reply).unwrap();
+        assert_eq!(primaries.len(), 2);
+        assert_eq!(primaries[0].slots, vec![(0, 100), (16001, 16383)]);
+        let topo = Topology::cluster(&RedisEndpoint::plain("seed", 1), primaries).unwrap();
+        assert_eq!(topo.shard_of_slot(16383), 0);
+        assert_eq!(topo.shard_of_slot(101), 1);
+    }
+
+    #[test]
+    fn a_cluster_with_an_unowned_or_doubly_owned_slot_is_refused() {
+        let given = RedisEndpoint::plain("seed", 1);
+        let p = |port: u16, slots: Vec<(u16, u16)>| Primary {
+            host: "h".into(),
+            port,
+            slots,
+        };
+        let err = Topology::cluster(&given, vec![p(1, vec![(0, 100)])]).unwrap_err();
+        assert!(err.contains("no primary for slot 101"), "{err}");
+        let err = Topology::cluster(&given, vec![p(1, vec![(0, 16383)]), p(2, vec![(5, 5)])])
+            .unwrap_err();
+        assert!(err.contains("slot 5 on two primaries"), "{err}");
+        let single = Topology::single(&given);
+        assert_eq!((single.cluster, single.shard_of(b"foo")), (false, 0));
+    }
+}
