@@ -63,19 +63,16 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
     }
     let copier = Arc::new(copier);
     let text = args.output == OutputFormat::Text;
-    let (src_topology, dst_topology) =
-        copier
-            .topologies()
-            .await
-            .map_err(|e| match e.to_string().starts_with("source shard") {
-                true => Error::usage(
-                    format!("--source-shards: {e}"),
-                    "list indexes of the source's primaries, from 0, in slot order",
-                ),
-                false => {
-                    Error::failed(e, "check both URLs, the CA file and the password variables")
-                }
-            })?;
+    let (src_topology, dst_topology) = copier.topologies().await.map_err(|e| match e {
+        crate::data::DataError::NoSuchShard { .. } => Error::usage(
+            format!("--source-shards: {e}"),
+            "list indexes of the source's primaries, from 0, in slot order",
+        ),
+        other => Error::failed(
+            other,
+            "check both URLs, the CA file and the password variables",
+        ),
+    })?;
     // The change capture subscribes to one node: on a cluster it would miss the other primaries' writes.
     if args.live && src_topology.cluster {
         return Err(Error::usage(
@@ -113,43 +110,9 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
         Error::failed(e, "check both URLs, the CA file and the password variables")
     };
     let started = Instant::now();
-    let mut replayed = 0;
-    let mut reconciles = 0;
+    let (mut replayed, mut reconciles) = (0, 0);
     if args.live {
-        let style = detect_style(&src, true).await.map_err(|e| {
-            Error::failed(e, "enable keyspace notifications on the source: notify-keyspace-events KEA (on ElastiCache, in a custom parameter group)")
-        })?;
-        let spill =
-            std::env::temp_dir().join(format!("ecmigrate-capture-{}.spill", std::process::id()));
-        let capture = Capture::start(src.clone(), style, spill, 1_000_000)
-            .await
-            .map_err(fail)?;
-        let mut stream = StreamCopy::new(copier.clone(), capture);
-        stream.reconcile(&progress).await.map_err(fail)?;
-        if let Some(b) = &bar {
-            b.finish_and_clear();
-        }
-        if text {
-            eprintln!("initial copy done; tailing changes until Ctrl-C");
-        }
-        let tick = |s: &crate::data::stream::StreamStatus| {
-            if text && crate::ui::stdout_is_terminal() {
-                eprint!(
-                    "\r{} changes replayed, {} pending (oldest {} ms)   ",
-                    s.replayed, s.capture.pending, s.capture.oldest_pending_ms
-                );
-            }
-        };
-        let stop = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        stream
-            .tail_until(stop, &tick, &progress)
-            .await
-            .map_err(fail)?;
-        stream.capture.stop();
-        replayed = stream.replayed;
-        reconciles = stream.reconciles;
+        (replayed, reconciles) = live_copy(&src, &copier, text, bar.as_ref(), &progress).await?;
     } else {
         copier.copy_all(&progress).await.map_err(fail)?;
     }
@@ -183,4 +146,51 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
         ),
     }
     Ok(exit_code::OK)
+}
+
+/// `--live`: capture the source's changes, copy everything, then replay changes until Ctrl-C and catch
+/// up. Returns the changes replayed and the reconcile passes.
+async fn live_copy(
+    src: &crate::data::connect::RedisEndpoint,
+    copier: &Arc<Copier>,
+    text: bool,
+    bar: Option<&indicatif::ProgressBar>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(u64, u64)> {
+    let fail = |e: crate::data::DataError| {
+        Error::failed(e, "check both URLs, the CA file and the password variables")
+    };
+    let style = detect_style(src, true).await.map_err(|e| {
+        Error::failed(e, "enable keyspace notifications on the source: notify-keyspace-events KEA (on ElastiCache, in a custom parameter group)")
+    })?;
+    let spill =
+        std::env::temp_dir().join(format!("ecmigrate-capture-{}.spill", std::process::id()));
+    let capture = Capture::start(src.clone(), style, spill, 1_000_000)
+        .await
+        .map_err(fail)?;
+    let mut stream = StreamCopy::new(copier.clone(), capture);
+    stream.reconcile(&progress).await.map_err(fail)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if text {
+        eprintln!("initial copy done; tailing changes until Ctrl-C");
+    }
+    let tick = |s: &crate::data::stream::StreamStatus| {
+        if text && crate::ui::stdout_is_terminal() {
+            eprint!(
+                "\r{} changes replayed, {} pending (oldest {} ms)   ",
+                s.replayed, s.capture.pending, s.capture.oldest_pending_ms
+            );
+        }
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    stream
+        .tail_until(stop, &tick, &progress)
+        .await
+        .map_err(fail)?;
+    stream.capture.stop();
+    Ok((stream.replayed, stream.reconciles))
 }

@@ -97,6 +97,16 @@ pub enum DataError {
     /// A `redis://` URL that does not parse. The URL is not repeated: it may hold a password.
     #[error("{0}")]
     InvalidUrl(String),
+
+    /// A source shard was asked for (`copy --source-shards`) that the source does not have.
+    #[error(
+        "source shard {index} does not exist: the source is {source_shape} (shards 0 to {last}, in slot order)"
+    )]
+    NoSuchShard {
+        index: usize,
+        last: usize,
+        source_shape: String,
+    },
     /// A failure of ecmigrate's own machinery (a background task that died, no randomness).
     #[error("{0}")]
     Internal(String),
@@ -191,7 +201,10 @@ impl DataError {
             | DataError::Protocol { peer, .. }
             | DataError::Unsupported { peer, .. } => Some(peer),
             DataError::Notifications { peer, .. } => peer.as_ref(),
-            DataError::Spill { .. } | DataError::InvalidUrl(_) | DataError::Internal(_) => None,
+            DataError::Spill { .. }
+            | DataError::InvalidUrl(_)
+            | DataError::Internal(_)
+            | DataError::NoSuchShard { .. } => None,
         }
     }
 
@@ -205,7 +218,10 @@ impl DataError {
             | DataError::Protocol { peer, .. }
             | DataError::Unsupported { peer, .. } => Some(peer),
             DataError::Notifications { peer, .. } => peer.as_mut(),
-            DataError::Spill { .. } | DataError::InvalidUrl(_) | DataError::Internal(_) => None,
+            DataError::Spill { .. }
+            | DataError::InvalidUrl(_)
+            | DataError::Internal(_)
+            | DataError::NoSuchShard { .. } => None,
         }
     }
 
@@ -223,6 +239,8 @@ impl DataError {
             | DataError::Internal(message) => Some(message),
             // Its text is composed from the I/O error; the path says which file.
             DataError::Spill { .. } => None,
+            // Composed from its fields; nothing a server said.
+            DataError::NoSuchShard { .. } => None,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::{CopyCounts, CopyOptions, CopyStats, Err, Pair, rerr};
 use crate::data::connect::{RedisEndpoint, connect};
-use crate::data::error::{DataError, Peer, Role};
+use crate::data::error::{DataError, Role};
 use crate::data::topology::Topology;
 
 /// Times a batch refused with a redirect is copied again on fresh topologies before its error stands.
@@ -116,16 +116,10 @@ impl Copier {
         if let Some(wanted) = &self.source_shards
             && let Some(&bad) = wanted.iter().find(|&&i| i >= source.shards.len())
         {
-            return Err(DataError::Unsupported {
-                peer: Peer {
-                    role: Some(Role::Source),
-                    ..Peer::from(&self.source)
-                },
-                message: format!(
-                    "source shard {bad} does not exist: the source is {} (shards 0 to {}, in slot order)",
-                    source.describe(),
-                    source.shards.len() - 1
-                ),
+            return Err(DataError::NoSuchShard {
+                index: bad,
+                last: source.shards.len() - 1,
+                source_shape: source.describe(),
             });
         }
         let scanned = self
@@ -292,6 +286,7 @@ pub(super) fn is_redirect(e: &DataError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Peer;
 
     #[test]
     fn moved_and_ask_replies_are_redirects_and_other_refusals_are_not() {

@@ -129,7 +129,10 @@ fn state_word(e: &DataError) -> &'static str {
         DataError::Protocol { .. } => "answering oddly",
         DataError::Notifications { .. } => "without keyspace notifications",
         DataError::Unsupported { .. } => "holding a key that cannot be copied",
-        DataError::Spill { .. } | DataError::InvalidUrl(_) | DataError::Internal(_) => "failing",
+        DataError::Spill { .. }
+        | DataError::InvalidUrl(_)
+        | DataError::Internal(_)
+        | DataError::NoSuchShard { .. } => "failing",
     }
 }
 
