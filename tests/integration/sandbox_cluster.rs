@@ -561,3 +561,63 @@ steps:
     assert_eq!(total, 300);
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
 }
+
+/// The full plan on a 3-shard sandbox cluster source: with `stream_copy` it is refused before anything
+/// changes (the capture and the fence follow one node); without it, the migration into 2 encrypted shards
+/// finishes and its full verify compares every key across the shards.
+#[test]
+fn a_cluster_source_migrates_without_a_stream_and_a_streamed_plan_is_refused() {
+    let env = Env::new();
+    env.ok(&[
+        "sandbox",
+        "up",
+        "--group",
+        "orders",
+        "--shards",
+        "3",
+        "--replicas",
+        "1",
+        "--keys",
+        "2000",
+    ]);
+    env.ok(&["sandbox", "kms", "create", "orders"]);
+    let base = crate::harness::full_plan(&env)
+        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:");
+    let streamed = base.replace(
+        "  - kind: restore_encrypted\n",
+        "  - kind: restore_encrypted\n  - kind: stream_copy\n",
+    );
+    let plan = env.write_plan("plan.yaml", &streamed);
+    let refused = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("[cluster_mode]"), "{refused:?}");
+    assert!(refused.stderr.contains("follow one node"), "{refused:?}");
+    assert_eq!(env.sandbox_status()["groups"].as_array().unwrap().len(), 1);
+
+    let plan = env.write_plan("plan.yaml", &base);
+    let done = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.state_dir().join("orders-migration/state.json")).unwrap(),
+    )
+    .unwrap();
+    let verify = state["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "verify")
+        .unwrap();
+    assert_eq!(verify["outputs"]["keys_compared"], 2000, "{verify}");
+    assert_eq!(
+        verify["outputs"]["key_counts"]["db0"]["target"], 2000,
+        "{verify}"
+    );
+    let status = env.sandbox_status();
+    let target = group(&status, crate::harness::TARGET);
+    assert_eq!(target["cluster_enabled"], true, "{target}");
+    assert_eq!(target["num_node_groups"], 2, "{target}");
+    assert!(
+        status["groups"].as_array().unwrap().len() == 1,
+        "the source was not deleted: {status}"
+    );
+}
