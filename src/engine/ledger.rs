@@ -116,11 +116,8 @@ fn accept_edit(mut state: RunState, plan: &Plan, plan_checksum: String) -> RunSt
         .steps
         .extend(plan.steps[started..].iter().map(StepRecord::new));
     state.plan = serde_json::to_value(plan).expect("plan serializes");
+    // The run's status is the runner's to set (it marks the admitted run `running` before any step).
     state.plan_checksum = plan_checksum;
-    if state.state == RunStatus::Done && started < state.steps.len() {
-        // A finished run that gained steps has work again.
-        state.state = RunStatus::Failed;
-    }
     state
 }
 

@@ -67,3 +67,41 @@ pub async fn wait_for_snapshot(
     })
     .await
 }
+
+/// How far a deletion must have gone before the step goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// `deleting` is enough: it cannot be undone and the group is no longer usable.
+    Underway,
+    /// The group must be gone (its id is about to be used again).
+    Gone,
+}
+
+/// Request the deletion of group `id` (unless `request` is false: an earlier attempt did) and wait,
+/// bounded, until it has gone as far as `until`.
+pub async fn delete_group_and_wait(
+    ctx: &StepContext,
+    id: &str,
+    request: bool,
+    until: Deleted,
+) -> Result<()> {
+    if request {
+        ctx.call(
+            "DeleteReplicationGroup",
+            serde_json::json!({ "ReplicationGroupId": id, "RetainPrimaryCluster": false }),
+        );
+        ctx.write
+            .delete_group(id)
+            .await
+            .map_err(|e| cloud_error("DeleteReplicationGroup", e))?;
+    }
+    crate::engine::wait_until(ctx, &format!("deletion of {id}"), timeout(None), || async {
+        use crate::engine::Poll;
+        Ok(match ctx.cloud.describe_group(id).await? {
+            None => Poll::Ready(()),
+            Some(g) if until == Deleted::Underway && g.status == "deleting" => Poll::Ready(()),
+            Some(g) => Poll::Pending(g.status),
+        })
+    })
+    .await
+}

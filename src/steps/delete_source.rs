@@ -4,9 +4,10 @@
 
 use serde_json::json;
 
-use crate::engine::{Poll, StepContext, StepOutcome, wait_until};
+use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::{DeleteSourceStep, StepKind};
+use crate::steps::access::{Deleted, delete_group_and_wait};
 use crate::steps::backup::encryption_key;
 use crate::steps::records::{CutoverOutputs, DeleteSourceIntent, DeleteSourceOutputs};
 use crate::steps::{cloud_error, timeout, wait_for_snapshot};
@@ -37,7 +38,7 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             "the deletion of `{source_id}` was requested by an earlier attempt; finishing it"
         ));
         let requested = source.as_ref().is_none_or(|g| g.status == "deleting");
-        delete_and_wait(ctx, &source_id, !requested).await?;
+        delete_group_and_wait(ctx, &source_id, !requested, Deleted::Underway).await?;
         let forced = intent.forced_with_clients.take();
         return Ok(done(&final_name, &source_id, forced));
     }
@@ -89,37 +90,10 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
     intent.deleting = Some(true);
     intent.forced_with_clients = forced.clone();
     ctx.record_intent(&intent)?;
-    delete_and_wait(ctx, &source_id, true).await?;
+    delete_group_and_wait(ctx, &source_id, true, Deleted::Underway).await?;
     Ok(done(&final_name, &source_id, forced))
 }
 
-/// Request the deletion (unless it was requested already) and wait until the group is gone or deleting.
-async fn delete_and_wait(ctx: &StepContext, source_id: &str, request: bool) -> Result<()> {
-    if request {
-        ctx.call(
-            "DeleteReplicationGroup",
-            json!({ "ReplicationGroupId": source_id, "RetainPrimaryCluster": false }),
-        );
-        ctx.write
-            .delete_group(source_id)
-            .await
-            .map_err(|e| cloud_error("DeleteReplicationGroup", e))?;
-    }
-    wait_until(
-        ctx,
-        &format!("deletion of {source_id}"),
-        timeout(None),
-        || async {
-            Ok(match ctx.cloud.describe_group(source_id).await? {
-                None => Poll::Ready(()),
-                // Deletion is under way and cannot be undone; the group is no longer usable.
-                Some(g) if g.status == "deleting" => Poll::Ready(()),
-                Some(g) => Poll::Pending(g.status),
-            })
-        },
-    )
-    .await
-}
 /// Wait (up to `drain_timeout_seconds`) until no client other than ecmigrate's is connected to the source's
 /// primary; refuse after that, unless `force`. Returns the clients a forced deletion went ahead with.
 async fn drain_clients(

@@ -11,6 +11,7 @@ use crate::engine::{Poll, StepContext, StepOutcome, wait_until};
 use crate::error::{Error, Result};
 use crate::plan::{RestoreEncryptedStep, StepKind, rules};
 use crate::secret::generate_token;
+use crate::steps::access::{Deleted, delete_group_and_wait};
 use crate::steps::backup::encryption_key;
 use crate::steps::records::{BackupOutputs, RestoreIntent};
 use crate::steps::{cloud_error, keep_token, obj, read_token, require_group, timeout, token_store};
@@ -286,25 +287,6 @@ async fn recreate(
     ctx.note(format!(
         "creating `{target_id}` failed (status create-failed); it is this run's: deleting it and creating it again"
     ));
-    ctx.call(
-        "DeleteReplicationGroup",
-        json!({ "ReplicationGroupId": target_id, "RetainPrimaryCluster": false }),
-    );
-    ctx.write
-        .delete_group(target_id)
-        .await
-        .map_err(|e| cloud_error("DeleteReplicationGroup (failed target)", e))?;
-    wait_until(
-        ctx,
-        &format!("deletion of the failed {target_id}"),
-        timeout(None),
-        || async {
-            Ok(match ctx.cloud.describe_group(target_id).await? {
-                None => Poll::Ready(()),
-                Some(g) => Poll::Pending(g.status),
-            })
-        },
-    )
-    .await?;
+    delete_group_and_wait(ctx, target_id, true, Deleted::Gone).await?;
     create(ctx, snapshot_name, store).await
 }

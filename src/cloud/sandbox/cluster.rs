@@ -28,34 +28,9 @@ const FORM_LIMIT: Duration = Duration::from_secs(120);
 /// A progress line while a cluster forms (`sandbox up` prints it; a restore passes a no-op).
 pub type Note<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
-/// CRC16/XMODEM (poly 0x1021, init 0), as Redis Cluster hashes keys.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The hash slot of `key`: only the part inside the first `{...}` is hashed when it is non-empty.
+/// The hash slot of `key`, as the data plane computes it (one slot function for the whole crate).
 pub fn key_slot(key: &[u8]) -> u32 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    u32::from(crc16(hashed)) % SLOTS
+    u32::from(crate::data::topology::key_slot(key))
 }
 
 /// The slots shard `shard` of `shards` owns, inclusive: an even spread, rounded as `redis-cli --cluster
@@ -385,21 +360,6 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_follow_the_cluster_specification() {
-        assert_eq!(crc16(b"123456789"), 0x31c3);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"bar"), 5061);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
-        // An empty tag hashes the whole key; the tag ends at the first `}`.
-        assert_eq!(
-            key_slot(b"foo{}{bar}"),
-            u32::from(crc16(b"foo{}{bar}")) % SLOTS
-        );
-        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
-    }
 
     #[test]
     fn shards_cover_every_slot_once() {
