@@ -1,5 +1,6 @@
-//! The write fence on a source primary for the cutover: `CLIENT PAUSE <bound> WRITE` (allowed on
-//! ElastiCache), the disconnection of the application's clients while paused, and the release.
+//! The write fence on a source for the cutover: `CLIENT PAUSE <bound> WRITE` (allowed on ElastiCache) on
+//! every primary at once (one for a single primary, each of a cluster's), the disconnection of the
+//! application's clients on every node while paused, and the release.
 //!
 //! The bound is given to Redis itself, so even if ecmigrate dies inside the fence the source resumes
 //! writes on its own when the bound passes: the application is never stalled for longer than
@@ -9,35 +10,64 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
+use futures_util::future::{join_all, try_join_all};
+
 use crate::data::connect::{ConnectedClient, RedisEndpoint, connect, parse_client_list};
 use crate::data::error::DataError;
+use crate::data::topology::Topology;
 
-/// A write pause in force on one source primary.
+/// A write pause in force on every primary of a source (one for a single primary).
 pub struct WriteFence {
-    conn: MultiplexedConnection,
-    endpoint: RedisEndpoint,
+    /// A connection to each paused primary, and the node's endpoint.
+    primaries: Vec<(MultiplexedConnection, RedisEndpoint)>,
+    /// The replicas known: their clients (readers) are moved too.
+    replicas: Vec<RedisEndpoint>,
+    /// Before the first pause was asked: every primary's pause ends within `bound` of this.
     started: Instant,
     bound: Duration,
 }
 
 impl WriteFence {
-    /// Pause writes (and PUBLISH, scripts) on `endpoint` for at most `bound`. Reads go on.
+    /// Pause writes (and PUBLISH, scripts) on every primary behind `endpoint` (any node of a cluster) for
+    /// at most `bound`. Reads go on. The connections are made first and the pauses asked all at once, so
+    /// the primaries are paused together; if one refuses, the others are unpaused before the error.
     pub async fn pause(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, DataError> {
-        let mut conn = connect(endpoint).await?;
+        let topology = Topology::discover(endpoint).await?;
+        let nodes: Vec<RedisEndpoint> = topology
+            .shards
+            .iter()
+            .map(|s| s.endpoint.clone())
+            .collect();
+        let conns = try_join_all(nodes.iter().map(connect)).await?;
+        let mut primaries: Vec<(MultiplexedConnection, RedisEndpoint)> =
+            conns.into_iter().zip(nodes).collect();
         let started = Instant::now();
-        let _: () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(bound.as_millis() as u64)
-            .arg("WRITE")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| refused(endpoint, "CLIENT PAUSE", &e))?;
-        Ok(WriteFence {
-            conn,
-            endpoint: endpoint.clone(),
+        let pauses = primaries.iter_mut().map(|(conn, node)| async move {
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(bound.as_millis() as u64)
+                .arg("WRITE")
+                .query_async::<()>(conn)
+                .await
+                .map_err(|e| refused(node, "CLIENT PAUSE", &e))
+        });
+        let paused = join_all(pauses).await;
+        let fence = WriteFence {
+            primaries,
+            replicas: topology.nodes().split_off(topology.shards.len()),
             started,
             bound,
-        })
+        };
+        if let Some(Err(e)) = paused.into_iter().find(Result::is_err) {
+            let _ = fence.release().await;
+            return Err(e);
+        }
+        Ok(fence)
+    }
+
+    /// The primaries paused.
+    pub fn primaries(&self) -> usize {
+        self.primaries.len()
     }
 
     /// Time since the pause began.
@@ -50,47 +80,74 @@ impl WriteFence {
         self.bound.saturating_sub(self.started.elapsed())
     }
 
-    /// Close the connections of the application's clients (not ecmigrate's own, not replication links,
-    /// not subscribers such as the capture), so they reconnect and resolve the endpoint again. A write
-    /// they had waiting under the pause is never executed on the source: the client sees an error and
-    /// retries on its new connection.
+    /// Close the connections of the application's clients on every node, primaries and replicas (not
+    /// ecmigrate's own, not replication links, not subscribers such as the capture), so they reconnect
+    /// and resolve the endpoint again. A write they had waiting under the pause is never executed on the
+    /// source: the client sees an error and retries on its new connection. A replica that cannot be
+    /// reached is passed over (its readers see the old data, which is what they saw before).
     pub async fn disconnect_clients(&mut self) -> Result<Vec<ConnectedClient>, DataError> {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .arg("TYPE")
-            .arg("normal")
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| refused(&self.endpoint, "CLIENT LIST", &e))?;
-        let clients = parse_client_list(&list);
+        let on_primaries = self
+            .primaries
+            .iter_mut()
+            .map(|(conn, node)| disconnect_on(conn, node));
         let mut closed = Vec::new();
-        for (id, client) in clients {
-            let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(id)
-                .query_async(&mut self.conn)
-                .await;
-            if matches!(killed, Ok(n) if n > 0) {
-                closed.push(client);
-            }
+        for found in join_all(on_primaries).await {
+            closed.extend(found?);
+        }
+        let on_replicas = self.replicas.iter().map(|node| async move {
+            let mut conn = connect(node).await?;
+            disconnect_on(&mut conn, node).await
+        });
+        for found in join_all(on_replicas).await.into_iter().flatten() {
+            closed.extend(found);
         }
         Ok(closed)
     }
 
-    /// Lift the pause. Returns how long writes were paused (never more than the bound: Redis lifts it
-    /// there by itself, which is also what happens when this call fails).
+    /// Lift the pause on every primary. Returns how long writes were paused: the longest of the
+    /// primaries, from before the first pause to after the last unpause (never more than the bound:
+    /// Redis lifts it there by itself, which is also what happens when this call fails).
     pub async fn release(mut self) -> (Duration, Result<(), DataError>) {
-        let result: redis::RedisResult<()> = redis::cmd("CLIENT")
-            .arg("UNPAUSE")
-            .query_async(&mut self.conn)
-            .await;
+        let unpauses = self.primaries.iter_mut().map(|(conn, node)| async move {
+            redis::cmd("CLIENT")
+                .arg("UNPAUSE")
+                .query_async::<()>(conn)
+                .await
+                .map_err(|e| refused(node, "CLIENT UNPAUSE", &e))
+        });
+        let results = join_all(unpauses).await;
         let taken = self.started.elapsed().min(self.bound);
-        (
-            taken,
-            result.map_err(|e| refused(&self.endpoint, "CLIENT UNPAUSE", &e)),
-        )
+        let result = results.into_iter().find(Result::is_err).unwrap_or(Ok(()));
+        (taken, result)
     }
+}
+
+/// Close the application's connections on one node: those `CLIENT LIST TYPE normal` names that are not
+/// ecmigrate's own.
+async fn disconnect_on(
+    conn: &mut MultiplexedConnection,
+    node: &RedisEndpoint,
+) -> Result<Vec<ConnectedClient>, DataError> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(conn)
+        .await
+        .map_err(|e| refused(node, "CLIENT LIST", &e))?;
+    let mut closed = Vec::new();
+    for (id, client) in parse_client_list(&list) {
+        let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(conn)
+            .await;
+        if matches!(killed, Ok(n) if n > 0) {
+            closed.push(client);
+        }
+    }
+    Ok(closed)
 }
 
 /// A failed fence command: `<command> on <endpoint>: <error>`.

@@ -103,6 +103,8 @@ impl StreamCopy {
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<(), DataError> {
         self.capture.reset_gap().await?;
+        // A gap on a cluster may be a failover or a slot migration: route by the topologies as they are.
+        self.copier.forget_routes().await;
         self.copier.copy_all(progress).await?;
         self.copier.delete_extraneous().await?;
         self.reconciles += 1;
@@ -286,9 +288,14 @@ impl StreamCopy {
                 }
             }
         }
+        let was_failing = self.health.failing();
         if failed.is_empty() {
             match self.catch_up_raw(&|_, _| {}).await {
-                Ok(_) => {
+                Ok(gap) => {
+                    // A gap after a failure is announced by the recovery; any other is announced here.
+                    if let Some(gap) = gap.filter(|_| !was_failing) {
+                        changes.push(HealthChange::Reconciled { gap });
+                    }
                     caught_up = true;
                     answered.extend([Side::Source, Side::Target, Side::Local]);
                 }

@@ -14,11 +14,13 @@ use crate::data::error::{DataError, Peer};
 /// Hash slots of a Redis cluster.
 pub const SLOTS: usize = 16384;
 
-/// One primary and the slot ranges it owns (inclusive; the whole range for a single primary).
+/// One primary, the slot ranges it owns (inclusive; the whole range for a single primary), and its
+/// replicas as the cluster announces them (none known for a single primary).
 #[derive(Debug, Clone)]
 pub struct Shard {
     pub endpoint: RedisEndpoint,
     pub slots: Vec<(u16, u16)>,
+    pub replicas: Vec<RedisEndpoint>,
 }
 
 /// The primaries behind an endpoint, in slot order (the first slot each owns).
@@ -39,6 +41,7 @@ impl Topology {
             shards: vec![Shard {
                 endpoint: endpoint.clone(),
                 slots: vec![(0, (SLOTS - 1) as u16)],
+                replicas: Vec::new(),
             }],
             owner: Vec::new(),
         }
@@ -121,16 +124,18 @@ impl Topology {
         if let Some(slot) = owner.iter().position(|&o| o == u16::MAX) {
             return Err(format!("has no primary for slot {slot}"));
         }
+        let at = |(host, port): (String, u16)| RedisEndpoint {
+            host,
+            port,
+            db: 0,
+            ..given.clone()
+        };
         let shards = primaries
             .into_iter()
             .map(|p| Shard {
-                endpoint: RedisEndpoint {
-                    host: p.host,
-                    port: p.port,
-                    db: 0,
-                    ..given.clone()
-                },
+                endpoint: at((p.host, p.port)),
                 slots: p.slots,
+                replicas: p.replicas.into_iter().map(at).collect(),
             })
             .collect();
         Ok(Topology {
@@ -158,6 +163,25 @@ impl Topology {
         }
     }
 
+    /// Every node known: the primaries, then their replicas.
+    pub fn nodes(&self) -> Vec<RedisEndpoint> {
+        let primaries = self.shards.iter().map(|s| s.endpoint.clone());
+        let replicas = self.shards.iter().flat_map(|s| s.replicas.iter().cloned());
+        primaries.chain(replicas).collect()
+    }
+
+    /// Which primary owns which slots, as `host:port=start-end,…` per primary: two readings that differ
+    /// mean a failover or a slot migration happened between them.
+    pub fn slot_map(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let ranges: Vec<String> = s.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+                format!("{}:{}={}", s.endpoint.host, s.endpoint.port, ranges.join(","))
+            })
+            .collect()
+    }
+
     /// How the operator reads it: `a cluster of 3 primaries`, `a single primary`.
     pub fn describe(&self) -> String {
         if self.cluster {
@@ -179,6 +203,8 @@ struct Primary {
     host: String,
     port: u16,
     slots: Vec<(u16, u16)>,
+    /// `(host, port)` of each replica.
+    replicas: Vec<(String, u16)>,
 }
 
 /// The fields of a map reply: a RESP3 map, or a RESP2 array of alternating names and values.
@@ -239,35 +265,63 @@ fn parse_shards(reply: &Value, tls: bool) -> Result<Vec<Primary>, String> {
             .collect();
         let slots = slot_pairs(&bounds)?;
         let nodes = get("nodes").map(items).unwrap_or(&[]);
-        let primary = nodes.iter().map(fields).find(|node| {
+        let role_of = |node: &[(String, &Value)]| {
             node.iter()
-                .any(|(k, v)| k == "role" && text(v).as_deref() == Some("master"))
-        });
-        let Some(node) = primary else {
+                .find(|(k, _)| k == "role")
+                .and_then(|(_, v)| text(v))
+        };
+        let nodes: Vec<Vec<(String, &Value)>> = nodes.iter().map(fields).collect();
+        let Some(node) = nodes
+            .iter()
+            .find(|n| role_of(n).as_deref() == Some("master"))
+        else {
             if slots.is_empty() {
                 continue;
             }
             return Err("CLUSTER SHARDS names slots without a primary".into());
         };
-        let field = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-        let host = field("endpoint")
-            .and_then(text)
-            .filter(|h| !h.is_empty() && h != "?")
-            .or_else(|| field("ip").and_then(text))
-            .ok_or("CLUSTER SHARDS names a primary without an address")?;
-        let (plain, secure) = (
-            port(field("port").and_then(int)),
-            port(field("tls-port").and_then(int)),
-        );
-        let port = if tls {
-            secure.or(plain)
-        } else {
-            plain.or(secure)
-        }
-        .ok_or("CLUSTER SHARDS names a primary without a port")?;
-        out.push(Primary { host, port, slots });
+        let (host, port) = node_address(node, tls)?;
+        // A replica that is not online (failed, still loading) cannot hold clients worth moving.
+        let replicas = nodes
+            .iter()
+            .filter(|n| role_of(n).as_deref() == Some("replica"))
+            .filter(|n| {
+                n.iter()
+                    .find(|(k, _)| k == "health")
+                    .and_then(|(_, v)| text(v))
+                    .is_none_or(|h| h == "online")
+            })
+            .map(|n| node_address(n, tls))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(Primary {
+            host,
+            port,
+            slots,
+            replicas,
+        });
     }
     Ok(out)
+}
+
+/// Where a node of a `CLUSTER SHARDS` reply is reached.
+fn node_address(node: &[(String, &Value)], tls: bool) -> Result<(String, u16), String> {
+    let field = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let host = field("endpoint")
+        .and_then(text)
+        .filter(|h| !h.is_empty() && h != "?")
+        .or_else(|| field("ip").and_then(text))
+        .ok_or("CLUSTER SHARDS names a node without an address")?;
+    let (plain, secure) = (
+        port(field("port").and_then(int)),
+        port(field("tls-port").and_then(int)),
+    );
+    let port = if tls {
+        secure.or(plain)
+    } else {
+        plain.or(secure)
+    }
+    .ok_or("CLUSTER SHARDS names a node without a port")?;
+    Ok((host, port))
 }
 
 /// `[start, end, start, end, ...]` as ranges.
@@ -303,12 +357,20 @@ fn parse_slots(reply: &Value) -> Result<Vec<Primary>, String> {
         let port = port(node.get(1).and_then(int))
             .ok_or("CLUSTER SLOTS names a primary without a port")?;
         let range = slot_pairs(&[start, end])?[0];
+        let replicas = parts[3..]
+            .iter()
+            .filter_map(|r| {
+                let r = items(r);
+                Some((r.first().and_then(text)?, self::port(r.get(1).and_then(int))?))
+            })
+            .collect();
         match out.iter_mut().find(|p| p.host == host && p.port == port) {
             Some(p) => p.slots.push(range),
             None => out.push(Primary {
                 host,
                 port,
                 slots: vec![range],
+                replicas,
             }),
         }
     }
@@ -472,6 +534,11 @@ mod tests {
         assert_eq!(topo.shard_of(b"foo"), 2);
         assert_eq!(topo.shard_of(b"bar"), 0);
         assert_eq!(topo.shard_of_slot(5461), 1);
+        // The replica is known, at its TLS port on a TLS endpoint.
+        assert_eq!(topo.shards[1].replicas[0].port, 7001);
+        assert_eq!(tls[0].replicas, vec![("10.0.0.9".to_string(), 8001)]);
+        assert_eq!(topo.nodes().len(), 4);
+        assert_eq!(topo.slot_map()[0], "10.0.0.1:7000=0-5460");
     }
 
     #[test]
@@ -492,6 +559,7 @@ mod tests {
         let primaries = parse_slots(&reply).unwrap();
         assert_eq!(primaries.len(), 2);
         assert_eq!(primaries[0].slots, vec![(0, 100), (16001, 16383)]);
+        assert_eq!(primaries[0].replicas, vec![("127.0.0.1".to_string(), 7100)]);
         let topo = Topology::cluster(&RedisEndpoint::plain("seed", 1), primaries).unwrap();
         assert_eq!(topo.shard_of_slot(16383), 0);
         assert_eq!(topo.shard_of_slot(101), 1);
@@ -504,6 +572,7 @@ mod tests {
             host: "h".into(),
             port,
             slots,
+            replicas: Vec::new(),
         };
         let err = Topology::cluster(&given, vec![p(1, vec![(0, 100)])]).unwrap_err();
         assert!(err.contains("no primary for slot 101"), "{err}");

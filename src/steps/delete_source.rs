@@ -94,8 +94,9 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
     Ok(done(&final_name, &source_id, forced))
 }
 
-/// Wait (up to `drain_timeout_seconds`) until no client other than ecmigrate's is connected to the source's
-/// primary; refuse after that, unless `force`. Returns the clients a forced deletion went ahead with.
+/// Wait (up to `drain_timeout_seconds`) until no client other than ecmigrate's is connected to any node of
+/// the source (its primary and replicas; every primary and replica of a cluster, readers included); refuse
+/// after that, unless `force`. Returns the clients a forced deletion went ahead with.
 async fn drain_clients(
     ctx: &StepContext,
     spec: &DeleteSourceStep,
@@ -116,14 +117,12 @@ async fn drain_clients(
             .join("; ")
     };
     loop {
-        let clients = crate::data::connect::foreign_clients(&endpoint)
-            .await
-            .map_err(|e| {
-                Error::failed(
-                    e,
-                    "check that the source's data plane is reachable (source.data_endpoint)",
-                )
-            })?;
+        let clients = clients_of_every_node(&endpoint).await.map_err(|e| {
+            Error::failed(
+                e,
+                "check that the source's data plane is reachable (source.data_endpoint)",
+            )
+        })?;
         if clients.is_empty() {
             ctx.check(
                 "clients_drained",
@@ -232,4 +231,24 @@ fn confirm(ctx: &StepContext, spec: &DeleteSourceStep, source_id: &str) -> Resul
         ));
     }
     Ok(())
+}
+
+/// The application's clients on every node behind `endpoint` (the node itself for a single primary whose
+/// replicas are not announced; a cluster's primaries and replicas), each client's `addr` prefixed with the
+/// node it is connected to when there is more than one node.
+async fn clients_of_every_node(
+    endpoint: &crate::data::connect::RedisEndpoint,
+) -> std::result::Result<Vec<crate::data::connect::ConnectedClient>, crate::data::DataError> {
+    let topology = crate::data::topology::Topology::discover(endpoint).await?;
+    let nodes = topology.nodes();
+    let mut out = Vec::new();
+    for node in &nodes {
+        for mut client in crate::data::connect::foreign_clients(node).await? {
+            if nodes.len() > 1 {
+                client.addr = format!("{} on {}:{}", client.addr, node.host, node.port);
+            }
+            out.push(client);
+        }
+    }
+    Ok(out)
 }

@@ -234,6 +234,9 @@ fn health_note(change: &HealthChange) -> String {
             crate::data::stream::FIRST_RETRY.as_millis(),
             crate::data::stream::MAX_RETRY.as_secs()
         ),
+        HealthChange::Reconciled { gap } => format!(
+            "the capture had a gap ({gap}): a full reconcile pass copied every key and deleted what the source no longer has"
+        ),
         HealthChange::Recovered {
             side,
             trouble,

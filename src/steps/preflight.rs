@@ -355,19 +355,6 @@ async fn check_cluster_mode(
     g: &crate::cloud::ReplicationGroup,
 ) {
     let t = &ctx.plan.plan.target;
-    if g.cluster_enabled && crate::steps::plan_streams(&ctx.plan) {
-        // Keyspace notifications are per node in a cluster: one subscription would miss the other
-        // primaries' writes, and the fence pauses one primary. Refuse rather than lose writes.
-        c.refuse(
-            "cluster_mode",
-            format!(
-                "`{}` has cluster mode enabled ({} shards) and the plan streams changes, but the change capture and the write fence follow one node today",
-                g.id, g.num_node_groups
-            ),
-            "remove the stream_copy step and stop writes to the source before the backup (copy, verify and restore work on clusters), or migrate it once per-primary capture lands",
-        );
-        return;
-    }
     if g.cluster_enabled {
         if t.num_cache_clusters.is_some() {
             c.refuse(

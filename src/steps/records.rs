@@ -60,6 +60,12 @@ pub struct CutoverOutputs {
     pub switch: Value,
     pub write_pause_ms: u64,
     pub max_write_pause_ms: u64,
+    /// The source's primaries the fence paused together (every primary of a cluster).
+    #[serde(default)]
+    pub primaries_paused: usize,
+    /// The capture's subscriptions (one per primary) whose in-band proof the fence had.
+    #[serde(default)]
+    pub subscriptions_proven: usize,
     pub fence_attempts: usize,
     pub attempts: Vec<Value>,
     pub released_by: Vec<String>,

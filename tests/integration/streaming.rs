@@ -247,7 +247,10 @@ fn a_killed_subscription_forces_a_full_reconcile_and_the_result_is_exact() {
     let run = finish(child);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.contains("subscription dropped"),
+        run.stdout.contains(&format!(
+            "subscription to redis://127.0.0.1:{}/0 dropped",
+            src.port
+        )),
         "the gap must be reported: {run:?}"
     );
     assert!(run.stdout.contains("full reconcile"), "{run:?}");

@@ -83,6 +83,11 @@ impl Copier {
         Ok((routes.source.clone(), routes.target.clone()))
     }
 
+    /// Read both topologies again on next use (after a failover or a slot migration was seen).
+    pub async fn forget_routes(&self) {
+        *self.routes.lock().await = None;
+    }
+
     pub(super) async fn routes(&self) -> Result<Arc<Routes>, Err> {
         let mut routes = self.routes.lock().await;
         if let Some(r) = &*routes {

@@ -67,6 +67,9 @@ pub enum HealthChange {
         trouble: Trouble,
         caught_up: bool,
     },
+    /// Every side answering, the capture had a gap (a flush, a failover, a dropped subscription…), and a
+    /// full reconcile pass closed it.
+    Reconciled { gap: String },
 }
 
 impl StreamHealth {

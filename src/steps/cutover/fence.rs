@@ -65,6 +65,10 @@ pub(super) struct FenceDone {
     pub(super) verified_at_switch: Option<SpotCheck>,
     /// Capture events counted when the pause was lifted (late changes are counted from here).
     pub(super) events_at_release: u64,
+    /// The primaries paused together.
+    pub(super) primaries_paused: usize,
+    /// The subscriptions proven inside the fence (0 without a stream).
+    pub(super) subscriptions_proven: usize,
 }
 
 /// One fenced attempt: pause, prove, copy, switch, disconnect, unpause. The pause is always lifted.
@@ -96,6 +100,7 @@ pub(super) async fn fenced_switch(
         json!({ "endpoint": paused.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 }),
     );
     let mut fence = WriteFence::pause(paused, bound).await.map_err(fatal)?;
+    let primaries_paused = fence.primaries();
     let inside = async {
         if let Some(delay) = injected_delay(attempt) {
             tokio::time::sleep(delay).await;
@@ -146,10 +151,13 @@ pub(super) async fn fenced_switch(
             bound.as_millis()
         ));
     }
-    let events_at_release = stream
+    let (events_at_release, subscriptions_proven) = stream
         .as_ref()
-        .map(|s| s.capture.status().events)
-        .unwrap_or(0);
+        .map(|s| {
+            let capture = s.capture.status();
+            (capture.events, capture.primaries)
+        })
+        .unwrap_or((0, 0));
     drop(stream);
     match inside {
         Ok((switched, disconnected, copied_in_fence, verified_at_switch)) => Ok(FenceDone {
@@ -159,6 +167,8 @@ pub(super) async fn fenced_switch(
             copied_in_fence,
             verified_at_switch,
             events_at_release,
+            primaries_paused,
+            subscriptions_proven,
         }),
         Err((kind, message)) => Err(FenceFailure {
             kind,

@@ -64,6 +64,8 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
         switch: done.switched.details.clone(),
         write_pause_ms: done.write_pause.as_millis() as u64,
         max_write_pause_ms: spec.max_write_pause().as_millis() as u64,
+        primaries_paused: done.primaries_paused,
+        subscriptions_proven: done.subscriptions_proven,
         fence_attempts: attempts.len(),
         attempts,
         released_by,
@@ -79,10 +81,12 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
     intent.switched = Some(outputs.clone());
     ctx.record_intent(&intent)?;
     ctx.note(format!(
-        "switched to `{}`: writes paused {} ms (bound {} ms), {} key(s) copied inside the fence, {} client connection(s) moved",
+        "switched to `{}`: writes paused {} ms (bound {} ms) on {} primar{}, {} key(s) copied inside the fence, {} client connection(s) moved",
         switch.to.group_id,
         done.write_pause.as_millis(),
         spec.max_write_pause().as_millis(),
+        done.primaries_paused,
+        if done.primaries_paused == 1 { "y" } else { "ies" },
         done.copied_in_fence,
         done.disconnected.len()
     ));

@@ -27,16 +27,6 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     let plan = &ctx.plan.plan;
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
     let target = require_group(ctx, &plan.target.replication_group_id).await?;
-    if target.cluster_enabled {
-        // The rollback captures the target's writes and fences it: both follow one node today.
-        return Err(Error::usage(
-            format!(
-                "`{}` has cluster mode enabled: a rollback captures and fences one node today, and would miss the other primaries' writes",
-                target.id
-            ),
-            "point the clients back by hand after copying the target onto the source with `ecmigrate copy` while the target takes no writes",
-        ));
-    }
     let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
