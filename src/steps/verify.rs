@@ -81,19 +81,12 @@ fn counts_explained(
     in_flight.is_some_and(|n| difference > 0 && difference <= n)
 }
 
-/// Key counts per database of both sides, read back to back.
+/// Key counts per database of both sides (summed over a cluster's primaries), read back to back.
 async fn key_counts(
     src: &crate::data::connect::RedisEndpoint,
     dst: &crate::data::connect::RedisEndpoint,
 ) -> std::result::Result<std::collections::BTreeMap<i64, (u64, u64)>, String> {
-    let mut s = crate::data::connect::connect(src).await?;
-    let mut d = crate::data::connect::connect(dst).await?;
-    let a = crate::data::verify::keyspace(&mut s)
-        .await
-        .map_err(|e| e.to_string())?;
-    let b = crate::data::verify::keyspace(&mut d)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (a, b) = tokio::try_join!(summed_keyspace(src), summed_keyspace(dst))?;
     Ok(a.keys()
         .chain(b.keys())
         .map(|db| {
@@ -115,15 +108,12 @@ async fn rehearse(
     mode_text: &str,
     tolerance: i64,
 ) -> Result<StepOutcome> {
-    let mut conn = crate::data::connect::connect(src).await.map_err(|e| {
+    let counts = summed_keyspace(src).await.map_err(|e| {
         Error::failed(
             e,
             "check source.data_endpoint and that the source is reachable",
         )
     })?;
-    let counts = crate::data::verify::keyspace(&mut conn)
-        .await
-        .map_err(|e| Error::failed(e.to_string(), "check the source"))?;
     ctx.check(
         "source_reachable",
         true,
@@ -246,4 +236,29 @@ fn judge(
         ));
     }
     Ok(())
+}
+
+/// `INFO keyspace` of every primary behind `endpoint`, summed per database.
+async fn summed_keyspace(
+    endpoint: &crate::data::connect::RedisEndpoint,
+) -> std::result::Result<std::collections::BTreeMap<i64, u64>, String> {
+    let topology = crate::data::topology::Topology::discover(endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reads = topology.shards.iter().map(|shard| async move {
+        let mut conn = crate::data::connect::connect(&shard.endpoint).await?;
+        crate::data::verify::keyspace(&mut conn)
+            .await
+            .map_err(|e| crate::data::DataError::redis(&shard.endpoint, &e))
+    });
+    let mut sum = std::collections::BTreeMap::new();
+    for counts in futures_util::future::try_join_all(reads)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        for (db, keys) in counts {
+            *sum.entry(db).or_insert(0) += keys;
+        }
+    }
+    Ok(sum)
 }

@@ -26,7 +26,9 @@ fn resolve(sandbox_dir: &std::path::Path, token_file: &std::path::Path) -> Redis
         .output()
         .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let port = status["alias_endpoints"][ALIAS]["port"].as_u64().unwrap() as u16;
+    let port = status["alias_endpoints"][ALIAS]["port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no endpoint for {ALIAS}: {status}")) as u16;
     if status["aliases"][ALIAS] == TARGET {
         RedisEndpoint {
             port,
@@ -219,10 +221,14 @@ fn a_live_writer_through_a_full_cluster_plan_loses_no_write_and_waits_under_a_se
     let plan = env.write_plan("plan.yaml", &plan_text);
     let writer = Writer::start(&env);
     let mut child = env.spawn(&["run", plan.to_str().unwrap(), "--yes"]);
+    let mut ended = false;
     wait_for("the cutover to wait", Duration::from_secs(120), || {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        status(&env, &plan)["state"] == "waiting"
+        ended = child.try_wait().unwrap().is_some();
+        ended || status(&env, &plan)["state"] == "waiting"
     });
+    if ended {
+        panic!("the run ended before the cutover: {:?}", child.finish());
+    }
     let source_port = resolve(&env.sandbox_dir(), &env.token_file()).port;
     wait_for(
         "400 writes on the source while the cutover waits",
