@@ -3,6 +3,8 @@
 # `orders-enc` (KMS at rest, TLS + AUTH in transit), the cutover waits until released by
 # `ecmigrate cutover`, the alias is switched behind a write fence, and the source is deleted
 # with an encrypted final snapshot kept. Safe to run again: it starts from a clean sandbox each time.
+# `scripts/demo.sh --cluster`: the same with a cluster-mode-enabled source of 3 shards into 4 encrypted
+# shards (plans/sandbox-cluster.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -10,38 +12,46 @@ source scripts/lib.sh
 ensure_redis_server
 cargo build --quiet
 bin=target/debug/ecmigrate
+plan=plans/sandbox-demo.yaml shape=(--replicas 1)
+if [ "${1:-}" = "--cluster" ]; then
+  plan=plans/sandbox-cluster.yaml shape=(--shards 3 --replicas 1)
+elif [ -n "${1:-}" ]; then
+  echo "usage: scripts/demo.sh [--cluster]" >&2
+  exit 2
+fi
+name=$(basename "$plan" .yaml)
 export ECMIGRATE_SANDBOX_DIR="$PWD/.ecmigrate/sandbox" ECMIGRATE_STATE_DIR="$PWD/.ecmigrate/state"
 
 step "a fresh sandbox"
 "$bin" sandbox down >/dev/null 2>&1 || true
-rm -rf .ecmigrate/sandbox .ecmigrate/state/sandbox-demo .ecmigrate/secrets
-"$bin" sandbox up --group orders --replicas 1 --keys "${DEMO_KEYS:-20000}"
+rm -rf .ecmigrate/sandbox ".ecmigrate/state/$name" .ecmigrate/secrets
+"$bin" sandbox up --group orders "${shape[@]}" --keys "${DEMO_KEYS:-20000}"
 "$bin" sandbox kms create orders
 
 step "audit before (exit 1 = unencrypted groups found)"
 "$bin" audit || true
 
 step "rehearsal: every check and every call, nothing changed"
-"$bin" run plans/sandbox-demo.yaml --dry-run
+"$bin" run "$plan" --dry-run
 
 step "the migration (it holds before the cutover: postpone: true)"
-"$bin" run plans/sandbox-demo.yaml --yes </dev/null &
+"$bin" run "$plan" --yes </dev/null &
 run_pid=$!
 for _ in $(seq 1 600); do
-  if "$bin" status plans/sandbox-demo.yaml --output json 2>/dev/null | grep -q '"state":"waiting"'; then break; fi
+  if "$bin" status "$plan" --output json 2>/dev/null | grep -q '"state":"waiting"'; then break; fi
   if ! kill -0 "$run_pid" 2>/dev/null; then break; fi
   sleep 0.2
 done
 
 step "waiting at the cutover, still streaming changes"
-"$bin" status plans/sandbox-demo.yaml
+"$bin" status "$plan"
 
 step "release the cutover from another shell: ecmigrate cutover"
-"$bin" cutover plans/sandbox-demo.yaml
+"$bin" cutover "$plan"
 wait "$run_pid"
 
 step "where the run stands"
-"$bin" status plans/sandbox-demo.yaml
+"$bin" status "$plan"
 
 step "audit after"
 "$bin" audit
@@ -52,4 +62,4 @@ echo "The sandbox keeps running: connect to the new group with"
 echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
 echo "Stop it with: target/debug/ecmigrate sandbox down"
 echo
-echo "Evidence report for the auditors: .ecmigrate/state/sandbox-demo/report.md (and report.json)"
+echo "Evidence report for the auditors: .ecmigrate/state/$name/report.md (and report.json)"

@@ -33,11 +33,8 @@ impl WriteFence {
     /// the primaries are paused together; if one refuses, the others are unpaused before the error.
     pub async fn pause(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, DataError> {
         let topology = Topology::discover(endpoint).await?;
-        let nodes: Vec<RedisEndpoint> = topology
-            .shards
-            .iter()
-            .map(|s| s.endpoint.clone())
-            .collect();
+        let nodes: Vec<RedisEndpoint> =
+            topology.shards.iter().map(|s| s.endpoint.clone()).collect();
         let conns = try_join_all(nodes.iter().map(connect)).await?;
         let mut primaries: Vec<(MultiplexedConnection, RedisEndpoint)> =
             conns.into_iter().zip(nodes).collect();

@@ -177,7 +177,12 @@ impl Topology {
             .iter()
             .map(|s| {
                 let ranges: Vec<String> = s.slots.iter().map(|(a, b)| format!("{a}-{b}")).collect();
-                format!("{}:{}={}", s.endpoint.host, s.endpoint.port, ranges.join(","))
+                format!(
+                    "{}:{}={}",
+                    s.endpoint.host,
+                    s.endpoint.port,
+                    ranges.join(",")
+                )
             })
             .collect()
     }
@@ -361,7 +366,10 @@ fn parse_slots(reply: &Value) -> Result<Vec<Primary>, String> {
             .iter()
             .filter_map(|r| {
                 let r = items(r);
-                Some((r.first().and_then(text)?, self::port(r.get(1).and_then(int))?))
+                Some((
+                    r.first().and_then(text)?,
+                    self::port(r.get(1).and_then(int))?,
+                ))
             })
             .collect();
         match out.iter_mut().find(|p| p.host == host && p.port == port) {

@@ -240,11 +240,9 @@ fn a_live_writer_through_a_full_cluster_plan_loses_no_write_and_waits_under_a_se
     let run = child.finish();
     assert_eq!(run.code, 0, "{run:?}");
     let target = resolve(&env.sandbox_dir(), &env.token_file());
-    wait_for(
-        "100 writes on the target",
-        Duration::from_secs(30),
-        || writer.writes_on(target.port) >= 100,
-    );
+    wait_for("100 writes on the target", Duration::from_secs(30), || {
+        writer.writes_on(target.port) >= 100
+    });
     let report = writer.stop();
     assert!(
         Env::group(&env.sandbox_status(), SOURCE).is_none(),
@@ -320,7 +318,10 @@ fn rollback_from_a_cluster_target_brings_its_writes_back_onto_the_cluster_source
         .arg("ecm:user:000001")
         .query(on_source.on("ecm:user:000001"))
         .unwrap();
-    assert_eq!(gone, 0, "a key deleted on the target is still on the source");
+    assert_eq!(
+        gone, 0,
+        "a key deleted on the target is still on the source"
+    );
     let report = block_on(ecmigrate::data::verify::verify(
         &source,
         &target,

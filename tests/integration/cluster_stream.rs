@@ -4,7 +4,7 @@
 //! by a full reconcile; the fence pauses every primary at once and proves every subscription; a
 //! cluster-mode-disabled source streams into a 3-shard target.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ecmigrate::data::connect::{RedisEndpoint, connect};
 use ecmigrate::data::topology::Topology;
@@ -218,7 +218,8 @@ fn streamed_changes_reach_a_cluster_of(shards: u32) {
     let run = child.finish();
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.contains("FLUSHDB, FLUSHALL or SWAPDB ran on the source primary"),
+        run.stdout
+            .contains("FLUSHDB, FLUSHALL or SWAPDB ran on the source primary"),
         "the flush on one primary must force a reconcile: {run:?}"
     );
     block_on(async {
@@ -226,7 +227,11 @@ fn streamed_changes_reach_a_cluster_of(shards: u32) {
         assert_eq!(t.conns.len(), shards as usize);
         for (overwritten, deleted) in &touched {
             let v = t.get(overwritten).await;
-            let flushed = Routed::at(&source(&env)).await.get(overwritten).await.is_none();
+            let flushed = Routed::at(&source(&env))
+                .await
+                .get(overwritten)
+                .await
+                .is_none();
             if !flushed {
                 assert_eq!(v.as_deref(), Some("overwritten after the snapshot"));
             }
@@ -358,9 +363,11 @@ fn a_failover_of_one_source_primary_during_the_tail_is_detected_and_reconciled()
         let mut c = connect(&replica).await.unwrap();
         exec(&mut c, &["CLUSTER", "FAILOVER"]).await;
     });
-    wait_for("the replica to be promoted", Duration::from_secs(30), || {
-        block_on(role(&replica)) == "master"
-    });
+    wait_for(
+        "the replica to be promoted",
+        Duration::from_secs(30),
+        || block_on(role(&replica)) == "master",
+    );
     // Writes on the new primary (and the others), which no subscription saw at first.
     wait_for(
         "every node to agree on the new primary",
@@ -426,7 +433,7 @@ fn the_fence_pauses_every_primary_at_once_and_proves_every_subscription() {
         .cloned()
         .map(|node| {
             std::thread::spawn(move || {
-                let started = Instant::now();
+                let started = std::time::Instant::now();
                 let shard_key = block_on(async {
                     let t = Topology::discover(&node).await.unwrap();
                     let me = t
@@ -449,7 +456,7 @@ fn the_fence_pauses_every_primary_at_once_and_proves_every_subscription() {
                                 Err(_) => continue,
                             },
                         };
-                        let t = Instant::now();
+                        let t = std::time::Instant::now();
                         let wrote: redis::RedisResult<()> = redis::cmd("SET")
                             .arg(&shard_key)
                             .arg("x")

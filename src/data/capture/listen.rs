@@ -48,13 +48,7 @@ impl Listener {
             .map_err(|e| DataError::redis(&endpoint, &e).context("PSUBSCRIBE"))?;
         let node = Arc::new(NodeState::default());
         node.subscribed.store(true, Ordering::SeqCst);
-        let task = tokio::spawn(listen(
-            endpoint.clone(),
-            style,
-            first,
-            shared,
-            node.clone(),
-        ));
+        let task = tokio::spawn(listen(endpoint.clone(), style, first, shared, node.clone()));
         Ok(Listener {
             endpoint,
             flush_baseline,

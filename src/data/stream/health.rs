@@ -69,7 +69,9 @@ pub enum HealthChange {
     },
     /// Every side answering, the capture had a gap (a flush, a failover, a dropped subscription…), and a
     /// full reconcile pass closed it.
-    Reconciled { gap: String },
+    Reconciled {
+        gap: String,
+    },
 }
 
 impl StreamHealth {
