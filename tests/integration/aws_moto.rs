@@ -373,11 +373,47 @@ fn dns_record(
     })
 }
 
-#[test]
-fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() {
+/// A new hosted zone holding the CNAME `orders.<zone>` to `value` with `ttl`: the record clients resolve
+/// today. Returns the zone's id (as the API returns it) and the record's name.
+fn seed_cname(dns: &aws_sdk_route53::Client, value: &str, ttl: i64) -> (String, String) {
     use aws_sdk_route53::types::{
         Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
     };
+    let zone_name = format!("{}.example.com", unique("zone"));
+    let record = format!("orders.{zone_name}");
+    block_on(async {
+        let out = dns
+            .create_hosted_zone()
+            .name(&zone_name)
+            .caller_reference(unique("ref"))
+            .send()
+            .await
+            .expect("create hosted zone");
+        let zone = out.hosted_zone().unwrap().id().to_string();
+        let set = ResourceRecordSet::builder()
+            .name(&record)
+            .r#type(RrType::Cname)
+            .ttl(ttl)
+            .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+            .build()
+            .unwrap();
+        let change = Change::builder()
+            .action(ChangeAction::Create)
+            .resource_record_set(set)
+            .build()
+            .unwrap();
+        dns.change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+            .send()
+            .await
+            .expect("seed the CNAME");
+        (zone, record)
+    })
+}
+
+#[test]
+fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() {
     let Some(url) = moto_url() else { return };
     let moto = Moto::new(&url);
     let mut env = Env::new();
@@ -401,50 +437,7 @@ fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() 
         .expect("the seeded group's primary endpoint");
     // The record clients resolve today: a CNAME to the source, with the operator's TTL.
     let dns = route53(&url);
-    let zone_name = format!("{}.example.com", unique("zone"));
-    let record = format!("orders.{zone_name}");
-    let zone = block_on(async {
-        let out = dns
-            .create_hosted_zone()
-            .name(&zone_name)
-            .caller_reference(unique("ref"))
-            .send()
-            .await
-            .expect("create hosted zone");
-        out.hosted_zone().unwrap().id().to_string()
-    });
-    block_on(async {
-        dns.change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(
-                ChangeBatch::builder()
-                    .changes(
-                        Change::builder()
-                            .action(ChangeAction::Create)
-                            .resource_record_set(
-                                ResourceRecordSet::builder()
-                                    .name(&record)
-                                    .r#type(RrType::Cname)
-                                    .ttl(45)
-                                    .resource_records(
-                                        ResourceRecord::builder()
-                                            .value(&source_endpoint)
-                                            .build()
-                                            .unwrap(),
-                                    )
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .expect("seed the CNAME");
-    });
+    let (zone, record) = seed_cname(&dns, &source_endpoint, 45);
     let zone_id = zone.trim_start_matches("/hostedzone/").to_string();
     let text = aws_plan(
         &env,
@@ -501,4 +494,115 @@ fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() 
     let cutover = Env::step(&status, "cutover");
     assert_eq!(cutover["outputs"]["switch"]["ttl_seconds"], 45, "{cutover}");
     assert!(cutover["outputs"]["write_pause_ms"].is_u64(), "{cutover}");
+}
+
+/// A cluster-mode-enabled source (3 shards of a primary and a replica) into 2 encrypted shards: the
+/// CreateReplicationGroup moto recorded asks for shards and replicas per shard with cluster mode and
+/// automatic failover on (the API reference's rules), and the Route53 record ends up on the target's
+/// configuration endpoint, the address a cluster client starts from. The data plane is a sandbox cluster
+/// of 3 primaries and its encrypted 2-shard copy (moto restores no data).
+#[test]
+fn aws_cluster_source_restores_into_planned_shards_and_route53_points_at_the_configuration_endpoint()
+ {
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    write_token(&env);
+    let data = crate::moto::local_cluster_data_plane(&env, 300, 3, 2);
+    let source = unique("cme");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    moto.seed_cluster_group(&source, 3, 1);
+    moto.seed_key(&alias);
+    let config_endpoint = |id: &str| {
+        moto.group(id)
+            .and_then(|g| g.configuration_endpoint()?.address().map(str::to_string))
+    };
+    let source_endpoint = config_endpoint(&source).expect("moto's configuration endpoint");
+    let dns = route53(&url);
+    let (zone, record) = seed_cname(&dns, &source_endpoint, 30);
+    let zone_id = zone.trim_start_matches("/hostedzone/");
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-cluster",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: Some(data),
+        },
+    );
+    let text = text
+        .replace(
+            "  transit_encryption_mode: required\n",
+            "  transit_encryption_mode: required\n  num_node_groups: 2\n",
+        )
+        .replace(
+            "    strategy: manual\n",
+            &format!(
+                "    strategy: route53\n    hosted_zone_id: {zone_id}\n    record_name: {record}\n    grace_seconds: 0\n"
+            ),
+        );
+    assert!(
+        text.contains("num_node_groups: 2") && text.contains("route53"),
+        "{text}"
+    );
+    let plan = env.write_plan("aws-cluster.yaml", &text);
+    let recorded_before = recording_len();
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_no_token(&env, "aws-cluster", &[&run]);
+
+    let creates = crate::moto::recorded_params(&target, "CreateReplicationGroup", recorded_before);
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    let sent = |k: &str| creates[0].get(k).map(String::as_str);
+    assert_eq!(sent("ReplicationGroupId"), Some(target.as_str()));
+    assert_eq!(sent("NumNodeGroups"), Some("2"), "{creates:?}");
+    assert_eq!(sent("ReplicasPerNodeGroup"), Some("1"), "{creates:?}");
+    assert_eq!(sent("ClusterMode"), Some("enabled"), "{creates:?}");
+    assert_eq!(
+        sent("AutomaticFailoverEnabled"),
+        Some("true"),
+        "{creates:?}"
+    );
+    assert_eq!(sent("NumCacheClusters"), None, "{creates:?}");
+    assert_eq!(sent("AtRestEncryptionEnabled"), Some("true"));
+    assert_eq!(sent("TransitEncryptionEnabled"), Some("true"));
+    assert_eq!(sent("AuthToken"), Some("<redacted>"), "no AuthToken sent");
+    assert!(
+        sent("SnapshotName").is_some_and(|n| n.contains(&source)),
+        "{creates:?}"
+    );
+    assert!(
+        sent("KmsKeyId").is_some_and(|k| k.contains(&alias) || k.starts_with("arn:")),
+        "{creates:?}"
+    );
+    let made = moto.group(&target).expect("the target");
+    assert_eq!(made.cluster_enabled(), Some(true));
+    assert_eq!(made.node_groups().len(), 2);
+    assert!(
+        made.node_groups()
+            .iter()
+            .all(|ng| ng.node_group_members().len() == 2)
+    );
+
+    let target_endpoint = config_endpoint(&target).expect("the target's configuration endpoint");
+    assert_ne!(target_endpoint, source_endpoint);
+    let (kind, value, ttl) = dns_record(&dns, &zone, &record).expect("the record");
+    assert_eq!((kind.as_str(), ttl), ("CNAME", 30));
+    assert_eq!(
+        value, target_endpoint,
+        "the record is not the configuration endpoint"
+    );
+    let status = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let switch = &Env::step(&status, "cutover")["outputs"]["switch"];
+    assert_eq!(
+        switch["endpoint_kind"], "configuration endpoint",
+        "{switch}"
+    );
+    let restore = &Env::step(&status, "restore_encrypted")["outputs"];
+    assert_eq!(restore["cluster_enabled"], true, "{restore}");
+    assert_eq!(restore["num_node_groups"], 2, "{restore}");
 }
