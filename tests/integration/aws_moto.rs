@@ -2,10 +2,9 @@
 //! what only AWS has — audit, the preflight checks of engine, subnet group, node type and key spec, Secrets
 //! Manager, Route53. The real binary talks to moto through `AWS_ENDPOINT_URL`.
 
-use aws_sdk_elasticache::config::{BehaviorVersion, Credentials};
-
 use crate::backend::{Backend, Calls, MotoBackend};
-use crate::harness::{Env, Run, block_on};
+use crate::harness::{Env, Run};
+use crate::moto::dns::{dns_record, route53, seed_cname};
 use crate::moto::{
     AwsPlan, Moto, TOKEN, assert_no_token, aws_plan, is_mutating, local_data_plane, moto_url,
     recorded_operations, recording_len, unique, write_token,
@@ -335,83 +334,6 @@ fn aws_preflight_refuses_a_token_that_breaks_the_auth_rules() {
     );
 }
 
-/// A Route53 client on moto.
-fn route53(url: &str) -> aws_sdk_route53::Client {
-    aws_sdk_route53::Client::from_conf(
-        aws_sdk_route53::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(url)
-            .region(aws_sdk_route53::config::Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build(),
-    )
-}
-
-/// `(type, value, ttl)` of the record `name` in `zone`.
-fn dns_record(
-    dns: &aws_sdk_route53::Client,
-    zone: &str,
-    name: &str,
-) -> Option<(String, String, i64)> {
-    block_on(async {
-        let out = dns
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .send()
-            .await
-            .unwrap();
-        out.resource_record_sets()
-            .iter()
-            .find(|r| r.name().trim_end_matches('.') == name)
-            .map(|r| {
-                (
-                    r.r#type().as_str().to_string(),
-                    r.resource_records()[0].value().to_string(),
-                    r.ttl().unwrap_or(0),
-                )
-            })
-    })
-}
-
-/// A new hosted zone holding the CNAME `orders.<zone>` to `value` with `ttl`: the record clients resolve
-/// today. Returns the zone's id (as the API returns it) and the record's name.
-fn seed_cname(dns: &aws_sdk_route53::Client, value: &str, ttl: i64) -> (String, String) {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
-    let zone_name = format!("{}.example.com", unique("zone"));
-    let record = format!("orders.{zone_name}");
-    block_on(async {
-        let out = dns
-            .create_hosted_zone()
-            .name(&zone_name)
-            .caller_reference(unique("ref"))
-            .send()
-            .await
-            .expect("create hosted zone");
-        let zone = out.hosted_zone().unwrap().id().to_string();
-        let set = ResourceRecordSet::builder()
-            .name(&record)
-            .r#type(RrType::Cname)
-            .ttl(ttl)
-            .resource_records(ResourceRecord::builder().value(value).build().unwrap())
-            .build()
-            .unwrap();
-        let change = Change::builder()
-            .action(ChangeAction::Create)
-            .resource_record_set(set)
-            .build()
-            .unwrap();
-        dns.change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
-            .send()
-            .await
-            .expect("seed the CNAME");
-        (zone, record)
-    })
-}
-
 #[test]
 fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() {
     let Some(url) = moto_url() else { return };
@@ -541,11 +463,11 @@ fn aws_cluster_source_restores_into_planned_shards_and_route53_points_at_the_con
         .replace(
             "    strategy: manual\n",
             &format!(
-                "    strategy: route53\n    hosted_zone_id: {zone_id}\n    record_name: {record}\n    grace_seconds: 0\n"
+                "    strategy: route53\n    hosted_zone_id: {zone_id}\n    record_name: {record}\n    grace_seconds: 0\n    after_switch: env | grep ^ECMIGRATE_ > switch.env\n"
             ),
         );
     assert!(
-        text.contains("num_node_groups: 2") && text.contains("route53"),
+        text.contains("num_node_groups: 2") && text.contains("after_switch"),
         "{text}"
     );
     let plan = env.write_plan("aws-cluster.yaml", &text);
@@ -594,6 +516,19 @@ fn aws_cluster_source_restores_into_planned_shards_and_route53_points_at_the_con
     assert_eq!(
         value, target_endpoint,
         "the record is not the configuration endpoint"
+    );
+    // The commands (`command` strategy, hooks) see the same endpoints: configuration endpoints, no reader.
+    let seen = std::fs::read_to_string(env.path().join("switch.env")).unwrap();
+    for (k, v) in [
+        ("ECMIGRATE_NEW_ENDPOINT", &target_endpoint),
+        ("ECMIGRATE_NEW_READER_ENDPOINT", &target_endpoint),
+        ("ECMIGRATE_OLD_ENDPOINT", &source_endpoint),
+    ] {
+        assert!(seen.contains(&format!("{k}={v}\n")), "{k}: {seen}");
+    }
+    assert!(
+        !seen.contains(TOKEN),
+        "the token reached the hook's environment"
     );
     let status = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();

@@ -22,6 +22,7 @@ use aws_sdk_elasticache::config::{BehaviorVersion, Credentials, Region};
 
 use crate::harness::{Env, Run, SOURCE, TARGET, block_on};
 
+pub(crate) mod dns;
 mod recorder;
 pub(crate) use recorder::{is_mutating, recorded_operations, recorded_params, recording_len};
 
