@@ -541,3 +541,37 @@ fn aws_cluster_source_restores_into_planned_shards_and_route53_points_at_the_con
     assert_eq!(restore["cluster_enabled"], true, "{restore}");
     assert_eq!(restore["num_node_groups"], 2, "{restore}");
 }
+
+/// A shape CreateReplicationGroup refuses, with each field in its own range (100 shards, 5 replicas: 600
+/// nodes, past the 500 a cluster may hold): refused by restore_encrypted before the create is sent (the
+/// rehearsal too), naming the rule. The backup before it has run: preflight does not check it yet.
+#[test]
+fn aws_a_cluster_target_of_more_nodes_than_a_cluster_holds_is_refused_before_the_create() {
+    let Some(c) = RefusalCase::new("cmebig") else {
+        return;
+    };
+    c.moto.seed_cluster_group(&c.source, 3, 1);
+    c.moto.seed_key(&c.alias);
+    let text = c.plan_text().replace(
+        "  transit_encryption_mode: required\n",
+        "  transit_encryption_mode: required\n  num_node_groups: 100\n  replicas_per_node_group: 5\n",
+    );
+    assert!(text.contains("num_node_groups: 100"), "{text}");
+    let plan = c.env.write_plan("big.yaml", &text);
+    let before = recording_len();
+    for flag in ["--dry-run", "--yes"] {
+        let run = c.env.run(&["run", plan.to_str().unwrap(), flag]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.contains("100 shards of 6 nodes make 600 nodes")
+                && run.stderr.contains("at most 500"),
+            "{run:?}"
+        );
+    }
+    let operations = recorded_operations(&c.source, before);
+    assert!(
+        !operations.iter().any(|o| o == "CreateReplicationGroup"),
+        "{operations:?}"
+    );
+    assert!(c.moto.group(&c.target).is_none(), "a target was created");
+}
