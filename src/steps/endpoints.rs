@@ -1,5 +1,5 @@
 //! How steps reach the data plane of each side: the plan's `data_endpoint` override (for tunnels) or the
-//! group's primary endpoint; TLS and the AUTH token for the target.
+//! group's primary endpoint (a cluster's configuration endpoint); TLS and the AUTH token for the target.
 
 use crate::cloud::ReplicationGroup;
 use crate::data::connect::RedisEndpoint;
@@ -28,9 +28,16 @@ fn data_host_port(
             )
         }),
         None => {
+            // A cluster's configuration endpoint (held as its primary endpoint): the data plane finds
+            // every primary from any node it reaches.
+            let kind = if group.cluster_enabled {
+                "configuration endpoint"
+            } else {
+                "primary endpoint"
+            };
             let ep = group.primary_endpoint.clone().ok_or_else(|| {
                 Error::failed(
-                    format!("the group `{}` reports no primary endpoint", group.id),
+                    format!("the group `{}` reports no {kind}", group.id),
                     format!("set {side}.data_endpoint in the plan"),
                 )
             })?;

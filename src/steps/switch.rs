@@ -19,29 +19,56 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for Route53 to report a change `INSYNC`.
 const DNS_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// One side of the switch: a group and the endpoint its clients use.
+/// One side of the switch: a group and the endpoint its clients use: the primary endpoint, or for a
+/// cluster-mode-enabled group its configuration endpoint (which `ReplicationGroup::primary_endpoint`
+/// carries for such a group: AWS reports no primary endpoint for it, and a cluster client needs the
+/// configuration endpoint to find every shard).
 #[derive(Debug, Clone)]
 pub struct Side {
     pub group_id: String,
     pub endpoint: Endpoint,
     pub reader: Option<Endpoint>,
     pub tls: bool,
+    pub cluster_enabled: bool,
 }
 
 impl Side {
     fn of(group: &ReplicationGroup) -> Result<Side> {
         let endpoint = group.primary_endpoint.clone().ok_or_else(|| {
             Error::failed(
-                format!("group `{}` reports no primary endpoint", group.id),
+                format!(
+                    "group `{}` reports no {}",
+                    group.id,
+                    endpoint_kind(group.cluster_enabled)
+                ),
                 "wait until the group is available, then run again",
             )
         })?;
         Ok(Side {
             group_id: group.id.clone(),
             endpoint,
-            reader: group.reader_endpoint.clone(),
+            // A cluster has no reader endpoint: its clients read replicas through the configuration
+            // endpoint.
+            reader: group
+                .reader_endpoint
+                .clone()
+                .filter(|_| !group.cluster_enabled),
             tls: group.transit_encryption_enabled,
+            cluster_enabled: group.cluster_enabled,
         })
+    }
+
+    /// `primary endpoint` or `configuration endpoint`: what `endpoint` is.
+    pub fn endpoint_kind(&self) -> &'static str {
+        endpoint_kind(self.cluster_enabled)
+    }
+}
+
+fn endpoint_kind(cluster_enabled: bool) -> &'static str {
+    if cluster_enabled {
+        "configuration endpoint"
+    } else {
+        "primary endpoint"
     }
 }
 
@@ -133,8 +160,12 @@ impl<'a> Switch<'a> {
             "no TLS, no AUTH".to_string()
         };
         ctx.note(format!(
-            "repoint every client of `{}` to `{}`: endpoint {} ({auth}); clients still on the old endpoint are disconnected inside the write fence",
-            self.from.group_id, to.group_id, to.endpoint
+            "repoint every client of `{}` to `{}`: {} {} ({auth}{}); clients still on the old endpoint are disconnected inside the write fence",
+            self.from.group_id,
+            to.group_id,
+            to.endpoint_kind(),
+            to.endpoint,
+            if to.cluster_enabled { ", cluster mode: a cluster-aware client" } else { "" }
         ));
         if ctx.dry_run() || ctx.options.yes {
             return Ok(());
@@ -188,7 +219,7 @@ impl<'a> Switch<'a> {
                 ctx.call(
                     "ChangeResourceRecordSets",
                     json!({ "hosted_zone_id": zone, "action": "UPSERT", "name": name, "type": "CNAME",
-                            "value": to.endpoint.host, "ttl": ttl }),
+                            "value": to.endpoint.host, "ttl": ttl, "endpoint_kind": to.endpoint_kind() }),
                 );
                 let change = ctx
                     .write
@@ -198,6 +229,7 @@ impl<'a> Switch<'a> {
                 Ok(Switched {
                     details: json!({ "hosted_zone_id": zone, "record_name": name,
                                      "previous": current.map(|r| r.value), "now": to.endpoint.host,
+                                     "endpoint_kind": to.endpoint_kind(),
                                      "ttl_seconds": ttl, "change_id": change }),
                     dns_change: Some(change),
                     ttl: Duration::from_secs(ttl),

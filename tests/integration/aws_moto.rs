@@ -2,10 +2,9 @@
 //! what only AWS has — audit, the preflight checks of engine, subnet group, node type and key spec, Secrets
 //! Manager, Route53. The real binary talks to moto through `AWS_ENDPOINT_URL`.
 
-use aws_sdk_elasticache::config::{BehaviorVersion, Credentials};
-
 use crate::backend::{Backend, Calls, MotoBackend};
-use crate::harness::{Env, Run, block_on};
+use crate::harness::{Env, Run};
+use crate::moto::dns::{dns_record, route53, seed_cname};
 use crate::moto::{
     AwsPlan, Moto, TOKEN, assert_no_token, aws_plan, is_mutating, local_data_plane, moto_url,
     recorded_operations, recording_len, unique, write_token,
@@ -335,49 +334,8 @@ fn aws_preflight_refuses_a_token_that_breaks_the_auth_rules() {
     );
 }
 
-/// A Route53 client on moto.
-fn route53(url: &str) -> aws_sdk_route53::Client {
-    aws_sdk_route53::Client::from_conf(
-        aws_sdk_route53::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(url)
-            .region(aws_sdk_route53::config::Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build(),
-    )
-}
-
-/// `(type, value, ttl)` of the record `name` in `zone`.
-fn dns_record(
-    dns: &aws_sdk_route53::Client,
-    zone: &str,
-    name: &str,
-) -> Option<(String, String, i64)> {
-    block_on(async {
-        let out = dns
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .send()
-            .await
-            .unwrap();
-        out.resource_record_sets()
-            .iter()
-            .find(|r| r.name().trim_end_matches('.') == name)
-            .map(|r| {
-                (
-                    r.r#type().as_str().to_string(),
-                    r.resource_records()[0].value().to_string(),
-                    r.ttl().unwrap_or(0),
-                )
-            })
-    })
-}
-
 #[test]
 fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
     let Some(url) = moto_url() else { return };
     let moto = Moto::new(&url);
     let mut env = Env::new();
@@ -401,50 +359,7 @@ fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() 
         .expect("the seeded group's primary endpoint");
     // The record clients resolve today: a CNAME to the source, with the operator's TTL.
     let dns = route53(&url);
-    let zone_name = format!("{}.example.com", unique("zone"));
-    let record = format!("orders.{zone_name}");
-    let zone = block_on(async {
-        let out = dns
-            .create_hosted_zone()
-            .name(&zone_name)
-            .caller_reference(unique("ref"))
-            .send()
-            .await
-            .expect("create hosted zone");
-        out.hosted_zone().unwrap().id().to_string()
-    });
-    block_on(async {
-        dns.change_resource_record_sets()
-            .hosted_zone_id(&zone)
-            .change_batch(
-                ChangeBatch::builder()
-                    .changes(
-                        Change::builder()
-                            .action(ChangeAction::Create)
-                            .resource_record_set(
-                                ResourceRecordSet::builder()
-                                    .name(&record)
-                                    .r#type(RrType::Cname)
-                                    .ttl(45)
-                                    .resource_records(
-                                        ResourceRecord::builder()
-                                            .value(&source_endpoint)
-                                            .build()
-                                            .unwrap(),
-                                    )
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .expect("seed the CNAME");
-    });
+    let (zone, record) = seed_cname(&dns, &source_endpoint, 45);
     let zone_id = zone.trim_start_matches("/hostedzone/").to_string();
     let text = aws_plan(
         &env,
@@ -501,4 +416,162 @@ fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() 
     let cutover = Env::step(&status, "cutover");
     assert_eq!(cutover["outputs"]["switch"]["ttl_seconds"], 45, "{cutover}");
     assert!(cutover["outputs"]["write_pause_ms"].is_u64(), "{cutover}");
+}
+
+/// A cluster-mode-enabled source (3 shards of a primary and a replica) into 2 encrypted shards: the
+/// CreateReplicationGroup moto recorded asks for shards and replicas per shard with cluster mode and
+/// automatic failover on (the API reference's rules), and the Route53 record ends up on the target's
+/// configuration endpoint, the address a cluster client starts from. The data plane is a sandbox cluster
+/// of 3 primaries and its encrypted 2-shard copy (moto restores no data).
+#[test]
+fn aws_cluster_source_restores_into_planned_shards_and_route53_points_at_the_configuration_endpoint()
+ {
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    write_token(&env);
+    let data = crate::moto::local_cluster_data_plane(&env, 300, 3, 2);
+    let source = unique("cme");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    moto.seed_cluster_group(&source, 3, 1);
+    moto.seed_key(&alias);
+    let config_endpoint = |id: &str| {
+        moto.group(id)
+            .and_then(|g| g.configuration_endpoint()?.address().map(str::to_string))
+    };
+    let source_endpoint = config_endpoint(&source).expect("moto's configuration endpoint");
+    let dns = route53(&url);
+    let (zone, record) = seed_cname(&dns, &source_endpoint, 30);
+    let zone_id = zone.trim_start_matches("/hostedzone/");
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-cluster",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: Some(data),
+        },
+    );
+    let text = text
+        .replace(
+            "  transit_encryption_mode: required\n",
+            "  transit_encryption_mode: required\n  num_node_groups: 2\n",
+        )
+        .replace(
+            "    strategy: manual\n",
+            &format!(
+                "    strategy: route53\n    hosted_zone_id: {zone_id}\n    record_name: {record}\n    grace_seconds: 0\n    after_switch: env | grep ^ECMIGRATE_ > switch.env\n"
+            ),
+        );
+    assert!(
+        text.contains("num_node_groups: 2") && text.contains("after_switch"),
+        "{text}"
+    );
+    let plan = env.write_plan("aws-cluster.yaml", &text);
+    let recorded_before = recording_len();
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_no_token(&env, "aws-cluster", &[&run]);
+
+    let creates = crate::moto::recorded_params(&target, "CreateReplicationGroup", recorded_before);
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    let sent = |k: &str| creates[0].get(k).map(String::as_str);
+    assert_eq!(sent("ReplicationGroupId"), Some(target.as_str()));
+    assert_eq!(sent("NumNodeGroups"), Some("2"), "{creates:?}");
+    assert_eq!(sent("ReplicasPerNodeGroup"), Some("1"), "{creates:?}");
+    assert_eq!(sent("ClusterMode"), Some("enabled"), "{creates:?}");
+    assert_eq!(
+        sent("AutomaticFailoverEnabled"),
+        Some("true"),
+        "{creates:?}"
+    );
+    assert_eq!(sent("NumCacheClusters"), None, "{creates:?}");
+    assert_eq!(sent("AtRestEncryptionEnabled"), Some("true"));
+    assert_eq!(sent("TransitEncryptionEnabled"), Some("true"));
+    assert_eq!(sent("AuthToken"), Some("<redacted>"), "no AuthToken sent");
+    assert!(
+        sent("SnapshotName").is_some_and(|n| n.contains(&source)),
+        "{creates:?}"
+    );
+    assert!(
+        sent("KmsKeyId").is_some_and(|k| k.contains(&alias) || k.starts_with("arn:")),
+        "{creates:?}"
+    );
+    let made = moto.group(&target).expect("the target");
+    assert_eq!(made.cluster_enabled(), Some(true));
+    assert_eq!(made.node_groups().len(), 2);
+    assert!(
+        made.node_groups()
+            .iter()
+            .all(|ng| ng.node_group_members().len() == 2)
+    );
+
+    let target_endpoint = config_endpoint(&target).expect("the target's configuration endpoint");
+    assert_ne!(target_endpoint, source_endpoint);
+    let (kind, value, ttl) = dns_record(&dns, &zone, &record).expect("the record");
+    assert_eq!((kind.as_str(), ttl), ("CNAME", 30));
+    assert_eq!(
+        value, target_endpoint,
+        "the record is not the configuration endpoint"
+    );
+    // The commands (`command` strategy, hooks) see the same endpoints: configuration endpoints, no reader.
+    let seen = std::fs::read_to_string(env.path().join("switch.env")).unwrap();
+    for (k, v) in [
+        ("ECMIGRATE_NEW_ENDPOINT", &target_endpoint),
+        ("ECMIGRATE_NEW_READER_ENDPOINT", &target_endpoint),
+        ("ECMIGRATE_OLD_ENDPOINT", &source_endpoint),
+    ] {
+        assert!(seen.contains(&format!("{k}={v}\n")), "{k}: {seen}");
+    }
+    assert!(
+        !seen.contains(TOKEN),
+        "the token reached the hook's environment"
+    );
+    let status = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let switch = &Env::step(&status, "cutover")["outputs"]["switch"];
+    assert_eq!(
+        switch["endpoint_kind"], "configuration endpoint",
+        "{switch}"
+    );
+    let restore = &Env::step(&status, "restore_encrypted")["outputs"];
+    assert_eq!(restore["cluster_enabled"], true, "{restore}");
+    assert_eq!(restore["num_node_groups"], 2, "{restore}");
+}
+
+/// A shape CreateReplicationGroup refuses, with each field in its own range (100 shards, 5 replicas: 600
+/// nodes, past the 500 a cluster may hold): refused by restore_encrypted before the create is sent (the
+/// rehearsal too), naming the rule. The backup before it has run: preflight does not check it yet.
+#[test]
+fn aws_a_cluster_target_of_more_nodes_than_a_cluster_holds_is_refused_before_the_create() {
+    let Some(c) = RefusalCase::new("cmebig") else {
+        return;
+    };
+    c.moto.seed_cluster_group(&c.source, 3, 1);
+    c.moto.seed_key(&c.alias);
+    let text = c.plan_text().replace(
+        "  transit_encryption_mode: required\n",
+        "  transit_encryption_mode: required\n  num_node_groups: 100\n  replicas_per_node_group: 5\n",
+    );
+    assert!(text.contains("num_node_groups: 100"), "{text}");
+    let plan = c.env.write_plan("big.yaml", &text);
+    let before = recording_len();
+    for flag in ["--dry-run", "--yes"] {
+        let run = c.env.run(&["run", plan.to_str().unwrap(), flag]);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.contains("100 shards of 6 nodes make 600 nodes")
+                && run.stderr.contains("at most 500"),
+            "{run:?}"
+        );
+    }
+    let operations = recorded_operations(&c.source, before);
+    assert!(
+        !operations.iter().any(|o| o == "CreateReplicationGroup"),
+        "{operations:?}"
+    );
+    assert!(c.moto.group(&c.target).is_none(), "a target was created");
 }

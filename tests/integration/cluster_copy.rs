@@ -13,10 +13,10 @@ use redis::aio::MultiplexedConnection;
 
 use super::harness::{Env, block_on, exec, wait_for};
 
-const PASSWORD: &str = "cluster-token-0123456789abcdef";
+pub(super) const PASSWORD: &str = "cluster-token-0123456789abcdef";
 
 /// Free ports on 127.0.0.1, all held until every one is found (so none is handed out twice).
-fn free_ports(n: usize) -> Vec<u16> {
+pub(super) fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -26,13 +26,13 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// A CA and one certificate for every node (127.0.0.1 and localhost), as the sandbox makes them.
-struct Certs {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub(super) struct Certs {
+    pub(super) ca: PathBuf,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
 }
 
-fn make_certs(dir: &Path) -> Certs {
+pub(super) fn make_certs(dir: &Path) -> Certs {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
     std::fs::create_dir_all(dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
@@ -66,7 +66,7 @@ fn make_certs(dir: &Path) -> Certs {
 }
 
 /// redis-server processes, killed on drop.
-struct Servers(Vec<Child>);
+pub(super) struct Servers(pub(super) Vec<Child>);
 
 impl Drop for Servers {
     fn drop(&mut self) {
@@ -77,13 +77,65 @@ impl Drop for Servers {
     }
 }
 
+/// One `redis-server` on 127.0.0.1:`port` in its own folder under `dir`: `cluster-enabled` with the bus on
+/// `bus` when `cluster`; TLS only (with `tls-cluster` and `tls-replication`) and AUTH (`requirepass` and
+/// `masterauth`) when `certs` is given. Returns the process and how a client reaches it.
+pub(super) fn start_node(
+    dir: &Path,
+    port: u16,
+    bus: u16,
+    certs: Option<&Certs>,
+    cluster: bool,
+) -> (Child, RedisEndpoint) {
+    let node_dir = dir.join(format!("node-{port}"));
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let mut cmd = Command::new("redis-server");
+    cmd.current_dir(&node_dir)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", node_dir.to_str().unwrap()])
+        .args(["--logfile", "redis.log"]);
+    if cluster {
+        cmd.args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-port", &bus.to_string()]);
+    }
+    match certs {
+        Some(c) => {
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cert-file", c.cert.to_str().unwrap()])
+                .args(["--tls-key-file", c.key.to_str().unwrap()])
+                .args(["--tls-ca-cert-file", c.ca.to_str().unwrap()])
+                .args(["--tls-auth-clients", "no"])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD]);
+        }
+        None => {
+            cmd.args(["--port", &port.to_string()]);
+        }
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let node = RedisEndpoint {
+        host: "127.0.0.1".into(),
+        port,
+        tls: certs.is_some(),
+        ca_file: certs.map(|c| c.ca.clone()),
+        password: certs.map(|_| Secret::new(PASSWORD)),
+        db: 0,
+    };
+    (child, node)
+}
+
 /// A running cluster (or, with `cluster: false`, one plain primary): its nodes' endpoints and the slot
 /// range the test gave each.
-struct Cluster {
-    nodes: Vec<RedisEndpoint>,
-    ranges: Vec<(u16, u16)>,
-    cluster: bool,
-    _servers: Servers,
+pub(super) struct Cluster {
+    pub(super) nodes: Vec<RedisEndpoint>,
+    pub(super) ranges: Vec<(u16, u16)>,
+    pub(super) cluster: bool,
+    pub(super) _servers: Servers,
 }
 
 impl Cluster {
@@ -101,47 +153,9 @@ impl Cluster {
         let mut servers = Servers(Vec::new());
         let mut nodes = Vec::new();
         for i in 0..shards {
-            let (port, bus) = (ports[2 * i], ports[2 * i + 1]);
-            let node_dir = dir.join(format!("node-{port}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let mut cmd = Command::new("redis-server");
-            cmd.current_dir(&node_dir)
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--dir", node_dir.to_str().unwrap()])
-                .args(["--logfile", "redis.log"]);
-            if cluster {
-                cmd.args(["--cluster-enabled", "yes"])
-                    .args(["--cluster-config-file", "nodes.conf"])
-                    .args(["--cluster-port", &bus.to_string()]);
-            }
-            match certs {
-                Some(c) => {
-                    cmd.args(["--port", "0", "--tls-port", &port.to_string()])
-                        .args(["--tls-cert-file", c.cert.to_str().unwrap()])
-                        .args(["--tls-key-file", c.key.to_str().unwrap()])
-                        .args(["--tls-ca-cert-file", c.ca.to_str().unwrap()])
-                        .args(["--tls-auth-clients", "no"])
-                        .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
-                        .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD]);
-                }
-                None => {
-                    cmd.args(["--port", &port.to_string()]);
-                }
-            }
-            servers.0.push(
-                cmd.stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("redis-server"),
-            );
-            nodes.push(RedisEndpoint {
-                host: "127.0.0.1".into(),
-                port,
-                tls: certs.is_some(),
-                ca_file: certs.map(|c| c.ca.clone()),
-                password: certs.map(|_| Secret::new(PASSWORD)),
-                db: 0,
-            });
+            let (child, node) = start_node(dir, ports[2 * i], ports[2 * i + 1], certs, cluster);
+            servers.0.push(child);
+            nodes.push(node);
         }
         let ranges = (0..shards)
             .map(|i| {
@@ -199,12 +213,12 @@ impl Cluster {
     }
 
     /// The URL of node `i` (`rediss://` for TLS; the password comes from an environment variable).
-    fn url(&self, i: usize) -> String {
+    pub(super) fn url(&self, i: usize) -> String {
         let scheme = if self.nodes[i].tls { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}", self.nodes[i].port)
     }
 
-    async fn conns(&self) -> Vec<MultiplexedConnection> {
+    pub(super) async fn conns(&self) -> Vec<MultiplexedConnection> {
         let mut out = Vec::new();
         for node in &self.nodes {
             out.push(connect(node).await.unwrap());
@@ -213,7 +227,11 @@ impl Cluster {
     }
 
     /// The node owning each key, by the slot the server computes (`CLUSTER KEYSLOT`), not ecmigrate's.
-    async fn owners(&self, conns: &mut [MultiplexedConnection], keys: &[String]) -> Vec<usize> {
+    pub(super) async fn owners(
+        &self,
+        conns: &mut [MultiplexedConnection],
+        keys: &[String],
+    ) -> Vec<usize> {
         if !self.cluster {
             return vec![0; keys.len()];
         }
@@ -233,7 +251,7 @@ impl Cluster {
             .collect()
     }
 
-    async fn total_keys(&self) -> u64 {
+    pub(super) async fn total_keys(&self) -> u64 {
         let mut n = 0;
         for mut conn in self.conns().await {
             n += redis::cmd("DBSIZE")
@@ -246,7 +264,7 @@ impl Cluster {
 }
 
 /// The keys seeded: strings (some with TTLs, some with hash tags), hashes, lists, sets, sorted sets.
-fn key_names(n: usize) -> Vec<String> {
+pub(super) fn key_names(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| match i % 10 {
             0 => format!("hash:{i}"),
@@ -262,7 +280,7 @@ fn key_names(n: usize) -> Vec<String> {
 }
 
 /// Write the keys, each on the node that owns it.
-async fn seed(cluster: &Cluster, keys: &[String]) {
+pub(super) async fn seed(cluster: &Cluster, keys: &[String]) {
     let mut conns = cluster.conns().await;
     let owners = cluster.owners(&mut conns, keys).await;
     let mut pipes: Vec<redis::Pipeline> = (0..conns.len()).map(|_| redis::pipe()).collect();
@@ -288,7 +306,10 @@ async fn seed(cluster: &Cluster, keys: &[String]) {
 }
 
 /// Type, TTL (ms, -1 for none) and a canonical value of `key` on `conn`.
-async fn read(conn: &mut MultiplexedConnection, key: &str) -> (String, i64, Vec<String>) {
+pub(super) async fn read(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> (String, i64, Vec<String>) {
     let kind: String = redis::cmd("TYPE").arg(key).query_async(conn).await.unwrap();
     let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap();
     let mut value: Vec<String> = match kind.as_str() {
@@ -328,7 +349,7 @@ async fn read(conn: &mut MultiplexedConnection, key: &str) -> (String, i64, Vec<
 
 /// Every key in `keys` is on the target's owner node exactly as on the source's, TTLs within 5 s, and the
 /// target holds no other keys.
-fn assert_exact(source: &Cluster, target: &Cluster, keys: &[String]) {
+pub(super) fn assert_exact(source: &Cluster, target: &Cluster, keys: &[String]) {
     block_on(async {
         let (mut s, mut t) = (source.conns().await, target.conns().await);
         let (s_own, t_own) = (
@@ -346,7 +367,7 @@ fn assert_exact(source: &Cluster, target: &Cluster, keys: &[String]) {
     });
 }
 
-fn env_with_password() -> Env {
+pub(super) fn env_with_password() -> Env {
     let mut env = Env::new();
     env.set_env("CL_PW", PASSWORD);
     env

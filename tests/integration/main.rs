@@ -5,6 +5,7 @@ mod aws_moto;
 mod backend;
 mod bulk_lane;
 mod cluster_copy;
+mod cluster_create;
 mod cluster_cutover;
 mod cluster_stream;
 mod cutover;

@@ -10,6 +10,9 @@
 //!   subnet group and the like are unknown: each seeded group gets a stand-alone cache cluster named like
 //!   its first member;
 //! - `NumCacheClusters=2` yields one member unless `ReplicasPerNodeGroup` is also given (seeding only);
+//! - cluster mode is modelled only when `ClusterMode=enabled` is sent (a `.cluster.on` parameter group
+//!   alone yields a cluster-mode-disabled group); then `ConfigurationEndpoint`, `ClusterEnabled` and the
+//!   node groups' slots are reported, but no parameter group, and a snapshot restores no shards' data;
 //! - deleted groups stay `deleting` forever; FinalSnapshotIdentifier is ignored; nothing is validated;
 //! - unimplemented calls answer HTML the SDK retries, so tests that expect errors set AWS_MAX_ATTEMPTS=1.
 
@@ -18,6 +21,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aws_sdk_elasticache::config::{BehaviorVersion, Credentials, Region};
 
 use crate::harness::{Env, Run, SOURCE, TARGET, block_on};
+
+pub(crate) mod dns;
+mod recorder;
+pub(crate) use recorder::{is_mutating, recorded_operations, recorded_params, recording_len};
 
 /// A valid AUTH token the tests know, so the TLS target the sandbox starts and the plan agree.
 pub(crate) const TOKEN: &str = "Moto-test-token-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ";
@@ -148,6 +155,47 @@ impl Moto {
                 .security_group_ids("sg-0123456789abcdef0")
                 .port(6379)
                 .preferred_maintenance_window("sun:05:00-sun:06:00")
+                .send()
+                .await
+                .expect("seed member cache cluster");
+        });
+    }
+
+    /// An unencrypted, available cluster-mode-enabled group of `shards` node groups with `replicas`
+    /// replicas each, and (moto gap, as `seed_group`) a cache cluster standing in for its first member,
+    /// `<id>-0001-001`. moto models cluster mode only when `ClusterMode=enabled` is sent (not from a
+    /// `.cluster.on` parameter group, which it neither checks nor reports); it then reports
+    /// `ClusterEnabled`, the `ConfigurationEndpoint` and node groups with slots and members (no member
+    /// endpoints, as on AWS).
+    pub(crate) fn seed_cluster_group(&self, id: &str, shards: i32, replicas: i32) {
+        use aws_sdk_elasticache::types::ClusterMode;
+        block_on(async {
+            self.ec
+                .create_replication_group()
+                .replication_group_id(id)
+                .replication_group_description("ecmigrate test cluster source")
+                .engine("redis")
+                .engine_version("7.0.7")
+                .cache_node_type("cache.t3.micro")
+                .cluster_mode(ClusterMode::Enabled)
+                .automatic_failover_enabled(true)
+                .num_node_groups(shards)
+                .replicas_per_node_group(replicas)
+                .cache_parameter_group_name("default.redis7.cluster.on")
+                .cache_subnet_group_name("subnets-a")
+                .send()
+                .await
+                .expect("seed cluster replication group");
+            self.ec
+                .create_cache_cluster()
+                .cache_cluster_id(format!("{id}-0001-001"))
+                .engine("redis")
+                .engine_version("7.0.7")
+                .cache_node_type("cache.t3.micro")
+                .num_cache_nodes(1)
+                .cache_subnet_group_name("subnets-a")
+                .security_group_ids("sg-0123456789abcdef0")
+                .port(6379)
                 .send()
                 .await
                 .expect("seed member cache cluster");
@@ -292,68 +340,6 @@ impl Moto {
     }
 }
 
-/// The AWS operations moto's recorder saw in requests that mention `marker` (ids are unique per test),
-/// from line `from` of the recording on. ElastiCache speaks the query protocol (`Action=` in the body);
-/// KMS and Secrets Manager name the operation in `X-Amz-Target`.
-pub(crate) fn recorded_operations(marker: &str, from: usize) -> Vec<String> {
-    use base64::Engine;
-    let path = recording_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut operations = Vec::new();
-    for line in text.lines().skip(from) {
-        let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let raw = r["body"].as_str().unwrap_or("");
-        let body = if r["body_encoded"] == true {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(raw)
-                .unwrap_or_default();
-            String::from_utf8_lossy(&bytes).into_owned()
-        } else {
-            raw.to_string()
-        };
-        if !body.contains(marker) && !r["url"].as_str().unwrap_or("").contains(marker) {
-            continue;
-        }
-        let action = body
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("Action="))
-            .map(str::to_string);
-        let target = r["headers"]
-            .as_object()
-            .and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-            })
-            .and_then(|(_, v)| v.as_str())
-            .and_then(|t| t.rsplit('.').next())
-            .map(str::to_string);
-        operations.extend(action.or(target));
-    }
-    operations
-}
-
-pub(crate) fn recording_path() -> String {
-    std::env::var("ECMIGRATE_TEST_MOTO_RECORDING")
-        .expect("ECMIGRATE_TEST_MOTO_RECORDING: scripts/test.sh starts moto with its recorder on")
-}
-
-pub(crate) fn recording_len() -> usize {
-    std::fs::read_to_string(recording_path())
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-}
-
-/// Operations that change something (AWS names them with these verbs).
-pub(crate) fn is_mutating(operation: &str) -> bool {
-    const VERBS: [&str; 14] = [
-        "Create", "Delete", "Modify", "Put", "Update", "Disable", "Enable", "Add", "Remove",
-        "Reboot", "Increase", "Decrease", "Copy", "Tag",
-    ];
-    VERBS.iter().any(|v| operation.starts_with(v))
-}
-
 pub(crate) struct AwsPlan<'a> {
     pub(crate) name: &'a str,
     pub(crate) source: &'a str,
@@ -457,6 +443,54 @@ steps:
     (
         Env::primary_port(&status, SOURCE),
         Env::primary_port(&status, TARGET),
+        status["ca_file"].as_str().unwrap().to_string(),
+    )
+}
+
+/// `local_data_plane` for clusters: a plain sandbox cluster `orders` of `shards` primaries with `keys`
+/// keys, and a TLS + AUTH cluster copy of it of `target_shards` primaries (`orders-enc`, restored by a
+/// sandbox run with the test token). Returns the ports of their configuration endpoints and the CA file.
+pub(crate) fn local_cluster_data_plane(
+    env: &Env,
+    keys: u64,
+    shards: u32,
+    target_shards: u32,
+) -> (u16, u16, String) {
+    let (shards, keys) = (shards.to_string(), keys.to_string());
+    env.ok(&[
+        "sandbox", "up", "--group", SOURCE, "--shards", &shards, "--keys", &keys,
+    ]);
+    env.ok(&["sandbox", "kms", "create", "orders"]);
+    let plan = format!(
+        r#"version: 1
+name: local-data-plane
+provider: sandbox
+source:
+  replication_group_id: {SOURCE}
+target:
+  replication_group_id: {TARGET}
+  kms_key_id: alias/orders
+  num_node_groups: {target_shards}
+  auth_token: {{ file: {} }}
+steps:
+  - kind: preflight
+  - kind: backup
+  - kind: restore_encrypted
+"#,
+        env.path().join("secrets").join("aws.token").display()
+    );
+    let path = env.write_plan("local.yaml", &plan);
+    env.ok(&["run", path.to_str().unwrap(), "--yes"]);
+    let status = env.sandbox_status();
+    let port = |id: &str| {
+        let g = Env::group(&status, id).unwrap_or_else(|| panic!("{id} in {status}"));
+        g["configuration_endpoint"]["port"]
+            .as_u64()
+            .expect("configuration endpoint") as u16
+    };
+    (
+        port(SOURCE),
+        port(TARGET),
         status["ca_file"].as_str().unwrap().to_string(),
     )
 }

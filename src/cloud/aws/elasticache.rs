@@ -131,7 +131,13 @@ pub(super) async fn create_group_from_snapshot(
         request = request.set_security_group_ids(Some(r.security_group_ids.clone()));
     }
     request = if r.cluster_enabled {
+        // The API reference: "AutomaticFailoverEnabled must be enabled for ... (cluster mode enabled)
+        // replication groups" (default false; the service answers InvalidParameterValue "cannot be created
+        // with auto failover turned off", with 0 replicas too). ClusterMode says what the shard counts
+        // mean instead of leaving it to the parameter group alone.
         request
+            .cluster_mode(ec::ClusterMode::Enabled)
+            .automatic_failover_enabled(true)
             .num_node_groups(r.num_node_groups as i32)
             .replicas_per_node_group(r.replicas_per_node_group as i32)
     } else {
@@ -210,8 +216,9 @@ async fn to_group(ec: &Client, g: &ec::ReplicationGroup) -> CloudResult<Replicat
 }
 
 /// The domain group from the SDK's group, its first member cluster (when there is one) and its tags:
-/// settings the group does not report itself come from the member.
-fn group_from(
+/// settings the group does not report itself come from the member. A cluster-mode-enabled group's
+/// `primary_endpoint` is its configuration endpoint (`group_endpoints`).
+pub(super) fn group_from(
     g: &ec::ReplicationGroup,
     member: Option<&ec::CacheCluster>,
     tags: BTreeMap<String, String>,

@@ -229,10 +229,63 @@ async fn create_replication_group_carries_encryption_and_the_copied_settings() {
     assert_eq!(r.snapshot_window(), Some("03:00-04:00"));
     assert_eq!(r.tags().len(), 1);
 
+    assert_eq!(r.cluster_mode(), None);
+    assert_eq!(r.automatic_failover_enabled(), None);
+
+    // Cluster mode enabled, as the API reference asks: shards and replicas per shard (not
+    // NumCacheClusters), cluster mode said, and automatic failover on ("must be enabled for ... cluster
+    // mode enabled replication groups").
     let r = captured_create(true).await;
     assert_eq!(r.num_node_groups(), Some(3));
     assert_eq!(r.replicas_per_node_group(), Some(1));
     assert_eq!(r.num_cache_clusters(), None);
+    assert_eq!(r.cluster_mode(), Some(&ec::ClusterMode::Enabled));
+    assert_eq!(r.automatic_failover_enabled(), Some(true));
+    assert!(r.node_group_configuration().is_empty());
+}
+
+/// A cluster-mode-enabled group as DescribeReplicationGroups reports it on AWS: a configuration endpoint,
+/// node groups with slots and members but no primary, reader or member endpoints. moto reports the same
+/// shape, except that it has no member cache clusters to describe.
+fn cluster_group() -> ec::ReplicationGroup {
+    let member = |id: &str| ec::NodeGroupMember::builder().cache_cluster_id(id).build();
+    let shard = |n: u32, slots: &str| {
+        ec::NodeGroup::builder()
+            .node_group_id(format!("{n:04}"))
+            .slots(slots)
+            .node_group_members(member(&format!("orders-{n:04}-001")))
+            .node_group_members(member(&format!("orders-{n:04}-002")))
+            .build()
+    };
+    ec::ReplicationGroup::builder()
+        .replication_group_id("orders")
+        .status("available")
+        .cluster_enabled(true)
+        .configuration_endpoint(
+            ec::Endpoint::builder()
+                .address("clustercfg.orders.abc123.use1.cache.amazonaws.com")
+                .port(6379)
+                .build(),
+        )
+        .node_groups(shard(1, "0-8191"))
+        .node_groups(shard(2, "8192-16383"))
+        .build()
+}
+
+#[test]
+fn a_cluster_groups_endpoint_is_its_configuration_endpoint() {
+    let g = super::elasticache::group_from(&cluster_group(), None, BTreeMap::new());
+    assert!(g.cluster_enabled);
+    assert_eq!((g.num_node_groups, g.nodes_per_node_group), (2, 2));
+    let ep = g.primary_endpoint.expect("the configuration endpoint");
+    assert_eq!(
+        (ep.host.as_str(), ep.port),
+        ("clustercfg.orders.abc123.use1.cache.amazonaws.com", 6379)
+    );
+    assert_eq!(g.reader_endpoint, None);
+    // No member reports an endpoint: the data plane finds the primaries through the configuration
+    // endpoint (CLUSTER SHARDS), not through this list.
+    assert!(g.nodes.is_empty(), "{:?}", g.nodes);
 }
 
 #[tokio::test]
