@@ -182,6 +182,26 @@ async fn check_source(ctx: &StepContext, c: &mut Checks<'_>, g: &crate::cloud::R
         }
     }
     check_cluster_mode(ctx, c, g).await;
+    match crate::steps::restore_encrypted::Shape::planned(ctx, g) {
+        Ok(shape) => c.pass(
+            "target_shape",
+            format!(
+                "{} node group(s) of 1 primary and {} replica(s){}",
+                shape.num_node_groups,
+                shape.replicas_per_node_group,
+                shape
+                    .cache_parameter_group_name
+                    .as_deref()
+                    .map(|p| format!(", parameter group {p}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Err(rule) => c.refuse(
+            "target_shape",
+            format!("the target cannot be created as planned: {rule}"),
+            "change target.num_node_groups / replicas_per_node_group / cache_parameter_group_name in the plan",
+        ),
+    }
     if crate::steps::plan_streams(&ctx.plan) {
         check_notifications(ctx, c, g).await;
     }

@@ -215,15 +215,36 @@ async fn target_token(
 
 /// The target's cluster mode, node counts and parameter group: the plan's, else the source's; checked
 /// against the API reference's rules (`check_shape`, `parameter_group`).
-struct Shape {
-    cluster_enabled: bool,
-    num_node_groups: u32,
-    replicas_per_node_group: u32,
-    cache_parameter_group_name: Option<String>,
+pub(crate) struct Shape {
+    pub(crate) cluster_enabled: bool,
+    pub(crate) num_node_groups: u32,
+    pub(crate) replicas_per_node_group: u32,
+    pub(crate) cache_parameter_group_name: Option<String>,
 }
 
 impl Shape {
     fn of(ctx: &StepContext, source: &crate::cloud::ReplicationGroup) -> Result<Shape> {
+        let shape = Shape::planned(ctx, source).map_err(|rule| {
+            Error::failed(
+                format!("the target cannot be created as planned: {rule}"),
+                "change the target's settings in the plan and run again; nothing was created",
+            )
+        })?;
+        if shape.cluster_enabled && shape.num_node_groups > DEFAULT_SHARD_QUOTA {
+            ctx.note(format!(
+                "{} shards: more than the default quota of {DEFAULT_SHARD_QUOTA} shards per cluster; the account needs a raised quota",
+                shape.num_node_groups
+            ));
+        }
+        Ok(shape)
+    }
+
+    /// The shape the plan asks for, or the rule of the API reference it breaks (preflight asks too, so
+    /// a shape AWS would refuse is refused before the backup).
+    pub(crate) fn planned(
+        ctx: &StepContext,
+        source: &crate::cloud::ReplicationGroup,
+    ) -> std::result::Result<Shape, String> {
         let t = &ctx.plan.plan.target;
         let replicas = match (t.replicas_per_node_group, t.num_cache_clusters) {
             (Some(r), _) => r,
@@ -233,31 +254,18 @@ impl Shape {
         // Shards in the plan turn cluster mode on (preflight checked the source allows it).
         let cluster_enabled = source.cluster_enabled || t.num_node_groups.is_some();
         let num_node_groups = t.num_node_groups.unwrap_or(source.num_node_groups);
-        let refuse = |rule: String| {
-            Error::failed(
-                format!("the target cannot be created as planned: {rule}"),
-                "change the target's settings in the plan and run again; nothing was created",
-            )
-        };
         check_shape(
             &source.engine_version,
             cluster_enabled,
             num_node_groups,
             replicas,
-        )
-        .map_err(refuse)?;
+        )?;
         let cache_parameter_group_name = parameter_group(
             t.cache_parameter_group_name.as_deref(),
             source.cache_parameter_group_name.as_deref(),
             source.cluster_enabled,
             cluster_enabled,
-        )
-        .map_err(refuse)?;
-        if cluster_enabled && num_node_groups > DEFAULT_SHARD_QUOTA {
-            ctx.note(format!(
-                "{num_node_groups} shards: more than the default quota of {DEFAULT_SHARD_QUOTA} shards per cluster; the account needs a raised quota"
-            ));
-        }
+        )?;
         Ok(Shape {
             cluster_enabled,
             num_node_groups,

@@ -543,8 +543,8 @@ fn aws_cluster_source_restores_into_planned_shards_and_route53_points_at_the_con
 }
 
 /// A shape CreateReplicationGroup refuses, with each field in its own range (100 shards, 5 replicas: 600
-/// nodes, past the 500 a cluster may hold): refused by restore_encrypted before the create is sent (the
-/// rehearsal too), naming the rule. The backup before it has run: preflight does not check it yet.
+/// nodes, past the 500 a cluster may hold): refused by preflight (the rehearsal too), naming the rule,
+/// before anything is changed: no snapshot, no create.
 #[test]
 fn aws_a_cluster_target_of_more_nodes_than_a_cluster_holds_is_refused_before_the_create() {
     let Some(c) = RefusalCase::new("cmebig") else {
@@ -561,7 +561,8 @@ fn aws_a_cluster_target_of_more_nodes_than_a_cluster_holds_is_refused_before_the
     let before = recording_len();
     for flag in ["--dry-run", "--yes"] {
         let run = c.env.run(&["run", plan.to_str().unwrap(), flag]);
-        assert_eq!(run.code, 1, "{run:?}");
+        assert_eq!(run.code, 3, "{run:?}");
+        assert!(run.stderr.contains("[target_shape]"), "{run:?}");
         assert!(
             run.stderr.contains("100 shards of 6 nodes make 600 nodes")
                 && run.stderr.contains("at most 500"),
@@ -570,7 +571,9 @@ fn aws_a_cluster_target_of_more_nodes_than_a_cluster_holds_is_refused_before_the
     }
     let operations = recorded_operations(&c.source, before);
     assert!(
-        !operations.iter().any(|o| o == "CreateReplicationGroup"),
+        !operations
+            .iter()
+            .any(|o| o == "CreateReplicationGroup" || o == "CreateSnapshot"),
         "{operations:?}"
     );
     assert!(c.moto.group(&c.target).is_none(), "a target was created");

@@ -31,6 +31,8 @@ pub(super) struct Listener {
     pub(super) flush_baseline: BTreeMap<String, u64>,
     node: Arc<NodeState>,
     task: tokio::task::JoinHandle<()>,
+    /// A connection for the checks of each round (counters, role), kept while it answers.
+    checks: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl Listener {
@@ -54,7 +56,32 @@ impl Listener {
             flush_baseline,
             node,
             task,
+            checks: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The node's flush counters and, if `with_role`, its replication role (`master`, `slave`), on the
+    /// kept connection (a new one after a failure: the checks run every round, and inside the fence).
+    pub(super) async fn check(
+        &self,
+        with_role: bool,
+    ) -> Result<(BTreeMap<String, u64>, Option<String>), DataError> {
+        let mut kept = self.checks.lock().await;
+        let mut conn = match &*kept {
+            Some(c) => c.clone(),
+            None => connect(&self.endpoint).await?,
+        };
+        let found = async {
+            let flushes = flush_counts(&mut conn, &self.endpoint).await?;
+            let role = match with_role {
+                true => Some(role(&mut conn, &self.endpoint).await?),
+                false => None,
+            };
+            Ok::<_, DataError>((flushes, role))
+        }
+        .await;
+        *kept = found.is_ok().then_some(conn);
+        found
     }
 
     /// Prove that every notification this node sent before the call is in the pending set.
@@ -122,6 +149,23 @@ pub(super) async fn flush_counts(
         }
     }
     Ok(out)
+}
+
+/// `role:` of a node's `INFO replication` (`master`, `slave`).
+async fn role(
+    conn: &mut redis::aio::MultiplexedConnection,
+    node: &RedisEndpoint,
+) -> Result<String, DataError> {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(conn)
+        .await
+        .map_err(|e| DataError::redis(node, &e).context("INFO replication"))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("role:"))
+        .unwrap_or("unknown")
+        .to_string())
 }
 
 /// Receive notifications; on a dropped subscription mark the gap and subscribe again.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::data::connect::{RedisEndpoint, connect};
+use crate::data::connect::RedisEndpoint;
 use crate::data::error::DataError;
 use crate::data::topology::Topology;
 
@@ -26,7 +26,7 @@ mod listen;
 mod pending;
 mod style;
 
-use listen::{Listener, flush_counts};
+use listen::Listener;
 use pending::Pending;
 pub use style::{EventStyle, detect_style, notifications_style};
 
@@ -116,15 +116,7 @@ impl Capture {
     /// primaries are asked at once: this runs inside the cutover's write pause.
     pub async fn gap(&self) -> Option<String> {
         let cluster = !self.slot_map.is_empty();
-        let checks = self.listeners.iter().map(|l| async move {
-            let mut conn = connect(&l.endpoint).await?;
-            let flushes = flush_counts(&mut conn, &l.endpoint).await?;
-            let role = match cluster {
-                true => Some(role(&mut conn, &l.endpoint).await?),
-                false => None,
-            };
-            Ok::<_, DataError>((flushes, role))
-        });
+        let checks = self.listeners.iter().map(|l| l.check(cluster));
         let found = futures_util::future::join_all(checks).await;
         for (l, found) in self.listeners.iter().zip(found) {
             let at = l.endpoint.display_url();
@@ -182,8 +174,7 @@ impl Capture {
             }
         }
         for l in &mut self.listeners {
-            let mut conn = connect(&l.endpoint).await?;
-            l.flush_baseline = flush_counts(&mut conn, &l.endpoint).await?;
+            l.flush_baseline = l.check(false).await?.0;
         }
         *self.shared.gap.lock().expect("lock") = None;
         Ok(())
@@ -259,21 +250,4 @@ fn cluster_slot_map(topology: &Topology) -> Vec<String> {
 
 fn same_node(a: &RedisEndpoint, b: &RedisEndpoint) -> bool {
     a.host == b.host && a.port == b.port
-}
-
-/// `role:` of a node's `INFO replication` (`master`, `slave`).
-async fn role(
-    conn: &mut redis::aio::MultiplexedConnection,
-    node: &RedisEndpoint,
-) -> Result<String, DataError> {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(conn)
-        .await
-        .map_err(|e| DataError::redis(node, &e).context("INFO replication"))?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("role:"))
-        .unwrap_or("unknown")
-        .to_string())
 }
