@@ -3,7 +3,8 @@
 use clap::Args;
 use serde_json::json;
 
-use crate::data::verify::{VerifyMode, verify};
+use crate::data::copier::{DEFAULT_BATCH, DEFAULT_CONCURRENCY};
+use crate::data::verify::{VerifyMode, VerifyOptions, verify_with};
 use crate::error::{Error, Result, exit_code};
 use crate::ui::OutputFormat;
 
@@ -22,6 +23,12 @@ pub struct VerifyArgs {
     /// TTLs may differ by this many milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub ttl_tolerance_ms: u64,
+    /// Batches in flight at once with --full (as `ecmigrate copy --concurrency`).
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Keys per pipelined batch with --full (as `ecmigrate copy --batch`).
+    #[arg(long, default_value_t = DEFAULT_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
 }
@@ -33,7 +40,13 @@ pub async fn run(args: VerifyArgs) -> Result<i32> {
     } else {
         VerifyMode::Sample(args.sample)
     };
-    let report = verify(&src, &dst, mode, args.ttl_tolerance_ms as i64, &|_, _| {})
+    let options = VerifyOptions {
+        concurrency: args.concurrency as usize,
+        batch: args.batch as usize,
+        ..VerifyOptions::default()
+    };
+    let tolerance = args.ttl_tolerance_ms as i64;
+    let report = verify_with(&src, &dst, mode, tolerance, &options, &|_, _| {})
         .await
         .map_err(|e| Error::failed(e, "check both URLs, the CA file and the password variables"))?;
     let passed = report.passed();

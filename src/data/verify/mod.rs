@@ -1,21 +1,55 @@
 //! The verifier: compares two Redis endpoints (each a single primary or a cluster, see [`routing`])
 //! database by database: key counts, then a sample (or every key) by type, value and TTL within a
-//! tolerance. Values are compared as values, never as DUMP bytes: the
-//! DUMP of an identical hashtable-encoded set can order its members differently.
+//! tolerance.
+//!
+//! Who owns what: this module the report, the key counts and the order of a pass; [`bulk`] the full
+//! comparison (`verify --full`), shaped like the copier's bulk lane: a scanner per source primary, lanes
+//! of pipelined batches in flight, a bound on the bytes a round trip reads; [`batch`] one such batch,
+//! cheap comparisons first; [`typed`] the comparison of values as values, which has the last word on
+//! every key the cheap ones cannot settle, and does all of a sample's; [`routing`] the topologies and
+//! the connections the typed comparison shares.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::TryFutureExt;
-use redis::Value as RValue;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 
 use crate::data::connect::{RedisEndpoint, connect};
+use crate::data::copier::{DEFAULT_BATCH, DEFAULT_CONCURRENCY};
 use crate::data::error::{DataError, Role};
 
+mod batch;
+mod bulk;
 mod routing;
+mod typed;
 
 use routing::{Routed, sample_share};
+
+/// Tuning of a full comparison: the copier's shape (see [`crate::data::copier::CopyOptions`]), and its
+/// defaults, since both are bounded by the same servers' CPU.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Batches in flight at once, shared by the source primaries (each batch on its own connections).
+    pub concurrency: usize,
+    /// Keys per pipelined batch.
+    pub batch: usize,
+    /// Bytes of replies one round trip of a batch may read, on each side: a batch that exceeds it is
+    /// split in halves, and a single key above it is compared alone by the typed comparison.
+    pub max_batch_reply_bytes: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            concurrency: DEFAULT_CONCURRENCY,
+            batch: DEFAULT_BATCH,
+            // As the copier's: 32 lanes × 1 MiB × (2 for a read buffer) × (2 sides) stays near 128 MiB
+            // even when every lane carries large values.
+            max_batch_reply_bytes: 1 << 20,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum VerifyMode {
@@ -89,7 +123,7 @@ pub async fn keyspace(conn: &mut MultiplexedConnection) -> redis::RedisResult<BT
 }
 
 /// Compare `source` and `target` (each a single primary or a cluster): key counts per database summed
-/// over primaries, then a sample or every key.
+/// over primaries, then a sample or every key, with the default [`VerifyOptions`].
 pub async fn verify(
     source: &RedisEndpoint,
     target: &RedisEndpoint,
@@ -97,7 +131,20 @@ pub async fn verify(
     ttl_tolerance_ms: i64,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<VerifyReport, DataError> {
-    let mut routed = Routed::discover(source, target).await?;
+    let options = VerifyOptions::default();
+    verify_with(source, target, mode, ttl_tolerance_ms, &options, progress).await
+}
+
+/// [`verify`] with these options.
+pub async fn verify_with(
+    source: &RedisEndpoint,
+    target: &RedisEndpoint,
+    mode: VerifyMode,
+    ttl_tolerance_ms: i64,
+    options: &VerifyOptions,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<VerifyReport, DataError> {
+    let routed = Routed::discover(source, target).await?;
     let src_shards = routed.shard_counts(Role::Source).await?;
     let src_counts = summed(&src_shards);
     let dst_counts = summed(&routed.shard_counts(Role::Target).await?);
@@ -120,32 +167,46 @@ pub async fn verify(
         VerifyMode::Full => src_counts.values().sum(),
         VerifyMode::Sample(n) => src_counts.values().map(|c| (*c).min(n)).sum(),
     };
-    let mut pass = Pass {
-        routed: &mut routed,
-        report: &mut report,
+    let pass = Pass {
+        routed: &routed,
+        report: std::sync::Mutex::new(report),
         ttl_tolerance_ms,
-        done: 0,
+        done: AtomicU64::new(0),
         total,
         progress,
     };
     for (db, count) in &src_counts {
-        for (s, counts) in src_shards.iter().enumerate() {
-            let held = counts.get(db).copied().unwrap_or(0);
-            match mode {
-                _ if held == 0 => {}
-                VerifyMode::Sample(n) => {
-                    let sides = pass.routed.sides(*db, s, 0).await?;
+        // The source primaries holding keys of this database, and how many each holds.
+        let holders: Vec<(usize, u64)> = src_shards
+            .iter()
+            .enumerate()
+            .map(|(s, counts)| (s, counts.get(db).copied().unwrap_or(0)))
+            .filter(|(_, held)| *held > 0)
+            .collect();
+        match mode {
+            VerifyMode::Sample(n) => {
+                for (s, held) in holders {
+                    let mut sides = pass.routed.sides(*db, s, 0).await?;
                     let keys = sample_keys(&mut sides.s, sample_share(n, held, *count))
                         .await
                         .map_err(sides.err(Role::Source))?;
                     for chunk in keys.chunks(200) {
-                        pass.compare(*db, chunk).await?;
+                        pass.compare_typed(*db, chunk).await?;
                     }
                 }
-                VerifyMode::Full => pass.scan_primary(*db, s).await?,
+            }
+            VerifyMode::Full => {
+                // Every primary at once, each with its share of the lanes, as a copy does: the batches in
+                // flight, and the memory they hold, stay what a single primary's comparison holds.
+                let lanes = options.concurrency.max(1).div_ceil(holders.len().max(1));
+                let scans = holders
+                    .iter()
+                    .map(|(s, _)| bulk::verify_primary(&pass, *db, *s, lanes, options));
+                futures_util::future::try_join_all(scans).await?;
             }
         }
     }
+    let mut report = pass.report.into_inner().expect("a comparison panicked");
     recount_live(&routed, &mut report).await?;
     Ok(report)
 }
@@ -161,53 +222,39 @@ fn summed(shards: &[BTreeMap<i64, u64>]) -> BTreeMap<i64, u64> {
     out
 }
 
-/// One comparison under way: where keys are read, what was found, the progress so far.
+/// One comparison under way: where keys are read, what was found, the progress so far. Shared by the
+/// batches in flight.
 struct Pass<'a> {
-    routed: &'a mut Routed,
-    report: &'a mut VerifyReport,
+    routed: &'a Routed,
+    report: std::sync::Mutex<VerifyReport>,
     ttl_tolerance_ms: i64,
-    done: u64,
+    done: AtomicU64,
     total: u64,
     progress: &'a (dyn Fn(u64, u64) + Send + Sync),
 }
 
 impl Pass<'_> {
-    /// Compare a batch of database `db` and record what differs.
-    async fn compare(&mut self, db: i64, batch: &[Vec<u8>]) -> Result<(), DataError> {
-        for (key, reason) in self
-            .routed
-            .compare(db, batch, self.ttl_tolerance_ms)
-            .await?
+    /// Record a compared batch of `compared` keys of database `db`, and what differs in it.
+    fn tally(&self, db: i64, compared: usize, differ: Vec<(Vec<u8>, String)>) {
         {
-            self.report.record(db, &key, reason);
+            let mut report = self.report.lock().expect("a comparison panicked");
+            for (key, reason) in differ {
+                report.record(db, &key, reason);
+            }
+            report.keys_compared += compared as u64;
         }
-        self.report.keys_compared += batch.len() as u64;
-        self.done += batch.len() as u64;
-        (self.progress)(self.done.min(self.total), self.total);
-        Ok(())
+        let done = self.done.fetch_add(compared as u64, Ordering::Relaxed) + compared as u64;
+        (self.progress)(done.min(self.total), self.total);
     }
 
-    /// Compare every key of database `db` of source primary `s` (SCAN).
-    async fn scan_primary(&mut self, db: i64, s: usize) -> Result<(), DataError> {
-        let db_source = self.routed.endpoints(Role::Source, db).swap_remove(s);
-        let mut scan_conn = connect(&db_source)
-            .await
-            .map_err(|e| e.role(Role::Source))?;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut scan_conn)
-                .await
-                .map_err(|e| failed(&db_source, Role::Source, &e))?;
-            self.compare(db, &batch).await?;
-            cursor = next;
-            if cursor == 0 {
-                return Ok(());
-            }
-        }
+    /// Compare a batch of database `db` by type and value ([`typed`]) and record what differs.
+    async fn compare_typed(&self, db: i64, batch: &[Vec<u8>]) -> Result<(), DataError> {
+        let differ = self
+            .routed
+            .compare(db, batch, self.ttl_tolerance_ms)
+            .await?;
+        self.tally(db, batch.len(), differ);
+        Ok(())
     }
 }
 
@@ -243,56 +290,6 @@ fn failed(endpoint: &RedisEndpoint, role: Role, e: &redis::RedisError) -> DataEr
     DataError::redis(endpoint, e).role(role).context("verify")
 }
 
-/// Connections to one database of both sides, and the endpoints their errors name.
-struct Sides {
-    s: MultiplexedConnection,
-    d: MultiplexedConnection,
-    source: RedisEndpoint,
-    target: RedisEndpoint,
-}
-
-impl Sides {
-    async fn open(
-        source: &RedisEndpoint,
-        target: &RedisEndpoint,
-        db: i64,
-    ) -> Result<Sides, DataError> {
-        let (source, target) = (source.with_db(db), target.with_db(db));
-        Ok(Sides {
-            s: connect(&source).await.map_err(|e| e.role(Role::Source))?,
-            d: connect(&target).await.map_err(|e| e.role(Role::Target))?,
-            source,
-            target,
-        })
-    }
-
-    /// How a redis error on one side reads.
-    fn err(&self, role: Role) -> impl Fn(redis::RedisError) -> DataError + use<> {
-        let endpoint = match role {
-            Role::Source => self.source.clone(),
-            Role::Target => self.target.clone(),
-        };
-        move |e| failed(&endpoint, role, &e)
-    }
-
-    /// [`compare_keys`] on these connections.
-    async fn compare<'k>(
-        &mut self,
-        batch: &'k [Vec<u8>],
-        ttl_tolerance_ms: i64,
-    ) -> Result<Vec<(&'k [u8], String)>, DataError> {
-        let (src_err, dst_err) = (self.err(Role::Source), self.err(Role::Target));
-        compare_keys(
-            &mut self.s,
-            &mut self.d,
-            batch,
-            ttl_tolerance_ms,
-            (&src_err, &dst_err),
-        )
-        .await
-    }
-}
-
 /// Keys SCAN returns in one database (live keys; SCAN may repeat a key while the table is rehashing, so
 /// this is exact on a quiet database).
 async fn scan_count(endpoint: &RedisEndpoint, role: Role) -> Result<u64, DataError> {
@@ -325,7 +322,7 @@ pub async fn spot_check(
     ttl_tolerance_ms: i64,
 ) -> Result<(u64, Vec<Mismatch>), DataError> {
     let (mut compared, mut differ) = (0u64, Vec::new());
-    let mut routed = Routed::discover(source, target).await?;
+    let routed = Routed::discover(source, target).await?;
     let shards = routed.shard_counts(Role::Source).await?;
     // Sample and compare on the same connections per database: this runs inside the write pause.
     for (db, count) in summed(&shards) {
@@ -334,7 +331,7 @@ pub async fn spot_check(
             if held == 0 {
                 continue;
             }
-            let sides = routed.sides(db, s, 0).await?;
+            let mut sides = routed.sides(db, s, 0).await?;
             let sample = sample_keys(&mut sides.s, sample_share(per_db, held, count))
                 .await
                 .map_err(sides.err(Role::Source))?;
@@ -361,7 +358,7 @@ pub async fn recheck(
     for (db, key) in keys {
         by_db.entry(*db).or_default().push(key.clone());
     }
-    let mut routed = Routed::discover(source, target).await?;
+    let routed = Routed::discover(source, target).await?;
     let mut out = Vec::new();
     for (db, keys) in by_db {
         for chunk in keys.chunks(1000) {
@@ -390,176 +387,4 @@ async fn sample_keys(conn: &mut MultiplexedConnection, n: u64) -> redis::RedisRe
         seen.extend(keys.into_iter().flatten());
     }
     Ok(seen.into_iter().collect())
-}
-
-/// How a redis error on the source, and on the target, reads.
-type SideErrors<'a> = (
-    &'a (dyn Fn(redis::RedisError) -> DataError + Sync),
-    &'a (dyn Fn(redis::RedisError) -> DataError + Sync),
-);
-
-/// The keys of `batch` that differ, with what differs. Two pipelined round trips per side: types and
-/// TTLs, then values; both sides are read concurrently.
-async fn compare_keys<'k>(
-    s: &mut MultiplexedConnection,
-    d: &mut MultiplexedConnection,
-    batch: &'k [Vec<u8>],
-    ttl_tolerance_ms: i64,
-    (src_err, dst_err): SideErrors<'_>,
-) -> Result<Vec<(&'k [u8], String)>, DataError> {
-    let (s_meta, d_meta) = tokio::try_join!(
-        types_and_ttls(s, batch).map_err(src_err),
-        types_and_ttls(d, batch).map_err(dst_err)
-    )?;
-    let mut differ = Vec::new();
-    let mut to_read: Vec<(usize, String)> = Vec::new();
-    for (i, key) in batch.iter().enumerate() {
-        let ((s_type, _), (d_type, _)) = (&s_meta[i], &d_meta[i]);
-        if s_type == "none" {
-            // Gone from the source while we looked (expired or deleted): nothing to compare.
-            continue;
-        }
-        if s_type != d_type {
-            differ.push((
-                key.as_slice(),
-                if d_type == "none" {
-                    "missing on the target".to_string()
-                } else {
-                    format!("type {s_type} on the source, {d_type} on the target")
-                },
-            ));
-            continue;
-        }
-        to_read.push((i, s_type.clone()));
-    }
-    let (s_vals, d_vals) = tokio::try_join!(
-        read_values(s, batch, &to_read).map_err(src_err),
-        read_values(d, batch, &to_read).map_err(dst_err)
-    )?;
-    for (n, (i, kind)) in to_read.iter().enumerate() {
-        let key = batch[*i].as_slice();
-        if s_vals[n] != d_vals[n] {
-            differ.push((key, format!("{kind} value differs")));
-            continue;
-        }
-        let (s_ttl, d_ttl) = (s_meta[*i].1, d_meta[*i].1);
-        let ttl_ok = match (s_ttl, d_ttl) {
-            (a, b) if a < 0 || b < 0 => a == b,
-            (a, b) => (a - b).abs() <= ttl_tolerance_ms,
-        };
-        if !ttl_ok {
-            differ.push((
-                key,
-                format!("TTL {s_ttl} ms on the source, {d_ttl} ms on the target"),
-            ));
-        }
-    }
-    Ok(differ)
-}
-
-async fn types_and_ttls(
-    c: &mut MultiplexedConnection,
-    keys: &[Vec<u8>],
-) -> redis::RedisResult<Vec<(String, i64)>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
-    }
-    let flat: Vec<RValue> = pipe.query_async(c).await?;
-    Ok(flat
-        .chunks(2)
-        .map(|p| {
-            let kind = match &p[0] {
-                RValue::SimpleString(t) => t.clone(),
-                RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => "none".into(),
-            };
-            let ttl = match p.get(1) {
-                Some(RValue::Int(t)) => *t,
-                _ => -2,
-            };
-            (kind, ttl)
-        })
-        .collect())
-}
-
-/// Canonical values of `keys[i]` for each `(i, type)`, in one pipeline.
-async fn read_values(
-    c: &mut MultiplexedConnection,
-    keys: &[Vec<u8>],
-    which: &[(usize, String)],
-) -> redis::RedisResult<Vec<Vec<Vec<u8>>>> {
-    if which.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
-    for (i, kind) in which {
-        let key = &keys[*i];
-        match kind.as_str() {
-            "string" => pipe.cmd("GET").arg(key),
-            "hash" => pipe.cmd("HGETALL").arg(key),
-            "list" => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
-            "set" => pipe.cmd("SMEMBERS").arg(key),
-            "zset" => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
-            "stream" => pipe.cmd("XRANGE").arg(key).arg("-").arg("+"),
-            _ => pipe.cmd("DUMP").arg(key),
-        };
-    }
-    let values: Vec<RValue> = pipe.query_async(c).await?;
-    Ok(values
-        .iter()
-        .zip(which)
-        .map(|(v, (_, kind))| canonical(v, kind))
-        .collect())
-}
-
-/// A canonical form of a value: unordered collections sorted.
-fn canonical(value: &RValue, kind: &str) -> Vec<Vec<u8>> {
-    let mut flat = Vec::new();
-    flatten(value, &mut flat);
-    match kind {
-        "set" => flat.sort(),
-        "hash" => {
-            let mut pairs: Vec<Vec<u8>> = flat.chunks(2).map(|p| p.concat_with_sep()).collect();
-            pairs.sort();
-            flat = pairs;
-        }
-        _ => {}
-    }
-    flat
-}
-
-trait ConcatWithSep {
-    fn concat_with_sep(&self) -> Vec<u8>;
-}
-
-impl ConcatWithSep for [Vec<u8>] {
-    /// Joins a field and its value with a length prefix so that distinct pairs never collide.
-    fn concat_with_sep(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for part in self {
-            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        out
-    }
-}
-
-fn flatten(v: &RValue, out: &mut Vec<Vec<u8>>) {
-    match v {
-        RValue::BulkString(b) => out.push(b.clone()),
-        RValue::SimpleString(s) => out.push(s.clone().into_bytes()),
-        RValue::Int(i) => out.push(i.to_string().into_bytes()),
-        RValue::Double(d) => out.push(d.to_string().into_bytes()),
-        RValue::Array(items) | RValue::Set(items) => items.iter().for_each(|i| flatten(i, out)),
-        RValue::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-            flatten(k, out);
-            flatten(v, out);
-        }),
-        RValue::Nil => out.push(b"(nil)".to_vec()),
-        other => out.push(format!("{other:?}").into_bytes()),
-    }
 }

@@ -1,21 +1,23 @@
 //! The verifier over topologies: each side a single primary or a cluster. Keys are counted on every
 //! primary and summed, sampled or scanned on each source primary, and each key compared between the
 //! source primary that holds it and the target primary that owns its slot, on connections kept per
-//! (database, source primary, target primary).
+//! (database, source primary, target primary) and shared by the batches in flight.
 
 use std::collections::{BTreeMap, btree_map::Entry};
 
+use tokio::sync::Mutex;
+
+use super::key_counts;
+use super::typed::Sides;
 use crate::data::connect::RedisEndpoint;
 use crate::data::error::{DataError, Role};
 use crate::data::topology::Topology;
-
-use super::{Sides, key_counts};
 
 /// Both topologies and the connections opened so far.
 pub(super) struct Routed {
     pub(super) source: Topology,
     pub(super) target: Topology,
-    sides: BTreeMap<(i64, usize, usize), Sides>,
+    sides: Mutex<BTreeMap<(i64, usize, usize), Sides>>,
 }
 
 impl Routed {
@@ -30,11 +32,11 @@ impl Routed {
             target: Topology::discover(target)
                 .await
                 .map_err(|e| e.role(Role::Target))?,
-            sides: BTreeMap::new(),
+            sides: Mutex::new(BTreeMap::new()),
         })
     }
 
-    fn topology(&self, role: Role) -> &Topology {
+    pub(super) fn topology(&self, role: Role) -> &Topology {
         match role {
             Role::Source => &self.source,
             Role::Target => &self.target,
@@ -63,19 +65,16 @@ impl Routed {
             .collect()
     }
 
-    /// The connections between source primary `s` and target primary `t` in database `db`.
-    pub(super) async fn sides(
-        &mut self,
-        db: i64,
-        s: usize,
-        t: usize,
-    ) -> Result<&mut Sides, DataError> {
-        Ok(match self.sides.entry((db, s, t)) {
-            Entry::Occupied(e) => e.into_mut(),
+    /// The connections between source primary `s` and target primary `t` in database `db` (opened on
+    /// first use; a clone shares them).
+    pub(super) async fn sides(&self, db: i64, s: usize, t: usize) -> Result<Sides, DataError> {
+        let mut sides = self.sides.lock().await;
+        Ok(match sides.entry((db, s, t)) {
+            Entry::Occupied(e) => e.get().clone(),
             Entry::Vacant(e) => {
                 let source = &self.source.shards[s].endpoint;
                 let target = &self.target.shards[t].endpoint;
-                e.insert(Sides::open(source, target, db).await?)
+                e.insert(Sides::open(source, target, db).await?).clone()
             }
         })
     }
@@ -83,7 +82,7 @@ impl Routed {
     /// The keys of `batch` (of database `db`) that differ, with what differs: each compared between the
     /// primaries that hold its slot.
     pub(super) async fn compare(
-        &mut self,
+        &self,
         db: i64,
         batch: &[Vec<u8>],
         ttl_tolerance_ms: i64,
@@ -95,7 +94,7 @@ impl Routed {
         }
         let mut differ = Vec::new();
         for ((s, t), keys) in groups {
-            let sides = self.sides(db, s, t).await?;
+            let mut sides = self.sides(db, s, t).await?;
             let found = sides.compare(&keys, ttl_tolerance_ms).await?;
             differ.extend(found.into_iter().map(|(k, why)| (k.to_vec(), why)));
         }
