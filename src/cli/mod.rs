@@ -3,6 +3,7 @@
 mod audit;
 mod copy_cmd;
 mod cutover_cmd;
+mod docs_cmd;
 mod endpoints;
 mod plan_cmd;
 mod report_cmd;
@@ -26,6 +27,9 @@ use crate::error::{Error, Result, exit_code};
 use crate::plan::{AwsSettings, Provider};
 use crate::ui::OutputFormat;
 
+/// Where `--help` lists the options every command takes, apart from the command's own (listed first).
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ecmigrate",
@@ -38,6 +42,7 @@ pub struct Cli {
         long,
         global = true,
         env = "ECMIGRATE_SANDBOX_DIR",
+        help_heading = GLOBAL,
         default_value = ".ecmigrate/sandbox"
     )]
     pub sandbox_dir: PathBuf,
@@ -46,14 +51,15 @@ pub struct Cli {
         long,
         global = true,
         env = "ECMIGRATE_STATE_DIR",
+        help_heading = GLOBAL,
         default_value = ".ecmigrate/state"
     )]
     pub state_dir: PathBuf,
     /// AWS region (provider `aws`); overrides the plan's `aws.region` and the environment.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub region: Option<String>,
     /// AWS shared-config profile (provider `aws`); overrides the plan's `aws.profile`.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub profile: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -85,6 +91,10 @@ pub enum Command {
     Verify(verify_cmd::VerifyArgs),
     /// Interactive: choose a group, a key and a token store; write a plan and rehearse it.
     Wizard(wizard_cmd::WizardArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(docs_cmd::CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command into a folder.
+    Man(docs_cmd::ManArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -189,6 +199,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Copy(a) => copy_cmd::run(a).await,
         Command::Verify(a) => verify_cmd::run(a).await,
         Command::Wizard(a) => wizard_cmd::run(&globals, a).await,
+        Command::Completions(a) => docs_cmd::completions(a),
+        Command::Man(a) => docs_cmd::man(a),
     }
 }
 

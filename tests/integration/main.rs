@@ -8,6 +8,7 @@ mod cluster_copy;
 mod cluster_create;
 mod cluster_cutover;
 mod cluster_stream;
+mod conventions;
 mod cutover;
 mod harness;
 mod hostile_files;
