@@ -10,7 +10,14 @@
 #     reconnect) while a plan holds at a postponed cutover that `ecmigrate cutover` releases: (m) the
 #     documented path (snapshot, restore, repoint) against (e) ecmigrate's stream_copy + fenced cutover;
 #     the write pause ecmigrate measured, the application's longest write, and the writes lost.
-# Prints two tables and writes target/bench-results.json. Installs what it lacks (redis-server, redis-py in
+#   scenario 1 also times (v) `ecmigrate verify --full` of each (a) copy, right after it (same data, same
+#     minute): the verify / copy time ratio of a single primary.
+#   scenario 4 (issue 12): the same keys copied into a BENCH_SOURCE_SHARDS-shard plain source cluster, then,
+#     BENCH_REPEAT times taking turns: (a) the single-primary copy again, (k) `ecmigrate copy` cluster ->
+#     BENCH_TARGET_SHARDS-shard TLS + AUTH cluster, (kv) `ecmigrate verify --full` of it, (ks) the same copy
+#     as two `--source-shards` processes pinned to one core each (taskset -c 0 / -c 1); then (r) a replica
+#     full sync of every source shard at once. BENCH_CLUSTER=0 skips it.
+# Prints the tables and writes target/bench-results.json. Installs what it lacks (redis-server, redis-py in
 # .venv/), builds the release binary, and stops every process it started on exit. Exits non-zero when a
 # step fails or a copy is not exact.
 #
@@ -18,10 +25,13 @@
 #   BENCH_LIVE_SECONDS=20 BENCH_KEYS_LARGE= (unset: skipped) BENCH_CUTOVER_KEYS=100000
 #   BENCH_CUTOVER_RATE=1000 BENCH_CUTOVER_HOLD=5 (seconds held at the cutover before the release)
 #   BENCH_REPEAT=3 (runs of (a) and of (b), taking turns; the table shows the median of each)
+#   BENCH_CLUSTER=1 BENCH_SOURCE_SHARDS=3 BENCH_TARGET_SHARDS=4
+# Builds into $CARGO_TARGET_DIR when it is set (else target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 source scripts/bench/lib.sh
+source scripts/bench/cluster.sh
 
 BENCH_KEYS=${BENCH_KEYS:-1000000}
 BENCH_LIVE_KEYS=${BENCH_LIVE_KEYS:-200000}
@@ -32,14 +42,18 @@ BENCH_CUTOVER_KEYS=${BENCH_CUTOVER_KEYS:-100000}
 BENCH_CUTOVER_RATE=${BENCH_CUTOVER_RATE:-1000}
 BENCH_CUTOVER_HOLD=${BENCH_CUTOVER_HOLD:-5}
 BENCH_REPEAT=${BENCH_REPEAT:-3}
+BENCH_CLUSTER=${BENCH_CLUSTER:-1}
+BENCH_SOURCE_SHARDS=${BENCH_SOURCE_SHARDS:-3}
+BENCH_TARGET_SHARDS=${BENCH_TARGET_SHARDS:-4}
 BENCH_SANDBOX=0
 
-for setting in BENCH_REPEAT BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS BENCH_CUTOVER_KEYS BENCH_CUTOVER_RATE BENCH_CUTOVER_HOLD ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
+case "$BENCH_CLUSTER" in 0 | 1) ;; *) echo "BENCH_CLUSTER must be 0 or 1, not '$BENCH_CLUSTER'"; exit 2 ;; esac
+for setting in BENCH_SOURCE_SHARDS BENCH_TARGET_SHARDS BENCH_REPEAT BENCH_KEYS BENCH_LIVE_KEYS BENCH_WRITE_RATE BENCH_LIVE_SECONDS BENCH_CUTOVER_KEYS BENCH_CUTOVER_RATE BENCH_CUTOVER_HOLD ${BENCH_KEYS_LARGE:+BENCH_KEYS_LARGE}; do
   case "${!setting}" in '' | *[!0-9]* | 0) echo "$setting must be a positive whole number, not '${!setting}'"; exit 2 ;; esac
 done
 
 PY=.venv/bin/python
-BIN=target/release/ecmigrate
+BIN=${CARGO_TARGET_DIR:-target}/release/ecmigrate
 HERE=scripts/bench
 
 step "install what the benchmark needs"
@@ -119,7 +133,7 @@ flush_target() { [ "$(dst_cli flushall)" = OK ] || fail "FLUSHALL on the target"
 
 SRC_URL="redis://127.0.0.1:$SRC_PORT"
 DST_URL="rediss://127.0.0.1:$DST_PORT"
-record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\", \"cutover_keys\": $BENCH_CUTOVER_KEYS, \"cutover_rate\": $BENCH_CUTOVER_RATE, \"cutover_hold\": $BENCH_CUTOVER_HOLD, \"repeat\": $BENCH_REPEAT}"
+record settings "{\"keys\": $BENCH_KEYS, \"live_keys\": $BENCH_LIVE_KEYS, \"write_rate\": $BENCH_WRITE_RATE, \"live_seconds\": $BENCH_LIVE_SECONDS, \"keys_large\": \"${BENCH_KEYS_LARGE:-}\", \"cutover_keys\": $BENCH_CUTOVER_KEYS, \"cutover_rate\": $BENCH_CUTOVER_RATE, \"cutover_hold\": $BENCH_CUTOVER_HOLD, \"repeat\": $BENCH_REPEAT, \"cluster\": $BENCH_CLUSTER, \"source_shards\": $BENCH_SOURCE_SHARDS, \"target_shards\": $BENCH_TARGET_SHARDS}"
 record machine "{\"cores\": $(nproc), \"redis\": \"$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')\"}"
 
 # The copy and verify commands may not exist in this build yet: then their rows say so instead of a number.
@@ -158,6 +172,21 @@ run_copy() {
   echo "(a) $(elapsed "$t0" "$t1") s: $(tail -n 1 "$TMP/$p.out")"
 }
 
+# run_verify PREFIX SRC_URL DST_URL: `ecmigrate verify --full` of what the last copy wrote, timed from
+# outside; records PREFIX_seconds/_json. A verify that finds a difference fails the benchmark.
+run_verify() {
+  local p=$1 t0 t1 rc=0
+  if [ "$HAVE_COPY" = 0 ]; then return; fi
+  t0=$(now)
+  "$BIN" verify "$2" "$3" --full --ca-file "$CA" --dst-password-env BENCH_TOKEN --output json \
+    >"$TMP/$p.out" 2>"$TMP/$p.err" || rc=$?
+  t1=$(now)
+  [ "$rc" = 0 ] || fail "ecmigrate verify --full exited $rc: $(grep keys_compared "$TMP/$p.out" | cut -c1-300)" "$TMP/$p.err"
+  record "${p}_seconds" "$(elapsed "$t0" "$t1")"
+  record "${p}_json" "$(grep '"keys_compared"' "$TMP/$p.out" | tail -n 1)"
+  echo "(v) $(elapsed "$t0" "$t1") s: $(grep '"keys_compared"' "$TMP/$p.out" | tail -n 1 | cut -c1-200)"
+}
+
 step "scenario 1: seed $BENCH_KEYS keys"
 seed "$BENCH_KEYS" "bench:"
 SRC_KEYS=$(src_cli dbsize)
@@ -182,6 +211,8 @@ run_baseline() {
 for i in $(seq 1 "$BENCH_REPEAT"); do
   step "(a) ecmigrate copy, run $i of $BENCH_REPEAT"
   run_copy "a$i"
+  step "(v) ecmigrate verify --full of that copy, run $i of $BENCH_REPEAT"
+  run_verify "v$i" "$SRC_URL" "$DST_URL"
   step "(b) redis-py SCAN -> DUMP/PTTL -> RESTORE, run $i of $BENCH_REPEAT"
   run_baseline "b$i"
 done
@@ -199,6 +230,97 @@ record c_seconds "$($PY -c 'import json,sys; print(json.load(sys.stdin)["seconds
 echo "(c) $(cat "$TMP/c.out")"
 kill "$REP_PID"
 wait "$REP_PID" 2>/dev/null || true # its exit status is the SIGTERM it was sent
+
+# cluster_copy PREFIX [--source-shards LIST]: the source cluster into the emptied target cluster, timed from
+# outside; records PREFIX_seconds/_json/_target_keys.
+cluster_copy() {
+  local p=$1 t0 t1 rc=0
+  shift
+  flush_cluster 1 "${KDST_PORTS[@]}"
+  t0=$(now)
+  "$BIN" copy "$KSRC_URL" "$KDST_URL" "$@" --ca-file "$CA" --dst-password-env BENCH_TOKEN --output json \
+    >"$TMP/$p.out" 2>"$TMP/$p.err" || rc=$?
+  t1=$(now)
+  [ "$rc" = 0 ] || fail "ecmigrate copy (cluster) exited $rc" "$TMP/$p.err"
+  record "${p}_seconds" "$(elapsed "$t0" "$t1")"
+  record "${p}_json" "$(tail -n 1 "$TMP/$p.out")"
+  record "${p}_target_keys" "$(cluster_keys 1 "${KDST_PORTS[@]}")"
+  echo "(k) $(elapsed "$t0" "$t1") s: $(tail -n 1 "$TMP/$p.out")"
+}
+
+# split_copy PREFIX: the same copy as two processes, the first half of the source's primaries (by index)
+# pinned to core 0, the rest to core 1, started together; timed from the start until both are done.
+split_copy() {
+  local p=$1 t0 t1 rc0=0 rc1=0 half first second pid0 pid1
+  half=$(((BENCH_SOURCE_SHARDS + 1) / 2))
+  first=$(seq -s, 0 $((half - 1)))
+  second=$(seq -s, "$half" $((BENCH_SOURCE_SHARDS - 1)))
+  flush_cluster 1 "${KDST_PORTS[@]}"
+  t0=$(now)
+  taskset -c 0 "$BIN" copy "$KSRC_URL" "$KDST_URL" --source-shards "$first" --ca-file "$CA" \
+    --dst-password-env BENCH_TOKEN --output json >"$TMP/$p-0.out" 2>"$TMP/$p-0.err" &
+  pid0=$!
+  taskset -c 1 "$BIN" copy "$KSRC_URL" "$KDST_URL" --source-shards "$second" --ca-file "$CA" \
+    --dst-password-env BENCH_TOKEN --output json >"$TMP/$p-1.out" 2>"$TMP/$p-1.err" &
+  pid1=$!
+  wait "$pid0" || rc0=$?
+  wait "$pid1" || rc1=$?
+  t1=$(now)
+  [ "$rc0" = 0 ] || fail "ecmigrate copy --source-shards $first exited $rc0" "$TMP/$p-0.err"
+  [ "$rc1" = 0 ] || fail "ecmigrate copy --source-shards $second exited $rc1" "$TMP/$p-1.err"
+  record "${p}_seconds" "$(elapsed "$t0" "$t1")"
+  record "${p}_shards" "[\"$first\", \"$second\"]"
+  record "${p}_target_keys" "$(cluster_keys 1 "${KDST_PORTS[@]}")"
+  echo "(ks) $(elapsed "$t0" "$t1") s: shards $first on core 0, $second on core 1"
+}
+
+if [ "$BENCH_CLUSTER" = 1 ] && [ "$HAVE_COPY" = 1 ]; then
+  step "scenario 4: a $BENCH_SOURCE_SHARDS-shard plain source cluster and a $BENCH_TARGET_SHARDS-shard TLS + AUTH target cluster"
+  # Its servers are stopped at the end of the scenario, so they do not compete with scenarios 2 and 3.
+  first_cluster_pid=${#BENCH_PIDS[@]}
+  start_cluster ksrc "$BENCH_SOURCE_SHARDS" 0
+  KSRC_PORTS=("${CLUSTER_PORTS[@]}")
+  start_cluster kdst "$BENCH_TARGET_SHARDS" 1
+  KDST_PORTS=("${CLUSTER_PORTS[@]}")
+  KSRC_URL="redis://127.0.0.1:${KSRC_PORTS[0]}"
+  KDST_URL="rediss://127.0.0.1:${KDST_PORTS[0]}"
+  # The source cluster gets the very keys of scenario 1 (its plain source), copied by ecmigrate.
+  "$BIN" copy "$SRC_URL" "$KSRC_URL" --output json >"$TMP/kseed.out" 2>"$TMP/kseed.err" ||
+    fail "copying the $SRC_KEYS keys into the source cluster" "$TMP/kseed.err"
+  KSRC_KEYS=$(cluster_keys 0 "${KSRC_PORTS[@]}")
+  [ "$KSRC_KEYS" = "$SRC_KEYS" ] || fail "the source cluster holds $KSRC_KEYS keys, the single source $SRC_KEYS"
+  record cluster_source_keys "$KSRC_KEYS"
+  per_shard=""
+  for port in "${KSRC_PORTS[@]}"; do per_shard="$per_shard${per_shard:+, }$(cluster_cli 0 "$port" dbsize)"; done
+  record cluster_source_shard_keys "[$per_shard]"
+  echo "source cluster: $KSRC_KEYS keys ($per_shard per primary)"
+  for i in $(seq 1 "$BENCH_REPEAT"); do
+    step "scenario 4, run $i of $BENCH_REPEAT: (a) single primary, (k) cluster copy, (kv) its verify --full, (ks) split copy"
+    run_copy "ka$i"
+    cluster_copy "k$i"
+    run_verify "kv$i" "$KSRC_URL" "$KDST_URL"
+    if [ "$(nproc)" -ge 2 ]; then split_copy "ks$i"; fi
+  done
+  flush_cluster 1 "${KDST_PORTS[@]}"
+  flush_target
+
+  step "(r) replica full sync of each source shard, all at once"
+  pairs=()
+  for port in "${KSRC_PORTS[@]}"; do
+    rport=$(free_port)
+    start_redis "kreplica-$port" "$TMP" <<<"port $rport" >/dev/null
+    wait_port "$rport" || fail "a replica did not start" "$TMP/kreplica-$port/redis.log"
+    pairs+=(--pair "$port:$rport")
+  done
+  $PY "$HERE/replica_sync.py" "${pairs[@]}" >"$TMP/r.out" 2>"$TMP/r.err" || fail "the replica full syncs" "$TMP/r.err"
+  record r_json "$(cat "$TMP/r.out")"
+  echo "(r) $(cat "$TMP/r.out")"
+  for pid in "${BENCH_PIDS[@]:first_cluster_pid}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${BENCH_PIDS[@]:first_cluster_pid}"; do wait "$pid" 2>/dev/null || true; done
+  record cluster_status ok
+elif [ "$BENCH_CLUSTER" = 1 ]; then
+  record cluster_status "not available yet"
+fi
 
 if [ -n "$BENCH_KEYS_LARGE" ]; then
   step "(a) again at $BENCH_KEYS_LARGE keys: does the copier's peak RSS grow with the key count?"

@@ -11,7 +11,8 @@ ensure_bench_venv() {
   .venv/bin/python -c 'import redis'
 }
 
-# A CA and a server certificate for 127.0.0.1 (IP SAN, so hostname verification passes on an IP URL).
+# A CA and a server certificate for 127.0.0.1 (IP SAN, so hostname verification passes on an IP URL), also
+# good as a client certificate: a TLS cluster's nodes present it to each other on the cluster bus.
 # Writes ca.crt, server.crt, server.key into $1.
 make_certs() {
   local dir=$1
@@ -19,7 +20,7 @@ make_certs() {
     -keyout "$dir/ca.key" -out "$dir/ca.crt" >/dev/null 2>&1
   openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
     -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1
-  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n' \
     >"$dir/server.ext"
   openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
     -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt" >/dev/null 2>&1

@@ -37,6 +37,79 @@ def table(header, rows):
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
+def cluster_report(m, repeat, rate, notes, problems):
+    """Scenario 4: print its table, add its notes and problems, return its rows (None when not run)."""
+    status = m.get("cluster_status")
+    if status is None:
+        return None
+    s = m.get("settings", {})
+    src_n, dst_n = s.get("source_shards"), s.get("target_shards")
+    print(f"\nScenario 4: {fmt(m.get('cluster_source_keys'), ',')} keys, a {src_n}-shard plain source cluster "
+          f"(keys per primary {m.get('cluster_source_shard_keys')}) -> a {dst_n}-shard TLS + AUTH target cluster")
+    if status != "ok":
+        print(f"  {status}")
+        if status != "not available yet":
+            problems.append(f"clusters: {status}")
+        return {"status": status}
+    keys = m.get("cluster_source_keys")
+
+    def runs(prefix):
+        return [m.get(f"{prefix}{i}_seconds") for i in range(1, repeat + 1)]
+
+    def median(xs):
+        xs = [x for x in xs if x]
+        return statistics.median(xs) if xs else None
+
+    def ratio_median(num, den):
+        pairs = [a / b for a, b in zip(runs(num), runs(den)) if a and b]
+        return (statistics.median(pairs), min(pairs), max(pairs)) if pairs else (None, None, None)
+
+    for prefix, label in (("k", "(k)"), ("ks", "(ks)")):
+        for i in range(1, repeat + 1):
+            got = m.get(f"{prefix}{i}_target_keys")
+            if got is not None and got != keys:
+                problems.append(f"{label} run {i}: the target cluster holds {got} keys, the source {keys}")
+    a_med = median(runs("ka"))
+    r = m.get("r_json") if isinstance(m.get("r_json"), dict) else {}
+    shards = m.get("ks1_shards") or []
+    rows = []
+    for label, prefix, seconds in (
+        ("(a) single primary -> single primary (same keys)", "ka", median(runs("ka"))),
+        (f"(k) ecmigrate copy, {src_n} -> {dst_n} shards", "k", median(runs("k"))),
+        (f"(ks) (k) as 2 processes, --source-shards {' | '.join(shards)}, taskset -c 0 | -c 1", "ks",
+         median(runs("ks"))),
+        (f"(r) REPLICAOF full sync of each of the {src_n} source shards, at once", "r", r.get("seconds")),
+        ("(kv) ecmigrate verify --full of (k)'s copy", "kv", median(runs("kv"))),
+    ):
+        kps = rate(seconds, keys)
+        x_a = (a_med / seconds) if seconds and a_med and prefix in ("k", "ks") else None
+        vc = ratio_median("kv", "k")[0] if prefix == "kv" else None
+        rows.append({"method": label, "seconds": seconds, "keys_per_sec": round(kps, 1) if kps else None,
+                     "x_single_copy": round(x_a, 2) if x_a else None, "verify_over_copy_time": vc})
+    print(table(["method (median of runs taking turns)", "seconds", "keys/s", "× (a)", "verify / copy time"], [[
+        row["method"], fmt(row["seconds"], ".2f"), fmt(row["keys_per_sec"], ",.0f"), fmt(row["x_single_copy"], ".2f"),
+        fmt(row["verify_over_copy_time"], ".2f")] for row in rows]))
+    per_run = []
+    for i in range(1, repeat + 1):
+        a, k, kv, ks = (m.get(f"{p}{i}_seconds") for p in ("ka", "k", "kv", "ks"))
+        per_run.append([str(i), fmt(rate(a, keys), ",.0f"), fmt(rate(k, keys), ",.0f"),
+                        fmt(a / k if a and k else None, ".2f"), fmt(rate(ks, keys), ",.0f"),
+                        fmt(kv / k if kv and k else None, ".2f")])
+    print(table(["run (a, k, kv, ks)", "(a) keys/s", "(k) keys/s", "(k) / (a)", "(ks) keys/s", "(kv) / (k) time"],
+                per_run))
+    if r.get("shards"):
+        notes.append("(r) per shard: " + ", ".join(f"{x['keys']} keys in {x['seconds']} s" for x in r["shards"]))
+    x_k = rows[1]["x_single_copy"]
+    if x_k is not None:
+        notes.append(f"target cluster copy >= 0.8x the single-primary copy: {'met' if x_k >= 0.8 else 'NOT met'} "
+                     f"({x_k}x, median over median)")
+    vc, lo, hi = ratio_median("kv", "k")
+    if vc is not None:
+        notes.append(f"target verify --full / copy time <= 1.0, clusters: {'met' if vc <= 1.0 else 'NOT met'} "
+                     f"({vc:.2f}, median of the runs' ratios; run by run {lo:.2f} to {hi:.2f})")
+    return {"status": status, "rows": rows, "replica_sync": r}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
@@ -57,6 +130,11 @@ def main() -> None:
                "target_keys": m.get(f"a{i}_target_keys")} for i in range(1, repeat + 1)]
     b_runs = [{"seconds": m.get(f"b{i}_seconds"), "target_keys": m.get(f"b{i}_target_keys")}
               for i in range(1, repeat + 1)]
+    v_runs = [{"seconds": m.get(f"v{i}_seconds"),
+               "json": m.get(f"v{i}_json") if isinstance(m.get(f"v{i}_json"), dict) else {}}
+              for i in range(1, repeat + 1)]
+    v_ok = [r for r in v_runs if r["seconds"]]
+    v_median = statistics.median(r["seconds"] for r in v_ok) if v_ok else None
     a_ok = [r for r in a_runs if r["status"] == "ok" and r["seconds"]]
     b_ok = [r for r in b_runs if r["seconds"]]
     a_median = statistics.median(r["seconds"] for r in a_ok) if a_ok else None
@@ -105,11 +183,20 @@ def main() -> None:
     for i, (a, b) in enumerate(zip(a_runs, b_runs), 1):
         a_kps = rate(a["seconds"], src_keys) if a["status"] == "ok" else None
         b_kps = rate(b["seconds"], src_keys)
-        runs.append({"run": i, "a_seconds": a["seconds"], "a_keys_per_sec": round(a_kps, 1) if a_kps else None,
+        v_s = v_runs[i - 1]["seconds"]
+        runs.append({"run": i, "v_seconds": v_s,
+                     "v_over_a_time": round(v_s / a["seconds"], 2) if v_s and a_kps else None,
+                     "a_seconds": a["seconds"], "a_keys_per_sec": round(a_kps, 1) if a_kps else None,
                      "a_peak_rss_kb": a["json"].get("peak_rss_kb"), "b_seconds": b["seconds"],
                      "b_keys_per_sec": round(b_kps, 1) if b_kps else None,
                      "a_over_b": round(a_kps / b_kps, 2) if a_kps and b_kps else None})
     add("(c) REPLICAOF full sync", m.get("c_seconds"), src_keys)
+    if v_ok:
+        add(f"(v) ecmigrate verify --full of (a)'s copy, median of {len(v_ok)}", v_median, src_keys)
+        rows[-1].update({"x_b": None, "x_c": None})  # a comparison, not a copy
+        for i, r in enumerate(v_runs, 1):
+            if r["json"] and r["json"].get("keys_compared") != src_keys:
+                notes.append(f"(v) run {i} compared {r['json'].get('keys_compared')} keys of {src_keys}")
     large_status = m.get("large_status")
     if large_status is not None:
         lj = m.get("large_json") if isinstance(m.get("large_json"), dict) else {}
@@ -135,9 +222,11 @@ def main() -> None:
     print("(a) and (b) are timed from outside their process; (c) from its REPLICAOF command until the replica "
           "holds every key")
     if runs:
-        print(table(["run (a, then b)", "(a) keys/s", "(b) keys/s", "(a) / (b)", "(a) peak RSS (MB)"], [[
+        print(table(["run (a, v, then b)", "(a) keys/s", "(b) keys/s", "(a) / (b)", "(a) peak RSS (MB)",
+                     "(v) keys/s", "(v) time / (a) time"], [[
             str(r["run"]), fmt(r["a_keys_per_sec"], ",.0f"), fmt(r["b_keys_per_sec"], ",.0f"), fmt(r["a_over_b"], ".2f"),
-            fmt(r["a_peak_rss_kb"] / 1024 if r["a_peak_rss_kb"] else None, ".1f")] for r in runs]))
+            fmt(r["a_peak_rss_kb"] / 1024 if r["a_peak_rss_kb"] else None, ".1f"),
+            fmt(rate(r["v_seconds"], src_keys), ",.0f"), fmt(r["v_over_a_time"], ".2f")] for r in runs]))
 
     # The issue's targets, reported (not enforced: the benchmark measures, the reader judges).
     a_row = rows[0]
@@ -147,6 +236,13 @@ def main() -> None:
         spread = f"; run by run {min(pairs)}x to {max(pairs)}x, {sum(p >= 6 for p in pairs)} of {len(pairs)} runs >= 6x" if pairs else ""
         notes.append(f"target (a) >= 6x (b): {'met' if xb and xb >= 6 else 'NOT met'} ({xb}x, median over median{spread})")
         notes.append(f"target peak RSS < 100 MB: {'met' if rss is not None and rss < 100 else 'NOT met'} ({rss} MB)")
+
+    scenario4 = cluster_report(m, repeat, rate, notes, problems)
+    ratios = [r["v_over_a_time"] for r in runs if r.get("v_over_a_time")]
+    if ratios:
+        med = statistics.median(ratios)
+        notes.append(f"target verify --full / copy time <= 1.0, single primary: {'met' if med <= 1.0 else 'NOT met'} "
+                     f"({med:.2f}, median of the runs' ratios; run by run {min(ratios):.2f} to {max(ratios):.2f})")
 
     live = None
     live_status = m.get("live_status")
@@ -248,7 +344,7 @@ def main() -> None:
     print(f"  settings: " + " ".join(f"{k}={v}" for k, v in s.items()))
 
     result = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": s, "source_keys": src_keys,
-              "scenario1": rows, "scenario1_runs": runs, "scenario2": live, "scenario3": cut, "notes": notes, "problems": problems,
+              "scenario1": rows, "scenario1_runs": runs, "scenario4": scenario4, "scenario2": live, "scenario3": cut, "notes": notes, "problems": problems,
               "machine": m.get("machine")}
     with open(args.json_out, "w") as f:
         json.dump(result, f, indent=2)

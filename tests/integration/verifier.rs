@@ -2,7 +2,7 @@
 //! names the keys when a value, a type, a TTL or a key differs.
 
 use ecmigrate::data::connect::{RedisEndpoint, connect};
-use ecmigrate::data::verify::{VerifyMode, verify};
+use ecmigrate::data::verify::{VerifyMode, VerifyOptions, verify, verify_with};
 
 use crate::harness::{Env, block_on, exec};
 
@@ -99,4 +99,131 @@ async fn first_of_type(
         }
     }
     panic!("no {kind} among {} keys", keys.len());
+}
+
+/// `left` and `right`, two empty plain sandbox groups; their primaries.
+fn two_empty_groups(env: &Env) -> (RedisEndpoint, RedisEndpoint) {
+    for group in ["left", "right"] {
+        env.ok(&[
+            "sandbox",
+            "up",
+            "--group",
+            group,
+            "--replicas",
+            "0",
+            "--keys",
+            "0",
+        ]);
+    }
+    let status = env.sandbox_status();
+    (
+        RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, "left")),
+        RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, "right")),
+    )
+}
+
+async fn dump(c: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<u8> {
+    redis::cmd("DUMP").arg(key).query_async(c).await.unwrap()
+}
+
+/// The full comparison settles most keys by their bytes (strings) or DUMP payloads (the rest); equal
+/// values whose payloads differ (hashtable-encoded sets and hashes, written in other orders by other
+/// processes) still pass, and each kind of difference is named in the typed comparison's words.
+#[test]
+fn full_verify_passes_equal_values_whose_dumps_differ_and_names_each_difference() {
+    let env = Env::new();
+    let (left, right) = two_empty_groups(&env);
+    block_on(async {
+        let mut l = connect(&left).await.unwrap();
+        let mut r = connect(&right).await.unwrap();
+        // 300 members or fields: hashtable-encoded, in the orders of each process's own hash seed.
+        let members: Vec<String> = (0..300).map(|i| format!("member-{i}")).collect();
+        for (conn, order) in [(&mut l, false), (&mut r, true)] {
+            let mut ms = members.clone();
+            if order {
+                ms.reverse();
+            }
+            for m in &ms {
+                exec(conn, &["SADD", "big:set", m]).await;
+                exec(conn, &["HSET", "big:hash", m, "v"]).await;
+            }
+            for i in 0..500 {
+                exec(conn, &["SET", &format!("s:{i}"), &format!("value {i}")]).await;
+            }
+            exec(conn, &["RPUSH", "small:list", "a", "b", "c"]).await;
+            exec(conn, &["SET", "ttl:same", "x", "PX", "3600000"]).await;
+        }
+        let (ls, rs) = (dump(&mut l, "big:set").await, dump(&mut r, "big:set").await);
+        assert_ne!(ls, rs, "the two sets must dump differently for this test");
+        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
+            .await
+            .unwrap();
+        assert!(report.passed(), "{report:?}");
+        assert_eq!(report.keys_compared, 504);
+
+        // One key of each difference on the right side.
+        exec(&mut r, &["SET", "s:1", "changed"]).await;
+        exec(&mut r, &["DEL", "s:2"]).await;
+        exec(&mut r, &["DEL", "s:3"]).await;
+        exec(&mut r, &["HSET", "s:3", "f", "v"]).await;
+        exec(&mut r, &["PERSIST", "ttl:same"]).await;
+        exec(&mut r, &["RPUSH", "small:list", "d"]).await;
+        exec(&mut r, &["SREM", "big:set", "member-7"]).await;
+        exec(&mut r, &["SADD", "big:set", "member-x"]).await;
+        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
+            .await
+            .unwrap();
+        let reason = |key: &str| {
+            report
+                .mismatches
+                .iter()
+                .find(|m| m.key == key)
+                .map(|m| m.reason.clone())
+                .unwrap_or_else(|| panic!("{key} not reported: {report:?}"))
+        };
+        assert_eq!(reason("s:1"), "string value differs");
+        assert_eq!(reason("s:2"), "missing on the target");
+        assert_eq!(
+            reason("s:3"),
+            "type string on the source, hash on the target"
+        );
+        assert!(reason("ttl:same").starts_with("TTL "), "{report:?}");
+        assert_eq!(reason("small:list"), "list value differs");
+        assert_eq!(reason("big:set"), "set value differs");
+        assert_eq!(report.mismatch_count, 6, "{report:?}");
+    });
+}
+
+/// A small reply bound: batches are split, values larger than the bound alone are compared by the typed
+/// comparison, and the result is the same.
+#[test]
+fn full_verify_under_a_small_reply_bound_splits_batches_and_still_finds_the_difference() {
+    let env = Env::new();
+    let (left, right) = two_empty_groups(&env);
+    block_on(async {
+        let mut l = connect(&left).await.unwrap();
+        let mut r = connect(&right).await.unwrap();
+        for conn in [&mut l, &mut r] {
+            for i in 0..40 {
+                let wide = format!("{i:>40960}");
+                exec(conn, &["SET", &format!("wide:{i}"), &wide]).await;
+            }
+            for i in 0..400 {
+                exec(conn, &["SET", &format!("narrow:{i}"), "n"]).await;
+            }
+        }
+        exec(&mut r, &["SETRANGE", "wide:17", "20000", "!"]).await;
+        let options = VerifyOptions {
+            concurrency: 3,
+            batch: 100,
+            max_batch_reply_bytes: 16 << 10,
+        };
+        let report = verify_with(&left, &right, VerifyMode::Full, 5000, &options, &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(report.keys_compared, 440, "{report:?}");
+        assert_eq!(report.mismatch_count, 1, "{report:?}");
+        assert_eq!(report.mismatches[0].key, "wide:17");
+        assert_eq!(report.mismatches[0].reason, "string value differs");
+    });
 }
