@@ -4,6 +4,7 @@ mod audit;
 mod copy_cmd;
 mod cutover_cmd;
 mod endpoints;
+mod iam_cmd;
 mod plan_cmd;
 mod report_cmd;
 mod rollback_cmd;
@@ -85,6 +86,8 @@ pub enum Command {
     Verify(verify_cmd::VerifyArgs),
     /// Interactive: choose a group, a key and a token store; write a plan and rehearse it.
     Wizard(wizard_cmd::WizardArgs),
+    /// Print the least-privilege IAM policy for exactly the AWS calls a plan's steps make.
+    IamPolicy(iam_cmd::IamPolicyArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -189,6 +192,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Copy(a) => copy_cmd::run(a).await,
         Command::Verify(a) => verify_cmd::run(a).await,
         Command::Wizard(a) => wizard_cmd::run(&globals, a).await,
+        Command::IamPolicy(a) => iam_cmd::run(&globals, a),
     }
 }
 
