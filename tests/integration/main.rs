@@ -11,6 +11,7 @@ mod cluster_stream;
 mod cutover;
 mod harness;
 mod hostile_files;
+mod iam_policy;
 mod invalid_plans;
 mod ledger;
 mod moto;

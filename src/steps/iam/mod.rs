@@ -175,7 +175,10 @@ impl Scope {
                 })
             })
         };
-        let region = match (region_flag, plan.aws.as_ref().and_then(|a| a.region.as_deref())) {
+        let region = match (
+            region_flag,
+            plan.aws.as_ref().and_then(|a| a.region.as_deref()),
+        ) {
             (Some(r), _) => Setting {
                 value: r.to_string(),
                 source: "--region".into(),
@@ -319,7 +322,11 @@ fn document<'a>(grants: impl Iterator<Item = &'a Grant>) -> PolicyDocument {
     type Key = (usize, BTreeSet<String>, String);
     let mut groups: BTreeMap<Key, (BTreeSet<&'static str>, &'a Value)> = BTreeMap::new();
     for g in grants {
-        let key = (service_rank(g.action), g.resources.clone(), g.condition.to_string());
+        let key = (
+            service_rank(g.action),
+            g.resources.clone(),
+            g.condition.to_string(),
+        );
         groups
             .entry(key)
             .or_insert_with(|| (BTreeSet::new(), &g.condition))
