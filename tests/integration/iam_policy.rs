@@ -132,3 +132,107 @@ fn iam_policy_of_a_route53_secrets_manager_plan_allows_exactly_what_its_moto_run
     let all: BTreeSet<String> = called.union(&on_behalf).cloned().collect();
     assert_eq!(document_actions(&policy), all, "{policy}");
 }
+
+#[test]
+fn iam_policy_prints_a_pastable_document_says_what_is_a_placeholder_and_refuses_a_sandbox_plan() {
+    let env = Env::new();
+    let aws = "version: 1\nname: orders\nprovider: aws\nsource:\n  replication_group_id: orders\ntarget:\n  replication_group_id: orders-enc\n  kms_key_id: alias/orders\n  auth_token: { file: orders.token }\nsteps:\n  - kind: preflight\n  - kind: backup\n  - kind: restore_encrypted\n";
+    let plan = env.write_plan("aws.yaml", aws);
+    let run = env.ok(&[
+        "iam-policy",
+        plan.to_str().unwrap(),
+        "--region",
+        "eu-west-1",
+    ]);
+    let document: serde_json::Value =
+        serde_json::from_str(&run.stdout).expect("the document alone on stdout");
+    assert_eq!(document["Version"], "2012-10-17");
+    assert!(
+        document["Statement"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{document}"
+    );
+    assert!(
+        run.stdout
+            .contains("arn:aws:elasticache:eu-west-1:*:replicationgroup:orders-enc")
+    );
+    assert!(!run.stdout.contains("route53") && !run.stdout.contains("secretsmanager"));
+    assert!(
+        run.stderr.contains("region: eu-west-1 (from --region)"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("account: * (placeholder"), "{run:?}");
+
+    let sandbox = env.write_plan(
+        "sandbox.yaml",
+        &aws.replace("provider: aws", "provider: sandbox"),
+    );
+    let refused = env.run(&["iam-policy", sandbox.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("no AWS calls") && refused.stdout.is_empty(),
+        "{refused:?}"
+    );
+}
+
+/// A generated token kept in Secrets Manager, no data steps: the run sends the policy's calls (CreateSecret
+/// after PutSecretValue found no secret), all but the delete that only a failed create takes (restore
+/// deletes a target of its own that came up `create-failed`, and creates it again).
+#[test]
+fn iam_policy_of_a_generated_secrets_manager_token_covers_its_moto_run() {
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    let source = unique("iamgen");
+    let target = format!("{source}-enc");
+    let alias = unique("key");
+    moto.seed_group(&source, "7.0.7", Some("subnets-a"));
+    moto.seed_key(&alias);
+    let file_store = format!(
+        "auth_token: {{ file: {} }}",
+        env.path().join("secrets").join("aws.token").display()
+    );
+    let text = aws_plan(
+        &env,
+        &AwsPlan {
+            name: "aws-iamgen",
+            source: &source,
+            target: &target,
+            kms_alias: &alias,
+            data: None,
+        },
+    );
+    assert!(text.contains(&file_store), "{text}");
+    let text = text.replace(
+        &file_store,
+        &format!("auth_token: {{ generate: true, secrets_manager: ecmigrate/{source} }}"),
+    );
+    let plan = env.write_plan("aws-iamgen.yaml", &text);
+    let printed = env.ok(&["iam-policy", plan.to_str().unwrap(), "--output", "json"]);
+    let policy: serde_json::Value = serde_json::from_str(&printed.stdout).expect("policy json");
+
+    let app = unique("iamgenrun");
+    env.set_env("AWS_SDK_UA_APP_ID", &app);
+    let before = recording_len();
+    let run = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let recorded = recorded_actions_of_app(&app, before);
+    let called = actions(&policy, true);
+    assert!(
+        recorded.is_subset(&called),
+        "not in the policy: {:?}",
+        recorded.difference(&called).collect::<Vec<_>>()
+    );
+    assert!(
+        recorded.contains("secretsmanager:CreateSecret"),
+        "{recorded:?}"
+    );
+    let unused: Vec<&String> = called.difference(&recorded).collect();
+    assert_eq!(
+        unused,
+        vec!["elasticache:DeleteReplicationGroup"],
+        "{policy}"
+    );
+}
