@@ -5,6 +5,7 @@ mod copy_cmd;
 mod cutover_cmd;
 mod docs_cmd;
 mod endpoints;
+mod iam_cmd;
 mod plan_cmd;
 mod report_cmd;
 mod rollback_cmd;
@@ -95,6 +96,8 @@ pub enum Command {
     Completions(docs_cmd::CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command into a folder.
     Man(docs_cmd::ManArgs),
+    /// Print the least-privilege IAM policy for exactly the AWS calls a plan's steps make.
+    IamPolicy(iam_cmd::IamPolicyArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -201,6 +204,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Wizard(a) => wizard_cmd::run(&globals, a).await,
         Command::Completions(a) => docs_cmd::completions(a),
         Command::Man(a) => docs_cmd::man(a),
+        Command::IamPolicy(a) => iam_cmd::run(&globals, a),
     }
 }
 

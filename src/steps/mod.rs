@@ -9,6 +9,7 @@ pub mod backup;
 pub mod cutover;
 pub mod delete_source;
 pub mod endpoints;
+pub mod iam;
 pub mod live;
 pub mod preflight;
 pub mod records;

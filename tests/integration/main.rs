@@ -12,6 +12,7 @@ mod conventions;
 mod cutover;
 mod harness;
 mod hostile_files;
+mod iam_policy;
 mod invalid_plans;
 mod ledger;
 mod moto;

@@ -12,13 +12,7 @@ pub(crate) fn recorded_operations(marker: &str, from: usize) -> Vec<String> {
             .split('&')
             .find_map(|kv| kv.strip_prefix("Action="))
             .map(str::to_string);
-        let target = r["headers"]
-            .as_object()
-            .and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-            })
-            .and_then(|(_, v)| v.as_str())
+        let target = header(&r, "x-amz-target")
             .and_then(|t| t.rsplit('.').next())
             .map(str::to_string);
         operations.extend(action.or(target));
@@ -28,6 +22,16 @@ pub(crate) fn recorded_operations(marker: &str, from: usize) -> Vec<String> {
 
 /// The recorded requests that mention `marker`, from line `from` on: each record and its decoded body.
 fn recorded_requests(marker: &str, from: usize) -> Vec<(serde_json::Value, String)> {
+    every_request(from)
+        .into_iter()
+        .filter(|(r, body)| {
+            body.contains(marker) || r["url"].as_str().unwrap_or("").contains(marker)
+        })
+        .collect()
+}
+
+/// Every recorded request from line `from` on: each record and its decoded body.
+fn every_request(from: usize) -> Vec<(serde_json::Value, String)> {
     use base64::Engine;
     let path = recording_path();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -45,11 +49,71 @@ fn recorded_requests(marker: &str, from: usize) -> Vec<(serde_json::Value, Strin
         } else {
             raw.to_string()
         };
-        if body.contains(marker) || r["url"].as_str().unwrap_or("").contains(marker) {
-            out.push((r, body));
-        }
+        out.push((r, body));
     }
     out
+}
+
+/// A header of a recorded request, by name in any case.
+fn header<'a>(r: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    r["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))?
+        .1
+        .as_str()
+}
+
+/// Every action, as IAM names it (`service:Operation`), of the requests from line `from` on that a process
+/// started with `AWS_SDK_UA_APP_ID=app` sent: the SDK puts `app/<app>` in their user agent, so requests
+/// that do not name the test's ids (a key described by alias, a DNS change by its id) are found too. The
+/// service is the signature's; the operation is `Action=` (query protocol), `X-Amz-Target` (JSON
+/// protocol), or, for Route53's REST API, the method and path.
+pub(crate) fn recorded_actions_of_app(
+    app: &str,
+    from: usize,
+) -> std::collections::BTreeSet<String> {
+    let tag = format!("app/{app}");
+    let mut actions = std::collections::BTreeSet::new();
+    for (r, body) in every_request(from) {
+        if !header(&r, "user-agent").is_some_and(|ua| ua.split(' ').any(|p| p == tag)) {
+            continue;
+        }
+        // Credential=KEY/DATE/REGION/SERVICE/aws4_request
+        let service = header(&r, "authorization")
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(3))
+            .unwrap_or("unknown")
+            .to_string();
+        let operation = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .map(str::to_string)
+            .or_else(|| {
+                header(&r, "x-amz-target")
+                    .and_then(|t| t.rsplit('.').next())
+                    .map(str::to_string)
+            })
+            .or_else(|| route53_operation(&r))
+            .unwrap_or_else(|| format!("unknown {}", r["url"]));
+        actions.insert(format!("{service}:{operation}"));
+    }
+    actions
+}
+
+/// The Route53 operations ecmigrate sends, from the REST method and path.
+fn route53_operation(r: &serde_json::Value) -> Option<String> {
+    let url = r["url"].as_str()?;
+    let path = url.split("://").nth(1)?.split_once('/')?.1;
+    let path = path.split('?').next()?.trim_end_matches('/');
+    let method = r["method"].as_str()?;
+    let operation = match (method, path.split('/').collect::<Vec<_>>().as_slice()) {
+        ("GET", [_, "hostedzone", _, "rrset"]) => "ListResourceRecordSets",
+        ("POST", [_, "hostedzone", _, "rrset"]) => "ChangeResourceRecordSets",
+        ("GET", [_, "change", _]) => "GetChange",
+        _ => return None,
+    };
+    Some(operation.to_string())
 }
 
 /// The parameters of every recorded ElastiCache `action` (query protocol: a form body) that mentions
