@@ -1,5 +1,5 @@
-//! `ecmigrate report PLAN [--format md|json]`: the evidence pack of a finished run (`report.md` and
-//! `report.json` beside the state), written again from the state and a fresh describe of both groups, and
+//! `ecmigrate report PLAN [--format md|html|json]`: the evidence pack of a finished run (`report.md` and
+//! `report.html`, `report.json` beside the state), written again from the state and a fresh describe of both groups, and
 //! printed in the chosen format.
 
 use std::path::PathBuf;
@@ -13,13 +13,14 @@ use crate::error::{Error, Result, exit_code};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Md,
+    Html,
     Json,
 }
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     pub plan: PathBuf,
-    /// What to print: the Markdown report or its JSON (both files are written).
+    /// What to print: the Markdown report, the HTML page or the JSON (all three files are written).
     #[arg(long, value_enum, default_value = "md")]
     pub format: ReportFormat,
 }
@@ -60,6 +61,7 @@ pub async fn run(globals: &Globals, args: ReportArgs) -> Result<i32> {
         })?;
     let shown = match args.format {
         ReportFormat::Md => &files.markdown,
+        ReportFormat::Html => &files.html,
         ReportFormat::Json => &files.json,
     };
     let text = std::fs::read_to_string(shown).map_err(|e| {
@@ -73,8 +75,9 @@ pub async fn run(globals: &Globals, args: ReportArgs) -> Result<i32> {
         println!();
     }
     eprintln!(
-        "written: {} and {}",
+        "written: {}, {} and {}",
         files.markdown.display(),
+        files.html.display(),
         files.json.display()
     );
     Ok(exit_code::OK)

@@ -99,7 +99,10 @@ async fn evidence_report(
         return None;
     }
     let markdown = dir.join("report.md");
-    if summary.already_done && markdown.exists() && dir.join("report.json").exists() {
+    let complete = ["report.json", "report.html"]
+        .iter()
+        .all(|f| dir.join(f).exists());
+    if summary.already_done && markdown.exists() && complete {
         return Some(markdown);
     }
     match crate::report::write(&summary.state, plan, cloud, &dir).await {

@@ -449,6 +449,24 @@ fn sandbox_full_migration_extras(env: &Env, seen: &FullMigration<'_>) {
     );
     assert!(report["plan_checksum"].as_str().unwrap().len() == 64);
     assert!(markdown.contains("AtRestEncryptionEnabled") && markdown.contains(TARGET));
+    // The documents for people: the EC-014 statement and its before/after table, no JSON, and the
+    // digest of report.json as written.
+    let html = std::fs::read_to_string(state_dir.join("report.html")).expect("report.html");
+    for doc in [&markdown, &html] {
+        assert!(doc.contains("Control EC-014"), "{doc}");
+        assert!(!doc.contains("{\""), "JSON in a document: {doc}");
+        assert!(!doc.contains(token), "the token is in a document");
+    }
+    assert!(
+        markdown.contains("| AtRestEncryptionEnabled | false | ")
+            && markdown.contains("| TransitEncryptionEnabled | false | "),
+        "{markdown}"
+    );
+    assert!(markdown.contains("Result: **compliant**"), "{markdown}");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, report_text.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(markdown.contains(&hex) && html.contains(&hex), "{markdown}");
+    assert!(html.starts_with("<!DOCTYPE html>") && !html.contains("<script"));
     assert!(
         !report_text.contains(token) && !markdown.contains(token),
         "the token is in the report"

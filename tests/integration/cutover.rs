@@ -338,7 +338,10 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
     );
     let md = std::fs::read_to_string(env.state_dir().join("orders-migration").join("report.md"))
         .unwrap();
-    assert!(md.contains(&format!("writes paused {pause_ms} ms")), "{md}");
+    assert!(
+        md.contains(&format!("paused for **{pause_ms} ms**")),
+        "{md}"
+    );
     assert!(
         cutover["outputs"]["clients_disconnected"]
             .as_array()

@@ -1,5 +1,6 @@
-//! The evidence report of a finished run, for the compliance team: `report.json` and `report.md` beside the
-//! state. Source and target encryption attributes before and after, snapshot names, every step with its
+//! The evidence report of a finished run, for the compliance team: `report.json`, `report.md` and
+//! `report.html` beside the state (the two documents are rendered from one set of blocks, [`doc`], in the
+//! words of [`evidence`]). Source and target encryption attributes before and after, snapshot names, every step with its
 //! times, how the data was verified, the changes streamed, the cutover, who ran it and the plan checksum.
 //! It is built from the state file and a fresh describe of both groups; it never holds a token (the state
 //! holds none, and only the token store's reference is copied).
@@ -12,9 +13,13 @@ use crate::cloud::CloudRead;
 use crate::engine::state::{RunState, write_atomic};
 use crate::plan::{LoadedPlan, StepKind};
 
+mod doc;
+mod evidence;
+
 pub struct ReportFiles {
     pub json: PathBuf,
     pub markdown: PathBuf,
+    pub html: PathBuf,
 }
 
 fn output(state: &RunState, kind: StepKind, key: &str) -> Value {
@@ -28,7 +33,10 @@ fn output(state: &RunState, kind: StepKind, key: &str) -> Value {
 fn operator() -> (String, String) {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(login_name)
+        .unwrap_or_else(|| {
             // SAFETY: getuid has no preconditions.
             format!("uid {}", unsafe { libc::getuid() })
         });
@@ -41,6 +49,29 @@ fn operator() -> (String, String) {
         "unknown".into()
     };
     (user, host)
+}
+
+/// The name of the user the process runs as, from the password database.
+fn login_name() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the name is NUL-terminated and
+    // copied out at once, before any other call could overwrite it.
+    unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// Region and account of an ARN (`arn:aws:kms:REGION:ACCOUNT:…`).
+fn arn_region_account(arn: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    (parts.len() > 5 && parts[0] == "arn").then(|| (parts[3].to_string(), parts[4].to_string()))
 }
 
 /// Build and write the report of a finished run.
@@ -61,6 +92,34 @@ pub async fn write(
     };
     let source_after = describe(source_id).await;
     let target_after = describe(target_id).await;
+    // The target's key as it is now: its id, ARN, aliases and state (evidence that it is usable).
+    let key_ref = target_after["KmsKeyId"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| plan.plan.target.kms_key_id.clone());
+    let kms_key = match &key_ref {
+        Some(k) => match cloud.describe_key(k).await {
+            Ok(Some(key)) => json!({
+                "key_id": key.key_id,
+                "arn": key.arn,
+                "aliases": key.aliases,
+                "key_state": key.key_state,
+                "described_at": chrono::Utc::now(),
+            }),
+            Ok(None) => json!({ "key_id": k, "key_state": "not found" }),
+            Err(e) => json!({ "key_id": k, "key_state": format!("unknown: {e}") }),
+        },
+        None => Value::Null,
+    };
+    let (region, account) = kms_key["arn"]
+        .as_str()
+        .and_then(arn_region_account)
+        .map(|(r, a)| (Some(r), Some(a)))
+        .unwrap_or_else(|| (plan.plan.aws.as_ref().and_then(|a| a.region.clone()), None));
+    let group_arn = |id: &str| match (&region, &account) {
+        (Some(r), Some(a)) => json!(format!("arn:aws:elasticache:{r}:{a}:replicationgroup:{id}")),
+        _ => Value::Null,
+    };
     let (user, host) = operator();
     let steps: Vec<Value> = state
         .steps
@@ -81,12 +140,26 @@ pub async fn write(
         "plan_checksum": state.plan_checksum,
         "run_id": state.run_id,
         "provider": plan.plan.provider.as_str(),
+        "region": region,
+        "account": account,
+        "control": {
+            "rule": "EC-014",
+            "title": "ElastiCache Redis In-Transit and At-Rest Encryption",
+            "risk_level": "High",
+            "frameworks": ["HIPAA", "GDPR", "APRA", "MAS", "NIST"],
+        },
+        "kms_key": kms_key,
         "state": state.state.as_str(),
         "run_by": { "user": user, "host": host },
         "started_at": state.created_at,
         "finished_at": state.updated_at,
-        "source": { "before": output(state, StepKind::Preflight, "source_before"), "after": source_after },
+        "source": {
+            "arn": group_arn(source_id),
+            "before": output(state, StepKind::Preflight, "source_before"),
+            "after": source_after,
+        },
         "target": {
+            "arn": group_arn(target_id),
             "before": { "ReplicationGroupId": target_id, "Status": "did not exist" },
             "after": target_after,
         },
@@ -115,98 +188,22 @@ pub async fn write(
         "steps": steps,
     });
     let json_path = dir.join("report.json");
+    let body = serde_json::to_string_pretty(&report).expect("json");
+    write_atomic(&json_path, body.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", json_path.display()))?;
+    // The documents quote the JSON's digest, so the pack can be checked against it later.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
+    let json_sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let document = evidence::document(&report, &json_sha256);
     let md_path = dir.join("report.md");
-    write_atomic(
-        &json_path,
-        serde_json::to_string_pretty(&report)
-            .expect("json")
-            .as_bytes(),
-    )
-    .map_err(|e| format!("writing {}: {e}", json_path.display()))?;
-    write_atomic(&md_path, markdown(&report).as_bytes())
+    let html_path = dir.join("report.html");
+    write_atomic(&md_path, document.markdown().as_bytes())
         .map_err(|e| format!("writing {}: {e}", md_path.display()))?;
+    write_atomic(&html_path, document.html().as_bytes())
+        .map_err(|e| format!("writing {}: {e}", html_path.display()))?;
     Ok(ReportFiles {
         json: json_path,
         markdown: md_path,
+        html: html_path,
     })
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "—".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn markdown(r: &Value) -> String {
-    let mut md = String::new();
-    md.push_str(&format!(
-        "# Encryption migration report: `{}`\n\n",
-        cell(&r["plan"])
-    ));
-    md.push_str(&format!(
-        "Run `{}` on provider `{}`, state **{}**, run by `{}` on `{}`, from {} to {}.  \nPlan checksum (SHA-256): `{}`\n\n",
-        cell(&r["run_id"]),
-        cell(&r["provider"]),
-        cell(&r["state"]),
-        cell(&r["run_by"]["user"]),
-        cell(&r["run_by"]["host"]),
-        cell(&r["started_at"]),
-        cell(&r["finished_at"]),
-        cell(&r["plan_checksum"]),
-    ));
-    md.push_str("## Encryption, before and after\n\n| group | when | status | AtRestEncryptionEnabled | TransitEncryptionEnabled | TransitEncryptionMode | AuthTokenEnabled | KmsKeyId |\n|---|---|---|---|---|---|---|---|\n");
-    for side in ["source", "target"] {
-        for when in ["before", "after"] {
-            let g = &r[side][when];
-            md.push_str(&format!(
-                "| {} `{}` | {when} | {} | {} | {} | {} | {} | {} |\n",
-                side,
-                cell(&g["ReplicationGroupId"]),
-                cell(&g["Status"]),
-                cell(&g["AtRestEncryptionEnabled"]),
-                cell(&g["TransitEncryptionEnabled"]),
-                cell(&g["TransitEncryptionMode"]),
-                cell(&g["AuthTokenEnabled"]),
-                cell(&g["KmsKeyId"]),
-            ));
-        }
-    }
-    md.push_str(&format!(
-        "\nThe AUTH token is kept in `{}` (this report never holds it).\n\n## Snapshots\n\n- pre-migration: `{}` (encrypted with `{}`)\n- final snapshot of the source: `{}`\n- unencrypted snapshots that existed before and were left alone: {}\n\n",
-        cell(&r["auth_token_store"]),
-        cell(&r["snapshots"]["pre_migration"]),
-        cell(&r["snapshots"]["pre_migration_kms_key_id"]),
-        cell(&r["snapshots"]["final"]),
-        cell(&r["snapshots"]["unencrypted_left_alone"]),
-    ));
-    md.push_str(&format!(
-        "## Verification\n\n{}\n\n## Writes during the migration\n\n- stream_copy: {}\n- copied inside the write fence: {}\n- late, after the switch: {}\n- final catch-up: {}\n\n## Cutover\n\nAt {}; writes paused {} ms (bound {} ms); attempts: {}; client connections moved: {}.  \n{}\n\n",
-        cell(&r["verification"]),
-        cell(&r["stream"]["stream_copy"]),
-        cell(&r["stream"]["copied_inside_the_fence"]),
-        cell(&r["stream"]["late_after_the_switch"]),
-        cell(&r["stream"]["final"]),
-        cell(&r["cutover"]["at"]),
-        cell(&r["cutover"]["write_pause_ms"]),
-        cell(&r["cutover"]["max_write_pause_ms"]),
-        cell(&r["cutover"]["fence_attempts"]),
-        cell(&r["cutover"]["clients_moved"]),
-        cell(&r["cutover"]["outputs"]),
-    ));
-    md.push_str(
-        "## Steps\n\n| step | status | attempts | started | finished |\n|---|---|---|---|---|\n",
-    );
-    for s in r["steps"].as_array().into_iter().flatten() {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            cell(&s["kind"]),
-            cell(&s["status"]),
-            cell(&s["attempts"]),
-            cell(&s["started_at"]),
-            cell(&s["finished_at"]),
-        ));
-    }
-    md
 }
