@@ -62,4 +62,4 @@ echo "The sandbox keeps running: connect to the new group with"
 echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
 echo "Stop it with: target/debug/ecmigrate sandbox down"
 echo
-echo "Evidence report for the auditors: .ecmigrate/state/$name/report.md (and report.json)"
+echo "Evidence pack for the auditors: .ecmigrate/state/$name/report.html (and report.md, report.json)"

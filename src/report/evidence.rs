@@ -208,7 +208,7 @@ fn control_statement(r: &Value) -> String {
     let source_gone = r["source"]["after"]["Status"] == "deleted";
     let frameworks = text(&r["control"]["frameworks"]);
     format!(
-        "Rule {} (risk level {}; HIPAA, GDPR, APRA, MAS and NIST controls rely on it: {frameworks}) requires `AtRestEncryptionEnabled` and `TransitEncryptionEnabled` to be true. Before: `{}` had them **{}** and **{}**. After: its data is in `{}`, which has them **{}** and **{}** (key {}, transit mode {}, AUTH {}); `{}` {}. Result: **{}**.",
+        "Rule {} (risk level {}; it supports the {frameworks} compliance standards) requires `AtRestEncryptionEnabled` and `TransitEncryptionEnabled` to be true. Before: `{}` had them **{}** and **{}**. After: its data is in `{}`, which has them **{}** and **{}** (key {}, transit mode {}, AUTH {}); `{}` {}. Result: **{}**.",
         text(&r["control"]["rule"]),
         text(&r["control"]["risk_level"]),
         text(&before["ReplicationGroupId"]),
@@ -247,9 +247,9 @@ fn verification(v: &Value) -> Vec<Block> {
         return blocks;
     }
     blocks.push(Block::Para(format!(
-        "{} comparison of the source and the target by type, value and TTL (TTLs within {} ms): {} keys compared, {} differing.",
-        text(&v["mode"]),
+        "The source and the target were compared by type, value and TTL (TTLs within {} ms), {}: {} keys compared, {} differing.",
         text(&v["ttl_tolerance_ms"]),
+        text(&v["mode"]),
         count(&v["keys_compared"]),
         count(&v["mismatches"]),
     )));
