@@ -1,6 +1,7 @@
 //! Everything the operator sees: reporters that turn engine events into progress bars (TTY), plain lines,
 //! or JSON lines, and the terminal's answers to the engine's prompts. Every command works without a terminal.
 
+pub mod actions;
 pub mod reporter;
 pub mod wizard;
 
@@ -55,6 +56,28 @@ fn prompt_error(e: dialoguer::Error) -> Error {
             format!("the prompt failed: {other}"),
             "run with --yes and `confirm:` in the plan instead",
         ),
+    }
+}
+
+/// A progress bar's style from `template`, which may use `{rate}`: items per second without decimals
+/// (`1234/s`; indicatif's `{per_sec}` prints `1234.5678/s`).
+pub fn progress_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .expect("template")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", rate(state.per_sec()));
+            },
+        )
+}
+
+/// A rate as a whole number (0 when not yet known).
+fn rate(per_sec: f64) -> u64 {
+    if per_sec.is_finite() && per_sec > 0.0 {
+        per_sec.round() as u64
+    } else {
+        0
     }
 }
 

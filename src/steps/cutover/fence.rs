@@ -71,6 +71,11 @@ pub(super) struct FenceDone {
     pub(super) subscriptions_proven: usize,
 }
 
+/// The body of the `ClientPause` call on `paused` for at most `bound` (the rehearsal reports the same).
+pub(super) fn pause_params(paused: &RedisEndpoint, bound: Duration) -> serde_json::Value {
+    json!({ "endpoint": paused.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 })
+}
+
 /// One fenced attempt: pause, prove, copy, switch, disconnect, unpause. The pause is always lifted.
 pub(super) async fn fenced_switch(
     ctx: &StepContext,
@@ -95,9 +100,10 @@ pub(super) async fn fenced_switch(
     if let Some(s) = stream.as_mut() {
         s.catch_up(&|_, _| {}).await.map_err(fatal)?;
     }
-    ctx.call(
+    ctx.call_labeled(
         "ClientPause",
-        json!({ "endpoint": paused.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 }),
+        pause_params(paused, bound),
+        &switch.from.pause_labels(),
     );
     let mut fence = WriteFence::pause(paused, bound).await.map_err(fatal)?;
     let primaries_paused = fence.primaries();
