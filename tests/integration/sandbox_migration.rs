@@ -109,7 +109,11 @@ fn a_generated_token_kept_in_the_secrets_manager_stand_in_opens_the_target() {
     assert!(text.contains("secrets_manager"), "{text}");
     let plan = env.write_plan("plan.yaml", &text);
     let run = env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
-    assert!(run.stdout.contains("PutSecretValue"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("keep a new AUTH token in Secrets Manager secret orders/auth-token"),
+        "{run:?}"
+    );
 
     let sandbox = ecmigrate::cloud::sandbox::Sandbox::open(&env.sandbox_dir()).unwrap();
     let token = block_on(sandbox.get_secret("orders/auth-token"))

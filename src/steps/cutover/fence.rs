@@ -71,9 +71,10 @@ pub(super) struct FenceDone {
     pub(super) subscriptions_proven: usize,
 }
 
-/// The body of the `ClientPause` call on `paused` for at most `bound` (the rehearsal reports the same).
-pub(super) fn pause_params(paused: &RedisEndpoint, bound: Duration) -> serde_json::Value {
-    json!({ "endpoint": paused.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 })
+/// The body of the `ClientPause` call on `endpoint` (a display URL) for at most `bound` (the rehearsal
+/// reports the same).
+pub(super) fn pause_params(endpoint: String, bound: Duration) -> serde_json::Value {
+    json!({ "endpoint": endpoint, "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 })
 }
 
 /// One fenced attempt: pause, prove, copy, switch, disconnect, unpause. The pause is always lifted.
@@ -102,7 +103,7 @@ pub(super) async fn fenced_switch(
     }
     ctx.call_labeled(
         "ClientPause",
-        pause_params(paused, bound),
+        pause_params(paused.display_url(), bound),
         &switch.from.pause_labels(),
     );
     let mut fence = WriteFence::pause(paused, bound).await.map_err(fatal)?;

@@ -156,9 +156,10 @@ async fn rehearse(
         ctx.note("would hold before the switch until released (`ecmigrate cutover PLAN`), tailing meanwhile");
     }
     // The fence's pause, as the run would report it, before the switch it surrounds.
+    let paused = source_data_endpoint(ctx, source)?.display_url();
     ctx.call_labeled(
         "ClientPause",
-        fence::pause_params(&source_data_endpoint(ctx, source)?, spec.max_write_pause()),
+        fence::pause_params(paused, spec.max_write_pause()),
         &switch.from.pause_labels(),
     );
     let details = switch.rehearse(ctx).await?;
