@@ -60,14 +60,14 @@ fn prompt_error(e: dialoguer::Error) -> Error {
 }
 
 /// A progress bar's style from `template`, which may use `{rate}`: items per second without decimals
-/// (`1234/s`; indicatif's `{per_sec}` prints `1234.5678/s`).
+/// (`37,718/s`; indicatif's `{per_sec}` prints `37718.4567/s`).
 pub fn progress_style(template: &str) -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(template)
         .expect("template")
         .with_key(
             "rate",
             |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{}/s", rate(state.per_sec()));
+                let _ = write!(w, "{}/s", indicatif::HumanCount(rate(state.per_sec())));
             },
         )
 }
@@ -87,4 +87,19 @@ pub fn stdin_is_terminal() -> bool {
 
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rate_is_a_whole_number() {
+        assert_eq!(super::rate(37718.4567), 37718);
+        assert_eq!(super::rate(0.4), 0);
+        assert_eq!(super::rate(f64::NAN), 0);
+        assert_eq!(super::rate(f64::INFINITY), 0);
+        assert_eq!(
+            indicatif::HumanCount(super::rate(37718.6)).to_string(),
+            "37,719"
+        );
+    }
 }
