@@ -82,12 +82,9 @@ pub async fn run(args: CopyArgs) -> Result<i32> {
     }
     let bar = (text && crate::ui::stdout_is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} keys ({per_sec}, eta {eta}) {msg}",
-            )
-            .expect("template"),
-        );
+        b.set_style(crate::ui::progress_style(
+            "{bar:30} {human_pos}/{human_len} keys ({rate}, eta {eta}) {msg}",
+        ));
         b
     });
     let progress = |done: u64, total: u64| {

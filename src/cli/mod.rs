@@ -62,6 +62,9 @@ pub struct Cli {
     /// AWS shared-config profile (provider `aws`); overrides the plan's `aws.profile`.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub profile: Option<String>,
+    /// Show each cloud request's body under its line (`events.jsonl` and `--output json` always have them).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -189,6 +192,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         state_dir: cli.state_dir,
         region: cli.region,
         profile: cli.profile,
+        verbose: cli.verbose,
     };
     match cli.command {
         Command::Sandbox(c) => sandbox_cmd::run(&globals, c).await,
@@ -212,11 +216,13 @@ async fn dispatch(cli: Cli) -> Result<i32> {
 /// terminal on stdin), else one that answers every question "no". Also says whether it is interactive.
 pub(crate) fn reporter_and_prompter(
     output: OutputFormat,
+    verbose: bool,
 ) -> (Arc<crate::ui::Reporter>, Arc<dyn crate::ui::Prompter>, bool) {
     let interactive = crate::ui::stdin_is_terminal() && output == OutputFormat::Text;
     let reporter = Arc::new(crate::ui::Reporter::new(
         output,
         crate::ui::stdout_is_terminal(),
+        verbose,
     ));
     let prompter: Arc<dyn crate::ui::Prompter> = if interactive {
         Arc::new(crate::ui::TerminalPrompter {
@@ -234,6 +240,8 @@ pub struct Globals {
     /// `--region` / `--profile`: they win over the plan's `aws` block.
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// `--verbose`: request bodies in the text output.
+    pub verbose: bool,
 }
 
 impl Globals {

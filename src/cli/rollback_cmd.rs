@@ -24,7 +24,8 @@ pub struct RollbackArgs {
 
 pub async fn run(globals: &Globals, args: RollbackArgs) -> Result<i32> {
     let plan = Arc::new(crate::plan::load(&args.plan)?);
-    let (reporter, prompter, interactive) = crate::cli::reporter_and_prompter(args.output);
+    let (reporter, prompter, interactive) =
+        crate::cli::reporter_and_prompter(args.output, globals.verbose);
     let cloud = globals
         .cloud(plan.plan.provider, plan.plan.aws.as_ref())
         .await?;

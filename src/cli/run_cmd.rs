@@ -26,7 +26,8 @@ pub struct RunArgs {
 
 pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
     let plan = Arc::new(crate::plan::load(&args.plan)?);
-    let (reporter, prompter, interactive) = crate::cli::reporter_and_prompter(args.output);
+    let (reporter, prompter, interactive) =
+        crate::cli::reporter_and_prompter(args.output, globals.verbose);
     let cloud = globals
         .cloud(plan.plan.provider, plan.plan.aws.as_ref())
         .await?;
@@ -75,6 +76,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
     }
     if args.output == OutputFormat::Text {
         if args.dry_run {
+            reporter.line(&reporter.plan_summary());
             reporter.line("dry run finished: nothing was changed");
         } else if let Some(file) = &summary.state_file {
             reporter.line(&format!("state: {}", file.display()));

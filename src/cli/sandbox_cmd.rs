@@ -74,12 +74,9 @@ pub async fn run(globals: &Globals, command: SandboxCommand) -> Result<i32> {
             })?;
             let bar = (keys > 0 && crate::ui::stdout_is_terminal()).then(|| {
                 let b = indicatif::ProgressBar::new(keys);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "seeding {bar:30} {pos}/{len} keys ({per_sec})",
-                    )
-                    .expect("template"),
-                );
+                b.set_style(crate::ui::progress_style(
+                    "seeding {bar:30} {human_pos}/{human_len} keys ({rate})",
+                ));
                 b
             });
             let progress = |done: u64, _total: u64| {

@@ -92,10 +92,20 @@ impl StepContext {
 
     /// Report a mutating call (made now, or in a rehearsal, one that would be made).
     pub fn call(&self, operation: &str, params: Value) {
+        self.call_labeled(operation, params, &[]);
+    }
+
+    /// [`StepContext::call`] with labels for the readable line: the plan's names for some of the body's
+    /// values (`("KmsKeyId", "alias/orders")`), or what the call is for (`("final", snapshot)`).
+    pub fn call_labeled(&self, operation: &str, params: Value, labels: &[(&str, String)]) {
         self.events.emit(Event::Call {
             kind: self.kind,
             operation: operation.into(),
             params,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             dry_run: self.options.dry_run,
         });
     }

@@ -1,6 +1,7 @@
 //! What the engine and its steps say while they work. Only a reporter (`ui`) turns events into output, and
 //! the run's journal (`events.jsonl`) keeps them.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -52,6 +53,10 @@ pub enum Event {
         kind: StepKind,
         operation: String,
         params: Value,
+        /// How the plan names some of the body's values, and what the call is for (`ui::actions::Labels`):
+        /// for the readable line only; `params` is the body as sent.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
         dry_run: bool,
     },
     Waiting {
@@ -86,6 +91,17 @@ pub enum Event {
         state: String,
         elapsed_ms: u64,
     },
+}
+
+/// The labels steps put on a call beside the plan's names for body fields (`KmsKeyId`, `AuthToken`).
+pub mod labels {
+    /// On a `CreateSnapshot` and the `DeleteReplicationGroup` after it: the source's encrypted final
+    /// snapshot, taken before the source is deleted.
+    pub const FINAL_SNAPSHOT: &str = "final";
+    /// On a `ClientPause`: the group whose primaries are paused.
+    pub const PAUSED_GROUP: &str = "group";
+    /// On a `ClientPause`: how many primaries are paused together.
+    pub const PAUSED_PRIMARIES: &str = "primaries";
 }
 
 /// A wait that goes on unchanged is reported again this often.

@@ -78,17 +78,24 @@ pub enum Deleted {
 }
 
 /// Request the deletion of group `id` (unless `request` is false: an earlier attempt did) and wait,
-/// bounded, until it has gone as far as `until`.
+/// bounded, until it has gone as far as `until`. `final_snapshot`: the encrypted snapshot taken of it
+/// first, named on the call's readable line.
 pub async fn delete_group_and_wait(
     ctx: &StepContext,
     id: &str,
     request: bool,
     until: Deleted,
+    final_snapshot: Option<&str>,
 ) -> Result<()> {
     if request {
-        ctx.call(
+        let labels: Vec<_> = final_snapshot
+            .map(|s| (crate::engine::events::labels::FINAL_SNAPSHOT, s.to_string()))
+            .into_iter()
+            .collect();
+        ctx.call_labeled(
             "DeleteReplicationGroup",
             serde_json::json!({ "ReplicationGroupId": id, "RetainPrimaryCluster": false }),
+            &labels,
         );
         ctx.write
             .delete_group(id)

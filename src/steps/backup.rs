@@ -58,9 +58,10 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep, live: &LiveStream) -> Res
             ctx.record_intent(&BackupIntent {
                 snapshot_name: Some(name.clone()),
             })?;
-            ctx.call(
+            ctx.call_labeled(
                 "CreateSnapshot",
                 json!({ "ReplicationGroupId": source_id, "SnapshotName": name, "KmsKeyId": kms_key }),
+                &kms_label(ctx),
             );
             ctx.write
                 .create_snapshot(&source_id, &name, kms_key.as_deref())
@@ -75,6 +76,14 @@ pub async fn run(ctx: &StepContext, spec: &BackupStep, live: &LiveStream) -> Res
         snapshot_name: snapshot.name,
         kms_key_id: snapshot.kms_key_id,
     }))
+}
+
+/// The plan's name for the key in a body's `KmsKeyId` (an alias, say, where the body has the ARN).
+pub fn kms_label(ctx: &StepContext) -> Vec<(&'static str, String)> {
+    crate::steps::kms_key_ref(ctx)
+        .map(|k| ("KmsKeyId", k))
+        .into_iter()
+        .collect()
 }
 
 /// The key snapshots are sealed with: the one preflight resolved, else the plan's or the default.

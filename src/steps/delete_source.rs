@@ -4,11 +4,12 @@
 
 use serde_json::json;
 
+use crate::engine::events::labels::FINAL_SNAPSHOT;
 use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::{DeleteSourceStep, StepKind};
 use crate::steps::access::{Deleted, delete_group_and_wait};
-use crate::steps::backup::encryption_key;
+use crate::steps::backup::{encryption_key, kms_label};
 use crate::steps::records::{CutoverOutputs, DeleteSourceIntent, DeleteSourceOutputs};
 use crate::steps::{cloud_error, timeout, wait_for_snapshot};
 
@@ -38,7 +39,14 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
             "the deletion of `{source_id}` was requested by an earlier attempt; finishing it"
         ));
         let requested = source.as_ref().is_none_or(|g| g.status == "deleting");
-        delete_group_and_wait(ctx, &source_id, !requested, Deleted::Underway).await?;
+        delete_group_and_wait(
+            ctx,
+            &source_id,
+            !requested,
+            Deleted::Underway,
+            Some(&final_name),
+        )
+        .await?;
         let forced = intent.forced_with_clients.take();
         return Ok(done(&final_name, &source_id, forced));
     }
@@ -69,7 +77,13 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
     {
         intent.final_snapshot_name = Some(final_name.clone());
         ctx.record_intent(&intent)?;
-        ctx.call("CreateSnapshot", json!({ "ReplicationGroupId": source_id, "SnapshotName": final_name, "KmsKeyId": kms_key }));
+        let mut labels = kms_label(ctx);
+        labels.push((FINAL_SNAPSHOT, final_name.clone()));
+        ctx.call_labeled(
+            "CreateSnapshot",
+            json!({ "ReplicationGroupId": source_id, "SnapshotName": final_name, "KmsKeyId": kms_key }),
+            &labels,
+        );
         ctx.write
             .create_snapshot(&source_id, &final_name, kms_key.as_deref())
             .await
@@ -90,7 +104,7 @@ pub async fn run(ctx: &StepContext, spec: &DeleteSourceStep) -> Result<StepOutco
     intent.deleting = Some(true);
     intent.forced_with_clients = forced.clone();
     ctx.record_intent(&intent)?;
-    delete_group_and_wait(ctx, &source_id, true, Deleted::Underway).await?;
+    delete_group_and_wait(ctx, &source_id, true, Deleted::Underway, Some(&final_name)).await?;
     Ok(done(&final_name, &source_id, forced))
 }
 

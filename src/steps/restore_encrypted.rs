@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::plan::{RestoreEncryptedStep, StepKind, rules};
 use crate::secret::generate_token;
 use crate::steps::access::{Deleted, delete_group_and_wait};
-use crate::steps::backup::encryption_key;
+use crate::steps::backup::{encryption_key, kms_label};
 use crate::steps::records::{BackupOutputs, RestoreIntent};
 use crate::steps::{cloud_error, keep_token, obj, read_token, require_group, timeout, token_store};
 
@@ -171,7 +171,9 @@ async fn create(
     ctx.record_intent(&RestoreIntent {
         target_id: Some(target_id.clone()),
     })?;
-    ctx.call("CreateReplicationGroup", create_params(&request));
+    let mut labels = kms_label(ctx);
+    labels.push(("AuthToken", store.to_string()));
+    ctx.call_labeled("CreateReplicationGroup", create_params(&request), &labels);
     ctx.write
         .create_group_from_snapshot(&request)
         .await
@@ -460,7 +462,7 @@ async fn recreate(
     ctx.note(format!(
         "creating `{target_id}` failed (status create-failed); it is this run's: deleting it and creating it again"
     ));
-    delete_group_and_wait(ctx, target_id, true, Deleted::Gone).await?;
+    delete_group_and_wait(ctx, target_id, true, Deleted::Gone, None).await?;
     create(ctx, snapshot_name, store).await
 }
 

@@ -30,6 +30,8 @@ pub struct Side {
     pub reader: Option<Endpoint>,
     pub tls: bool,
     pub cluster_enabled: bool,
+    /// Its primaries: one per shard of a cluster-mode-enabled group, else one.
+    pub primaries: u32,
 }
 
 impl Side {
@@ -55,12 +57,26 @@ impl Side {
                 .filter(|_| !group.cluster_enabled),
             tls: group.transit_encryption_enabled,
             cluster_enabled: group.cluster_enabled,
+            primaries: if group.cluster_enabled {
+                group.num_node_groups.max(1)
+            } else {
+                1
+            },
         })
     }
 
     /// `primary endpoint` or `configuration endpoint`: what `endpoint` is.
     pub fn endpoint_kind(&self) -> &'static str {
         endpoint_kind(self.cluster_enabled)
+    }
+
+    /// The labels of a `ClientPause` on this side's primaries, for its readable line.
+    pub fn pause_labels(&self) -> [(&'static str, String); 2] {
+        use crate::engine::events::labels::{PAUSED_GROUP, PAUSED_PRIMARIES};
+        [
+            (PAUSED_GROUP, self.group_id.clone()),
+            (PAUSED_PRIMARIES, self.primaries.to_string()),
+        ]
     }
 }
 

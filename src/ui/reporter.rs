@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::events::{Event, EventListener};
 use crate::plan::StepKind;
+use crate::ui::actions::{self, RecordedCall};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -18,7 +19,11 @@ pub enum OutputFormat {
 
 pub struct Reporter {
     format: OutputFormat,
+    /// `--verbose`: each call's request body under its sentence.
+    verbose: bool,
     bars: Option<Bars>,
+    /// The calls a rehearsal would make, for its closing summary.
+    rehearsed: Mutex<Vec<RecordedCall>>,
 }
 
 struct Bars {
@@ -28,13 +33,23 @@ struct Bars {
 }
 
 impl Reporter {
-    pub fn new(format: OutputFormat, tty: bool) -> Self {
+    pub fn new(format: OutputFormat, tty: bool, verbose: bool) -> Self {
         let bars = (format == OutputFormat::Text && tty).then(|| Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             current: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
         });
-        Reporter { format, bars }
+        Reporter {
+            format,
+            verbose,
+            bars,
+            rehearsed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The rehearsal's summary line: what the calls it reported would create, change, repoint and delete.
+    pub fn plan_summary(&self) -> String {
+        actions::plan_summary(&self.rehearsed.lock().expect("lock"))
     }
 
     pub fn format(&self) -> OutputFormat {
@@ -65,7 +80,7 @@ impl Reporter {
         }
     }
 
-    fn text(event: &Event) -> Option<String> {
+    fn text(&self, event: &Event) -> Option<String> {
         Some(match event {
             Event::RunStarted {
                 plan,
@@ -118,13 +133,17 @@ impl Reporter {
             Event::Call {
                 operation,
                 params,
+                labels,
                 dry_run,
                 ..
             } => {
-                format!(
-                    "    {} {operation} {params}",
-                    if *dry_run { "would call" } else { "call" }
-                )
+                let would = if *dry_run { "would " } else { "" };
+                let line = actions::sentence(operation, params, labels);
+                if self.verbose {
+                    format!("    {would}{line}\n        {operation} {params}")
+                } else {
+                    format!("    {would}{line}")
+                }
             }
             Event::Waiting {
                 what,
@@ -156,6 +175,20 @@ impl Reporter {
 
 impl EventListener for Reporter {
     fn event(&self, event: &Event) {
+        if let Event::Call {
+            operation,
+            params,
+            labels,
+            dry_run: true,
+            ..
+        } = event
+        {
+            self.rehearsed.lock().expect("lock").push(RecordedCall {
+                operation: operation.clone(),
+                params: params.clone(),
+                labels: labels.clone(),
+            });
+        }
         match self.format {
             OutputFormat::Json => {
                 if let Ok(line) = serde_json::to_string(event) {
@@ -165,7 +198,7 @@ impl EventListener for Reporter {
             }
             OutputFormat::Text => match &self.bars {
                 None => {
-                    if let Some(t) = Self::text(event) {
+                    if let Some(t) = self.text(event) {
                         self.line(&t);
                     }
                 }
@@ -179,7 +212,7 @@ impl Reporter {
     fn draw(&self, bars: &Bars, event: &Event) {
         match event {
             Event::StepStarted { index, kind, .. } => {
-                if let Some(t) = Self::text(event) {
+                if let Some(t) = self.text(event) {
                     let _ = bars.multi.println(t);
                 }
                 let spinner = bars.multi.add(ProgressBar::new_spinner());
@@ -205,12 +238,9 @@ impl Reporter {
                 let mut map = bars.progress.lock().expect("lock");
                 let bar = map.entry((*kind, what.clone())).or_insert_with(|| {
                     let b = bars.multi.add(ProgressBar::new(*total));
-                    b.set_style(
-                        ProgressStyle::with_template(
-                            "    {bar:30} {pos}/{len} {msg} ({per_sec}, eta {eta})",
-                        )
-                        .expect("template"),
-                    );
+                    b.set_style(super::progress_style(
+                        "    {bar:30} {human_pos}/{human_len} {msg} ({rate}, eta {eta})",
+                    ));
                     b.set_message(what.clone());
                     b
                 });
@@ -224,12 +254,12 @@ impl Reporter {
                 for (_, b) in bars.progress.lock().expect("lock").drain() {
                     b.finish_and_clear();
                 }
-                if let Some(t) = Self::text(event) {
+                if let Some(t) = self.text(event) {
                     let _ = bars.multi.println(t);
                 }
             }
             other => {
-                if let Some(t) = Self::text(other) {
+                if let Some(t) = self.text(other) {
                     let _ = bars.multi.println(t);
                 }
             }

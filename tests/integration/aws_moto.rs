@@ -382,7 +382,7 @@ fn aws_route53_cutover_points_the_record_at_the_new_primary_and_keeps_its_ttl() 
     let rehearsal = env.run(&["run", plan.to_str().unwrap(), "--dry-run"]);
     assert_eq!(rehearsal.code, 0, "{rehearsal:?}");
     assert!(
-        rehearsal.stdout.contains("ChangeResourceRecordSets"),
+        rehearsal.stdout.contains("would point ") && rehearsal.stdout.contains(" (CNAME, TTL "),
         "{rehearsal:?}"
     );
     assert_eq!(

@@ -286,8 +286,9 @@ impl Backend for Sandbox {
 
     fn dry_run_extras(&self, env: &Env, run: &Run) {
         assert!(
-            run.stdout.contains("would call PointAlias"),
-            "missing `would call PointAlias`: {run:?}"
+            run.stdout
+                .contains("would point alias orders-endpoint at orders-enc"),
+            "missing `would point alias`: {run:?}"
         );
         assert!(
             !env.token_file().exists(),
@@ -308,7 +309,7 @@ impl Backend for Sandbox {
     fn resumed_extras(&self, _env: &Env, resumed: &Run) {
         assert!(resumed.stdout.contains("already requested"), "{resumed:?}");
         assert!(
-            !resumed.stdout.contains("call CreateReplicationGroup"),
+            !resumed.stdout.contains("create group "),
             "a second create was made: {resumed:?}"
         );
     }

@@ -19,6 +19,7 @@ mod moto;
 mod plan_files;
 #[cfg(feature = "test-hooks")]
 mod resume_points;
+mod run_log;
 mod sandbox_cluster;
 mod sandbox_lifecycle;
 mod sandbox_migration;

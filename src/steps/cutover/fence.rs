@@ -71,6 +71,12 @@ pub(super) struct FenceDone {
     pub(super) subscriptions_proven: usize,
 }
 
+/// The body of the `ClientPause` call on `endpoint` (a display URL) for at most `bound` (the rehearsal
+/// reports the same).
+pub(super) fn pause_params(endpoint: String, bound: Duration) -> serde_json::Value {
+    json!({ "endpoint": endpoint, "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 })
+}
+
 /// One fenced attempt: pause, prove, copy, switch, disconnect, unpause. The pause is always lifted.
 pub(super) async fn fenced_switch(
     ctx: &StepContext,
@@ -95,9 +101,10 @@ pub(super) async fn fenced_switch(
     if let Some(s) = stream.as_mut() {
         s.catch_up(&|_, _| {}).await.map_err(fatal)?;
     }
-    ctx.call(
+    ctx.call_labeled(
         "ClientPause",
-        json!({ "endpoint": paused.display_url(), "mode": "WRITE", "timeout_ms": bound.as_millis() as u64 }),
+        pause_params(paused.display_url(), bound),
+        &switch.from.pause_labels(),
     );
     let mut fence = WriteFence::pause(paused, bound).await.map_err(fatal)?;
     let primaries_paused = fence.primaries();

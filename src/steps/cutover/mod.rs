@@ -38,7 +38,7 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
     let target = require_group(ctx, &plan.target.replication_group_id).await?;
     let switch = Switch::new(spec, &source, &target, "cutover")?;
     if ctx.dry_run() {
-        return rehearse(ctx, spec, &switch).await;
+        return rehearse(ctx, spec, &switch, &source).await;
     }
     // A resumed run after the switch was made must not copy from the source again: clients write to the
     // target now, and a reconcile would overwrite their writes with the source's older values.
@@ -150,13 +150,21 @@ async fn rehearse(
     ctx: &StepContext,
     spec: &CutoverStep,
     switch: &Switch<'_>,
+    source: &crate::cloud::ReplicationGroup,
 ) -> Result<StepOutcome> {
     if spec.postpone || spec.postpone_flag_file.is_some() {
         ctx.note("would hold before the switch until released (`ecmigrate cutover PLAN`), tailing meanwhile");
     }
+    // The fence's pause, as the run would report it, before the switch it surrounds.
+    let paused = source_data_endpoint(ctx, source)?.display_url();
+    ctx.call_labeled(
+        "ClientPause",
+        fence::pause_params(paused, spec.max_write_pause()),
+        &switch.from.pause_labels(),
+    );
     let details = switch.rehearse(ctx).await?;
     ctx.note(format!(
-        "would pause writes on the source for at most {} ms (CLIENT PAUSE WRITE), prove the capture caught up, copy what is pending, switch, {}unpause, then copy late writes for the record's TTL + {} s",
+        "inside the pause (CLIENT PAUSE WRITE, at most {} ms): prove the capture caught up, copy what is pending, switch, {}unpause; then copy late writes for the record's TTL + {} s",
         spec.max_write_pause().as_millis(),
         if spec.disconnect_clients() { "disconnect the source's clients, " } else { "" },
         spec.grace().as_secs()

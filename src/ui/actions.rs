@@ -1,0 +1,373 @@
+//! The house's words for what a run does to the cloud: one sentence per mutating call (from its operation,
+//! its request body and the plan's names for some of the body's values), and the rehearsal's closing
+//! summary, derived from the calls it recorded. The request bodies themselves stay as they were: in
+//! `events.jsonl`, in `--output json`, and under each sentence with `--verbose`.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+pub use crate::engine::events::labels::{FINAL_SNAPSHOT, PAUSED_GROUP, PAUSED_PRIMARIES};
+
+/// How the plan names some of a body's values (`KmsKeyId` → `alias/orders`, `AuthToken` → where the token
+/// is kept), and what a call is for (`final` on the source's last snapshot). Display only.
+pub type Labels = BTreeMap<String, String>;
+
+/// One readable line for a mutating call. Unknown calls read as their name and the body's ids.
+pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
+    let s = |field: &str| text(params, field);
+    // The plan's name for a value when it has one, else the value in the body.
+    let named = |field: &str| labels.get(field).cloned().or_else(|| s(field));
+    match operation {
+        "CreateSnapshot" => {
+            let what = if labels.contains_key(FINAL_SNAPSHOT) {
+                "final snapshot"
+            } else {
+                "snapshot"
+            };
+            format!(
+                "create {what} {} of {}{}",
+                or_unnamed(s("SnapshotName")),
+                or_unnamed(s("ReplicationGroupId")),
+                encryption(named("KmsKeyId"))
+            )
+        }
+        "CreateReplicationGroup" => create_group(params, labels),
+        "DeleteReplicationGroup" => {
+            let id = or_unnamed(s("ReplicationGroupId"));
+            match labels.get(FINAL_SNAPSHOT) {
+                Some(snapshot) => format!("delete group {id} (final snapshot {snapshot})"),
+                None => format!("delete group {id}"),
+            }
+        }
+        "ClientPause" => {
+            let on = match (
+                labels.get(PAUSED_PRIMARIES),
+                labels.get(PAUSED_GROUP).cloned().or_else(|| s("endpoint")),
+            ) {
+                (Some(n), Some(g)) if n != "1" => format!("{n} primaries of {g}"),
+                (_, Some(g)) => g,
+                (_, None) => "the source".into(),
+            };
+            let bound = params
+                .get("timeout_ms")
+                .and_then(Value::as_u64)
+                .map(|ms| format!(" for at most {ms} ms"))
+                .unwrap_or_default();
+            format!("pause writes on {on}{bound}")
+        }
+        "PointAlias" => format!(
+            "point alias {} at {}{}",
+            or_unnamed(s("alias")),
+            or_unnamed(s("to")),
+            s("from").map(|f| format!(" (now {f})")).unwrap_or_default()
+        ),
+        "ChangeResourceRecordSets" => format!(
+            "point {} (CNAME, TTL {} s) at {}",
+            or_unnamed(s("name")),
+            params.get("ttl").and_then(Value::as_u64).unwrap_or(0),
+            or_unnamed(s("value"))
+        ),
+        "SwitchCommand" => format!("run the switch command `{}`", or_unnamed(s("command"))),
+        "StoreAuthToken" => format!("keep a new AUTH token in {}", or_unnamed(s("store"))),
+        "PutSecretValue" => format!(
+            "keep a new AUTH token in Secrets Manager secret {}",
+            or_unnamed(s("SecretId"))
+        ),
+        other => {
+            let ids = ids(params);
+            if ids.is_empty() {
+                other.to_string()
+            } else {
+                format!("{other} {}", ids.join(" "))
+            }
+        }
+    }
+}
+
+fn create_group(params: &Value, labels: &Labels) -> String {
+    let s = |field: &str| text(params, field);
+    let mut details = Vec::new();
+    if params.get("AtRestEncryptionEnabled") == Some(&Value::Bool(true)) {
+        let key = labels.get("KmsKeyId").cloned().or_else(|| s("KmsKeyId"));
+        details.push(match key {
+            Some(k) => format!("KMS {k}"),
+            None => "encrypted at rest".into(),
+        });
+    }
+    if params.get("TransitEncryptionEnabled") == Some(&Value::Bool(true)) {
+        details.push(match s("TransitEncryptionMode") {
+            Some(mode) => format!("TLS {mode}"),
+            None => "TLS".into(),
+        });
+    }
+    if params.get("AuthToken").is_some() {
+        details.push(match labels.get("AuthToken") {
+            Some(store) => format!("AUTH token from {store}"),
+            None => "AUTH token".into(),
+        });
+    }
+    let count = |field: &str| params.get(field).and_then(Value::as_u64);
+    match (
+        count("NumNodeGroups"),
+        count("ReplicasPerNodeGroup"),
+        count("NumCacheClusters"),
+    ) {
+        (Some(shards), Some(replicas), _) => details.push(format!(
+            "{shards} shard{} × {} nodes",
+            plural(shards),
+            replicas + 1
+        )),
+        (_, _, Some(nodes)) => {
+            let replicas = nodes.saturating_sub(1);
+            details.push(format!(
+                "1 primary and {replicas} replica{}",
+                plural(replicas)
+            ))
+        }
+        _ => {}
+    }
+    if let Some(node_type) = s("CacheNodeType") {
+        details.push(node_type);
+    }
+    format!(
+        "create group {} from snapshot {} ({})",
+        or_unnamed(s("ReplicationGroupId")),
+        or_unnamed(s("SnapshotName")),
+        details.join(", ")
+    )
+}
+
+/// A call as the rehearsal recorded it, for [`plan_summary`].
+#[derive(Debug, Clone)]
+pub struct RecordedCall {
+    pub operation: String,
+    pub params: Value,
+    pub labels: Labels,
+}
+
+/// The rehearsal's last line, Terraform-style: what would be created, changed, repointed and deleted,
+/// and how long writes would be paused.
+pub fn plan_summary(calls: &[RecordedCall]) -> String {
+    let mut snapshots = 0;
+    let mut groups = 0;
+    let mut tokens = 0;
+    let mut aliases = 0;
+    let mut records = 0;
+    let mut commands = 0;
+    let mut deletes = 0;
+    let mut final_snapshots = 0;
+    let mut pause_ms: Option<u64> = None;
+    let mut others: BTreeMap<&str, usize> = BTreeMap::new();
+    for call in calls {
+        match call.operation.as_str() {
+            "CreateSnapshot" if call.labels.contains_key(FINAL_SNAPSHOT) => final_snapshots += 1,
+            "CreateSnapshot" => snapshots += 1,
+            "CreateReplicationGroup" => groups += 1,
+            "StoreAuthToken" | "PutSecretValue" => tokens += 1,
+            "PointAlias" => aliases += 1,
+            "ChangeResourceRecordSets" => records += 1,
+            "SwitchCommand" => commands += 1,
+            "DeleteReplicationGroup" => deletes += 1,
+            "ClientPause" => {
+                let ms = call.params.get("timeout_ms").and_then(Value::as_u64);
+                pause_ms = pause_ms.max(ms);
+            }
+            other => *others.entry(other).or_default() += 1,
+        }
+    }
+    let mut parts = Vec::new();
+    let created = [
+        counted(snapshots, "snapshot", "snapshots"),
+        counted(groups, "group", "groups"),
+    ];
+    if let Some(list) = and_list(&created) {
+        parts.push(format!("{list} to create"));
+    }
+    if let Some(t) = counted(tokens, "AUTH token", "AUTH tokens") {
+        parts.push(format!("{t} to store"));
+    }
+    let repointed = [
+        counted(aliases, "alias", "aliases"),
+        counted(records, "DNS record", "DNS records"),
+    ];
+    if let Some(list) = and_list(&repointed) {
+        parts.push(format!("{list} to repoint"));
+    }
+    if let Some(c) = counted(commands, "switch command", "switch commands") {
+        parts.push(format!("{c} to run"));
+    }
+    if let Some(d) = counted(deletes, "group", "groups") {
+        let after = match final_snapshots {
+            0 => String::new(),
+            1 => " (after an encrypted final snapshot)".into(),
+            n => format!(" (after {n} encrypted final snapshots)"),
+        };
+        parts.push(format!("{d} to delete{after}"));
+    } else if let Some(f) = counted(final_snapshots, "final snapshot", "final snapshots") {
+        parts.push(format!("{f} to create"));
+    }
+    for (operation, n) in others {
+        parts.push(format!("{operation} ×{n}"));
+    }
+    let changes = if parts.is_empty() {
+        "no changes".to_string()
+    } else {
+        parts.join(", ")
+    };
+    let pause = match pause_ms {
+        Some(ms) => format!("; writes paused up to {ms} ms"),
+        None => "; no write pause".into(),
+    };
+    format!("Plan: {changes}{pause}.")
+}
+
+fn text(params: &Value, field: &str) -> Option<String> {
+    match params.get(field)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn or_unnamed(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "(unnamed)".into())
+}
+
+fn encryption(key: Option<String>) -> String {
+    match key {
+        Some(k) => format!(" encrypted with {k}"),
+        None => " with the default key".into(),
+    }
+}
+
+/// The body's top-level ids and names (`…Id`, `…Name`, strings only): enough to tell calls apart.
+fn ids(params: &Value) -> Vec<String> {
+    let Some(map) = params.as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            k.ends_with("id") || k.ends_with("name")
+        })
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect()
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn counted(n: usize, one: &str, many: &str) -> Option<String> {
+    match n {
+        0 => None,
+        1 => Some(format!("1 {one}")),
+        n => Some(format!("{n} {many}")),
+    }
+}
+
+fn and_list(items: &[Option<String>]) -> Option<String> {
+    let items: Vec<&String> = items.iter().flatten().collect();
+    match items.as_slice() {
+        [] => None,
+        [one] => Some(one.to_string()),
+        [rest @ .., last] => Some(format!(
+            "{} and {last}",
+            rest.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn known_calls_read_as_sentences() {
+        let kms = labels(&[("KmsKeyId", "alias/orders")]);
+        assert_eq!(
+            sentence(
+                "CreateSnapshot",
+                &json!({"ReplicationGroupId": "orders", "SnapshotName": "s1", "KmsKeyId": "arn:k"}),
+                &kms
+            ),
+            "create snapshot s1 of orders encrypted with alias/orders"
+        );
+        let create = json!({"ReplicationGroupId": "orders-enc", "SnapshotName": "s1",
+            "AtRestEncryptionEnabled": true, "KmsKeyId": "arn:k", "TransitEncryptionEnabled": true,
+            "TransitEncryptionMode": "required", "AuthToken": "<redacted>", "NumNodeGroups": 4,
+            "ReplicasPerNodeGroup": 1, "CacheNodeType": "cache.t4g.small"});
+        let mut l = kms.clone();
+        l.insert("AuthToken".into(), "file:/t".into());
+        assert_eq!(
+            sentence("CreateReplicationGroup", &create, &l),
+            "create group orders-enc from snapshot s1 (KMS alias/orders, TLS required, AUTH token from file:/t, 4 shards × 2 nodes, cache.t4g.small)"
+        );
+        let pause = json!({"endpoint": "redis://h:1/0", "mode": "WRITE", "timeout_ms": 3000});
+        assert_eq!(
+            sentence(
+                "ClientPause",
+                &pause,
+                &labels(&[("group", "orders"), ("primaries", "3")])
+            ),
+            "pause writes on 3 primaries of orders for at most 3000 ms"
+        );
+        assert_eq!(
+            sentence(
+                "DeleteReplicationGroup",
+                &json!({"ReplicationGroupId": "orders", "RetainPrimaryCluster": false}),
+                &labels(&[("final", "f1")])
+            ),
+            "delete group orders (final snapshot f1)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_call_shows_its_name_and_ids_only() {
+        let line = sentence(
+            "ModifyThing",
+            &json!({"ThingId": "t-1", "Secretish": "x", "Nested": {"a": 1}}),
+            &Labels::new(),
+        );
+        assert_eq!(line, "ModifyThing ThingId=t-1");
+    }
+
+    #[test]
+    fn the_summary_counts_what_the_rehearsal_recorded() {
+        let call = |op: &str, params: Value, l: Labels| RecordedCall {
+            operation: op.into(),
+            params,
+            labels: l,
+        };
+        let calls = vec![
+            call("StoreAuthToken", json!({}), Labels::new()),
+            call("CreateSnapshot", json!({}), Labels::new()),
+            call("CreateReplicationGroup", json!({}), Labels::new()),
+            call("ClientPause", json!({"timeout_ms": 3000}), Labels::new()),
+            call("PointAlias", json!({}), Labels::new()),
+            call("CreateSnapshot", json!({}), labels(&[("final", "f")])),
+            call(
+                "DeleteReplicationGroup",
+                json!({}),
+                labels(&[("final", "f")]),
+            ),
+        ];
+        assert_eq!(
+            plan_summary(&calls),
+            "Plan: 1 snapshot and 1 group to create, 1 AUTH token to store, 1 alias to repoint, 1 group to delete (after an encrypted final snapshot); writes paused up to 3000 ms."
+        );
+        assert_eq!(plan_summary(&[]), "Plan: no changes; no write pause.");
+    }
+}
