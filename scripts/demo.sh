@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_redis_server
-cargo build --quiet
+cargo build --quiet --bins --example demo_writer
 bin=target/debug/ecmigrate
 plan=plans/sandbox-demo.yaml shape=(--replicas 1)
 if [ "${1:-}" = "--cluster" ]; then
@@ -34,6 +34,12 @@ step "audit before (exit 1 = unencrypted groups found)"
 step "rehearsal: every check and every call, nothing changed"
 "$bin" run "$plan" --dry-run
 
+step "an application writes through the alias orders-endpoint from now until the end"
+stop_file=.ecmigrate/demo-writer.stop
+rm -f "$stop_file"
+target/debug/examples/demo_writer "$bin" orders-endpoint .ecmigrate/secrets/orders-enc.token "$stop_file" >.ecmigrate/demo-writer.out &
+writer_pid=$!
+
 step "the migration (it holds before the cutover: postpone: true)"
 "$bin" run "$plan" --yes </dev/null &
 run_pid=$!
@@ -50,6 +56,14 @@ step "release the cutover from another shell: ecmigrate cutover"
 "$bin" cutover "$plan"
 wait "$run_pid"
 
+step "the application stops and checks every write it was acknowledged"
+"$bin" status "$plan" --output json | python3 -c 'import json, sys
+steps = json.load(sys.stdin)["steps"]
+print(next(s["outputs"]["write_pause_ms"] for s in steps if s["kind"] == "cutover"))' >"$stop_file.tmp"
+mv "$stop_file.tmp" "$stop_file"
+writer_rc=0
+wait "$writer_pid" || writer_rc=$?
+
 step "where the run stands"
 "$bin" status "$plan"
 
@@ -63,3 +77,6 @@ echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca/ca.pem -p <port from sand
 echo "Stop it with: target/debug/ecmigrate sandbox down"
 echo
 echo "Evidence pack for the auditors: .ecmigrate/state/$name/report.html (and report.md, report.json)"
+echo
+cat .ecmigrate/demo-writer.out
+exit "$writer_rc"
