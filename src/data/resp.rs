@@ -394,6 +394,47 @@ fn itoa_buf(n: i64) -> Digits {
     Digits { buf, start: i }
 }
 
+/// Keys of one SCAN reply, stored end to end in one buffer (one allocation per batch, not per key): what
+/// the copier's and the verifier's scanners hand to their lanes.
+pub struct KeyBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl KeyBatch {
+    /// The keys of a SCAN reply's key array; `None` if one of them is not a string.
+    pub fn from_replies(keys: &[Reply<'_>]) -> Option<KeyBatch> {
+        let mut found = KeyBatch {
+            bytes: Vec::with_capacity(keys.len() * 32),
+            ends: Vec::with_capacity(keys.len()),
+        };
+        for key in keys {
+            let Reply::Bulk(key) = key else {
+                return None;
+            };
+            found.bytes.extend_from_slice(key);
+            found.ends.push(found.bytes.len());
+        }
+        Some(found)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let key = &self.bytes[start..end];
+                start = end;
+                key
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

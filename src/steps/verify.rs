@@ -86,7 +86,12 @@ async fn key_counts(
     src: &crate::data::connect::RedisEndpoint,
     dst: &crate::data::connect::RedisEndpoint,
 ) -> std::result::Result<std::collections::BTreeMap<i64, (u64, u64)>, String> {
-    let (a, b) = tokio::try_join!(summed_keyspace(src), summed_keyspace(dst))?;
+    use crate::data::verify::keyspace_of_every_primary;
+    let (a, b) = tokio::try_join!(
+        keyspace_of_every_primary(src, crate::data::Role::Source),
+        keyspace_of_every_primary(dst, crate::data::Role::Target)
+    )
+    .map_err(|e| e.to_string())?;
     Ok(a.keys()
         .chain(b.keys())
         .map(|db| {
@@ -108,12 +113,14 @@ async fn rehearse(
     mode_text: &str,
     tolerance: i64,
 ) -> Result<StepOutcome> {
-    let counts = summed_keyspace(src).await.map_err(|e| {
-        Error::failed(
-            e,
-            "check source.data_endpoint and that the source is reachable",
-        )
-    })?;
+    let counts = crate::data::verify::keyspace_of_every_primary(src, crate::data::Role::Source)
+        .await
+        .map_err(|e| {
+            Error::failed(
+                e,
+                "check source.data_endpoint and that the source is reachable",
+            )
+        })?;
     ctx.check(
         "source_reachable",
         true,
@@ -236,29 +243,4 @@ fn judge(
         ));
     }
     Ok(())
-}
-
-/// `INFO keyspace` of every primary behind `endpoint`, summed per database.
-async fn summed_keyspace(
-    endpoint: &crate::data::connect::RedisEndpoint,
-) -> std::result::Result<std::collections::BTreeMap<i64, u64>, String> {
-    let topology = crate::data::topology::Topology::discover(endpoint)
-        .await
-        .map_err(|e| e.to_string())?;
-    let reads = topology.shards.iter().map(|shard| async move {
-        let mut conn = crate::data::connect::connect(&shard.endpoint).await?;
-        crate::data::verify::keyspace(&mut conn)
-            .await
-            .map_err(|e| crate::data::DataError::redis(&shard.endpoint, &e))
-    });
-    let mut sum = std::collections::BTreeMap::new();
-    for counts in futures_util::future::try_join_all(reads)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        for (db, keys) in counts {
-            *sum.entry(db).or_insert(0) += keys;
-        }
-    }
-    Ok(sum)
 }

@@ -13,27 +13,7 @@ use super::route::Routes;
 use super::{Copier, Err, Pair, lane_err, rerr};
 use crate::data::connect::{RedisEndpoint, connect};
 use crate::data::error::{DataError, Role};
-use crate::data::resp::{PipeConn, Reply};
-
-/// Keys of one SCAN reply, stored end to end in one buffer (one allocation per batch, not per key).
-struct KeyBatch {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl KeyBatch {
-    fn keys(&self) -> Vec<&[u8]> {
-        let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
-                let key = &self.bytes[start..end];
-                start = end;
-                key
-            })
-            .collect()
-    }
-}
+use crate::data::resp::{KeyBatch, PipeConn, Reply};
 
 impl Copier {
     /// Copy database `db` of source primary `shard`: its own scanner feeding its own workers, one per
@@ -113,22 +93,14 @@ impl Pair {
                 },
                 _ => return Err(odd()),
             };
-            let mut found = KeyBatch {
-                bytes: Vec::with_capacity(keys.len() * 32),
-                ends: Vec::with_capacity(keys.len()),
-            };
-            for key in keys {
-                let Reply::Bulk(key) = key else {
-                    return Err(self.odd_reply(
-                        Role::Source,
-                        db,
-                        "copy: the source answered SCAN with a key that is not a string",
-                    ));
-                };
-                found.bytes.extend_from_slice(key);
-                found.ends.push(found.bytes.len());
-            }
-            if !found.ends.is_empty() && tx.send(found).await.is_err() {
+            let found = KeyBatch::from_replies(keys).ok_or_else(|| {
+                self.odd_reply(
+                    Role::Source,
+                    db,
+                    "copy: the source answered SCAN with a key that is not a string",
+                )
+            })?;
+            if !found.is_empty() && tx.send(found).await.is_err() {
                 break; // the workers stopped on an error, which they report
             }
             if next == b"0" {

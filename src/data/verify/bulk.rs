@@ -20,27 +20,7 @@ use tokio::sync::{Mutex, mpsc};
 use super::batch::{Batch, BatchError, Conns};
 use super::{Pass, VerifyOptions};
 use crate::data::error::{DataError, Peer, Role};
-use crate::data::resp::{PipeConn, Reply};
-
-/// Keys of one SCAN reply, stored end to end in one buffer (one allocation per batch, not per key).
-struct KeyBatch {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl KeyBatch {
-    fn keys(&self) -> Vec<&[u8]> {
-        let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
-                let key = &self.bytes[start..end];
-                start = end;
-                key
-            })
-            .collect()
-    }
-}
+use crate::data::resp::{KeyBatch, PipeConn, Reply};
 
 /// Compare every key of database `db` of source primary `s`: its scanner and `lanes` lanes.
 pub(super) async fn verify_primary(
@@ -125,18 +105,9 @@ async fn scan(
             }
             _ => return Err(odd("oddly")),
         };
-        let mut found = KeyBatch {
-            bytes: Vec::with_capacity(keys.len() * 32),
-            ends: Vec::with_capacity(keys.len()),
-        };
-        for key in keys {
-            let Reply::Bulk(key) = key else {
-                return Err(odd("with a key that is not a string"));
-            };
-            found.bytes.extend_from_slice(key);
-            found.ends.push(found.bytes.len());
-        }
-        if !found.ends.is_empty() && tx.send(found).await.is_err() {
+        let found =
+            KeyBatch::from_replies(keys).ok_or_else(|| odd("with a key that is not a string"))?;
+        if !found.is_empty() && tx.send(found).await.is_err() {
             return Ok(()); // the lanes stopped on an error, which they report
         }
         if next == b"0" {

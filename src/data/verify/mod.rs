@@ -259,6 +259,22 @@ impl Pass<'_> {
 }
 
 /// Key count per database of one side, from `INFO keyspace`.
+/// Keys per database behind `endpoint`: `INFO keyspace` of every primary (one for a single primary),
+/// summed, the primaries read at once.
+pub async fn keyspace_of_every_primary(
+    endpoint: &RedisEndpoint,
+    role: Role,
+) -> Result<BTreeMap<i64, u64>, DataError> {
+    let topology = crate::data::topology::Topology::discover(endpoint)
+        .await
+        .map_err(|e| e.role(role))?;
+    let reads = topology
+        .shards
+        .iter()
+        .map(|s| key_counts(&s.endpoint, role));
+    Ok(summed(&futures_util::future::try_join_all(reads).await?))
+}
+
 async fn key_counts(endpoint: &RedisEndpoint, role: Role) -> Result<BTreeMap<i64, u64>, DataError> {
     let mut conn = connect(endpoint).await.map_err(|e| e.role(role))?;
     keyspace(&mut conn)
