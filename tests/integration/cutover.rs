@@ -2,17 +2,13 @@
 //! `ecmigrate cutover`, the write fence (no acknowledged write lost, the pause measured), a failing switch
 //! command and a fence past its bound (retried; the source left unpaused), and the rollback.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ecmigrate::data::connect::RedisEndpoint;
 use serde_json::Value;
 
+use crate::app_writer::{ALIAS, Writer, lost_writes, resolve_env};
 use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, exec, full_plan, wait_for};
-
-const ALIAS: &str = "orders-endpoint";
 
 /// The full plan with `stream_copy` and a postponed cutover; `extra` goes into the cutover step.
 pub(crate) fn postponed_plan(env: &Env, extra: &str, keep_source: bool) -> String {
@@ -66,166 +62,6 @@ fn wait_until_waiting(env: &Env, plan: &std::path::Path, child: &mut Running) {
     }
 }
 
-/// Where the alias points now, as an application would resolve it: the group's primary, with TLS, the
-/// CA and the token when the group is encrypted.
-fn resolve(env: &Env) -> RedisEndpoint {
-    resolve_in(&env.sandbox_dir(), &env.token_file())
-}
-
-fn resolve_in(sandbox_dir: &std::path::Path, token_file: &std::path::Path) -> RedisEndpoint {
-    let out = std::process::Command::new(crate::harness::bin())
-        .args(["sandbox", "status", "--output", "json"])
-        .env("ECMIGRATE_SANDBOX_DIR", sandbox_dir)
-        .output()
-        .unwrap();
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let group = status["aliases"][ALIAS].as_str().unwrap().to_string();
-    if group == TARGET {
-        crate::harness::encrypted_primary(&status, &group, token_file)
-    } else {
-        RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, &group))
-    }
-}
-
-/// What the application knows it wrote: each key's last acknowledged value (`None` = deleted), and
-/// whether it was written with an expiry.
-#[derive(Debug, Default)]
-struct WriterReport {
-    model: BTreeMap<String, Option<(String, bool)>>,
-    writes: u64,
-    reconnects: u64,
-    longest_write: Duration,
-    ports: Vec<u16>,
-}
-
-/// An application: resolves the alias on every (re)connect and writes continuously — sets, overwrites,
-/// deletes, expiring sets —; a failed write is retried on a new connection (a write cut off inside the
-/// fence was never executed). Runs on its own thread until stopped.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    /// The port of the current connection, and the writes acknowledged on it.
-    current: Arc<Mutex<(u16, u64)>>,
-    thread: std::thread::JoinHandle<WriterReport>,
-}
-
-impl Writer {
-    fn start(env: &Env) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let current = Arc::new(Mutex::new((0, 0)));
-        let progress = current.clone();
-        let sandbox_dir = env.sandbox_dir();
-        let token_file = env.token_file();
-        let thread = std::thread::spawn(move || {
-            let mut report = WriterReport::default();
-            let connect = |report: &mut WriterReport| -> redis::Connection {
-                let started = Instant::now();
-                loop {
-                    let endpoint = resolve_in(&sandbox_dir, &token_file);
-                    let conn = endpoint.client().and_then(|c| {
-                        let conn = c.get_connection_with_timeout(Duration::from_secs(2))?;
-                        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-                        Ok(conn)
-                    });
-                    match conn {
-                        Ok(c) => {
-                            report.ports.push(endpoint.port);
-                            *progress.lock().unwrap() = (endpoint.port, 0);
-                            return c;
-                        }
-                        Err(e) => {
-                            assert!(
-                                started.elapsed() < Duration::from_secs(30),
-                                "cannot reconnect: {e}"
-                            );
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                    }
-                }
-            };
-            let mut conn = connect(&mut report);
-            let mut i: u64 = 0;
-            while !stopped.load(Ordering::SeqCst) {
-                let key = format!("live:{}", (i * 7919) % 4000);
-                let value = format!("v{i}");
-                let kind = i % 10;
-                let cmd = match kind {
-                    0..=5 => redis::cmd("SET").arg(&key).arg(&value).to_owned(),
-                    6 | 7 => redis::cmd("DEL").arg(&key).to_owned(),
-                    _ => redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&value)
-                        .arg("EX")
-                        .arg(600)
-                        .to_owned(),
-                };
-                let started = Instant::now();
-                loop {
-                    match cmd.query::<redis::Value>(&mut conn) {
-                        Ok(_) => break,
-                        Err(_) => {
-                            report.reconnects += 1;
-                            conn = connect(&mut report);
-                        }
-                    }
-                }
-                report.longest_write = report.longest_write.max(started.elapsed());
-                report.model.insert(
-                    key,
-                    match kind {
-                        6 | 7 => None,
-                        8 | 9 => Some((value, true)),
-                        _ => Some((value, false)),
-                    },
-                );
-                report.writes += 1;
-                progress.lock().unwrap().1 += 1;
-                i += 1;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            report
-        });
-        Writer {
-            stop,
-            current,
-            thread,
-        }
-    }
-
-    /// Writes acknowledged on `port` since the writer last connected, if it is connected there now.
-    fn writes_on(&self, port: u16) -> u64 {
-        match *self.current.lock().unwrap() {
-            (p, n) if p == port => n,
-            _ => 0,
-        }
-    }
-
-    fn stop(self) -> WriterReport {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("the writer panicked")
-    }
-}
-
-/// Every acknowledged write of the application is on `endpoint`: values, deletions, expiries kept.
-fn lost_writes(report: &WriterReport, endpoint: &RedisEndpoint) -> Vec<String> {
-    let mut conn = endpoint.client().unwrap().get_connection().unwrap();
-    let mut lost = Vec::new();
-    for (key, expected) in &report.model {
-        let value: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
-        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
-        let ok = match expected {
-            None => value.is_none(),
-            Some((v, expiring)) => value.as_deref() == Some(v) && ((ttl > 0) == *expiring),
-        };
-        if !ok {
-            lost.push(format!(
-                "{key}: expected {expected:?}, found {value:?} (ttl {ttl})"
-            ));
-        }
-    }
-    lost
-}
-
 #[test]
 fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer() {
     let env = Env::new();
@@ -276,7 +112,7 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
     let run = finish(child);
     assert_eq!(run.code, 0, "{run:?}");
     // The application keeps writing on the new endpoint for a moment.
-    let target = resolve(&env);
+    let target = resolve_env(&env);
     wait_for(
         "the writer to make 100 writes on the target",
         Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! Integration tests: the real `ecmigrate` binary against real `redis-server` processes of the embedded
 //! sandbox, each test in its own temp folder, every process stopped when the test ends.
 
+mod app_writer;
 mod aws_moto;
 mod backend;
 mod bulk_lane;
