@@ -49,7 +49,15 @@ impl Topology {
 
     /// Find out what `endpoint` (any node) belongs to.
     pub async fn discover(endpoint: &RedisEndpoint) -> Result<Topology, DataError> {
-        let mut conn = connect(endpoint).await?;
+        Topology::discover_on(&mut connect(endpoint).await?, endpoint).await
+    }
+
+    /// [`Topology::discover`] on a connection already open to `endpoint` (for callers that read the
+    /// topology again and again, such as the capture's per-round check).
+    pub async fn discover_on(
+        conn: &mut redis::aio::MultiplexedConnection,
+        endpoint: &RedisEndpoint,
+    ) -> Result<Topology, DataError> {
         let failed = |what: &'static str| {
             move |e: redis::RedisError| {
                 DataError::redis(endpoint, &e)
@@ -62,7 +70,7 @@ impl Topology {
         };
         let info: String = redis::cmd("INFO")
             .arg("cluster")
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .map_err(failed("INFO"))?;
         if !cluster_enabled(&info) {
@@ -70,7 +78,7 @@ impl Topology {
         }
         let primaries = match redis::cmd("CLUSTER")
             .arg("SHARDS")
-            .query_async::<Value>(&mut conn)
+            .query_async::<Value>(conn)
             .await
         {
             Ok(reply) => parse_shards(&reply, endpoint.tls),
@@ -78,7 +86,7 @@ impl Topology {
             Err(_) => {
                 let reply: Value = redis::cmd("CLUSTER")
                     .arg("SLOTS")
-                    .query_async(&mut conn)
+                    .query_async(conn)
                     .await
                     .map_err(failed("CLUSTER SLOTS"))?;
                 parse_slots(&reply)

@@ -63,6 +63,8 @@ pub struct Capture {
     listeners: Vec<Listener>,
     /// A cluster's slot map when its primaries were subscribed (empty for a single primary).
     slot_map: Vec<String>,
+    /// A connection to `source` for the slot map read every round, kept while it answers.
+    topology_conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 /// What `status` and progress show of a capture.
@@ -103,6 +105,7 @@ impl Capture {
             shared,
             listeners,
             slot_map: cluster_slot_map(&topology),
+            topology_conn: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -134,7 +137,7 @@ impl Capture {
         if cluster && self.shared.gap.lock().expect("lock").is_none() {
             // The slot map read through the given endpoint tells of a slot migration (and of a failover
             // once the cluster agrees on it).
-            match Topology::discover(&self.source).await {
+            match self.read_topology().await {
                 Ok(now) if cluster_slot_map(&now) != self.slot_map => self.mark_gap(format!(
                     "the source's slot map changed (a failover or a slot migration): {} now",
                     now.slot_map().join(" ")
@@ -144,6 +147,18 @@ impl Capture {
             }
         }
         self.shared.gap.lock().expect("lock").clone()
+    }
+
+    /// The source's topology, on the kept connection (a new one after a failure).
+    async fn read_topology(&self) -> Result<Topology, DataError> {
+        let mut kept = self.topology_conn.lock().await;
+        let mut conn = match &*kept {
+            Some(c) => c.clone(),
+            None => crate::data::connect::connect(&self.source).await?,
+        };
+        let read = Topology::discover_on(&mut conn, &self.source).await;
+        *kept = read.is_ok().then_some(conn);
+        read
     }
 
     /// Before a full reconcile pass: subscribe to the primaries as they are now (a failover or a slot
