@@ -103,6 +103,21 @@ impl From<LaneError> for DataError {
     }
 }
 
+/// A handshake the server's TLS refused (a certificate, a protocol version: rustls reports those as
+/// `InvalidData`) is a TLS failure; one cut by the peer going away (reset, EOF) is an unreachable
+/// server, as a dead node is mid-handshake.
+fn handshake_failed(
+    e: std::io::Error,
+    tls: impl FnOnce(&dyn std::fmt::Display) -> DataError,
+    unreachable: impl FnOnce(&dyn std::fmt::Display) -> DataError,
+) -> DataError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        tls(&e)
+    } else {
+        unreachable(&e)
+    }
+}
+
 impl PipeConn {
     /// Connect (TLS with the endpoint's CA file, or the public roots), AUTH, SELECT its database and name
     /// the connection like every ecmigrate connection. Errors never contain the password.
@@ -140,7 +155,13 @@ impl PipeConn {
             let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                 .await
                 .map_err(|_| timed_out("TLS handshake"))?
-                .map_err(|e| tls_failed("TLS handshake", &e))?;
+                .map_err(|e| {
+                    handshake_failed(
+                        e,
+                        |e| tls_failed("TLS handshake", e),
+                        |e| unreachable("TLS handshake", e),
+                    )
+                })?;
             Box::new(tls)
         } else {
             Box::new(tcp)
@@ -438,6 +459,22 @@ impl KeyBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handshake_cut_by_the_peer_is_unreachable_and_a_refused_one_is_tls() {
+        use std::io::{Error, ErrorKind};
+        let word = |kind| match handshake_failed(
+            Error::new(kind, "x"),
+            |_| DataError::Internal("tls".into()),
+            |_| DataError::Internal("unreachable".into()),
+        ) {
+            DataError::Internal(w) => w,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(word(ErrorKind::ConnectionReset), "unreachable");
+        assert_eq!(word(ErrorKind::UnexpectedEof), "unreachable");
+        assert_eq!(word(ErrorKind::InvalidData), "tls");
+    }
 
     #[test]
     fn numbers_are_written_in_decimal() {
