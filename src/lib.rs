@@ -10,6 +10,7 @@ pub mod data;
 pub mod eligibility;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
 pub mod plan;
