@@ -5,6 +5,7 @@ mod copy_cmd;
 mod cutover_cmd;
 mod docs_cmd;
 mod endpoints;
+mod fleet_cmd;
 mod iam_cmd;
 mod plan_cmd;
 mod report_cmd;
@@ -101,6 +102,9 @@ pub enum Command {
     Man(docs_cmd::ManArgs),
     /// Print the least-privilege IAM policy for exactly the AWS calls a plan's steps make.
     IamPolicy(iam_cmd::IamPolicyArgs),
+    /// Many groups at once: plan the fleet from a policy, run, release and report it.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCommand),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -177,6 +181,7 @@ impl Cli {
             Command::Cutover(a) => a.output,
             Command::Rollback(a) => a.output,
             Command::Audit(a) => a.output,
+            Command::Fleet(fleet_cmd::FleetCommand::Plan(a)) => a.output,
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
             Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
@@ -209,6 +214,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Completions(a) => docs_cmd::completions(a),
         Command::Man(a) => docs_cmd::man(a),
         Command::IamPolicy(a) => iam_cmd::run(&globals, a),
+        Command::Fleet(c) => fleet_cmd::run(&globals, c).await,
     }
 }
 
@@ -269,6 +275,38 @@ impl Globals {
         Ok(cloud)
     }
 
+    /// The AWS clients of one region (the audit's regions win over `--region`); the profile as always.
+    pub async fn cloud_in_region(&self, region: &str) -> Result<Arc<dyn Cloud>> {
+        let cloud: Arc<dyn Cloud> = Arc::new(
+            Aws::connect(Some(region.to_string()), self.profile.clone())
+                .await
+                .map_err(|e| {
+                    Error::usage(
+                        format!("cannot set up the AWS clients of {region}: {e}"),
+                        "check the credentials (standard AWS chain) and --profile",
+                    )
+                })?,
+        );
+        #[cfg(feature = "test-hooks")]
+        let cloud = refusing_in_test(with_test_faults(cloud), region);
+        Ok(cloud)
+    }
+
+    /// The region the credentials work in: `--region`, else what the environment and profile say.
+    pub async fn current_region(&self) -> Result<String> {
+        if let Some(region) = &self.region {
+            return Ok(region.clone());
+        }
+        crate::cloud::aws::account::current_region(self.profile.clone())
+            .await
+            .ok_or_else(|| {
+                Error::usage(
+                    "no AWS region: pass --region, --regions or --all-regions, or set AWS_REGION",
+                    "e.g. `ecmigrate audit --provider aws --regions us-east-1,eu-west-1`",
+                )
+            })
+    }
+
     async fn real_cloud(
         &self,
         provider: Provider,
@@ -294,6 +332,23 @@ impl Globals {
                 Ok(Arc::new(cloud))
             }
         }
+    }
+}
+
+/// A region the test says refuses (`ECMIGRATE_TEST_REFUSED_REGIONS=r1,r2`): moto serves every region,
+/// while AWS refuses a region the account has not opted into with this message; test builds only.
+#[cfg(feature = "test-hooks")]
+fn refusing_in_test(cloud: Arc<dyn Cloud>, region: &str) -> Arc<dyn Cloud> {
+    use crate::cloud::faults::{FaultKind, FaultyCloud};
+    let refused = std::env::var("ECMIGRATE_TEST_REFUSED_REGIONS").unwrap_or_default();
+    if refused.split(',').any(|r| r.trim() == region) {
+        Arc::new(FaultyCloud::new(cloud).fail(
+            "DescribeReplicationGroups",
+            FaultKind::Fail,
+            u32::MAX,
+        ))
+    } else {
+        cloud
     }
 }
 

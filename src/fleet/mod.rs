@@ -4,6 +4,9 @@
 //! all read the same list. Each plan is an ordinary plan: `ecmigrate run DIR/<file>` runs it alone, with its
 //! own state and lock.
 
+pub mod plan;
+pub mod policy;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -73,23 +73,30 @@ pub(crate) struct Moto {
 
 impl Moto {
     pub(crate) fn new(url: &str) -> Moto {
+        Moto::in_region(url, "us-east-1")
+    }
+
+    /// The clients of one region (moto keeps each region apart, as AWS does).
+    pub(crate) fn in_region(url: &str, region: &str) -> Moto {
         let creds = Credentials::new("testing", "testing", None, None, "test");
         let ec = aws_sdk_elasticache::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
-            .region(Region::new("us-east-1"))
+            .region(Region::new(region.to_string()))
             .credentials_provider(creds.clone())
             .build();
         let kms = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
-            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .region(aws_sdk_kms::config::Region::new(region.to_string()))
             .credentials_provider(creds.clone())
             .build();
         let secrets = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .region(aws_sdk_secretsmanager::config::Region::new(
+                region.to_string(),
+            ))
             .credentials_provider(creds)
             .build();
         Moto {

@@ -10,6 +10,7 @@
 //! `elasticache`, `kms`, `secrets` (Secrets Manager) and `route53`. No SDK type leaves this module:
 //! everything is mapped onto the domain types of `cloud`.
 
+pub mod account;
 mod elasticache;
 mod kms;
 mod route53;
