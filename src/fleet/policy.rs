@@ -377,6 +377,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/fleet-policy.yaml");
+        let p = Policy::load(&path).expect("plans/fleet-policy.yaml is a valid policy");
+        assert_eq!(p.provider, Provider::Aws);
+        assert_eq!(for_region(&p.kms_keys, "eu-west-1"), Some("alias/cache-eu"));
+    }
+
+    #[test]
     fn star_patterns_match_runs_of_characters() {
         assert!(matches("orders-*", "orders-eu"));
         assert!(matches("*-prod", "cart-prod"));
