@@ -121,6 +121,9 @@ impl CloudRead for DryRunCloud {
         self.real.data_plane_ca()
     }
 
+    async fn caller_identity(&self) -> CloudResult<Option<super::CallerIdentity>> {
+        self.real.caller_identity().await
+    }
     async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
         let simulated = self
             .overlay()

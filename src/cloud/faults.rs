@@ -151,6 +151,9 @@ impl CloudRead for FaultyCloud {
         self.check("GetSecretValue")?;
         self.inner.get_secret(id).await
     }
+    async fn caller_identity(&self) -> CloudResult<Option<super::CallerIdentity>> {
+        self.inner.caller_identity().await
+    }
     async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
         self.check("ListResourceRecordSets")?;
         self.inner.dns_record(zone, name).await

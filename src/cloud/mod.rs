@@ -239,6 +239,10 @@ pub trait CloudRead: Send + Sync {
             "DNS record `{name}`: Route53 is only reachable with `provider: aws`"
         )))
     }
+    /// Who the credentials are (account, principal ARN); `None` where there is no such thing (sandbox).
+    async fn caller_identity(&self) -> CloudResult<Option<CallerIdentity>> {
+        Ok(None)
+    }
     /// The status of a DNS change: `PENDING` or `INSYNC`.
     async fn dns_change_status(&self, change_id: &str) -> CloudResult<String> {
         Err(CloudError::other(format!(
@@ -246,6 +250,8 @@ pub trait CloudRead: Send + Sync {
         )))
     }
 }
+
+pub use aws::account::CallerIdentity;
 
 /// A DNS name as compared: without case and without the final dot.
 pub(crate) fn dns_name_key(name: &str) -> String {

@@ -181,11 +181,18 @@ pub fn document(r: &Value, json_sha256: &str) -> Doc {
             text(&r["started_at"]),
             text(&r["finished_at"])
         ),
-        format!(
-            "Run by {} on host {}.",
-            code(&r["run_by"]["user"]),
-            code(&r["run_by"]["host"])
-        ),
+        match r["run_by"]["aws_principal"].as_str() {
+            Some(arn) => format!(
+                "Run by {} on host {}, as AWS principal `{arn}`.",
+                code(&r["run_by"]["user"]),
+                code(&r["run_by"]["host"])
+            ),
+            None => format!(
+                "Run by {} on host {}.",
+                code(&r["run_by"]["user"]),
+                code(&r["run_by"]["host"])
+            ),
+        },
         format!(
             "SHA-256 of the plan as it ran (its JSON in state.json): `{}`.",
             text(&r["plan_checksum"])

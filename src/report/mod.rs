@@ -111,11 +111,18 @@ pub async fn write(
         },
         None => Value::Null,
     };
+    // Who ran it, as AWS knows the credentials (GetCallerIdentity); the sandbox has no principal.
+    let caller = cloud.caller_identity().await.ok().flatten();
     let (region, account) = kms_key["arn"]
         .as_str()
         .and_then(arn_region_account)
         .map(|(r, a)| (Some(r), Some(a)))
-        .unwrap_or_else(|| (plan.plan.aws.as_ref().and_then(|a| a.region.clone()), None));
+        .unwrap_or_else(|| {
+            (
+                plan.plan.aws.as_ref().and_then(|a| a.region.clone()),
+                caller.as_ref().map(|c| c.account.clone()),
+            )
+        });
     let group_arn = |id: &str| match (&region, &account) {
         (Some(r), Some(a)) => json!(format!("arn:aws:elasticache:{r}:{a}:replicationgroup:{id}")),
         _ => Value::Null,
@@ -150,7 +157,7 @@ pub async fn write(
         },
         "kms_key": kms_key,
         "state": state.state.as_str(),
-        "run_by": { "user": user, "host": host },
+        "run_by": { "user": user, "host": host, "aws_principal": caller.as_ref().map(|c| c.arn.clone()) },
         "started_at": state.created_at,
         "finished_at": state.updated_at,
         "source": {

@@ -419,6 +419,10 @@ fn sandbox_full_migration_extras(env: &Env, seen: &FullMigration<'_>) {
     let state_dir = env.state_dir().join("orders-migration");
     let report_text = std::fs::read_to_string(state_dir.join("report.json")).expect("report.json");
     let report: Value = serde_json::from_str(&report_text).unwrap();
+    assert!(
+        report["run_by"]["aws_principal"].is_null(),
+        "the sandbox has no AWS principal"
+    );
     let markdown = std::fs::read_to_string(state_dir.join("report.md")).expect("report.md");
     let sandbox_target = Env::group(&env.sandbox_status(), TARGET).unwrap().clone();
     let r_after = &report["target"]["after"];
@@ -650,8 +654,22 @@ impl Backend for MotoBackend {
         self.recorded_from.set(recording_len());
     }
 
-    fn full_migration_extras(&self, _env: &Env, _seen: &FullMigration<'_>) {
+    fn full_migration_extras(&self, env: &Env, _seen: &FullMigration<'_>) {
         self.assert_one_migration();
+        // The evidence pack names the AWS principal that ran it (STS GetCallerIdentity) and its account.
+        let state = env.state_dir().join(self.plan_name());
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(state.join("report.json")).unwrap())
+                .unwrap();
+        let principal = report["run_by"]["aws_principal"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(principal.starts_with("arn:aws:"), "{report}");
+        let markdown = std::fs::read_to_string(state.join("report.md")).unwrap();
+        assert!(
+            markdown.contains(&format!("as AWS principal `{principal}`")),
+            "{markdown}"
+        );
         // The copied settings, as far as moto reports them.
         let g = self.moto.group(&self.target).expect("target group in moto");
         assert_eq!(g.cache_node_type(), Some("cache.t3.micro"));

@@ -108,13 +108,8 @@ pub async fn elasticache_regions(
     Ok(regions)
 }
 
-/// The caller identity of the credentials in use.
-pub async fn caller_identity(
-    region: Option<String>,
-    profile: Option<String>,
-) -> CloudResult<CallerIdentity> {
-    let config = config(region, profile).await?;
-    let sts = aws_sdk_sts::Client::new(&config);
+/// The caller identity of the credentials `sts` was built with.
+pub(super) async fn caller_identity_of(sts: &aws_sdk_sts::Client) -> CloudResult<CallerIdentity> {
     let me = sts
         .get_caller_identity()
         .send()

@@ -35,12 +35,13 @@ use super::{
 
 pub use elasticache::create_engine_version;
 
-/// ElastiCache, KMS, Secrets Manager and Route53 clients for one account and region.
+/// ElastiCache, KMS, Secrets Manager, Route53 and STS (who is calling) clients for one account and region.
 pub struct Aws {
     ec: aws_sdk_elasticache::Client,
     kms: aws_sdk_kms::Client,
     secrets: aws_sdk_secretsmanager::Client,
     dns: aws_sdk_route53::Client,
+    sts: aws_sdk_sts::Client,
 }
 
 impl Aws {
@@ -65,6 +66,7 @@ impl Aws {
             kms: aws_sdk_kms::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
             dns: aws_sdk_route53::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
         })
     }
 }
@@ -172,6 +174,9 @@ impl CloudRead for Aws {
         secrets::get_secret(&self.secrets, id).await
     }
 
+    async fn caller_identity(&self) -> CloudResult<Option<super::CallerIdentity>> {
+        account::caller_identity_of(&self.sts).await.map(Some)
+    }
     async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
         route53::dns_record(&self.dns, zone, name).await
     }
