@@ -81,6 +81,16 @@ fn aws_with(rules: &[&Rule], max_attempts: u32) -> Aws {
                 .http_client(create_mock_http_client())
                 .build(),
         ),
+        sts: aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(aws_sdk_sts::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                    "a", "b", None, None, "test",
+                ))
+                .http_client(create_mock_http_client())
+                .build(),
+        ),
     }
 }
 
