@@ -43,6 +43,7 @@ fn resolve(bin: &Path, alias: &str, token_file: &Path) -> Option<RedisEndpoint> 
         ca_file: tls.then(|| PathBuf::from(status["ca_file"].as_str().unwrap_or_default())),
         password,
         db: 0,
+        client_cert: None,
     })
 }
 

@@ -1,10 +1,11 @@
-//! The two endpoints of `copy` and `verify`: URLs, passwords from environment variables, a CA file.
+//! The two endpoints of `copy` and `verify`: URLs, passwords from environment variables, a CA file, a
+//! client certificate.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::data::connect::RedisEndpoint;
+use crate::data::connect::{ClientCert, RedisEndpoint};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -23,6 +24,12 @@ pub struct EndpointArgs {
     /// Environment variable holding the target's password.
     #[arg(long)]
     pub dst_password_env: Option<String>,
+    /// PEM client certificate presented to every rediss:// endpoint (servers with `tls-auth-clients yes`).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 fn password(flag: &str, var: &Option<String>) -> Result<Option<Secret>> {
@@ -47,14 +54,45 @@ impl EndpointArgs {
             .map_err(|e| Error::usage(format!("SRC_URL {e}"), hint))?;
         let dst = RedisEndpoint::from_url(&self.dst_url, dst_pw, self.ca_file.clone())
             .map_err(|e| Error::usage(format!("DST_URL {e}"), hint))?;
-        if let Some(ca) = &self.ca_file
-            && !ca.is_file()
-        {
+        for (flag, file, what) in [
+            ("--ca-file", &self.ca_file, "the PEM file of the CA"),
+            (
+                "--cert",
+                &self.cert,
+                "the PEM file of the client certificate",
+            ),
+            (
+                "--key",
+                &self.key,
+                "the PEM file of the certificate's private key",
+            ),
+        ] {
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                return Err(Error::usage(
+                    format!("{flag} {} does not exist", path.display()),
+                    format!("give {what}"),
+                ));
+            }
+        }
+        let client_cert = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(ClientCert {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        if client_cert.is_some() && !src.tls && !dst.tls {
             return Err(Error::usage(
-                format!("--ca-file {} does not exist", ca.display()),
-                "give the PEM file of the CA",
+                "--cert: neither endpoint is rediss://, so no certificate would be presented",
+                "write the TLS endpoint as rediss://host:port, or drop --cert/--key",
             ));
         }
-        Ok((src, dst))
+        let with_cert = |ep: RedisEndpoint| RedisEndpoint {
+            client_cert: if ep.tls { client_cert.clone() } else { None },
+            ..ep
+        };
+        Ok((with_cert(src), with_cert(dst)))
     }
 }

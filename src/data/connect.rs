@@ -19,6 +19,26 @@ pub struct RedisEndpoint {
     pub ca_file: Option<PathBuf>,
     pub password: Option<Secret>,
     pub db: i64,
+    /// A client certificate to present over TLS (servers with `tls-auth-clients yes`).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientCert {
+    /// Both files' bytes, or which one cannot be read.
+    pub(crate) fn read(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let read = |what: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the client {what} {}: {e}", path.display()))
+        };
+        Ok((read("certificate", &self.cert)?, read("key", &self.key)?))
+    }
 }
 
 impl RedisEndpoint {
@@ -30,6 +50,7 @@ impl RedisEndpoint {
             ca_file: None,
             password: None,
             db: 0,
+            client_cert: None,
         }
     }
 
@@ -72,10 +93,26 @@ impl RedisEndpoint {
                 })?),
                 None => None,
             };
+            let client_tls = match &self.client_cert {
+                Some(c) => {
+                    let (client_cert, client_key) = c.read().map_err(|e| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "cannot read the client certificate",
+                            e,
+                        ))
+                    })?;
+                    Some(redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    })
+                }
+                None => None,
+            };
             redis::Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
-                    client_tls: None,
+                    client_tls,
                     root_cert,
                 },
             )
@@ -225,6 +262,7 @@ impl RedisEndpoint {
             ca_file: if tls { ca_file } else { None },
             password,
             db,
+            client_cert: None,
         })
     }
 }

@@ -363,8 +363,21 @@ fn tls_connector(endpoint: &RedisEndpoint) -> Result<tokio_rustls::TlsConnector,
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match &endpoint.client_cert {
+        None => config.with_no_client_auth(),
+        Some(c) => {
+            let (cert, key) = c.read()?;
+            let chain = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate {}: {e}", c.cert.display()))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key)
+                .map_err(|e| format!("client key {}: {e}", c.key.display()))?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate {}: {e}", c.cert.display()))?
+        }
+    };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

@@ -174,6 +174,8 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
         source: SourceSpec {
             replication_group_id: group.id.clone(),
             data_endpoint: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         },
         target: TargetSpec {
             replication_group_id: r(&policy.target_id),
@@ -196,6 +198,8 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
             tags: None,
             data_endpoint: None,
             tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         },
         steps,
     }

@@ -730,3 +730,24 @@ fn secret_id_edges() {
     assert!(check_secret_id("orders auth").is_err());
     assert!(check_secret_id("arn:aws:kms:us-east-1:123456789012:key/abc").is_err());
 }
+
+#[test]
+fn a_client_certificate_comes_with_its_key() {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plans/valid/minimal.yaml"),
+    )
+    .unwrap();
+    let with = |source: &str, target: &str| {
+        base.replacen("source:\n", &format!("source:\n{source}"), 1)
+            .replacen("target:\n", &format!("target:\n{target}"), 1)
+    };
+    let issues = issues_in(&with(
+        "  tls_client_cert: client.pem\n",
+        "  tls_client_key: client.key\n",
+    ));
+    let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+    assert!(fields.contains(&"source.tls_client_key"), "{fields:?}");
+    assert!(fields.contains(&"target.tls_client_cert"), "{fields:?}");
+    let both = "  tls_client_cert: client.pem\n  tls_client_key: client.key\n";
+    parse_str(&with(both, both), "plan.yaml").expect("a certificate with its key is valid");
+}

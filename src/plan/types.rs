@@ -58,6 +58,13 @@ pub struct SourceSpec {
     /// `host:port` to reach the source's data plane (for example through a tunnel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_endpoint: Option<String>,
+    /// A client certificate (PEM) to present over TLS, for endpoints that require one; with
+    /// `tls_client_key`; relative to the plan's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with `tls_client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -114,6 +121,12 @@ pub struct TargetSpec {
     /// A private CA (PEM) for TLS to the target's data plane; relative to the plan's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) to present to the target's data plane; with `tls_client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with `tls_client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 /// Where the AUTH token lives. Exactly one of `file` / `env` / `secrets_manager`; `generate: true` needs

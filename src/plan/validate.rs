@@ -76,6 +76,36 @@ fn check_source(plan: &Plan, f: &mut Findings) {
     if let Some(ep) = &plan.source.data_endpoint {
         f.check("source.data_endpoint", rules::check_endpoint(ep));
     }
+    check_client_cert(
+        f,
+        "source",
+        &plan.source.tls_client_cert,
+        &plan.source.tls_client_key,
+    );
+}
+
+/// `tls_client_cert` and `tls_client_key` come together: a certificate is useless without its key.
+fn check_client_cert(
+    f: &mut Findings,
+    side: &str,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+) {
+    match (cert, key) {
+        (Some(c), Some(k)) => {
+            check_path(f, &format!("{side}.tls_client_cert"), c);
+            check_path(f, &format!("{side}.tls_client_key"), k);
+        }
+        (Some(_), None) => f.add(
+            format!("{side}.tls_client_key"),
+            "is required with `tls_client_cert`: the certificate's private key (PEM)",
+        ),
+        (None, Some(_)) => f.add(
+            format!("{side}.tls_client_cert"),
+            "is required with `tls_client_key`: the client certificate (PEM) the key belongs to",
+        ),
+        (None, None) => {}
+    }
 }
 
 fn check_path(f: &mut Findings, field: &str, p: &Path) {
@@ -110,6 +140,7 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     if let Some(p) = &t.tls_ca_file {
         check_path(f, "target.tls_ca_file", p);
     }
+    check_client_cert(f, "target", &t.tls_client_cert, &t.tls_client_key);
 }
 
 /// `target.auth_token`: exactly one store, `generate` only with a store ecmigrate can write.

@@ -2,7 +2,7 @@
 //! group's primary endpoint (a cluster's configuration endpoint); TLS and the AUTH token for the target.
 
 use crate::cloud::ReplicationGroup;
-use crate::data::connect::RedisEndpoint;
+use crate::data::connect::{ClientCert, RedisEndpoint};
 use crate::engine::StepContext;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -46,10 +46,24 @@ fn data_host_port(
     }
 }
 
+/// The plan's client certificate of one side, its paths resolved against the plan's folder (validation
+/// made sure both or neither are given).
+fn client_cert(
+    ctx: &StepContext,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+) -> Option<ClientCert> {
+    Some(ClientCert {
+        cert: ctx.plan.resolve(cert.as_ref()?),
+        key: ctx.plan.resolve(key.as_ref()?),
+    })
+}
+
 /// How to reach the source's data plane (TLS only if the source already has it).
 pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
     let (host, port) =
         data_host_port("source", ctx.plan.plan.source.data_endpoint.as_ref(), group)?;
+    let source = &ctx.plan.plan.source;
     Ok(RedisEndpoint {
         host,
         port,
@@ -57,6 +71,7 @@ pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Resu
         ca_file: ctx.cloud.data_plane_ca(),
         password: None,
         db: 0,
+        client_cert: client_cert(ctx, &source.tls_client_cert, &source.tls_client_key),
     })
 }
 
@@ -80,5 +95,6 @@ pub fn target_data_endpoint(
         ca_file,
         password: Some(token),
         db: 0,
+        client_cert: client_cert(ctx, &target.tls_client_cert, &target.tls_client_key),
     })
 }

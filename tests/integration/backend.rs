@@ -331,6 +331,7 @@ fn tls_endpoint(status: &Value, port: u16) -> RedisEndpoint {
         ca_file: Some(status["ca_file"].as_str().unwrap().into()),
         password: None,
         db: 0,
+        client_cert: None,
     }
 }
 
@@ -602,6 +603,7 @@ impl Backend for MotoBackend {
                 ca_file: Some(ca.into()),
                 password: None,
                 db: 0,
+                client_cert: None,
             },
         }
     }

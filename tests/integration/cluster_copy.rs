@@ -87,6 +87,19 @@ pub(super) fn start_node(
     certs: Option<&Certs>,
     cluster: bool,
 ) -> (Child, RedisEndpoint) {
+    start_node_with(dir, port, bus, certs, cluster, false)
+}
+
+/// As `start_node`; with `client_certs` (and `certs`) the node refuses TLS clients that present no
+/// certificate signed by the CA (`tls-auth-clients yes`), and the endpoint returned presents the node's.
+pub(super) fn start_node_with(
+    dir: &Path,
+    port: u16,
+    bus: u16,
+    certs: Option<&Certs>,
+    cluster: bool,
+    client_certs: bool,
+) -> (Child, RedisEndpoint) {
     let node_dir = dir.join(format!("node-{port}"));
     std::fs::create_dir_all(&node_dir).unwrap();
     let mut cmd = Command::new("redis-server");
@@ -105,7 +118,10 @@ pub(super) fn start_node(
                 .args(["--tls-cert-file", c.cert.to_str().unwrap()])
                 .args(["--tls-key-file", c.key.to_str().unwrap()])
                 .args(["--tls-ca-cert-file", c.ca.to_str().unwrap()])
-                .args(["--tls-auth-clients", "no"])
+                .args([
+                    "--tls-auth-clients",
+                    if client_certs { "yes" } else { "no" },
+                ])
                 .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
                 .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD]);
         }
@@ -125,6 +141,12 @@ pub(super) fn start_node(
         ca_file: certs.map(|c| c.ca.clone()),
         password: certs.map(|_| Secret::new(PASSWORD)),
         db: 0,
+        client_cert: certs
+            .filter(|_| client_certs)
+            .map(|c| ecmigrate::data::connect::ClientCert {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            }),
     };
     (child, node)
 }

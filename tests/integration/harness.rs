@@ -213,6 +213,7 @@ pub fn encrypted_primary(
         ca_file: Some(status["ca_file"].as_str().unwrap().into()),
         password: Some(ecmigrate::secret::Secret::new(token)),
         db: 0,
+        client_cert: None,
     }
 }
 

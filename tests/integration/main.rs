@@ -5,6 +5,7 @@ mod app_writer;
 mod aws_moto;
 mod backend;
 mod bulk_lane;
+mod client_certs;
 mod cluster_copy;
 mod cluster_create;
 mod cluster_cutover;

@@ -356,6 +356,7 @@ fn an_encrypted_cluster_restored_from_a_clusters_snapshot_is_tls_only_with_auth_
         ca_file: Some(ca.clone()),
         password,
         db: 0,
+        client_cert: None,
     };
     for n in 0..4 {
         let dir = env
@@ -470,6 +471,7 @@ fn a_cluster_mode_disabled_snapshot_restores_into_a_cluster_unless_it_has_keys_o
         ca_file: Some(ca.clone()),
         password: Some(token.clone()),
         db: 0,
+        client_cert: None,
     }));
     assert_eq!(total, 300);
 }
@@ -557,6 +559,7 @@ steps:
         ca_file: Some(ca.clone()),
         password: Some(Secret::new(token.trim().to_string())),
         db: 0,
+        client_cert: None,
     }));
     assert_eq!(total, 300);
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);

@@ -21,6 +21,7 @@ fn tls_endpoint(env: &Env, port: u16, password: Option<Secret>) -> RedisEndpoint
         ca_file: Some(env.sandbox_status()["ca_file"].as_str().unwrap().into()),
         password,
         db: 0,
+        client_cert: None,
     }
 }
 
