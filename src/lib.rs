@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
+pub mod handoff;
 pub mod plan;
 pub mod report;
 pub mod secret;

@@ -12,6 +12,7 @@ mod rollback_cmd;
 pub(crate) mod run_cmd;
 mod sandbox_cmd;
 mod status_cmd;
+mod terraform_cmd;
 mod verify_cmd;
 mod wizard_cmd;
 
@@ -101,6 +102,8 @@ pub enum Command {
     Man(docs_cmd::ManArgs),
     /// Print the least-privilege IAM policy for exactly the AWS calls a plan's steps make.
     IamPolicy(iam_cmd::IamPolicyArgs),
+    /// Print the Terraform file that adopts the new group: an import block, its resource, a removed block for the old one.
+    Terraform(terraform_cmd::TerraformArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -179,6 +182,7 @@ impl Cli {
             Command::Audit(a) => a.output,
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
+            Command::Terraform(a) => a.output,
             Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
             _ => OutputFormat::Text,
         };
@@ -209,6 +213,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Completions(a) => docs_cmd::completions(a),
         Command::Man(a) => docs_cmd::man(a),
         Command::IamPolicy(a) => iam_cmd::run(&globals, a),
+        Command::Terraform(a) => terraform_cmd::run(&globals, a).await,
     }
 }
 

@@ -27,5 +27,6 @@ mod sandbox_migration;
 mod scenarios;
 mod stream_health;
 mod streaming;
+mod terraform;
 mod verifier;
 mod wizard;
