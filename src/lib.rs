@@ -13,6 +13,7 @@ pub mod error;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
 pub mod fleet;
+pub mod handoff;
 pub mod plan;
 pub mod report;
 pub mod secret;

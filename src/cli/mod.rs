@@ -13,6 +13,7 @@ mod rollback_cmd;
 pub(crate) mod run_cmd;
 mod sandbox_cmd;
 mod status_cmd;
+mod terraform_cmd;
 mod verify_cmd;
 mod wizard_cmd;
 
@@ -105,6 +106,8 @@ pub enum Command {
     /// Many groups at once: plan the fleet from a policy, run, release and report it.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCommand),
+    /// Print the Terraform file that adopts the new group: an import block, its resource, a removed block for the old one.
+    Terraform(terraform_cmd::TerraformArgs),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -184,6 +187,7 @@ impl Cli {
             Command::Fleet(fleet_cmd::FleetCommand::Plan(a)) => a.output,
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
+            Command::Terraform(a) => a.output,
             Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
             _ => OutputFormat::Text,
         };
@@ -215,6 +219,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Man(a) => docs_cmd::man(a),
         Command::IamPolicy(a) => iam_cmd::run(&globals, a),
         Command::Fleet(c) => fleet_cmd::run(&globals, c).await,
+        Command::Terraform(a) => terraform_cmd::run(&globals, a).await,
     }
 }
 

@@ -179,6 +179,7 @@ impl CloudWrite for DryRunCloud {
         };
         let group = ReplicationGroup {
             id: r.id.clone(),
+            description: Some(r.description.clone()),
             status: "available".into(),
             engine: r.engine.clone(),
             engine_version: r.engine_version.clone(),
@@ -191,6 +192,9 @@ impl CloudWrite for DryRunCloud {
             cluster_enabled: r.cluster_enabled,
             num_node_groups: r.num_node_groups,
             nodes_per_node_group: r.replicas_per_node_group + 1,
+            // What the request asks for (`cloud::aws` turns failover on for a cluster only).
+            automatic_failover_enabled: Some(r.cluster_enabled),
+            multi_az_enabled: Some(false),
             primary_endpoint: Some(endpoint.clone()),
             reader_endpoint: None,
             nodes: vec![Node {

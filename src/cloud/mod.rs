@@ -84,6 +84,8 @@ pub struct Node {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicationGroup {
     pub id: String,
+    /// `ReplicationGroupDescription`; `None` when the cloud does not report one.
+    pub description: Option<String>,
     /// `creating`, `available`, `modifying`, `deleting`, `create-failed`, `snapshotting`.
     pub status: String,
     pub engine: String,
@@ -98,6 +100,10 @@ pub struct ReplicationGroup {
     pub num_node_groups: u32,
     /// Nodes per node group, primary included.
     pub nodes_per_node_group: u32,
+    /// `AutomaticFailover` is `enabled` (or `enabling`); `None` when the cloud does not report it.
+    pub automatic_failover_enabled: Option<bool>,
+    /// `MultiAZ` is `enabled`; `None` when the cloud does not report it.
+    pub multi_az_enabled: Option<bool>,
     pub primary_endpoint: Option<Endpoint>,
     pub reader_endpoint: Option<Endpoint>,
     pub nodes: Vec<Node>,

@@ -22,11 +22,26 @@ pub struct BackupOutputs {
     pub encrypted: bool,
 }
 
-/// The part of preflight's outputs later steps use: the KMS key it resolved (an ARN).
+/// The part of preflight's outputs later steps use: the KMS key it resolved (an ARN), and the source's
+/// engine version (the target is created with it).
 #[derive(Debug, Default, Deserialize)]
 pub struct PreflightResolved {
     #[serde(default)]
     pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub source_engine_version: Option<String>,
+}
+
+/// The part of `restore_encrypted`'s outputs the Terraform hand-off reads: the group it made, its key as
+/// the group reported it, and where its token is kept (a reference, never the token).
+#[derive(Debug, Default, Deserialize)]
+pub struct RestoreOutputs {
+    #[serde(default)]
+    pub target_id: Option<String>,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub auth_token_store: Option<String>,
 }
 
 /// `restore_encrypted`: the target id, before CreateReplicationGroup.

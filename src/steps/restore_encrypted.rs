@@ -376,6 +376,11 @@ pub fn parameter_group(
     ))
 }
 
+/// The target's `ReplicationGroupDescription`.
+pub(crate) fn description(source_id: &str, plan_name: &str) -> String {
+    format!("encrypted copy of {source_id} (ecmigrate plan {plan_name})")
+}
+
 /// The CreateReplicationGroup request: the plan's target settings, else the source's.
 async fn request(
     ctx: &StepContext,
@@ -396,10 +401,7 @@ async fn request(
     tags.insert("ecmigrate:source".into(), source.id.clone());
     Ok(CreateEncryptedGroup {
         id: target_id.clone(),
-        description: format!(
-            "encrypted copy of {} (ecmigrate plan {})",
-            source.id, plan.name
-        ),
+        description: description(&source.id, &plan.name),
         snapshot_name: snapshot_name.to_string(),
         engine: source.engine.clone(),
         engine_version: source.engine_version.clone(),

@@ -29,5 +29,6 @@ mod sandbox_migration;
 mod scenarios;
 mod stream_health;
 mod streaming;
+mod terraform;
 mod verifier;
 mod wizard;

@@ -237,6 +237,7 @@ pub(super) fn group_from(
         .or_else(|| member.and_then(|c| c.snapshot_window()));
     ReplicationGroup {
         id: g.replication_group_id().unwrap_or_default().to_string(),
+        description: g.description().map(str::to_string),
         status: g.status().unwrap_or("unknown").to_string(),
         engine: engine.unwrap_or("redis").to_string(),
         engine_version: member
@@ -252,6 +253,13 @@ pub(super) fn group_from(
         cluster_enabled,
         num_node_groups,
         nodes_per_node_group,
+        automatic_failover_enabled: g.automatic_failover().map(|f| {
+            matches!(
+                f,
+                ec::AutomaticFailoverStatus::Enabled | ec::AutomaticFailoverStatus::Enabling
+            )
+        }),
+        multi_az_enabled: g.multi_az().map(|m| *m == ec::MultiAzStatus::Enabled),
         primary_endpoint,
         reader_endpoint,
         nodes: group_nodes(g, transit),

@@ -99,6 +99,7 @@ impl Sandbox {
         };
         ReplicationGroup {
             id: g.id.clone(),
+            description: Some(g.description.clone()),
             status,
             engine: g.engine.clone(),
             engine_version: g.engine_version.clone(),
@@ -111,6 +112,9 @@ impl Sandbox {
             cluster_enabled: g.cluster_enabled,
             num_node_groups: g.num_node_groups,
             nodes_per_node_group: 1 + g.replicas,
+            // The sandbox has no failover and no availability zones to report.
+            automatic_failover_enabled: None,
+            multi_az_enabled: None,
             primary_endpoint: primary.map(endpoint),
             reader_endpoint: reader.map(endpoint),
             nodes: g
