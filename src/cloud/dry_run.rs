@@ -121,6 +121,9 @@ impl CloudRead for DryRunCloud {
         self.real.data_plane_ca()
     }
 
+    async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
+        self.real.key_rotation_enabled(key).await
+    }
     async fn caller_identity(&self) -> CloudResult<Option<super::CallerIdentity>> {
         self.real.caller_identity().await
     }

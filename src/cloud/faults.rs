@@ -151,6 +151,10 @@ impl CloudRead for FaultyCloud {
         self.check("GetSecretValue")?;
         self.inner.get_secret(id).await
     }
+    async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
+        self.check("GetKeyRotationStatus")?;
+        self.inner.key_rotation_enabled(key).await
+    }
     async fn caller_identity(&self) -> CloudResult<Option<super::CallerIdentity>> {
         self.inner.caller_identity().await
     }

@@ -245,6 +245,12 @@ pub trait CloudRead: Send + Sync {
             "DNS record `{name}`: Route53 is only reachable with `provider: aws`"
         )))
     }
+    /// Whether the key (id or ARN, not an alias) rotates its material yearly; `None` where rotation is
+    /// not modelled (sandbox).
+    async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
+        let _ = key;
+        Ok(None)
+    }
     /// Who the credentials are (account, principal ARN); `None` where there is no such thing (sandbox).
     async fn caller_identity(&self) -> CloudResult<Option<CallerIdentity>> {
         Ok(None)

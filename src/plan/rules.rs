@@ -152,6 +152,31 @@ pub fn check_region(region: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(RULE.into()) }
 }
 
+/// Regions where ElastiCache encrypts at rest only with its service-managed key: "The option to use
+/// customer managed key for encryption at rest is not available in AWS GovCloud (us-gov-east-1 and
+/// us-gov-west-1) regions" (ElastiCache user guide, At-Rest Encryption Conditions, as of 2026). The older
+/// reference this project started from also listed cn-north-1, cn-northwest-1 and ap-northeast-3 as
+/// without at-rest encryption at all; the current page no longer does, so they are not refused here.
+pub const NO_CUSTOMER_MANAGED_KEY_REGIONS: &[&str] = &["us-gov-east-1", "us-gov-west-1"];
+
+/// A customer managed key can encrypt a group in `region`: the region offers them, and a key named by
+/// ARN lives there (KMS keys are regional; ElastiCache cannot use another region's).
+pub fn check_key_in_region(key: &str, region: &str) -> Result<(), String> {
+    if NO_CUSTOMER_MANAGED_KEY_REGIONS.contains(&region) {
+        return Err(format!(
+            "{region} offers at-rest encryption only with the service-managed key, and ecmigrate needs a customer managed key to encrypt the snapshots of an unencrypted group"
+        ));
+    }
+    if let Some(key_region) = key.strip_prefix("arn:").and_then(|a| a.split(':').nth(2))
+        && key_region != region
+    {
+        return Err(format!(
+            "the key is in {key_region}, the group in {region}: a KMS key can only encrypt groups of its own region"
+        ));
+    }
+    Ok(())
+}
+
 /// An AWS profile name: non-empty, no whitespace at either end.
 pub fn check_profile(profile: &str) -> Result<(), String> {
     if profile.trim().is_empty() {

@@ -751,3 +751,26 @@ fn a_client_certificate_comes_with_its_key() {
     let both = "  tls_client_cert: client.pem\n  tls_client_key: client.key\n";
     parse_str(&with(both, both), "plan.yaml").expect("a certificate with its key is valid");
 }
+
+#[test]
+fn a_key_must_be_offered_and_live_in_the_plans_region() {
+    assert!(check_key_in_region("alias/cache", "eu-west-1").is_ok());
+    assert!(
+        check_key_in_region(
+            "arn:aws:kms:eu-west-1:123456789012:key/0123abcd-0000-0000-0000-000000000000",
+            "eu-west-1"
+        )
+        .is_ok()
+    );
+    let other = check_key_in_region(
+        "arn:aws:kms:us-east-1:123456789012:key/0123abcd-0000-0000-0000-000000000000",
+        "eu-west-1",
+    )
+    .unwrap_err();
+    assert!(
+        other.contains("us-east-1") && other.contains("eu-west-1"),
+        "{other}"
+    );
+    let gov = check_key_in_region("alias/cache", "us-gov-west-1").unwrap_err();
+    assert!(gov.contains("service-managed"), "{gov}");
+}

@@ -62,6 +62,9 @@ fn check_aws(plan: &Plan, f: &mut Findings) {
     }
     if let Some(region) = &aws.region {
         f.check("aws.region", rules::check_region(region));
+        if let Some(key) = &plan.target.kms_key_id {
+            f.check("target.kms_key_id", rules::check_key_in_region(key, region));
+        }
     }
     if let Some(profile) = &aws.profile {
         f.check("aws.profile", rules::check_profile(profile));

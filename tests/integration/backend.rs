@@ -677,7 +677,15 @@ impl Backend for MotoBackend {
         assert_eq!(g.cache_node_type(), Some("cache.t3.micro"));
     }
 
-    fn dry_run_extras(&self, _env: &Env, _run: &Run) {
+    fn dry_run_extras(&self, _env: &Env, run: &Run) {
+        // moto's new keys do not rotate: preflight says so, with the command that turns rotation on.
+        assert!(
+            run.stdout.contains("has automatic rotation off")
+                && run
+                    .stdout
+                    .contains("aws kms enable-key-rotation --key-id arn:aws:kms:us-east-1:"),
+            "no rotation warning: {run:?}"
+        );
         // Count what the rehearsal sent: reads of the source, and not one mutating call.
         let operations = recorded_operations(&self.source, self.recorded_from.get());
         assert!(

@@ -84,6 +84,8 @@ invalid_plans! {
     fixture_59_write_pause_too_long: "59-write-pause-too-long.yaml", 23, "steps[5].max_write_pause_ms";
     fixture_60_command_with_manual: "60-command-with-manual.yaml", 23, "steps[5].command";
     fixture_61_fence_attempts_zero: "61-fence-attempts-zero.yaml", 23, "steps[5].fence_attempts";
+    fixture_62_kms_key_of_another_region: "62-kms-key-of-another-region.yaml", 10, "target.kms_key_id";
+    fixture_63_kms_key_in_govcloud: "63-kms-key-in-govcloud.yaml", 10, "target.kms_key_id";
 }
 
 fn fixture_dir() -> PathBuf {

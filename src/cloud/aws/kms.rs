@@ -27,6 +27,17 @@ pub(super) async fn list_keys(kms: &Client) -> CloudResult<Vec<KmsKey>> {
     Ok(keys)
 }
 
+/// GetKeyRotationStatus: whether automatic rotation is on (the key id or ARN; KMS refuses an alias here).
+pub(super) async fn key_rotation_enabled(kms: &Client, key: &str) -> CloudResult<bool> {
+    let out = kms
+        .get_key_rotation_status()
+        .key_id(key)
+        .send()
+        .await
+        .map_err(|e| map_err(e, "KMS key rotation status", key))?;
+    Ok(out.key_rotation_enabled())
+}
+
 pub(super) async fn describe_key(kms: &Client, key_id: &str) -> CloudResult<Option<KmsKey>> {
     let out = match kms.describe_key().key_id(key_id).send().await {
         Ok(out) => out,

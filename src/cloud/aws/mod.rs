@@ -174,6 +174,9 @@ impl CloudRead for Aws {
         secrets::get_secret(&self.secrets, id).await
     }
 
+    async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
+        kms::key_rotation_enabled(&self.kms, key).await.map(Some)
+    }
     async fn caller_identity(&self) -> CloudResult<Option<super::CallerIdentity>> {
         account::caller_identity_of(&self.sts).await.map(Some)
     }

@@ -197,6 +197,7 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
             "waits for the snapshot this run takes (and finds it again on resume)",
         )],
         Call::DescribeKey => describe_key(&arns, n),
+        Call::KeyRotationStatus => key_rotation_status(&arns, n),
         Call::GetSecret => vec![grant(
             "secretsmanager:GetSecretValue",
             &[arns.secret(n.secret.as_deref().unwrap_or_default())],
@@ -323,6 +324,21 @@ fn alias_condition(alias: Option<String>, extra: Value) -> Value {
         condition["ForAnyValue:StringEquals"] = json!({ "kms:ResourceAliases": alias });
     }
     condition
+}
+
+fn key_rotation_status(arns: &Arns<'_>, n: &Names) -> Vec<Grant> {
+    let Some(key) = &n.kms_key else {
+        return Vec::new();
+    };
+    let (resource, alias) = arns.kms_key(key);
+    vec![
+        grant(
+            "kms:GetKeyRotationStatus",
+            &[resource],
+            "warns in preflight when the key's automatic rotation is off",
+        )
+        .when(alias_condition(alias, Value::Null)),
+    ]
 }
 
 fn describe_key(arns: &Arns<'_>, n: &Names) -> Vec<Grant> {

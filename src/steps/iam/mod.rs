@@ -31,6 +31,8 @@ pub enum Call {
     DescribeSnapshot,
     /// `describe_key(target.kms_key_id)`.
     DescribeKey,
+    /// `key_rotation_enabled(key ARN)`: preflight's warning when rotation is off.
+    KeyRotationStatus,
     /// `get_secret(target.auth_token.secrets_manager)`.
     GetSecret,
     /// `put_secret`: a generated token kept in Secrets Manager.
@@ -72,6 +74,7 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(source(), true);
             add(target(), true);
             add(DescribeKey, key);
+            add(KeyRotationStatus, key);
             add(GetSecret, secret);
             add(ListSourceSnapshots, true);
         }
