@@ -10,9 +10,9 @@ pub mod data;
 pub mod eligibility;
 pub mod engine;
 pub mod error;
-pub mod fleet;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
+pub mod fleet;
 pub mod plan;
 pub mod report;
 pub mod secret;
