@@ -5,6 +5,8 @@ mod copy_cmd;
 mod cutover_cmd;
 mod docs_cmd;
 mod endpoints;
+mod fleet_cmd;
+mod fleet_run_cmd;
 mod iam_cmd;
 mod plan_cmd;
 mod report_cmd;
@@ -101,6 +103,9 @@ pub enum Command {
     Man(docs_cmd::ManArgs),
     /// Print the least-privilege IAM policy for exactly the AWS calls a plan's steps make.
     IamPolicy(iam_cmd::IamPolicyArgs),
+    /// Many groups in many regions, one plan each, from a fleet folder: run, status, cutover, report.
+    #[command(subcommand)]
+    Fleet(fleet_cmd::FleetCommand),
 }
 
 /// Parse the command line, run, print any error with its hint, and return the exit code.
@@ -131,7 +136,11 @@ pub fn main() -> i32 {
     // A live copy ends on Ctrl-C by itself (it catches up first); everything else is interrupted.
     // The wizard's prompts read Ctrl-C themselves (and restore the cursor); a run's engine journals it.
     let stops_itself = matches!(&cli.command, Command::Copy(a) if a.live)
-        || matches!(&cli.command, Command::Wizard(_) | Command::Run(_));
+        || matches!(&cli.command, Command::Wizard(_) | Command::Run(_))
+        || matches!(
+            &cli.command,
+            Command::Fleet(fleet_cmd::FleetCommand::Run(_))
+        );
     let one_shot = match &cli.command {
         Command::Copy(_) => Some("copy"),
         Command::Verify(_) => Some("verify"),
@@ -180,6 +189,7 @@ impl Cli {
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
             Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
+            Command::Fleet(c) => return c.wants_json(),
             _ => OutputFormat::Text,
         };
         format == OutputFormat::Json
@@ -209,6 +219,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Completions(a) => docs_cmd::completions(a),
         Command::Man(a) => docs_cmd::man(a),
         Command::IamPolicy(a) => iam_cmd::run(&globals, a),
+        Command::Fleet(c) => fleet_cmd::run(&globals, c).await,
     }
 }
 
