@@ -11,6 +11,7 @@ mod cluster_cutover;
 mod cluster_stream;
 mod conventions;
 mod cutover;
+mod fleet;
 mod harness;
 mod hostile_files;
 mod iam_policy;

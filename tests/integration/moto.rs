@@ -25,7 +25,8 @@ use crate::harness::{Env, Run, SOURCE, TARGET, block_on};
 pub(crate) mod dns;
 mod recorder;
 pub(crate) use recorder::{
-    is_mutating, recorded_actions_of_app, recorded_operations, recorded_params, recording_len,
+    is_mutating, recorded_actions_of_app, recorded_operations, recorded_params,
+    recorded_regions_of_app, recording_len,
 };
 
 /// A valid AUTH token the tests know, so the TLS target the sandbox starts and the plan agree.
@@ -73,23 +74,28 @@ pub(crate) struct Moto {
 
 impl Moto {
     pub(crate) fn new(url: &str) -> Moto {
+        Moto::in_region(url, "us-east-1")
+    }
+
+    /// A client of moto's `region` (moto keeps each region's resources apart, as AWS does).
+    pub(crate) fn in_region(url: &str, region: &'static str) -> Moto {
         let creds = Credentials::new("testing", "testing", None, None, "test");
         let ec = aws_sdk_elasticache::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
-            .region(Region::new("us-east-1"))
+            .region(Region::new(region))
             .credentials_provider(creds.clone())
             .build();
         let kms = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
-            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .region(aws_sdk_kms::config::Region::new(region))
             .credentials_provider(creds.clone())
             .build();
         let secrets = aws_sdk_secretsmanager::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .region(aws_sdk_secretsmanager::config::Region::new(region))
             .credentials_provider(creds)
             .build();
         Moto {
