@@ -160,9 +160,10 @@ fn summaries(manifest: &Manifest, rows: &[Value]) -> (String, String) {
         )
     };
     let audit = format!(
-        "{encrypted} of {} audited in {} are encrypted at rest and in transit{refused}.",
+        "{encrypted} of {} audited in {} {} encrypted at rest and in transit{refused}.",
         plural(all.len(), "group", "groups"),
-        plural(regions(&all), "region", "regions")
+        plural(regions(&all), "region", "regions"),
+        if all.len() == 1 { "is" } else { "are" }
     );
     (format!("{}.", parts.join("; ")), audit)
 }

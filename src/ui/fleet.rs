@@ -245,6 +245,10 @@ impl FleetObserver for FleetReporter {
                     count(Outcome::Busy),
                     count(Outcome::NotStarted)
                 ));
+                // The progress lines have said their last: what follows is printed below them.
+                if let Some(m) = &self.out.multi {
+                    let _ = m.clear();
+                }
             }
         }
     }
