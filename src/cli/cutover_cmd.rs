@@ -2,17 +2,16 @@
 //! of the run in progress (from another shell), then follow it until the switch is made or fails.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
 
 use crate::cli::Globals;
-use crate::engine::state::{RunState, RunStatus, StatePaths, StepStatus, write_atomic};
+use crate::engine::state::{StatePaths, StepStatus};
 use crate::error::{Error, Result, exit_code};
 use crate::plan::StepKind;
-use crate::steps::cutover::RELEASE_FILE;
-use crate::steps::records::CutoverIntent;
+use crate::steps::cutover::release::{self, Followed, attempts, cutover_outputs};
 use crate::ui::OutputFormat;
 
 #[derive(Args, Debug)]
@@ -63,7 +62,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
         ));
     }
     let attempts_before = attempts(state.as_ref(), index);
-    release(&paths, &plan, spec)?;
+    release::release(&paths, &plan, spec)?;
     if args.no_wait {
         return report(&args, "released", "the cutover was released", Value::Null);
     }
@@ -76,119 +75,39 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     follow(&args, &paths, index, attempts_before.len()).await
 }
 
-/// Write the release the waiting run consumes (and remove the plan's flag file, if it has one).
-fn release(
-    paths: &StatePaths,
-    plan: &crate::plan::LoadedPlan,
-    spec: &crate::plan::CutoverStep,
-) -> Result<()> {
-    write_atomic(
-        &paths.dir.join(RELEASE_FILE),
-        b"released by ecmigrate cutover\n",
-    )
-    .map_err(|e| {
-        Error::failed(
-            format!("cannot write the release: {e}"),
-            "check the permissions of --state-dir",
-        )
-    })?;
-    if let Some(flag) = &spec.postpone_flag_file {
-        let _ = std::fs::remove_file(plan.resolve(std::path::Path::new(flag)));
-    }
-    Ok(())
-}
-
-/// Follow the released cutover in the state until the switch is made, fails, or the run waits again.
+/// Follow the released cutover until the switch is made or fails, in the command's words.
 async fn follow(
     args: &CutoverArgs,
     paths: &StatePaths,
     index: usize,
     attempts_before: usize,
 ) -> Result<i32> {
-    let started = Instant::now();
     let limit = Duration::from_secs(args.timeout_seconds);
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let state = paths.load()?;
-        let record = state.as_ref().and_then(|s| s.steps.get(index));
-        match record.map(|r| r.status) {
-            Some(StepStatus::Done) => {
-                return report(
-                    args,
-                    "switched",
-                    "the cutover was made",
-                    cutover_outputs(state.as_ref()),
-                );
-            }
-            Some(StepStatus::Failed) => {
-                let error = record.and_then(|r| r.error.clone()).unwrap_or_default();
-                return Err(Error::failed(
-                    format!("the cutover failed: {error}"),
-                    format!(
-                        "the source is unpaused; fix the cause and run `ecmigrate run {}` to resume",
-                        args.plan.display()
-                    ),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(switched) = record.and_then(|r| r.intent_as::<CutoverIntent>().switched) {
-            let switched = serde_json::to_value(switched).expect("outputs serialize");
-            return report(args, "switched", "the cutover was made", switched);
-        }
-        let now = attempts(state.as_ref(), index);
-        let waiting_again = state
-            .as_ref()
-            .is_some_and(|s| s.state == RunStatus::Waiting)
-            && now.len() > attempts_before
-            && !paths.dir.join(RELEASE_FILE).exists();
-        if waiting_again {
-            let last = now.last().cloned().unwrap_or(Value::Null);
-            return Err(Error::failed(
-                format!(
-                    "the switch failed ({}); the source is unpaused and the run waits again",
-                    last["error"].as_str().unwrap_or("no detail")
-                ),
-                format!(
-                    "fix the cause, then release again with `ecmigrate cutover {}`",
-                    args.plan.display()
-                ),
-            ));
-        }
-        if !paths.is_locked() {
-            return Err(Error::failed(
-                "the run stopped before finishing the cutover",
-                format!(
-                    "see `ecmigrate status {}`; resume with `ecmigrate run {}`",
-                    args.plan.display(),
-                    args.plan.display()
-                ),
-            ));
-        }
-        if started.elapsed() > limit {
-            return Err(Error::failed(
-                format!(
-                    "the cutover did not finish within {} s (the release stands)",
-                    limit.as_secs()
-                ),
-                format!("follow it with `ecmigrate status {}`", args.plan.display()),
-            ));
-        }
+    let plan = args.plan.display();
+    match release::follow(paths, index, attempts_before, limit).await? {
+        Followed::Switched(outputs) => report(args, "switched", "the cutover was made", outputs),
+        Followed::Failed(error) => Err(Error::failed(
+            format!("the cutover failed: {error}"),
+            format!(
+                "the source is unpaused; fix the cause and run `ecmigrate run {plan}` to resume"
+            ),
+        )),
+        Followed::WaitingAgain(error) => Err(Error::failed(
+            format!("the switch failed ({error}); the source is unpaused and the run waits again"),
+            format!("fix the cause, then release again with `ecmigrate cutover {plan}`"),
+        )),
+        Followed::Stopped => Err(Error::failed(
+            "the run stopped before finishing the cutover",
+            format!("see `ecmigrate status {plan}`; resume with `ecmigrate run {plan}`"),
+        )),
+        Followed::TimedOut => Err(Error::failed(
+            format!(
+                "the cutover did not finish within {} s (the release stands)",
+                limit.as_secs()
+            ),
+            format!("follow it with `ecmigrate status {plan}`"),
+        )),
     }
-}
-
-fn attempts(state: Option<&RunState>, index: usize) -> Vec<Value> {
-    state
-        .and_then(|s| s.steps.get(index))
-        .map(|r| r.intent_as::<CutoverIntent>().attempts)
-        .unwrap_or_default()
-}
-
-fn cutover_outputs(state: Option<&RunState>) -> Value {
-    state
-        .and_then(|s| s.outputs_of(StepKind::Cutover))
-        .map(|o| Value::Object(o.clone()))
-        .unwrap_or(Value::Null)
 }
 
 fn report(args: &CutoverArgs, outcome: &str, text: &str, outputs: Value) -> Result<i32> {

@@ -1,4 +1,6 @@
-//! `ecmigrate fleet …`: many groups at once, one ordinary plan each (`crate::fleet`).
+//! `ecmigrate fleet …`: many groups, in many regions, one plan each, from a fleet folder (`DIR/fleet.json`
+//! and the plans beside it): `plan` and `schema` here, `run`/`status`/`cutover`/`report` in
+//! `fleet_run_cmd`.
 
 use std::path::PathBuf;
 
@@ -6,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use crate::cli::Globals;
 use crate::cli::audit::{RegionArgs, audit_regions};
+use crate::cli::fleet_run_cmd;
 use crate::error::{Result, exit_code};
 use crate::fleet::Manifest;
 use crate::fleet::policy::Policy;
@@ -17,6 +20,28 @@ pub enum FleetCommand {
     Plan(FleetPlanArgs),
     /// Print the JSON Schema of the fleet policy file.
     Schema,
+    /// Run every plan of the fleet folder, at most N at a time; run it again to resume every plan.
+    Run(fleet_run_cmd::FleetRunArgs),
+    /// Where each group of the fleet stands.
+    Status(fleet_run_cmd::FleetStatusArgs),
+    /// Release the postponed cutover of every plan of the fleet waiting at it, and follow the switches.
+    Cutover(fleet_run_cmd::FleetCutoverArgs),
+    /// Write the fleet report again (DIR/fleet-report.md, .html, .json) and print its summary.
+    Report(fleet_run_cmd::FleetReportArgs),
+}
+
+impl FleetCommand {
+    /// Whether the command was asked for JSON output.
+    pub fn wants_json(&self) -> bool {
+        let format = match self {
+            FleetCommand::Plan(a) => a.output,
+            FleetCommand::Run(a) => a.output,
+            FleetCommand::Status(a) => a.output,
+            FleetCommand::Cutover(a) => a.output,
+            FleetCommand::Schema | FleetCommand::Report(_) => OutputFormat::Text,
+        };
+        format == OutputFormat::Json
+    }
 }
 
 #[derive(Args, Debug)]
@@ -42,6 +67,10 @@ pub async fn run(globals: &Globals, command: FleetCommand) -> Result<i32> {
             println!("{}", crate::fleet::policy::schema_json());
             Ok(exit_code::OK)
         }
+        FleetCommand::Run(a) => fleet_run_cmd::run(globals, a).await,
+        FleetCommand::Status(a) => fleet_run_cmd::status(globals, a),
+        FleetCommand::Cutover(a) => fleet_run_cmd::cutover(globals, a).await,
+        FleetCommand::Report(a) => fleet_run_cmd::report(globals, a),
     }
 }
 

@@ -6,6 +6,7 @@ mod cutover_cmd;
 mod docs_cmd;
 mod endpoints;
 mod fleet_cmd;
+mod fleet_run_cmd;
 mod iam_cmd;
 mod plan_cmd;
 mod report_cmd;
@@ -103,7 +104,7 @@ pub enum Command {
     Man(docs_cmd::ManArgs),
     /// Print the least-privilege IAM policy for exactly the AWS calls a plan's steps make.
     IamPolicy(iam_cmd::IamPolicyArgs),
-    /// Many groups at once: plan the fleet from a policy, run, release and report it.
+    /// Many groups in many regions, one plan each: plan the fleet from a policy, run, status, cutover, report.
     #[command(subcommand)]
     Fleet(fleet_cmd::FleetCommand),
     /// Print the Terraform file that adopts the new group: an import block, its resource, a removed block for the old one.
@@ -138,7 +139,11 @@ pub fn main() -> i32 {
     // A live copy ends on Ctrl-C by itself (it catches up first); everything else is interrupted.
     // The wizard's prompts read Ctrl-C themselves (and restore the cursor); a run's engine journals it.
     let stops_itself = matches!(&cli.command, Command::Copy(a) if a.live)
-        || matches!(&cli.command, Command::Wizard(_) | Command::Run(_));
+        || matches!(&cli.command, Command::Wizard(_) | Command::Run(_))
+        || matches!(
+            &cli.command,
+            Command::Fleet(fleet_cmd::FleetCommand::Run(_))
+        );
     let one_shot = match &cli.command {
         Command::Copy(_) => Some("copy"),
         Command::Verify(_) => Some("verify"),
@@ -184,11 +189,11 @@ impl Cli {
             Command::Cutover(a) => a.output,
             Command::Rollback(a) => a.output,
             Command::Audit(a) => a.output,
-            Command::Fleet(fleet_cmd::FleetCommand::Plan(a)) => a.output,
             Command::Copy(a) => a.output,
             Command::Verify(a) => a.output,
             Command::Terraform(a) => a.output,
             Command::Sandbox(sandbox_cmd::SandboxCommand::Status { output }) => *output,
+            Command::Fleet(c) => return c.wants_json(),
             _ => OutputFormat::Text,
         };
         format == OutputFormat::Json

@@ -97,18 +97,8 @@ async fn evidence_report(
     reporter: &crate::ui::Reporter,
 ) -> Option<PathBuf> {
     let dir = summary.state_file.as_ref()?.parent()?.to_path_buf();
-    if summary.state.state != crate::engine::state::RunStatus::Done {
-        return None;
-    }
-    let markdown = dir.join("report.md");
-    let complete = ["report.json", "report.html"]
-        .iter()
-        .all(|f| dir.join(f).exists());
-    if summary.already_done && markdown.exists() && complete {
-        return Some(markdown);
-    }
-    match crate::report::write(&summary.state, plan, cloud, &dir).await {
-        Ok(files) => Some(files.markdown),
+    match crate::report::ensure(&summary.state, plan, cloud, &dir, summary.already_done).await {
+        Ok(markdown) => markdown,
         Err(e) => {
             use crate::engine::events::{Event, EventListener};
             reporter.event(&Event::Note {

@@ -38,10 +38,7 @@ impl Seen {
     /// The state as shown: a run recorded `running`/`waiting` that no process holds was interrupted (a
     /// crash, a kill, a reboot); `ecmigrate run` resumes it.
     fn shown_state(&self) -> &'static str {
-        match self.run_state() {
-            RunStatus::Running | RunStatus::Waiting if !self.active => "interrupted",
-            other => other.as_str(),
-        }
+        self.run_state().shown(self.active)
     }
 
     fn next_step(&self) -> Option<String> {

@@ -38,6 +38,15 @@ impl RunStatus {
             RunStatus::RolledBack => "rolled_back",
         }
     }
+
+    /// The state as `status` shows it: a run recorded `running`/`waiting` that no process holds (`active`)
+    /// was interrupted (a crash, a kill, a reboot); `ecmigrate run` resumes it.
+    pub fn shown(self, active: bool) -> &'static str {
+        match self {
+            RunStatus::Running | RunStatus::Waiting if !active => "interrupted",
+            other => other.as_str(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,12 @@
 //! all read the same list. Each plan is an ordinary plan: `ecmigrate run DIR/<file>` runs it alone, with its
 //! own state and lock.
 
+pub mod cutover;
 pub mod plan;
 pub mod policy;
+pub mod report;
+pub mod run;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 

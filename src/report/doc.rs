@@ -97,14 +97,16 @@ code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 9.5pt; 
 @media print { body { margin: 0; max-width: none; } h2 { break-after: avoid; } tr { break-inside: avoid; } }
 ";
 
-/// Escape for HTML, then turn Markdown's `code` and **bold** (the only inline marks the blocks use) into
-/// tags.
+/// Escape for HTML, then turn Markdown's `code`, **bold** and [links](relative/path) (the only inline
+/// marks the blocks use) into tags.
 fn inline(text: &str) -> String {
-    let escaped = text
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;");
+    let escaped = links(
+        &text
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;"),
+    );
     let mut out = String::new();
     let mut code = false;
     for (i, part) in escaped.split('`').enumerate() {
@@ -122,6 +124,30 @@ fn inline(text: &str) -> String {
         bold.push_str(part);
     }
     bold
+}
+
+/// `[text](href)` as `<a href="href">text</a>` (an href has no space; anything else stays as written).
+fn links(escaped: &str) -> String {
+    let mut out = String::new();
+    let mut rest = escaped;
+    while let Some(open) = rest.find('[') {
+        let Some((text, after)) = rest[open + 1..].split_once("](") else {
+            break;
+        };
+        let Some((href, tail)) = after.split_once(')') else {
+            break;
+        };
+        if text.contains('[') || href.is_empty() || href.contains(char::is_whitespace) {
+            out.push_str(&rest[..=open]);
+            rest = &rest[open + 1..];
+            continue;
+        }
+        out.push_str(&rest[..open]);
+        out.push_str(&format!("<a href=\"{href}\">{text}</a>"));
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -149,5 +175,14 @@ mod tests {
         assert!(html.contains("<td><code>c</code></td>"), "{html}");
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("http"), "no external asset: {html}");
+    }
+
+    #[test]
+    fn a_relative_link_becomes_an_anchor_and_brackets_alone_stay_text() {
+        assert_eq!(
+            inline("see [report.md](../state/a/report.md) and [1] step"),
+            "see <a href=\"../state/a/report.md\">report.md</a> and [1] step"
+        );
+        assert_eq!(inline("[x](a b)"), "[x](a b)");
     }
 }

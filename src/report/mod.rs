@@ -13,7 +13,7 @@ use crate::cloud::CloudRead;
 use crate::engine::state::{RunState, write_atomic};
 use crate::plan::{LoadedPlan, StepKind};
 
-mod doc;
+pub(crate) mod doc;
 mod evidence;
 
 pub struct ReportFiles {
@@ -72,6 +72,30 @@ fn login_name() -> Option<String> {
 fn arn_region_account(arn: &str) -> Option<(String, String)> {
     let parts: Vec<&str> = arn.split(':').collect();
     (parts.len() > 5 && parts[0] == "arn").then(|| (parts[3].to_string(), parts[4].to_string()))
+}
+
+/// The evidence pack of a run that is done, in `dir` (its state folder): written, unless the plan had
+/// finished before this run (`already_done`) and every file of it is there. `None`: not done yet.
+pub async fn ensure(
+    state: &RunState,
+    plan: &LoadedPlan,
+    cloud: &dyn CloudRead,
+    dir: &std::path::Path,
+    already_done: bool,
+) -> Result<Option<PathBuf>, String> {
+    if state.state != crate::engine::state::RunStatus::Done {
+        return Ok(None);
+    }
+    let markdown = dir.join("report.md");
+    let complete = ["report.md", "report.json", "report.html"]
+        .iter()
+        .all(|f| dir.join(f).exists());
+    if already_done && complete {
+        return Ok(Some(markdown));
+    }
+    write(state, plan, cloud, dir)
+        .await
+        .map(|f| Some(f.markdown))
 }
 
 /// Build and write the report of a finished run.

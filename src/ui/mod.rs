@@ -2,6 +2,7 @@
 //! or JSON lines, and the terminal's answers to the engine's prompts. Every command works without a terminal.
 
 pub mod actions;
+pub mod fleet;
 pub mod reporter;
 pub mod wizard;
 

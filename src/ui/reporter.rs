@@ -80,7 +80,8 @@ impl Reporter {
         }
     }
 
-    fn text(&self, event: &Event) -> Option<String> {
+    /// An event as the plain text lines of a run (`None`: nothing to say in words).
+    pub(crate) fn text(&self, event: &Event) -> Option<String> {
         Some(match event {
             Event::RunStarted {
                 plan,
@@ -175,20 +176,7 @@ impl Reporter {
 
 impl EventListener for Reporter {
     fn event(&self, event: &Event) {
-        if let Event::Call {
-            operation,
-            params,
-            labels,
-            dry_run: true,
-            ..
-        } = event
-        {
-            self.rehearsed.lock().expect("lock").push(RecordedCall {
-                operation: operation.clone(),
-                params: params.clone(),
-                labels: labels.clone(),
-            });
-        }
+        self.remember(event);
         match self.format {
             OutputFormat::Json => {
                 if let Ok(line) = serde_json::to_string(event) {
@@ -209,6 +197,24 @@ impl EventListener for Reporter {
 }
 
 impl Reporter {
+    /// Keep a rehearsed call for [`Reporter::plan_summary`].
+    pub(crate) fn remember(&self, event: &Event) {
+        if let Event::Call {
+            operation,
+            params,
+            labels,
+            dry_run: true,
+            ..
+        } = event
+        {
+            self.rehearsed.lock().expect("lock").push(RecordedCall {
+                operation: operation.clone(),
+                params: params.clone(),
+                labels: labels.clone(),
+            });
+        }
+    }
+
     fn draw(&self, bars: &Bars, event: &Event) {
         match event {
             Event::StepStarted { index, kind, .. } => {

@@ -25,19 +25,29 @@ pub fn resolve_env(env: &Env) -> RedisEndpoint {
 /// The node the alias stands for, as an application reaches it: plain for the source, TLS with the
 /// sandbox CA and the plan's token for the target.
 pub fn resolve(sandbox_dir: &std::path::Path, token_file: &std::path::Path) -> RedisEndpoint {
+    resolve_alias(sandbox_dir, ALIAS, TARGET, token_file)
+}
+
+/// As [`resolve`], for the alias `alias` of a source migrating to `target` (a fleet has several).
+pub fn resolve_alias(
+    sandbox_dir: &std::path::Path,
+    alias: &str,
+    target: &str,
+    token_file: &std::path::Path,
+) -> RedisEndpoint {
     let out = std::process::Command::new(crate::harness::bin())
         .args(["sandbox", "status", "--output", "json"])
         .env("ECMIGRATE_SANDBOX_DIR", sandbox_dir)
         .output()
         .unwrap();
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let port = status["alias_endpoints"][ALIAS]["port"]
+    let port = status["alias_endpoints"][alias]["port"]
         .as_u64()
-        .unwrap_or_else(|| panic!("no endpoint for {ALIAS}: {status}")) as u16;
-    if status["aliases"][ALIAS] == TARGET {
+        .unwrap_or_else(|| panic!("no endpoint for {alias}: {status}")) as u16;
+    if status["aliases"][alias] == target {
         RedisEndpoint {
             port,
-            ..crate::harness::encrypted_primary(&status, TARGET, token_file)
+            ..crate::harness::encrypted_primary(&status, target, token_file)
         }
     } else {
         RedisEndpoint::plain("127.0.0.1", port)
@@ -92,17 +102,29 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(env: &Env) -> Writer {
+        Writer::start_on(&env.sandbox_dir(), ALIAS, TARGET, &env.token_file())
+    }
+
+    /// An application writing through `alias`, its source migrating to `target` with the token kept
+    /// in `token_file`.
+    pub fn start_on(
+        sandbox_dir: &std::path::Path,
+        alias: &str,
+        target: &str,
+        token_file: &std::path::Path,
+    ) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let current = Arc::new(Mutex::new((0, 0)));
         let progress = current.clone();
-        let (sandbox_dir, token_file) = (env.sandbox_dir(), env.token_file());
+        let (sandbox_dir, token_file) = (sandbox_dir.to_path_buf(), token_file.to_path_buf());
+        let (alias, target) = (alias.to_string(), target.to_string());
         let thread = std::thread::spawn(move || {
             let mut report = WriterReport::default();
             let connect = |report: &mut WriterReport| -> ClusterConn {
                 let started = Instant::now();
                 loop {
-                    let endpoint = resolve(&sandbox_dir, &token_file);
+                    let endpoint = resolve_alias(&sandbox_dir, &alias, &target, &token_file);
                     match ClusterConn::open(&endpoint) {
                         Ok(c) => {
                             report.ports.push(endpoint.port);

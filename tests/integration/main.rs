@@ -12,6 +12,7 @@ mod cluster_cutover;
 mod cluster_stream;
 mod conventions;
 mod cutover;
+mod fleet;
 mod fleet_plan;
 mod harness;
 mod hostile_files;

@@ -25,7 +25,8 @@ use crate::harness::{Env, Run, SOURCE, TARGET, block_on};
 pub(crate) mod dns;
 mod recorder;
 pub(crate) use recorder::{
-    is_mutating, recorded_actions_of_app, recorded_operations, recorded_params, recording_len,
+    is_mutating, recorded_actions_of_app, recorded_operations, recorded_params,
+    recorded_regions_of_app, recording_len,
 };
 
 /// A valid AUTH token the tests know, so the TLS target the sandbox starts and the plan agree.

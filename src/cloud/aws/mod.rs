@@ -13,6 +13,7 @@
 pub mod account;
 mod elasticache;
 mod kms;
+mod retry;
 mod route53;
 mod secrets;
 #[cfg(test)]
@@ -34,6 +35,7 @@ use super::{
 };
 
 pub use elasticache::create_engine_version;
+pub use retry::SharedRetry;
 
 /// ElastiCache, KMS, Secrets Manager, Route53 and STS (who is calling) clients for one account and region.
 pub struct Aws {
@@ -48,19 +50,7 @@ impl Aws {
     /// Build the clients from the standard credential chain. `region` / `profile` override what the
     /// environment and the shared config files say.
     pub async fn connect(region: Option<String>, profile: Option<String>) -> CloudResult<Aws> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(profile) = profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(region) = region {
-            loader = loader.region(aws_config::Region::new(region));
-        }
-        let config = loader.load().await;
-        if config.region().is_none() {
-            return Err(CloudError::invalid(
-                "no AWS region: set `aws.region` in the plan, pass --region, or set AWS_REGION",
-            ));
-        }
+        let config = load_config(region, profile.clone()).await?;
         Ok(Aws {
             ec: aws_sdk_elasticache::Client::new(&config),
             kms: aws_sdk_kms::Client::new(&config),
@@ -69,6 +59,78 @@ impl Aws {
             sts: aws_sdk_sts::Client::new(&config),
         })
     }
+
+    /// As [`Aws::connect`], with adaptive retry and the retry partitions of `shared`: every client of
+    /// the same service, profile and region built this way shares one retry quota and one rate limiter
+    /// (see [`SharedRetry`]), so the plans of a fleet back off together.
+    pub async fn connect_shared(
+        region: Option<String>,
+        profile: Option<String>,
+        shared: &SharedRetry,
+    ) -> CloudResult<Aws> {
+        let config = load_config(region, profile.clone()).await?;
+        Ok(Aws::with_shared_retry(&config, profile.as_deref(), shared))
+    }
+
+    fn with_shared_retry(
+        config: &aws_config::SdkConfig,
+        profile: Option<&str>,
+        shared: &SharedRetry,
+    ) -> Aws {
+        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        let retry = retry::adaptive(config.retry_config());
+        let partition = |service: &str| shared.partition(service, &region, profile);
+        Aws {
+            ec: aws_sdk_elasticache::Client::from_conf(
+                aws_sdk_elasticache::config::Builder::from(config)
+                    .retry_config(retry.clone())
+                    .retry_partition(partition("elasticache"))
+                    .build(),
+            ),
+            kms: aws_sdk_kms::Client::from_conf(
+                aws_sdk_kms::config::Builder::from(config)
+                    .retry_config(retry.clone())
+                    .retry_partition(partition("kms"))
+                    .build(),
+            ),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(config)
+                    .retry_config(retry.clone())
+                    .retry_partition(partition("secretsmanager"))
+                    .build(),
+            ),
+            // Route53 is a global service: one partition whatever the region.
+            dns: aws_sdk_route53::Client::from_conf(
+                aws_sdk_route53::config::Builder::from(config)
+                    .retry_config(retry)
+                    .retry_partition(shared.partition("route53", "global", profile))
+                    .build(),
+            ),
+            // Once per evidence pack: the SDK's own retry is enough.
+            sts: aws_sdk_sts::Client::new(config),
+        }
+    }
+}
+
+/// The SDK's configuration from the standard chain, `region` / `profile` winning; a region is required.
+async fn load_config(
+    region: Option<String>,
+    profile: Option<String>,
+) -> CloudResult<aws_config::SdkConfig> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    let config = loader.load().await;
+    if config.region().is_none() {
+        return Err(CloudError::invalid(
+            "no AWS region: set `aws.region` in the plan, pass --region, or set AWS_REGION",
+        ));
+    }
+    Ok(config)
 }
 
 /// Map an SDK error onto `CloudError`: not found, already exists, transient (throttling, 5xx, timeouts,

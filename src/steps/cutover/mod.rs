@@ -14,6 +14,7 @@
 
 mod fence;
 mod hold;
+pub mod release;
 pub mod rollback;
 
 use std::time::{Duration, Instant};

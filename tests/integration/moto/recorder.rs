@@ -104,6 +104,39 @@ pub(crate) fn recorded_actions_of_app(
     actions
 }
 
+/// For each region (the signature's), the operations of the requests from line `from` on that a process
+/// started with `AWS_SDK_UA_APP_ID=app` sent.
+pub(crate) fn recorded_regions_of_app(
+    app: &str,
+    from: usize,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let tag = format!("app/{app}");
+    let mut regions: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (r, body) in every_request(from) {
+        if !header(&r, "user-agent").is_some_and(|ua| ua.split(' ').any(|p| p == tag)) {
+            continue;
+        }
+        let region = header(&r, "authorization")
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(2))
+            .unwrap_or("unknown")
+            .to_string();
+        let operation = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .map(str::to_string)
+            .or_else(|| {
+                header(&r, "x-amz-target")
+                    .and_then(|t| t.rsplit('.').next())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("unknown {}", r["url"]));
+        regions.entry(region).or_default().insert(operation);
+    }
+    regions
+}
+
 /// The Route53 operations ecmigrate sends, from the REST method and path.
 fn route53_operation(r: &serde_json::Value) -> Option<String> {
     let url = r["url"].as_str()?;
