@@ -307,3 +307,93 @@ fn fleet_plan_on_the_sandbox_plans_every_unencrypted_group() {
     ]);
     assert_eq!(refused.code, 2, "{refused:?}");
 }
+
+/// The whole path on moto: four groups in three regions audited, two plans written by
+/// `fleet plan`, `fleet run --parallel 2 --yes` killed after its first CreateReplicationGroup and started
+/// again, each group created exactly once, and the fleet report listing all four.
+#[test]
+fn aws_fleet_from_plan_to_report_resumes_after_a_kill_and_creates_each_group_once() {
+    let Some(url) = moto_url() else { return };
+    let mut env = Env::new();
+    Moto::new(&url).configure(&mut env, true);
+    let prefix = unique("flrun");
+    let fleet = seed_fleet(&url, &prefix);
+    let alias = unique("fleetkey");
+    for region in [REGIONS[0], REGIONS[1]] {
+        Moto::in_region(&url, region).seed_key(&alias);
+    }
+    // moto has no data plane: the policy leaves the data steps out (stream_copy: false), and the test
+    // cuts verify and cutover from the written plans, which then end at restore_encrypted.
+    let policy = env.write_plan(
+        "policy.yaml",
+        &format!(
+            "version: 1\nprovider: aws\nregions: [{}]\ninclude: ['{prefix}-*']\nkms_keys: {{ '*': alias/{alias} }}\nauth_token: {{ file: 'tokens/{{group}}.token' }}\nstream_copy: false\ncutover: {{ strategy: manual }}\n",
+            REGIONS.join(", ")
+        ),
+    );
+    let dir = env.path().join("fleet");
+    let dir_arg = dir.to_str().unwrap();
+    env.ok(&[
+        "fleet",
+        "plan",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--out",
+        dir_arg,
+    ]);
+    for (id, _) in &fleet.eligible {
+        let file = dir.join(format!("{id}.yaml"));
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        let cut = yaml.find("- kind: verify").expect("a verify step");
+        std::fs::write(&file, &yaml[..cut]).unwrap();
+        env.ok(&["plan", "validate", file.to_str().unwrap()]);
+    }
+
+    let before = crate::moto::recording_len();
+    env.set_env("ECMIGRATE_TEST_CRASH_AFTER", "call:CreateReplicationGroup");
+    let killed = env.run(&["fleet", "run", dir_arg, "--parallel", "2", "--yes"]);
+    assert_eq!(
+        killed.code, 137,
+        "the fleet run dies after its first create: {killed:?}"
+    );
+    env.set_env("ECMIGRATE_TEST_CRASH_AFTER", "");
+    let status = env.run(&["fleet", "status", dir_arg, "--output", "json"]);
+    assert!(
+        status.stdout.contains("interrupted") || status.stdout.contains("running"),
+        "{status:?}"
+    );
+
+    let resumed = env.run(&["fleet", "run", dir_arg, "--parallel", "2", "--yes"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    for (id, region) in &fleet.eligible {
+        let target = format!("{id}-enc");
+        let creates = crate::moto::recorded_operations(&target, before)
+            .iter()
+            .filter(|o| *o == "CreateReplicationGroup")
+            .count();
+        assert_eq!(creates, 1, "{target} ({region}) created {creates} times");
+        let g = Moto::in_region(&url, region)
+            .group(&target)
+            .expect("the target exists");
+        assert_eq!(g.at_rest_encryption_enabled(), Some(true));
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fleet-report.json")).unwrap())
+            .unwrap();
+    for (id, _) in fleet
+        .eligible
+        .iter()
+        .chain([&fleet.encrypted, &fleet.too_old])
+    {
+        assert!(
+            report["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["replication_group_id"] == id.as_str()),
+            "{id} not in the fleet report: {report}"
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("fleet-report.md")).unwrap();
+    assert!(md.contains("2 of 2 planned groups"), "{md}");
+}
