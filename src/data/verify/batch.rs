@@ -10,8 +10,9 @@
 //! comparison, as it bounds a copy.
 //!
 //! Equal values need not have equal DUMP bodies: a hashtable-encoded set or hash dumps its members in
-//! its own table's order, and a 6.2 server writes a ziplist where 7.0 writes a listpack. Keys whose
-//! bodies differ, and keys that are a string on one side only, go to the typed comparison, which reads
+//! its own table's order, and a 6.2 server writes a ziplist where 7.0 writes a listpack. Bodies of the
+//! first kind are compared member by member in any order ([`super::payload`]). Keys whose bodies still
+//! differ, and keys that are a string on one side only, go to the typed comparison, which reads
 //! them as values and has the last word, as it had for every key before. What the bulk lane reports
 //! itself (a key missing on the target, a string's bytes, a TTL outside the tolerance) it reports in
 //! the typed comparison's words.
@@ -22,6 +23,7 @@ use std::ops::Range;
 use futures_util::TryFutureExt;
 
 use super::VerifyOptions;
+use super::payload::same_members;
 use super::routing::Routed;
 use super::typed::{ttl_differs, ttls_agree};
 use crate::data::error::{DataError, Peer, Role};
@@ -271,7 +273,7 @@ impl<'k> Batch<'k> {
                     s_payload.and_then(body),
                     d_dump.get(&i).and_then(|p| body(p)),
                 ) {
-                    (Some(a), Some(b)) if a == b => {
+                    (Some(a), Some(b)) if a == b || same_members(a, b) => {
                         let (sp, dp) = (s_pttls[i], d_pttls[i]);
                         if !ttls_agree(sp, dp, ttl_tolerance_ms) {
                             differ.push((self.keys[i].to_vec(), ttl_differs(sp, dp)));
