@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use futures_util::TryFutureExt;
 
@@ -27,7 +28,7 @@ use super::payload::same_members;
 use super::routing::Routed;
 use super::typed::{ttl_differs, ttls_agree};
 use crate::data::error::{DataError, Peer, Role};
-use crate::data::resp::{LaneError, PipeConn, Reply};
+use crate::data::resp::{Head, LaneError, PipeConn, Reply};
 use crate::data::topology::{Topology, key_slot};
 
 /// The trailer of a DUMP payload: a 2-byte RDB version and an 8-byte CRC64.
@@ -306,13 +307,24 @@ fn slot_runs(slots: impl Iterator<Item = u16>, cluster: bool) -> Vec<Range<usize
     runs
 }
 
+/// The heads of the commands a batch sends per key, encoded once: encoding every command whole was a
+/// ninth of the verifier's instructions (callgrind, 200k keys).
+static PTTL: LazyLock<Head> = LazyLock::new(|| Head::new(2, b"PTTL"));
+static DUMP: LazyLock<Head> = LazyLock::new(|| Head::new(2, b"DUMP"));
+/// A one-key MGET: on a cluster most slot runs of a batch are one key long.
+static MGET_ONE: LazyLock<Head> = LazyLock::new(|| Head::new(2, b"MGET"));
+
 /// Queue a PTTL for each key of `idx`, then an MGET per run (`runs` are ranges of `idx`).
 fn queue_reads(conn: &mut PipeConn, keys: &[&[u8]], idx: &[usize], runs: &[Range<usize>]) {
     for &i in idx {
-        conn.command(2).arg(b"PTTL").arg(keys[i]);
+        conn.command_head(&PTTL).arg(keys[i]);
     }
     for run in runs {
-        conn.command(1 + run.len()).arg(b"MGET");
+        if run.len() == 1 {
+            conn.command_head(&MGET_ONE);
+        } else {
+            conn.command(1 + run.len()).arg(b"MGET");
+        }
         for &i in &idx[run.clone()] {
             conn.arg(keys[i]);
         }
@@ -321,7 +333,7 @@ fn queue_reads(conn: &mut PipeConn, keys: &[&[u8]], idx: &[usize], runs: &[Range
 
 fn queue_dumps(conn: &mut PipeConn, keys: &[&[u8]], idx: &[usize]) {
     for &i in idx {
-        conn.command(2).arg(b"DUMP").arg(keys[i]);
+        conn.command_head(&DUMP).arg(keys[i]);
     }
 }
 
