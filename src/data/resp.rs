@@ -1,5 +1,5 @@
 //! The copier's bulk lane: a plain request/response RESP2 connection that writes commands straight into
-//! one buffer and decodes replies in place (redis-protocol's range decoder), so a value read from the
+//! one buffer and decodes replies in place ([`decode`]), so a value read from the
 //! source is copied once, from the source's reply into the target's command.
 //!
 //! Why not the redis crate here: its multiplexed connection parses every reply into an owned `Value`
@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis_protocol::resp2::decode::decode_range;
 use redis_protocol::resp2::types::RangeFrame;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -20,6 +19,8 @@ use tokio::net::TcpStream;
 
 use crate::data::connect::{CLIENT_NAME, RedisEndpoint};
 use crate::data::error::{DataError, Peer};
+
+mod decode;
 
 /// How long a connection may take to open, and a round trip to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -273,15 +274,14 @@ impl PipeConn {
             let mut frames: Vec<(usize, RangeFrame)> = Vec::with_capacity(want);
             let mut parsed = 0usize;
             while frames.len() < want {
-                match decode_range(&self.input[parsed..]) {
+                match decode::decode(&self.input[parsed..]) {
                     Ok(Some((frame, used))) => {
                         frames.push((parsed, frame));
                         parsed += used;
                         continue;
                     }
                     Ok(None) => {}
-                    // The decoder's error holds the rest of the input (user data): not repeated here.
-                    Err(_) => {
+                    Err(decode::Malformed) => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             "the server sent bytes that are not a RESP reply",
@@ -547,7 +547,7 @@ mod tests {
             b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$4\r\nPXAT\r\n$13\r\n1700000000123\r\n"
         );
         // What the encoder wrote decodes back to the same arguments.
-        let (frame, used) = decode_range(&out).unwrap().unwrap();
+        let (frame, used) = decode::decode(&out).unwrap().unwrap();
         assert_eq!(used, out.len());
         let Reply::Array(items) = to_reply(&out, frame) else {
             panic!("not an array")
@@ -577,17 +577,17 @@ mod tests {
     #[test]
     fn replies_borrow_the_input() {
         let input = b"*3\r\n$3\r\nFoo\r\n$-1\r\n:42\r\n";
-        let (frame, used) = decode_range(input).unwrap().unwrap();
+        let (frame, used) = decode::decode(input).unwrap().unwrap();
         assert_eq!(used, input.len());
         assert_eq!(
             to_reply(input, frame),
             Reply::Array(vec![Reply::Bulk(b"Foo"), Reply::Nil, Reply::Int(42)])
         );
-        let (frame, _) = decode_range(b"-WRONGTYPE nope\r\n").unwrap().unwrap();
+        let (frame, _) = decode::decode(b"-WRONGTYPE nope\r\n").unwrap().unwrap();
         assert_eq!(
             to_reply(b"-WRONGTYPE nope\r\n", frame).error().as_deref(),
             Some("WRONGTYPE nope")
         );
-        assert!(decode_range(b"*2\r\n$3\r\nFoo\r\n").unwrap().is_none());
+        assert!(decode::decode(b"*2\r\n$3\r\nFoo\r\n").unwrap().is_none());
     }
 }
