@@ -21,7 +21,7 @@ const RDB_TYPE_HASH: u8 = 4;
 /// or the same hashtable-encoded hash, in any member order. `false` means "not shown equal here".
 pub(super) fn same_members(a: &[u8], b: &[u8]) -> bool {
     match (members(a), members(b)) {
-        (Some(mut a), Some(mut b)) if a.len() == b.len() => {
+        (Some((ka, mut a)), Some((kb, mut b))) if ka == kb && a.len() == b.len() => {
             a.sort_unstable();
             b.sort_unstable();
             a == b
@@ -30,9 +30,12 @@ pub(super) fn same_members(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// The elements of a hashtable set (`(member, [])`) or hash (`(field, value)`) payload body, tagged by
-/// type so that a set never equals a hash; `None` if the body is not one, or does not parse exactly.
-fn members(body: &[u8]) -> Option<Vec<(u8, &[u8], &[u8])>> {
+/// A set's member (and nothing) or a hash's field and value, each as its encoding.
+type Element<'a> = (&'a [u8], &'a [u8]);
+
+/// The type of a hashtable set or hash payload body, and its elements; `None` if the body is not one,
+/// or does not parse exactly.
+fn members(body: &[u8]) -> Option<(u8, Vec<Element<'_>>)> {
     let (&kind, rest) = body.split_first()?;
     if kind != RDB_TYPE_SET && kind != RDB_TYPE_HASH {
         return None;
@@ -51,9 +54,9 @@ fn members(body: &[u8]) -> Option<Vec<(u8, &[u8], &[u8])>> {
         } else {
             &[][..]
         };
-        out.push((kind, first, second));
+        out.push((first, second));
     }
-    (r.pos == r.buf.len()).then_some(out)
+    (r.pos == r.buf.len()).then_some((kind, out))
 }
 
 /// A cursor over RDB-encoded lengths and strings.
