@@ -247,7 +247,11 @@ fn full_verify_compares_values_not_encodings() {
             exec(&mut r, &["CONFIG", "SET", setting, "0"]).await;
         }
         for conn in [&mut l, &mut r] {
-            exec(conn, &["HSET", "small:hash", "a", "1", "b", "two", "c", "3"]).await;
+            exec(
+                conn,
+                &["HSET", "small:hash", "a", "1", "b", "two", "c", "3"],
+            )
+            .await;
             exec(conn, &["SADD", "small:ints", "1", "2", "3"]).await;
             exec(conn, &["ZADD", "small:zset", "1", "a", "2.5", "b"]).await;
             exec(conn, &["SET", "s", "v"]).await;
