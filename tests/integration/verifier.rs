@@ -227,3 +227,75 @@ fn full_verify_under_a_small_reply_bound_splits_batches_and_still_finds_the_diff
         assert_eq!(report.mismatches[0].reason, "string value differs");
     });
 }
+
+/// One value in two encodings: a listpack-encoded hash and set on the left, hashtable-encoded ones on the
+/// right (the right's listpack and intset limits set to 0), whose DUMP payloads differ in type and
+/// layout, compare equal; and a hashtable set whose members differ by one is still found, with one
+/// whose members are only in another order passing.
+#[test]
+fn full_verify_compares_values_not_encodings() {
+    let env = Env::new();
+    let (left, right) = two_empty_groups(&env);
+    block_on(async {
+        let mut l = connect(&left).await.unwrap();
+        let mut r = connect(&right).await.unwrap();
+        for setting in [
+            "hash-max-listpack-entries",
+            "set-max-intset-entries",
+            "zset-max-listpack-entries",
+        ] {
+            exec(&mut r, &["CONFIG", "SET", setting, "0"]).await;
+        }
+        for conn in [&mut l, &mut r] {
+            exec(
+                conn,
+                &["HSET", "small:hash", "a", "1", "b", "two", "c", "3"],
+            )
+            .await;
+            exec(conn, &["SADD", "small:ints", "1", "2", "3"]).await;
+            exec(conn, &["ZADD", "small:zset", "1", "a", "2.5", "b"]).await;
+            exec(conn, &["SET", "s", "v"]).await;
+        }
+        for key in ["small:hash", "small:ints", "small:zset"] {
+            assert_ne!(dump(&mut l, key).await, dump(&mut r, key).await, "{key}");
+        }
+        // Hashtable sets on both sides, members added in opposite orders.
+        let members: Vec<String> = (0..200).map(|i| format!("m-{i}")).collect();
+        for (conn, reverse) in [(&mut l, false), (&mut r, true)] {
+            let mut ms = members.clone();
+            if reverse {
+                ms.reverse();
+            }
+            for m in &ms {
+                exec(conn, &["SADD", "big:same", m]).await;
+                exec(conn, &["SADD", "big:other", m]).await;
+            }
+        }
+        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
+            .await
+            .unwrap();
+        assert!(report.passed(), "{report:?}");
+        assert_eq!(report.keys_compared, 6);
+
+        exec(&mut r, &["HSET", "small:hash", "b", "2"]).await;
+        exec(&mut r, &["SREM", "big:other", "m-5"]).await;
+        exec(&mut r, &["SADD", "big:other", "m-x"]).await;
+        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
+            .await
+            .unwrap();
+        let mut named: Vec<(&str, &str)> = report
+            .mismatches
+            .iter()
+            .map(|m| (m.key.as_str(), m.reason.as_str()))
+            .collect();
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                ("big:other", "set value differs"),
+                ("small:hash", "hash value differs")
+            ],
+            "{report:?}"
+        );
+    });
+}

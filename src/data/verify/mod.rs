@@ -21,6 +21,7 @@ use crate::data::error::{DataError, Role};
 
 mod batch;
 mod bulk;
+mod payload;
 mod routing;
 mod typed;
 
