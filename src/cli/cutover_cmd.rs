@@ -30,10 +30,13 @@ pub struct CutoverArgs {
 
 pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
+    if let Some((index, spec)) = plan.plan.enable_transit_step() {
+        return release_transit(globals, &args, &plan, index, spec).await;
+    }
     let Some((index, spec)) = plan.plan.cutover_step() else {
         return Err(Error::usage(
             format!("plan `{}` has no cutover step", plan.plan.name),
-            "add a `cutover` step to the plan",
+            "add a `cutover` step to the plan (or an `enable_transit` step to a plan without `target`)",
         ));
     };
     let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
@@ -45,6 +48,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     }) {
         return report(
             &args,
+            StepKind::Cutover,
             "already_done",
             "the cutover was already made",
             cutover_outputs(state.as_ref()),
@@ -63,9 +67,15 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
         ));
     }
     let attempts_before = attempts(state.as_ref(), index);
-    release(&paths, &plan, spec)?;
+    release(&paths, &plan, spec.postpone_flag_file.as_deref())?;
     if args.no_wait {
-        return report(&args, "released", "the cutover was released", Value::Null);
+        return report(
+            &args,
+            StepKind::Cutover,
+            "released",
+            "the cutover was released",
+            Value::Null,
+        );
     }
     if args.output == OutputFormat::Text {
         println!(
@@ -80,7 +90,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
 fn release(
     paths: &StatePaths,
     plan: &crate::plan::LoadedPlan,
-    spec: &crate::plan::CutoverStep,
+    flag_file: Option<&str>,
 ) -> Result<()> {
     write_atomic(
         &paths.dir.join(RELEASE_FILE),
@@ -92,10 +102,114 @@ fn release(
             "check the permissions of --state-dir",
         )
     })?;
-    if let Some(flag) = &spec.postpone_flag_file {
+    if let Some(flag) = flag_file {
         let _ = std::fs::remove_file(plan.resolve(std::path::Path::new(flag)));
     }
     Ok(())
+}
+
+/// Release the hold of `enable_transit` (mode `preferred`, clients moving to TLS) and follow the step
+/// until the group requires TLS and a plain-text connection was refused.
+async fn release_transit(
+    globals: &Globals,
+    args: &CutoverArgs,
+    plan: &crate::plan::LoadedPlan,
+    index: usize,
+    spec: &crate::plan::EnableTransitStep,
+) -> Result<i32> {
+    let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
+    let step_status =
+        |state: Option<&RunState>| state.and_then(|s| s.steps.get(index)).map(|r| r.status);
+    let outputs = |state: Option<&RunState>| {
+        state
+            .and_then(|s| s.outputs_of(StepKind::EnableTransit))
+            .map(|o| Value::Object(o.clone()))
+            .unwrap_or(Value::Null)
+    };
+    let state = paths.load()?;
+    if step_status(state.as_ref()) == Some(StepStatus::Done) {
+        let text = "TLS was already required";
+        return report(
+            args,
+            StepKind::EnableTransit,
+            "already_done",
+            text,
+            outputs(state.as_ref()),
+        );
+    }
+    if !paths.is_locked() {
+        return Err(Error::failed(
+            format!(
+                "no run of plan `{}` is in progress to release",
+                plan.plan.name
+            ),
+            format!(
+                "start it with `ecmigrate run {}`: it holds in mode `preferred` and waits for this command",
+                args.plan.display()
+            ),
+        ));
+    }
+    release(&paths, plan, spec.postpone_flag_file.as_deref())?;
+    if args.no_wait {
+        let text = "released: the group will require TLS";
+        return report(args, StepKind::EnableTransit, "released", text, Value::Null);
+    }
+    if args.output == OutputFormat::Text {
+        println!(
+            "`{}` released; following the switch to TLS only…",
+            plan.plan.name
+        );
+    }
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = paths.load()?;
+        match step_status(state.as_ref()) {
+            Some(StepStatus::Done) => {
+                let text = "the group requires TLS now; a plain-text connection was refused";
+                return report(
+                    args,
+                    StepKind::EnableTransit,
+                    "required",
+                    text,
+                    outputs(state.as_ref()),
+                );
+            }
+            Some(StepStatus::Failed) => {
+                let error = state
+                    .as_ref()
+                    .and_then(|s| s.steps.get(index))
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_default();
+                return Err(Error::failed(
+                    format!("enable_transit failed: {error}"),
+                    format!(
+                        "fix the cause and run `ecmigrate run {}` to resume",
+                        args.plan.display()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if !paths.is_locked() {
+            return Err(Error::failed(
+                "the run stopped before TLS was required",
+                format!(
+                    "see `ecmigrate status {0}`; resume with `ecmigrate run {0}`",
+                    args.plan.display()
+                ),
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(args.timeout_seconds) {
+            return Err(Error::failed(
+                format!(
+                    "TLS was not required within {} s (the release stands)",
+                    args.timeout_seconds
+                ),
+                format!("follow it with `ecmigrate status {}`", args.plan.display()),
+            ));
+        }
+    }
 }
 
 /// Follow the released cutover in the state until the switch is made, fails, or the run waits again.
@@ -115,6 +229,7 @@ async fn follow(
             Some(StepStatus::Done) => {
                 return report(
                     args,
+                    StepKind::Cutover,
                     "switched",
                     "the cutover was made",
                     cutover_outputs(state.as_ref()),
@@ -134,7 +249,13 @@ async fn follow(
         }
         if let Some(switched) = record.and_then(|r| r.intent_as::<CutoverIntent>().switched) {
             let switched = serde_json::to_value(switched).expect("outputs serialize");
-            return report(args, "switched", "the cutover was made", switched);
+            return report(
+                args,
+                StepKind::Cutover,
+                "switched",
+                "the cutover was made",
+                switched,
+            );
         }
         let now = attempts(state.as_ref(), index);
         let waiting_again = state
@@ -191,11 +312,17 @@ fn cutover_outputs(state: Option<&RunState>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn report(args: &CutoverArgs, outcome: &str, text: &str, outputs: Value) -> Result<i32> {
+fn report(
+    args: &CutoverArgs,
+    step: StepKind,
+    outcome: &str,
+    text: &str,
+    outputs: Value,
+) -> Result<i32> {
     match args.output {
         OutputFormat::Json => println!(
             "{}",
-            json!({ "plan": args.plan, "outcome": outcome, "step": StepKind::Cutover, "outputs": outputs })
+            json!({ "plan": args.plan, "outcome": outcome, "step": step, "outputs": outputs })
         ),
         OutputFormat::Text => {
             let pause = outputs["write_pause_ms"]

@@ -97,7 +97,9 @@ async fn evidence_report(
     reporter: &crate::ui::Reporter,
 ) -> Option<PathBuf> {
     let dir = summary.state_file.as_ref()?.parent()?.to_path_buf();
-    if summary.state.state != crate::engine::state::RunStatus::Done {
+    // The evidence pack is of a migration (before/after of two groups); an in-place change has its
+    // outputs in the state (`ecmigrate status`).
+    if summary.state.state != crate::engine::state::RunStatus::Done || plan.plan.is_in_place() {
         return None;
     }
     let markdown = dir.join("report.md");

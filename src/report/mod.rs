@@ -82,7 +82,7 @@ pub async fn write(
     dir: &std::path::Path,
 ) -> Result<ReportFiles, String> {
     let source_id = &plan.plan.source.replication_group_id;
-    let target_id = &plan.plan.target.replication_group_id;
+    let target_id = &plan.plan.target().replication_group_id;
     let describe = async |id: &str| -> Value {
         match cloud.describe_group(id).await {
             Ok(Some(g)) => g.encryption_attributes(),
@@ -96,7 +96,7 @@ pub async fn write(
     let key_ref = target_after["KmsKeyId"]
         .as_str()
         .map(str::to_string)
-        .or_else(|| plan.plan.target.kms_key_id.clone());
+        .or_else(|| plan.plan.target().kms_key_id.clone());
     let kms_key = match &key_ref {
         Some(k) => match cloud.describe_key(k).await {
             Ok(Some(key)) => json!({
