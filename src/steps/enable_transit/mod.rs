@@ -213,13 +213,16 @@ fn tls_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndp
     Ok(ep)
 }
 
+/// Whether the server answers on this connection: PONG, or a reply of its own (`NOAUTH` from a group
+/// with an AUTH token still proves the transport). A refused, closed or silent connection does not.
 async fn ping(ep: &RedisEndpoint) -> std::result::Result<(), String> {
     let attempt = async {
         let mut con = connect(ep).await.map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut con)
-            .await
-            .map_err(|e| e.to_string())
+        match redis::cmd("PING").query_async::<String>(&mut con).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code().is_some() => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     };
     match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
         Ok(Ok(_)) => Ok(()),

@@ -181,11 +181,12 @@ impl Scope {
     /// The region from `--region`, else the plan's `aws.region`, else an ARN in the plan; the account from
     /// an ARN in the plan (the plan has no account field). What is not known is a `*` placeholder.
     pub fn of(plan: &Plan, region_flag: Option<&str>) -> Scope {
+        let t = plan.target.as_ref();
         let arns = [
-            ("target.kms_key_id", plan.target().kms_key_id.as_deref()),
+            ("target.kms_key_id", t.and_then(|t| t.kms_key_id.as_deref())),
             (
                 "target.auth_token.secrets_manager",
-                plan.target().auth_token.secrets_manager.as_deref(),
+                t.and_then(|t| t.auth_token.secrets_manager.as_deref()),
             ),
         ];
         // arn:PARTITION:SERVICE:REGION:ACCOUNT:...
