@@ -1,5 +1,6 @@
 //! `ecmigrate cutover PLAN [--no-wait] [--timeout-seconds N] [--output json]`: release a postponed cutover
-//! of the run in progress (from another shell), then follow it until the switch is made or fails.
+//! of the run in progress (from another shell), then follow it until the switch is made or fails; on a plan
+//! with `enable_transit`, release its hold in mode `preferred` and follow it until TLS is required.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
