@@ -118,3 +118,83 @@ mod tests {
         }
     }
 }
+
+/// In-transit encryption switched on in place (ModifyReplicationGroup, mode `preferred` then `required`).
+/// The current ElastiCache guide ("Enabling in-transit encryption on a node-based Redis OSS cluster using
+/// Python"): "ElastiCache supports online TLS migration only for clusters with Valkey version 7.2 and above
+/// or Redis OSS version 7.0 or above." So Redis OSS 7.0 (any patch) and Valkey 7.2. The 7.0.5 some
+/// documents name is the Terraform provider's own line (below it, the provider replaces the group instead
+/// of modifying it), not ElastiCache's: see [`terraform_replaces_below`].
+pub fn in_place_transit_supported(engine: &str, version: &str) -> std::result::Result<(), String> {
+    let parts: Vec<u32> = version
+        .split('.')
+        .map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    let v = |i: usize| parts.get(i).copied().unwrap_or(0);
+    let valkey = engine.eq_ignore_ascii_case("valkey");
+    let (ok, needed) = if valkey {
+        ((v(0), v(1)) >= (7, 2), "Valkey 7.2 or later")
+    } else {
+        (v(0) >= 7, "Redis OSS 7.0 or later")
+    };
+    if version.trim().is_empty() {
+        return Err("the engine version is unknown (none of the group's member clusters could be described)".into());
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "in-transit encryption can be switched on in place only on {needed}; this group runs {} {version}",
+            if valkey { "Valkey" } else { "Redis OSS" }
+        ))
+    }
+}
+
+/// Below Redis OSS 7.0.5, Terraform's aws provider replaces a group whose `transit_encryption_enabled`
+/// changes (its documentation: "Changing this argument with an engine_version < 7.0.5 will force a
+/// replacement"). `Some(note)` for such a group.
+pub fn terraform_replaces_below(engine: &str, version: &str) -> Option<String> {
+    if engine.eq_ignore_ascii_case("valkey") {
+        return None;
+    }
+    let parts: Vec<u32> = version
+        .split('.')
+        .map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    let v = |i: usize| parts.get(i).copied().unwrap_or(0);
+    ((v(0), v(1), v(2)) < (7, 0, 5)).then(|| {
+        format!(
+            "engine {version} is below 7.0.5: if Terraform manages this group, set transit_encryption_enabled and transit_encryption_mode in its configuration only after upgrading the engine, or the aws provider will plan to replace the group"
+        )
+    })
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+
+    #[test]
+    fn in_place_transit_needs_redis_7_or_valkey_7_2() {
+        assert!(in_place_transit_supported("redis", "7.0.0").is_ok());
+        assert!(in_place_transit_supported("redis", "7.0.15").is_ok());
+        assert!(in_place_transit_supported("redis", "7.1.0").is_ok());
+        assert!(in_place_transit_supported("redis", "6.2.6").is_err());
+        assert!(in_place_transit_supported("valkey", "7.2.4").is_ok());
+        assert!(in_place_transit_supported("valkey", "8.0.1").is_ok());
+        assert!(in_place_transit_supported("valkey", "7.1.0").is_err());
+        assert!(in_place_transit_supported("redis", "").is_err());
+        assert!(terraform_replaces_below("redis", "7.0.4").is_some());
+        assert!(terraform_replaces_below("redis", "7.0.5").is_none());
+        assert!(terraform_replaces_below("valkey", "7.2.0").is_none());
+    }
+}

@@ -1,14 +1,15 @@
 //! `ecmigrate cutover PLAN [--no-wait] [--timeout-seconds N] [--output json]`: release a postponed cutover
-//! of the run in progress (from another shell), then follow it until the switch is made or fails.
+//! of the run in progress (from another shell), then follow it until the switch is made or fails; on a plan
+//! with `enable_transit`, release its hold in mode `preferred` and follow it until TLS is required.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
 
 use crate::cli::Globals;
-use crate::engine::state::{StatePaths, StepStatus};
+use crate::engine::state::{RunState, StatePaths, StepStatus};
 use crate::error::{Error, Result, exit_code};
 use crate::plan::StepKind;
 use crate::steps::cutover::release::{self, Followed, attempts, cutover_outputs};
@@ -29,10 +30,13 @@ pub struct CutoverArgs {
 
 pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
+    if let Some((index, spec)) = plan.plan.enable_transit_step() {
+        return release_transit(globals, &args, &plan, index, spec).await;
+    }
     let Some((index, spec)) = plan.plan.cutover_step() else {
         return Err(Error::usage(
             format!("plan `{}` has no cutover step", plan.plan.name),
-            "add a `cutover` step to the plan",
+            "add a `cutover` step to the plan (or an `enable_transit` step to a plan without `target`)",
         ));
     };
     let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
@@ -44,6 +48,7 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     }) {
         return report(
             &args,
+            StepKind::Cutover,
             "already_done",
             "the cutover was already made",
             cutover_outputs(state.as_ref()),
@@ -64,7 +69,13 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     let attempts_before = attempts(state.as_ref(), index);
     release::release(&paths, &plan, spec)?;
     if args.no_wait {
-        return report(&args, "released", "the cutover was released", Value::Null);
+        return report(
+            &args,
+            StepKind::Cutover,
+            "released",
+            "the cutover was released",
+            Value::Null,
+        );
     }
     if args.output == OutputFormat::Text {
         println!(
@@ -73,6 +84,110 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
         );
     }
     follow(&args, &paths, index, attempts_before.len()).await
+}
+
+/// Release the hold of `enable_transit` (mode `preferred`, clients moving to TLS) and follow the step
+/// until the group requires TLS and a plain-text connection was refused.
+async fn release_transit(
+    globals: &Globals,
+    args: &CutoverArgs,
+    plan: &crate::plan::LoadedPlan,
+    index: usize,
+    spec: &crate::plan::EnableTransitStep,
+) -> Result<i32> {
+    let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
+    let step_status =
+        |state: Option<&RunState>| state.and_then(|s| s.steps.get(index)).map(|r| r.status);
+    let outputs = |state: Option<&RunState>| {
+        state
+            .and_then(|s| s.outputs_of(StepKind::EnableTransit))
+            .map(|o| Value::Object(o.clone()))
+            .unwrap_or(Value::Null)
+    };
+    let state = paths.load()?;
+    if step_status(state.as_ref()) == Some(StepStatus::Done) {
+        let text = "TLS was already required";
+        return report(
+            args,
+            StepKind::EnableTransit,
+            "already_done",
+            text,
+            outputs(state.as_ref()),
+        );
+    }
+    if !paths.is_locked() {
+        return Err(Error::failed(
+            format!(
+                "no run of plan `{}` is in progress to release",
+                plan.plan.name
+            ),
+            format!(
+                "start it with `ecmigrate run {}`: it holds in mode `preferred` and waits for this command",
+                args.plan.display()
+            ),
+        ));
+    }
+    release::release_flag(&paths, plan, spec.postpone_flag_file.as_deref())?;
+    if args.no_wait {
+        let text = "released: the group will require TLS";
+        return report(args, StepKind::EnableTransit, "released", text, Value::Null);
+    }
+    if args.output == OutputFormat::Text {
+        println!(
+            "`{}` released; following the switch to TLS only…",
+            plan.plan.name
+        );
+    }
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = paths.load()?;
+        match step_status(state.as_ref()) {
+            Some(StepStatus::Done) => {
+                let text = "the group requires TLS now; a plain-text connection was refused";
+                return report(
+                    args,
+                    StepKind::EnableTransit,
+                    "required",
+                    text,
+                    outputs(state.as_ref()),
+                );
+            }
+            Some(StepStatus::Failed) => {
+                let error = state
+                    .as_ref()
+                    .and_then(|s| s.steps.get(index))
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_default();
+                return Err(Error::failed(
+                    format!("enable_transit failed: {error}"),
+                    format!(
+                        "fix the cause and run `ecmigrate run {}` to resume",
+                        args.plan.display()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if !paths.is_locked() {
+            return Err(Error::failed(
+                "the run stopped before TLS was required",
+                format!(
+                    "see `ecmigrate status {0}`; resume with `ecmigrate run {0}`",
+                    args.plan.display()
+                ),
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(args.timeout_seconds) {
+            return Err(Error::failed(
+                format!(
+                    "TLS was not required within {} s (the release stands)",
+                    args.timeout_seconds
+                ),
+                format!("follow it with `ecmigrate status {}`", args.plan.display()),
+            ));
+        }
+    }
 }
 
 /// Follow the released cutover until the switch is made or fails, in the command's words.
@@ -85,7 +200,13 @@ async fn follow(
     let limit = Duration::from_secs(args.timeout_seconds);
     let plan = args.plan.display();
     match release::follow(paths, index, attempts_before, limit).await? {
-        Followed::Switched(outputs) => report(args, "switched", "the cutover was made", outputs),
+        Followed::Switched(outputs) => report(
+            args,
+            StepKind::Cutover,
+            "switched",
+            "the cutover was made",
+            outputs,
+        ),
         Followed::Failed(error) => Err(Error::failed(
             format!("the cutover failed: {error}"),
             format!(
@@ -110,11 +231,17 @@ async fn follow(
     }
 }
 
-fn report(args: &CutoverArgs, outcome: &str, text: &str, outputs: Value) -> Result<i32> {
+fn report(
+    args: &CutoverArgs,
+    step: StepKind,
+    outcome: &str,
+    text: &str,
+    outputs: Value,
+) -> Result<i32> {
     match args.output {
         OutputFormat::Json => println!(
             "{}",
-            json!({ "plan": args.plan, "outcome": outcome, "step": StepKind::Cutover, "outputs": outputs })
+            json!({ "plan": args.plan, "outcome": outcome, "step": step, "outputs": outputs })
         ),
         OutputFormat::Text => {
             let pause = outputs["write_pause_ms"]

@@ -86,7 +86,8 @@ pub enum Command {
     Run(run_cmd::RunArgs),
     /// Where a run stands.
     Status(status_cmd::StatusArgs),
-    /// Release a postponed cutover of the run in progress, and follow the switch.
+    /// Release a postponed cutover of the run in progress (or the hold of `enable_transit`: require TLS
+    /// once every client uses it), and follow it.
     Cutover(cutover_cmd::CutoverArgs),
     /// Point clients back at the source with the target's writes (until the source is deleted).
     Rollback(rollback_cmd::RollbackArgs),

@@ -18,12 +18,17 @@ pub fn run(command: PlanCommand) -> Result<i32> {
     match command {
         PlanCommand::Validate { plan } => {
             let loaded = crate::plan::load(&plan)?;
+            let change = match &loaded.plan.target {
+                Some(t) => format!(
+                    "{} → {}",
+                    loaded.plan.source.replication_group_id, t.replication_group_id
+                ),
+                None => format!("{} in place", loaded.plan.source.replication_group_id),
+            };
             println!(
-                "{}: valid plan `{}` ({} → {}, {} steps)",
+                "{}: valid plan `{}` ({change}, {} steps)",
                 plan.display(),
                 loaded.plan.name,
-                loaded.plan.source.replication_group_id,
-                loaded.plan.target.replication_group_id,
                 loaded.plan.steps.len()
             );
         }

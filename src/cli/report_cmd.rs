@@ -27,6 +27,7 @@ pub struct ReportArgs {
 
 pub async fn run(globals: &Globals, args: ReportArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
+    plan.needs_target("report")?;
     let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
     let Some(state) = paths.load()? else {
         return Err(Error::usage(

@@ -24,6 +24,7 @@ pub struct RollbackArgs {
 
 pub async fn run(globals: &Globals, args: RollbackArgs) -> Result<i32> {
     let plan = Arc::new(crate::plan::load(&args.plan)?);
+    plan.needs_target("rollback")?;
     let (reporter, prompter, interactive) =
         crate::cli::reporter_and_prompter(args.output, globals.verbose);
     let cloud = globals

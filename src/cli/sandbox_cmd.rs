@@ -233,8 +233,13 @@ fn print_status(v: &Value) {
                 true => format!(" shard={} slots={}", n["shard"], s(&n["slots"])),
                 false => String::new(),
             };
+            // Transit mode `preferred`: the plain-text port served beside the TLS one.
+            let plain = match n["plain_port"].as_u64() {
+                Some(p) => format!(" plain={}:{p}", s(&n["host"])),
+                None => String::new(),
+            };
             println!(
-                "      {:<8} {}:{} tls={}{shard}",
+                "      {:<8} {}:{} tls={}{plain}{shard}",
                 s(&n["role"]),
                 s(&n["host"]),
                 n["port"],

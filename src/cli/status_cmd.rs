@@ -237,6 +237,9 @@ fn print_stream(st: &serde_json::Value) {
 fn print_next(seen: &Seen, plan_path: &std::path::Path) {
     let plan = plan_path.display();
     match (seen.run_state(), seen.next_step()) {
+        (RunStatus::Done, _) if seen.plan.plan.is_in_place() => {
+            println!("the in-place change is finished")
+        }
         (RunStatus::Done, _) => {
             println!("the migration is finished");
             let report = seen.paths.dir.join("report.md");
@@ -250,6 +253,9 @@ fn print_next(seen: &Seen, plan_path: &std::path::Path) {
         (RunStatus::RolledBack, _) => println!(
             "rolled back: clients point at `{}` again; `ecmigrate run` refuses this plan",
             seen.plan.plan.source.replication_group_id
+        ),
+        (RunStatus::Waiting, _) if seen.active && seen.plan.plan.is_in_place() => println!(
+            "waiting in transit mode `preferred` while the clients move to TLS; require TLS with: ecmigrate cutover {plan}"
         ),
         (RunStatus::Waiting, _) if seen.active => {
             println!("waiting at the cutover; release it with: ecmigrate cutover {plan}")

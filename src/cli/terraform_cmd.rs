@@ -41,6 +41,7 @@ pub struct TerraformArgs {
 
 pub async fn run(globals: &Globals, args: TerraformArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
+    plan.needs_target("terraform")?;
     let shown = args.plan.display();
     let names = Names::new(
         &plan,

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use crate::secret::Secret;
 
 use super::{
-    CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, DnsRecord, Endpoint, KmsKey, Node,
-    NodeRole, ReplicationGroup, Snapshot,
+    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, DnsRecord, Endpoint,
+    KmsKey, Node, NodeRole, ReplicationGroup, Snapshot,
 };
 
 /// The change id a simulated DNS upsert returns (reported `INSYNC`).
@@ -241,6 +241,24 @@ impl CloudWrite for DryRunCloud {
             },
         );
         Ok(DRY_RUN_CHANGE.into())
+    }
+
+    /// Never reaches the real cloud: the group as it is, in the new mode, in the overlay (so the rest of
+    /// the rehearsal sees the change).
+    async fn modify_transit(&self, group: &str, mode: &str) -> CloudResult<()> {
+        let simulated = self.overlay().groups.get(group).cloned();
+        let current = match simulated {
+            Some(g) => Some(g),
+            None => self.real.describe_group(group).await?,
+        };
+        let mut g = current.ok_or_else(|| CloudError::NotFound {
+            what: "replication group",
+            id: group.to_string(),
+        })?;
+        g.transit_encryption_enabled = true;
+        g.transit_encryption_mode = Some(mode.to_string());
+        self.overlay().groups.insert(group.to_string(), g);
+        Ok(())
     }
 
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {

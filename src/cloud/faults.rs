@@ -193,6 +193,12 @@ impl CloudWrite for FaultyCloud {
         self.after("DeleteReplicationGroup");
         answer
     }
+    async fn modify_transit(&self, group: &str, mode: &str) -> CloudResult<()> {
+        self.check("ModifyReplicationGroup")?;
+        let answer = self.inner.modify_transit(group, mode).await;
+        self.after("ModifyReplicationGroup");
+        answer
+    }
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
         self.check("PointAlias")?;
         self.inner.point_alias(alias, group).await

@@ -294,6 +294,10 @@ pub trait CloudWrite: Send + Sync {
     /// beforehand, encrypted (safety invariant 6).
     async fn delete_group(&self, id: &str) -> CloudResult<()>;
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()>;
+    /// In-transit encryption on an existing group, in place: ModifyReplicationGroup with
+    /// `TransitEncryptionEnabled=true`, `TransitEncryptionMode=mode` (`preferred`, then `required`) and
+    /// `ApplyImmediately=true`. The group goes `modifying`, then `available` in the new mode.
+    async fn modify_transit(&self, group: &str, mode: &str) -> CloudResult<()>;
     /// Create or replace the CNAME `name` in `zone` with `value`; returns the change id to wait on.
     async fn upsert_cname(
         &self,

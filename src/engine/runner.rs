@@ -104,7 +104,7 @@ fn rolled_back(plan: &LoadedPlan) -> Error {
             ),
             hint: format!(
                 "to migrate again, delete the target `{}` (or choose another target id) and give the plan a new `name`; `ecmigrate status PLAN` shows the rollback",
-                plan.plan.target.replication_group_id
+                plan.plan.target().replication_group_id
             ),
         }],
     }

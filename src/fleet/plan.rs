@@ -66,7 +66,7 @@ pub fn decide(
                     Ok(_) => {
                         entry.plan = Some(file.clone());
                         entry.plan_name = Some(plan.name.clone());
-                        entry.target_id = Some(plan.target.replication_group_id.clone());
+                        entry.target_id = Some(plan.target().replication_group_id.clone());
                         decided.files.push((file, yaml));
                     }
                     Err(Error::InvalidPlan { issues }) => {
@@ -176,8 +176,9 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
             data_endpoint: None,
             tls_client_cert: None,
             tls_client_key: None,
+            tls_ca_file: None,
         },
-        target: TargetSpec {
+        target: Some(TargetSpec {
             replication_group_id: r(&policy.target_id),
             kms_key_id: for_region(&policy.kms_keys, region).map(str::to_string),
             transit_encryption_mode: policy.transit_encryption_mode,
@@ -200,7 +201,7 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
             tls_ca_file: None,
             tls_client_cert: None,
             tls_client_key: None,
-        },
+        }),
         steps,
     }
 }

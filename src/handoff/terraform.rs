@@ -78,7 +78,7 @@ impl Names {
             resource: pick(
                 resource,
                 "--resource-name",
-                &plan.plan.target.replication_group_id,
+                &plan.plan.target().replication_group_id,
             )?,
             old_resource: pick(
                 old_resource,
@@ -161,7 +161,7 @@ pub async fn handoff(
     names: Names,
 ) -> Result<Handoff, HandoffError> {
     let state = ready(state, plan)?;
-    let target_id = &plan.plan.target.replication_group_id;
+    let target_id = &plan.plan.target().replication_group_id;
     let live = cloud
         .describe_group(target_id)
         .await
@@ -220,7 +220,7 @@ pub fn ready<'a>(
         return Err(HandoffError::RolledBack {
             plan: name.clone(),
             source_id: plan.plan.source.replication_group_id.clone(),
-            target_id: plan.plan.target.replication_group_id.clone(),
+            target_id: plan.plan.target().replication_group_id.clone(),
         });
     }
     let restored = state
@@ -243,7 +243,7 @@ fn non_empty(s: &str) -> Option<String> {
 /// only update), else the run's record. What forces a replacement comes from the describe alone: a value
 /// the group does not have would replace it.
 fn new_group(g: &ReplicationGroup, plan: &LoadedPlan, preflight: &PreflightResolved) -> NewGroup {
-    let t = &plan.plan.target;
+    let t = &plan.plan.target();
     let layout = if g.cluster_enabled {
         Layout::Cluster {
             num_node_groups: g.num_node_groups,

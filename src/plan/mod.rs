@@ -31,6 +31,25 @@ pub struct LoadedPlan {
 }
 
 impl LoadedPlan {
+    /// Refuse (exit 2, nothing changed) a command that works on a migration's new group when the plan
+    /// changes its source in place (no `target`).
+    pub fn needs_target(&self, command: &str) -> Result<()> {
+        if !self.plan.is_in_place() {
+            return Ok(());
+        }
+        Err(Error::usage(
+            format!(
+                "`ecmigrate {command}` works on a migration to a new group, and plan `{}` has no `target`: it changes `{}` in place",
+                self.plan.name, self.plan.source.replication_group_id
+            ),
+            format!(
+                "`ecmigrate status {}` shows the in-place change; `ecmigrate cutover {}` releases its hold",
+                self.path.display(),
+                self.path.display()
+            ),
+        ))
+    }
+
     /// A path from the plan, resolved against the plan's folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {

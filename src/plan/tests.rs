@@ -143,7 +143,7 @@ fn full_fixture_has_every_step_and_resolves_paths_against_its_folder() {
             StepKind::DeleteSource
         ]
     );
-    let token = loaded.plan.target.auth_token.file.clone().unwrap();
+    let token = loaded.plan.target().auth_token.file.clone().unwrap();
     assert_eq!(
         loaded.resolve(&token),
         path.parent().unwrap().join("secrets/orders.token")
@@ -773,4 +773,20 @@ fn a_key_must_be_offered_and_live_in_the_plans_region() {
     );
     let gov = check_key_in_region("alias/cache", "us-gov-west-1").unwrap_err();
     assert!(gov.contains("service-managed"), "{gov}");
+}
+
+#[test]
+fn a_plan_without_target_needs_enable_transit_and_says_so_naming_target() {
+    let text = "version: 1\nname: t\nsource:\n  replication_group_id: orders\nsteps:\n  - kind: preflight\n";
+    let issues = issues_in(text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].field, "target");
+    assert!(issues[0].rule.contains("enable_transit"), "{issues:?}");
+    let ok = "version: 1\nname: t\nsource:\n  replication_group_id: orders\nsteps:\n  - kind: preflight\n  - kind: enable_transit\n";
+    let plan = parse_str(ok, "plan.yaml").expect("an in-place plan");
+    assert!(plan.is_in_place());
+    assert!(plan.enable_transit_step().is_some());
+    // Unknown fields are still errors (no `mode:` switch).
+    let unknown = ok.replace("name: t\n", "name: t\nmode: in_place\n");
+    assert_eq!(issues_in(&unknown)[0].field, "mode");
 }

@@ -19,7 +19,10 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsSettings>,
     pub source: SourceSpec,
-    pub target: TargetSpec,
+    /// The new encrypted group. Left out, the plan changes the source in place: it may then only list
+    /// `preflight` and `enable_transit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
     pub steps: Vec<StepSpec>,
 }
 
@@ -65,6 +68,11 @@ pub struct SourceSpec {
     /// The client certificate's private key (PEM), with `tls_client_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_key: Option<PathBuf>,
+    /// A private CA (PEM) for TLS to the source once `enable_transit` turned it on (ElastiCache's
+    /// certificates chain to public roots; a tunnel or a test may need another); relative to the plan's
+    /// folder. Only in a plan without `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -154,6 +162,7 @@ pub struct AuthTokenSpec {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepSpec {
     Preflight(PreflightStep),
+    EnableTransit(EnableTransitStep),
     Backup(BackupStep),
     RestoreEncrypted(RestoreEncryptedStep),
     StreamCopy(StreamCopyStep),
@@ -166,6 +175,7 @@ impl StepSpec {
     pub fn kind(&self) -> StepKind {
         match self {
             StepSpec::Preflight(_) => StepKind::Preflight,
+            StepSpec::EnableTransit(_) => StepKind::EnableTransit,
             StepSpec::Backup(_) => StepKind::Backup,
             StepSpec::RestoreEncrypted(_) => StepKind::RestoreEncrypted,
             StepSpec::StreamCopy(_) => StepKind::StreamCopy,
@@ -181,6 +191,7 @@ impl StepSpec {
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     Preflight,
+    EnableTransit,
     Backup,
     RestoreEncrypted,
     StreamCopy,
@@ -191,8 +202,9 @@ pub enum StepKind {
 
 impl StepKind {
     /// Every kind, in the only order a plan may list them.
-    pub const ALL: [StepKind; 7] = [
+    pub const ALL: [StepKind; 8] = [
         StepKind::Preflight,
+        StepKind::EnableTransit,
         StepKind::Backup,
         StepKind::RestoreEncrypted,
         StepKind::StreamCopy,
@@ -204,6 +216,7 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Preflight => "preflight",
+            StepKind::EnableTransit => "enable_transit",
             StepKind::Backup => "backup",
             StepKind::RestoreEncrypted => "restore_encrypted",
             StepKind::StreamCopy => "stream_copy",
@@ -223,6 +236,20 @@ impl std::fmt::Display for StepKind {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreflightStep {}
+
+/// In-transit encryption switched on in place (a plan without `target`): mode `preferred` (plain and TLS
+/// together), a hold while the clients move to TLS, then mode `required` (TLS only).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableTransitStep {
+    /// Also hold while this file exists (relative to the plan's folder); the hold is always released by
+    /// `ecmigrate cutover PLAN` or the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postpone_flag_file: Option<String>,
+    /// Give up waiting for each modification after this many seconds (60..=86400, default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +359,28 @@ pub struct CutoverStep {
 }
 
 impl Plan {
+    /// The new group. Only for steps and commands of a plan that has one: validation refuses every step
+    /// but `preflight` and `enable_transit` in a plan without `target`, and the commands that need a target
+    /// check [`Plan::is_in_place`] first.
+    pub fn target(&self) -> &TargetSpec {
+        self.target
+            .as_ref()
+            .expect("a plan without `target` only runs in-place steps (checked by validation)")
+    }
+
+    /// The plan changes the source in place (no `target`).
+    pub fn is_in_place(&self) -> bool {
+        self.target.is_none()
+    }
+
+    /// The `enable_transit` step and its index, if the plan has one.
+    pub fn enable_transit_step(&self) -> Option<(usize, &EnableTransitStep)> {
+        self.steps.iter().enumerate().find_map(|(i, s)| match s {
+            StepSpec::EnableTransit(e) => Some((i, e)),
+            _ => None,
+        })
+    }
+
     /// The cutover step and its index, if the plan has one.
     pub fn cutover_step(&self) -> Option<(usize, &CutoverStep)> {
         self.steps.iter().enumerate().find_map(|(i, s)| match s {

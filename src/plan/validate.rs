@@ -62,7 +62,7 @@ fn check_aws(plan: &Plan, f: &mut Findings) {
     }
     if let Some(region) = &aws.region {
         f.check("aws.region", rules::check_region(region));
-        if let Some(key) = &plan.target.kms_key_id {
+        if let Some(key) = plan.target.as_ref().and_then(|t| t.kms_key_id.as_ref()) {
             f.check("target.kms_key_id", rules::check_key_in_region(key, region));
         }
     }
@@ -78,6 +78,15 @@ fn check_source(plan: &Plan, f: &mut Findings) {
     );
     if let Some(ep) = &plan.source.data_endpoint {
         f.check("source.data_endpoint", rules::check_endpoint(ep));
+    }
+    if let Some(p) = &plan.source.tls_ca_file {
+        check_path(f, "source.tls_ca_file", p);
+        if !plan.is_in_place() {
+            f.add(
+                "source.tls_ca_file",
+                "is only allowed in a plan without `target` (the source of a migration is reached as it is)",
+            );
+        }
     }
     check_client_cert(
         f,
@@ -118,7 +127,7 @@ fn check_path(f: &mut Findings, field: &str, p: &Path) {
 }
 
 fn check_target(plan: &Plan, f: &mut Findings) {
-    let t = &plan.target;
+    let Some(t) = &plan.target else { return };
     f.check(
         "target.replication_group_id",
         rules::check_group_id(&t.replication_group_id),
@@ -258,7 +267,11 @@ fn check_steps(plan: &Plan, f: &mut Findings) {
         return;
     }
     let seen = check_step_order(plan, f);
-    check_required_steps(&seen, f);
+    if plan.is_in_place() {
+        check_in_place_steps(plan, &seen, f);
+    } else {
+        check_required_steps(&seen, f);
+    }
     let backup_name = plan.steps.iter().find_map(|s| match s {
         StepSpec::Backup(b) => b.snapshot_name.as_deref(),
         _ => None,
@@ -298,9 +311,39 @@ fn check_step_order(plan: &Plan, f: &mut Findings) -> Vec<(StepKind, usize)> {
     seen
 }
 
+/// The steps an in-place plan (no `target`) may list: `preflight` and `enable_transit`, the latter
+/// required; and the steps a migration (with `target`) may not: `enable_transit`.
+fn check_in_place_steps(plan: &Plan, seen: &[(StepKind, usize)], f: &mut Findings) {
+    for (kind, i) in seen {
+        if !IN_PLACE_STEPS.contains(kind) {
+            f.add(
+                format!("steps[{i}].kind"),
+                format!(
+                    "`{kind}` needs a `target` (a plan without `target` changes the source in place and may only list `preflight` and `enable_transit`)"
+                ),
+            );
+        }
+    }
+    if plan.enable_transit_step().is_none() {
+        f.add(
+            "target",
+            "is required unless the plan changes the source in place: give the new group's `target`, or list an `enable_transit` step (then only `preflight` and `enable_transit`)",
+        );
+    }
+}
+
+/// The step kinds a plan without `target` may list.
+pub(crate) const IN_PLACE_STEPS: [StepKind; 2] = [StepKind::Preflight, StepKind::EnableTransit];
+
 /// The three steps every plan has, and the two `delete_source` needs before it.
 fn check_required_steps(seen: &[(StepKind, usize)], f: &mut Findings) {
     let index_of = |k: StepKind| seen.iter().find(|(s, _)| *s == k).map(|(_, i)| *i);
+    if let Some(i) = index_of(StepKind::EnableTransit) {
+        f.add(
+            format!("steps[{i}].kind"),
+            "`enable_transit` changes the source in place: it is only allowed in a plan without `target` (a migration's new group gets TLS when it is created)",
+        );
+    }
     for required in [
         StepKind::Preflight,
         StepKind::Backup,
@@ -335,6 +378,20 @@ fn check_step_fields(
     let at = |field: &str| format!("steps[{i}].{field}");
     match step {
         StepSpec::Preflight(_) | StepSpec::StreamCopy(_) => {}
+        StepSpec::EnableTransit(e) => {
+            if let Some(t) = e.timeout_seconds {
+                f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
+            }
+            if e.postpone_flag_file
+                .as_deref()
+                .is_some_and(|v| v.trim().is_empty())
+            {
+                f.add(
+                    at("postpone_flag_file"),
+                    "must not be empty; leave the field out instead",
+                );
+            }
+        }
         StepSpec::Backup(b) => {
             if let Some(n) = &b.snapshot_name {
                 f.check(at("snapshot_name"), rules::check_snapshot_name(n));

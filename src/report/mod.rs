@@ -83,7 +83,9 @@ pub async fn ensure(
     dir: &std::path::Path,
     already_done: bool,
 ) -> Result<Option<PathBuf>, String> {
-    if state.state != crate::engine::state::RunStatus::Done {
+    // The evidence pack is of a migration (before/after of two groups); an in-place change has its
+    // outputs in the state (`ecmigrate status`).
+    if state.state != crate::engine::state::RunStatus::Done || plan.plan.is_in_place() {
         return Ok(None);
     }
     let markdown = dir.join("report.md");
@@ -106,7 +108,7 @@ pub async fn write(
     dir: &std::path::Path,
 ) -> Result<ReportFiles, String> {
     let source_id = &plan.plan.source.replication_group_id;
-    let target_id = &plan.plan.target.replication_group_id;
+    let target_id = &plan.plan.target().replication_group_id;
     let describe = async |id: &str| -> Value {
         match cloud.describe_group(id).await {
             Ok(Some(g)) => g.encryption_attributes(),
@@ -120,7 +122,7 @@ pub async fn write(
     let key_ref = target_after["KmsKeyId"]
         .as_str()
         .map(str::to_string)
-        .or_else(|| plan.plan.target.kms_key_id.clone());
+        .or_else(|| plan.plan.target().kms_key_id.clone());
     let kms_key = match &key_ref {
         Some(k) => match cloud.describe_key(k).await {
             Ok(Some(key)) => json!({

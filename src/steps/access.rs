@@ -32,7 +32,7 @@ pub fn cloud_error(what: &str, e: CloudError) -> Error {
 pub fn kms_key_ref(ctx: &StepContext) -> Option<String> {
     ctx.plan
         .plan
-        .target
+        .target()
         .kms_key_id
         .clone()
         .or_else(|| ctx.cloud.default_kms_key())

@@ -9,7 +9,7 @@ use crate::steps::access::cloud_error;
 
 /// The store the plan names for the target's AUTH token.
 pub fn token_store(plan: &LoadedPlan) -> TokenStore {
-    let spec = &plan.plan.target.auth_token;
+    let spec = &plan.plan.target().auth_token;
     match (&spec.file, &spec.env, &spec.secrets_manager) {
         (Some(file), _, _) => TokenStore::File(plan.resolve(file)),
         (None, Some(env), _) => TokenStore::Env(env.clone()),

@@ -81,7 +81,7 @@ pub fn target_data_endpoint(
     group: &ReplicationGroup,
     token: Secret,
 ) -> Result<RedisEndpoint> {
-    let target = &ctx.plan.plan.target;
+    let target = &ctx.plan.plan.target();
     let (host, port) = data_host_port("target", target.data_endpoint.as_ref(), group)?;
     let ca_file = target
         .tls_ca_file

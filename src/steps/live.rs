@@ -99,7 +99,7 @@ impl LiveStream {
         }
         let plan = &ctx.plan.plan;
         let source = require_group(ctx, &plan.source.replication_group_id).await?;
-        let target = require_group(ctx, &plan.target.replication_group_id).await?;
+        let target = require_group(ctx, &plan.target().replication_group_id).await?;
         // A resumed run has no capture from before the snapshot: start one now, with a gap to reconcile.
         self.start_capture(ctx, &source, false).await?;
         let Some(capture) = self.state.lock().await.capture.take() else {

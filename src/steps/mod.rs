@@ -8,7 +8,9 @@ pub mod auth;
 pub mod backup;
 pub mod cutover;
 pub mod delete_source;
+pub mod enable_transit;
 pub mod endpoints;
+pub mod hold;
 pub mod iam;
 pub mod live;
 pub mod preflight;
@@ -47,6 +49,7 @@ impl StepRunner for Steps {
         let live = &self.live;
         match spec {
             StepSpec::Preflight(s) => preflight::run(ctx, s).await,
+            StepSpec::EnableTransit(s) => enable_transit::run(ctx, s).await,
             StepSpec::Backup(s) => backup::run(ctx, s, live).await,
             StepSpec::RestoreEncrypted(s) => restore_encrypted::run(ctx, s).await,
             StepSpec::StreamCopy(s) => stream_copy::run(ctx, s, live).await,

@@ -9,16 +9,21 @@ use crate::error::{Error, Refusal, Result};
 use crate::plan::{CutoverStrategy, PreflightStep, StepSpec, rules};
 use crate::steps::{cloud_error, kms_key_ref, obj, token_store};
 
-struct Checks<'a> {
-    ctx: &'a StepContext,
-    refusals: Vec<Refusal>,
+pub(crate) struct Checks<'a> {
+    pub(crate) ctx: &'a StepContext,
+    pub(crate) refusals: Vec<Refusal>,
 }
 
 impl Checks<'_> {
-    fn pass(&self, name: &str, detail: impl Into<String>) {
+    pub(crate) fn pass(&self, name: &str, detail: impl Into<String>) {
         self.ctx.check(name, true, detail);
     }
-    fn refuse(&mut self, name: &str, message: impl Into<String>, hint: impl Into<String>) {
+    pub(crate) fn refuse(
+        &mut self,
+        name: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         let message = message.into();
         self.ctx.check(name, false, message.clone());
         self.refusals.push(Refusal {
@@ -31,12 +36,15 @@ impl Checks<'_> {
 
 pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
+    if plan.is_in_place() {
+        return crate::steps::enable_transit::preflight::run(ctx).await;
+    }
     let mut c = Checks {
         ctx,
         refusals: Vec::new(),
     };
     let source_id = &plan.source.replication_group_id;
-    let target_id = &plan.target.replication_group_id;
+    let target_id = &plan.target().replication_group_id;
 
     // Source: exists, available, not already encrypted, engine supports encryption.
     let source = ctx
@@ -148,7 +156,7 @@ async fn check_source(ctx: &StepContext, c: &mut Checks<'_>, g: &crate::cloud::R
         ),
     }
     let node_type = plan
-        .target
+        .target()
         .cache_node_type
         .clone()
         .unwrap_or_else(|| g.cache_node_type.clone());
@@ -165,7 +173,7 @@ async fn check_source(ctx: &StepContext, c: &mut Checks<'_>, g: &crate::cloud::R
     }
     if ctx.cloud.provider() == "aws" {
         match plan
-            .target
+            .target()
             .cache_subnet_group_name
             .clone()
             .or_else(|| g.cache_subnet_group_name.clone())
@@ -266,7 +274,7 @@ async fn note_key_rotation(ctx: &StepContext, arn: &str) {
 async fn check_auth_token(ctx: &StepContext, c: &mut Checks<'_>) -> crate::secret::TokenStore {
     let plan = &ctx.plan.plan;
     let store = token_store(&ctx.plan);
-    let spec = &plan.target.auth_token;
+    let spec = &plan.target().auth_token;
     if let Err((problem, fix)) = store.check_permissions() {
         c.refuse(
             "auth_token_permissions",
@@ -393,7 +401,7 @@ async fn check_cluster_mode(
     c: &mut Checks<'_>,
     g: &crate::cloud::ReplicationGroup,
 ) {
-    let t = &ctx.plan.plan.target;
+    let t = &ctx.plan.plan.target();
     if g.cluster_enabled {
         if t.num_cache_clusters.is_some() {
             c.refuse(

@@ -147,3 +147,42 @@ pub struct DeleteSourceOutputs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced_with_clients: Option<Vec<ConnectedClient>>,
 }
+
+/// `enable_transit`: what was sent and decided, recorded before each mutation so a resumed run never
+/// sends a modification again that the cloud already took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TransitIntent {
+    /// The plain-text endpoint (`host:port`) clients used before: after `required` a connection to it
+    /// must be refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_endpoint: Option<String>,
+    /// ModifyReplicationGroup mode `preferred`: about to be sent (`requested`), answered (`accepted`).
+    #[serde(default)]
+    pub preferred_requested: bool,
+    #[serde(default)]
+    pub preferred_accepted: bool,
+    /// What released the hold (`ecmigrate cutover`, the prompt, the flag file removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// ModifyReplicationGroup mode `required`, as above.
+    #[serde(default)]
+    pub required_requested: bool,
+    #[serde(default)]
+    pub required_accepted: bool,
+}
+
+/// `enable_transit`'s outputs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransitOutputs {
+    pub group_id: String,
+    /// `required`.
+    pub transit_encryption_mode: String,
+    /// Where clients connect now, over TLS (`host:port`).
+    pub tls_endpoint: String,
+    /// The plain-text endpoint clients used before, and why a connection to it failed after `required`.
+    pub plain_endpoint: String,
+    pub plain_refused: String,
+    pub released_by: String,
+    /// What the cloud reported after the last modification (`TransitEncryptionEnabled`, `…Mode`).
+    pub reported: serde_json::Value,
+}

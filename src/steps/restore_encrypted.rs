@@ -18,7 +18,7 @@ use crate::steps::{cloud_error, keep_token, obj, read_token, require_group, time
 
 pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
-    let target_id = plan.target.replication_group_id.clone();
+    let target_id = plan.target().replication_group_id.clone();
     let snapshot_name = ctx
         .outputs_of::<BackupOutputs>(StepKind::Backup)
         .map(|o| o.snapshot_name)
@@ -134,7 +134,7 @@ fn create_params(r: &CreateEncryptedGroup) -> serde_json::Value {
 /// tags name this plan and run (the state may have been written before the tags were: either is enough).
 fn adopt(ctx: &StepContext, group: &crate::cloud::ReplicationGroup) -> Result<()> {
     let plan = &ctx.plan.plan;
-    let target_id = &plan.target.replication_group_id;
+    let target_id = &plan.target().replication_group_id;
     let tagged_ours = group.tags.get("ecmigrate:plan") == Some(&plan.name)
         && group.tags.get("ecmigrate:run") == Some(&ctx.run_id);
     if ctx.intent::<RestoreIntent>().target_id.is_none() {
@@ -162,7 +162,7 @@ async fn create(
     store: &crate::secret::TokenStore,
 ) -> Result<()> {
     let plan = &ctx.plan.plan;
-    let target_id = plan.target.replication_group_id.clone();
+    let target_id = plan.target().replication_group_id.clone();
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
     // The shape is checked before anything is written, the token included.
     let shape = Shape::of(ctx, &source)?;
@@ -193,7 +193,7 @@ async fn target_token(
         .map_err(|e| Error::failed(e, "check target.auth_token"))?
     {
         Some(t) => t,
-        None if plan.target.auth_token.generate => {
+        None if plan.target().auth_token.generate => {
             let t = generate_token();
             keep_token(ctx, store, &t).await?;
             t
@@ -247,7 +247,7 @@ impl Shape {
         ctx: &StepContext,
         source: &crate::cloud::ReplicationGroup,
     ) -> std::result::Result<Shape, String> {
-        let t = &ctx.plan.plan.target;
+        let t = &ctx.plan.plan.target();
         let replicas = match (t.replicas_per_node_group, t.num_cache_clusters) {
             (Some(r), _) => r,
             (None, Some(n)) => n.saturating_sub(1),
@@ -390,8 +390,8 @@ async fn request(
     token: crate::secret::Secret,
 ) -> Result<CreateEncryptedGroup> {
     let plan = &ctx.plan.plan;
-    let target_id = plan.target.replication_group_id.clone();
-    let t = &plan.target;
+    let target_id = plan.target().replication_group_id.clone();
+    let t = &plan.target();
     let mut tags: BTreeMap<String, String> = source.tags.clone();
     if let Some(extra) = &t.tags {
         tags.extend(extra.clone());
@@ -436,7 +436,7 @@ async fn wait_for_target(
     ctx: &StepContext,
     spec: &RestoreEncryptedStep,
 ) -> Result<crate::cloud::ReplicationGroup> {
-    let target_id = &ctx.plan.plan.target.replication_group_id;
+    let target_id = &ctx.plan.plan.target().replication_group_id;
     wait_until(
         ctx,
         &format!("replication group {target_id}"),

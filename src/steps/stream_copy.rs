@@ -18,7 +18,7 @@ pub async fn run(
     if ctx.dry_run() {
         let plan = &ctx.plan.plan;
         require_group(ctx, &plan.source.replication_group_id).await?;
-        require_group(ctx, &plan.target.replication_group_id).await?;
+        require_group(ctx, &plan.target().replication_group_id).await?;
         ctx.note(
             "would replay the changes captured since before the snapshot onto the target (strings: PTTL + MGET → \
              MSET or SET PXAT; other types: DUMP + PTTL → RESTORE REPLACE ABSTTL; DEL for keys gone), reconcile in full \

@@ -19,7 +19,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Res
     };
     let tolerance = spec.ttl_tolerance_ms.unwrap_or(5000) as i64;
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
-    let target = require_group(ctx, &plan.target.replication_group_id).await?;
+    let target = require_group(ctx, &plan.target().replication_group_id).await?;
     let src = source_data_endpoint(ctx, &source)?;
     let mode_text = match mode {
         VerifyMode::Full => "every key".to_string(),

@@ -68,6 +68,17 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
             params.get("ttl").and_then(Value::as_u64).unwrap_or(0),
             or_unnamed(s("value"))
         ),
+        "ModifyReplicationGroup" => match s("TransitEncryptionMode").as_deref() {
+            Some("preferred") => format!(
+                "turn in-transit encryption on for {} in mode preferred (plain text and TLS both accepted)",
+                or_unnamed(s("ReplicationGroupId"))
+            ),
+            Some("required") => format!(
+                "require TLS on {} (plain-text connections dropped)",
+                or_unnamed(s("ReplicationGroupId"))
+            ),
+            _ => format!("modify group {}", or_unnamed(s("ReplicationGroupId"))),
+        },
         "SwitchCommand" => format!("run the switch command `{}`", or_unnamed(s("command"))),
         "StoreAuthToken" => format!("keep a new AUTH token in {}", or_unnamed(s("store"))),
         "PutSecretValue" => format!(
@@ -156,6 +167,7 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
     let mut records = 0;
     let mut commands = 0;
     let mut deletes = 0;
+    let mut modifies = 0;
     let mut final_snapshots = 0;
     let mut pause_ms: Option<u64> = None;
     let mut others: BTreeMap<&str, usize> = BTreeMap::new();
@@ -169,6 +181,7 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
             "ChangeResourceRecordSets" => records += 1,
             "SwitchCommand" => commands += 1,
             "DeleteReplicationGroup" => deletes += 1,
+            "ModifyReplicationGroup" => modifies += 1,
             "ClientPause" => {
                 let ms = call.params.get("timeout_ms").and_then(Value::as_u64);
                 pause_ms = pause_ms.max(ms);
@@ -193,6 +206,9 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
     ];
     if let Some(list) = and_list(&repointed) {
         parts.push(format!("{list} to repoint"));
+    }
+    if let Some(m) = counted(modifies, "group modification", "group modifications") {
+        parts.push(format!("{m} to make (in-transit encryption in place)"));
     }
     if let Some(c) = counted(commands, "switch command", "switch commands") {
         parts.push(format!("{c} to run"));

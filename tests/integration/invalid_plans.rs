@@ -86,6 +86,9 @@ invalid_plans! {
     fixture_61_fence_attempts_zero: "61-fence-attempts-zero.yaml", 23, "steps[5].fence_attempts";
     fixture_62_kms_key_of_another_region: "62-kms-key-of-another-region.yaml", 10, "target.kms_key_id";
     fixture_63_kms_key_in_govcloud: "63-kms-key-in-govcloud.yaml", 10, "target.kms_key_id";
+    fixture_64_in_place_with_backup: "64-in-place-with-backup.yaml", 10, "steps[2].kind";
+    fixture_65_enable_transit_with_target: "65-enable-transit-with-target.yaml", 12, "steps[1].kind";
+    fixture_66_source_ca_with_target: "66-source-ca-with-target.yaml", 7, "source.tls_ca_file";
 }
 
 fn fixture_dir() -> PathBuf {

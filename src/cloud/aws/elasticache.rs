@@ -161,6 +161,21 @@ pub(super) async fn delete_group(ec: &Client, id: &str) -> CloudResult<()> {
     Ok(())
 }
 
+/// ModifyReplicationGroup: in-transit encryption on, in `mode`, applied now (not at the next maintenance
+/// window). AWS takes `preferred` only together with `TransitEncryptionEnabled=true` on a group without
+/// TLS, and `required` only after `preferred`.
+pub(super) async fn modify_transit(ec: &Client, id: &str, mode: &str) -> CloudResult<()> {
+    ec.modify_replication_group()
+        .replication_group_id(id)
+        .transit_encryption_enabled(true)
+        .transit_encryption_mode(ec::TransitEncryptionMode::from(mode))
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| map_err(e, "replication group", id))?;
+    Ok(())
+}
+
 /// The engine version CreateReplicationGroup accepts: from Redis 6 on, ElastiCache takes `MAJOR.MINOR`
 /// (it reports the patch level, e.g. `7.0.7`, but creates by `7.0`); before that, the full version.
 pub fn create_engine_version(described: &str) -> String {

@@ -270,6 +270,10 @@ impl CloudWrite for Aws {
         elasticache::delete_group(&self.ec, id).await
     }
 
+    async fn modify_transit(&self, group: &str, mode: &str) -> CloudResult<()> {
+        elasticache::modify_transit(&self.ec, group, mode).await
+    }
+
     async fn point_alias(&self, alias: &str, _group: &str) -> CloudResult<()> {
         Err(CloudError::other(format!(
             "endpoint alias `{alias}`: not supported on aws; use the manual cutover"

@@ -53,8 +53,12 @@ pub struct SandboxNode {
     pub id: String,
     pub role: NodeRole,
     pub host: String,
+    /// The client port: the TLS port when `tls`.
     pub port: u16,
     pub tls: bool,
+    /// The plain-text port served beside the TLS one while the group's transit encryption mode is
+    /// `preferred` (`None` otherwise).
+    pub plain_port: Option<u16>,
     pub pid: Option<i32>,
     pub running: bool,
     /// The node group, 0-based (0 on a cluster-mode-disabled group).
@@ -411,6 +415,7 @@ fn status_node(g: &GroupRec, n: &NodeRec) -> SandboxNode {
         host: HOST.into(),
         port: n.port,
         tls: n.tls,
+        plain_port: n.plain_port,
         pid: pid.or(n.pid),
         running: pid.is_some(),
         shard: n.shard,

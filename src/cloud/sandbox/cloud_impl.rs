@@ -215,6 +215,10 @@ impl CloudWrite for Sandbox {
         self.delete_locked(id).await.map(|_| ())
     }
 
+    async fn modify_transit(&self, group: &str, mode: &str) -> CloudResult<()> {
+        self.modify_transit_mode(group, mode).await
+    }
+
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
         check_name("alias", alias)?;
         registry::update(&self.dir, |reg| {

@@ -76,6 +76,7 @@ mod snapshots;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 mod tls;
+mod transit;
 
 #[cfg(test)]
 mod lifecycle_tests;

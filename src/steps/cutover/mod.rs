@@ -13,7 +13,6 @@
 //!    the old address); report how many came late.
 
 mod fence;
-mod hold;
 pub mod release;
 pub mod rollback;
 
@@ -24,19 +23,18 @@ use serde_json::{Value, json};
 use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::CutoverStep;
+pub use crate::steps::hold::RELEASE_FILE;
+use crate::steps::hold::{Hold, hold};
 use crate::steps::live::LiveStream;
 use crate::steps::records::{CutoverIntent, CutoverOutputs, LateWrites};
 use crate::steps::switch::{Switch, run_command};
 use crate::steps::{require_group, source_data_endpoint};
 use fence::{FailureKind, FenceDone, FenceFailure, before_switch, fenced_switch};
-use hold::hold;
-
-pub use hold::RELEASE_FILE;
 
 pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
-    let target = require_group(ctx, &plan.target.replication_group_id).await?;
+    let target = require_group(ctx, &plan.target().replication_group_id).await?;
     let switch = Switch::new(spec, &source, &target, "cutover")?;
     if ctx.dry_run() {
         return rehearse(ctx, spec, &switch, &source).await;
@@ -193,7 +191,7 @@ async fn switch_with_retries(
     // Held before the first attempt and after a failed switch; a fence past its bound retries at once.
     let mut needs_release = true;
     let done = loop {
-        if needs_release && let Some(by) = hold(ctx, spec).await? {
+        if needs_release && let Some(by) = hold(ctx, &Hold::cutover(spec)).await? {
             released_by.push(by);
         }
         let attempt = attempts.len() as u32 + 1;

@@ -14,6 +14,12 @@ use super::RELEASE_FILE;
 
 /// Write the release the waiting run consumes (and remove the plan's flag file, if it has one).
 pub fn release(paths: &StatePaths, plan: &LoadedPlan, spec: &CutoverStep) -> Result<()> {
+    release_flag(paths, plan, spec.postpone_flag_file.as_deref())
+}
+
+/// Write the release a waiting hold consumes (a cutover's, or `enable_transit`'s), and remove the step's
+/// flag file, if it has one.
+pub fn release_flag(paths: &StatePaths, plan: &LoadedPlan, flag_file: Option<&str>) -> Result<()> {
     write_atomic(
         &paths.dir.join(RELEASE_FILE),
         b"released by ecmigrate cutover\n",
@@ -24,7 +30,7 @@ pub fn release(paths: &StatePaths, plan: &LoadedPlan, spec: &CutoverStep) -> Res
             "check the permissions of --state-dir",
         )
     })?;
-    if let Some(flag) = &spec.postpone_flag_file {
+    if let Some(flag) = flag_file {
         let _ = std::fs::remove_file(plan.resolve(std::path::Path::new(flag)));
     }
     Ok(())

@@ -26,7 +26,7 @@ use crate::steps::{load_token, require_group, source_data_endpoint, target_data_
 async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOutputs> {
     let plan = &ctx.plan.plan;
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
-    let target = require_group(ctx, &plan.target.replication_group_id).await?;
+    let target = require_group(ctx, &plan.target().replication_group_id).await?;
     let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;

@@ -67,18 +67,21 @@ impl Names {
                 _ => {}
             }
         }
-        let token = &plan.target.auth_token;
+        // An in-place plan (no target) names only its source: its calls use nothing else.
+        let t = plan.target.as_ref();
         Names {
             source,
-            target: plan.target.replication_group_id.clone(),
+            target: t
+                .map(|t| t.replication_group_id.clone())
+                .unwrap_or_default(),
             backup_snapshot,
             final_snapshot,
-            kms_key: plan.target.kms_key_id.clone(),
-            secret: token.secrets_manager.clone(),
+            kms_key: t.and_then(|t| t.kms_key_id.clone()),
+            secret: t.and_then(|t| t.auth_token.secrets_manager.clone()),
             zone,
             record,
-            parameter_group: plan.target.cache_parameter_group_name.clone(),
-            subnet_group: plan.target.cache_subnet_group_name.clone(),
+            parameter_group: t.and_then(|t| t.cache_parameter_group_name.clone()),
+            subnet_group: t.and_then(|t| t.cache_subnet_group_name.clone()),
         }
     }
 }
@@ -279,6 +282,11 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
             "elasticache:DeleteReplicationGroup",
             &[arns.group(id)],
             "deletes the source once it is cut over and verified (delete_source), or a target of this run whose creation failed, to create it again (restore_encrypted)",
+        )],
+        Call::ModifyTransit(id) => vec![grant(
+            "elasticache:ModifyReplicationGroup",
+            &[arns.group(id)],
+            "turns in-transit encryption on in place: mode `preferred`, then, once released, `required` (enable_transit)",
         )],
         Call::DnsRecord => vec![grant(
             "route53:ListResourceRecordSets",

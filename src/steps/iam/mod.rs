@@ -43,6 +43,8 @@ pub enum Call {
     CreateGroup,
     /// `delete_group(id)`.
     DeleteGroup(String),
+    /// `modify_transit(id, mode)`: in-transit encryption switched on in place (`enable_transit`).
+    ModifyTransit(String),
     /// `dns_record(zone, name)`.
     DnsRecord,
     /// `upsert_cname(zone, name, ..)`.
@@ -59,9 +61,19 @@ pub const REPORT: &str = "report";
 pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
     use Call::*;
     let source = || DescribeGroup(plan.source.replication_group_id.clone());
-    let target = || DescribeGroup(plan.target.replication_group_id.clone());
-    let key = plan.target.kms_key_id.is_some();
-    let token = &plan.target.auth_token;
+    if plan.is_in_place() {
+        // Validation allows only these two steps without a target.
+        return match step {
+            StepSpec::EnableTransit(_) => vec![
+                source(),
+                ModifyTransit(plan.source.replication_group_id.clone()),
+            ],
+            _ => vec![source()],
+        };
+    }
+    let target = || DescribeGroup(plan.target().replication_group_id.clone());
+    let key = plan.target().kms_key_id.is_some();
+    let token = &plan.target().auth_token;
     let secret = token.secrets_manager.is_some() && token.file.is_none() && token.env.is_none();
     let mut calls = Vec::new();
     let mut add = |call: Call, when: bool| {
@@ -93,7 +105,10 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(DescribeKey, key);
             add(CreateGroup, true);
             // A target of this run whose creation failed is deleted and created again.
-            add(DeleteGroup(plan.target.replication_group_id.clone()), true);
+            add(
+                DeleteGroup(plan.target().replication_group_id.clone()),
+                true,
+            );
         }
         // The change stream, the verifier and the cutover open both groups, the target with its token.
         StepSpec::StreamCopy(_) | StepSpec::Verify(_) => {
@@ -117,15 +132,20 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(CreateSnapshot, true);
             add(DeleteGroup(plan.source.replication_group_id.clone()), true);
         }
+        StepSpec::EnableTransit(_) => {}
     }
     calls
 }
 
 /// The calls of the report written after a run: both groups described.
 pub fn report_calls(plan: &Plan) -> Vec<Call> {
+    if plan.is_in_place() {
+        // An in-place plan writes no evidence report (see `cli::run_cmd`).
+        return Vec::new();
+    }
     vec![
         Call::DescribeGroup(plan.source.replication_group_id.clone()),
-        Call::DescribeGroup(plan.target.replication_group_id.clone()),
+        Call::DescribeGroup(plan.target().replication_group_id.clone()),
     ]
 }
 
@@ -161,11 +181,12 @@ impl Scope {
     /// The region from `--region`, else the plan's `aws.region`, else an ARN in the plan; the account from
     /// an ARN in the plan (the plan has no account field). What is not known is a `*` placeholder.
     pub fn of(plan: &Plan, region_flag: Option<&str>) -> Scope {
+        let t = plan.target.as_ref();
         let arns = [
-            ("target.kms_key_id", plan.target.kms_key_id.as_deref()),
+            ("target.kms_key_id", t.and_then(|t| t.kms_key_id.as_deref())),
             (
                 "target.auth_token.secrets_manager",
-                plan.target.auth_token.secrets_manager.as_deref(),
+                t.and_then(|t| t.auth_token.secrets_manager.as_deref()),
             ),
         ];
         // arn:PARTITION:SERVICE:REGION:ACCOUNT:...
@@ -246,7 +267,7 @@ pub fn policy(plan: &Plan, region_flag: Option<&str>) -> IamPolicy {
         .iter()
         .map(|s| (s.kind().as_str().to_string(), calls_of(plan, s)))
         .collect();
-    if !plan.steps.is_empty() {
+    if !plan.steps.is_empty() && !plan.is_in_place() {
         per_step.push((REPORT.to_string(), report_calls(plan)));
     }
     // (action, condition) -> merged grant and the steps that need it.

@@ -171,7 +171,7 @@ fn region_and_account_come_from_the_flag_the_plan_or_its_arns_else_placeholders(
 
     let mut by_arn = plan(FILE, ALL_BUT_CUTOVER);
     by_arn.aws = None;
-    by_arn.target.kms_key_id =
+    by_arn.target.as_mut().unwrap().kms_key_id =
         Some("arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into());
     let p = policy(&by_arn, None);
     assert_eq!(p.region.value, "us-west-2");
@@ -185,7 +185,7 @@ fn region_and_account_come_from_the_flag_the_plan_or_its_arns_else_placeholders(
     );
     assert!(statement_of(&p, "kms:DescribeKey").condition.is_null());
 
-    by_arn.target.kms_key_id = Some("alias/orders".into());
+    by_arn.target.as_mut().unwrap().kms_key_id = Some("alias/orders".into());
     let p = policy(&by_arn, None);
     assert!(p.region.is_placeholder() && p.account.is_placeholder());
     let grant = statement_of(&p, "kms:CreateGrant");

@@ -1,5 +1,6 @@
-//! The postponed cutover's hold: the run waits (state `waiting`, the stream tailing) until the operator
-//! releases it with `ecmigrate cutover PLAN`, by removing the flag file, or at the prompt.
+//! The operator's hold: the run waits (state `waiting`) until the operator releases it with `ecmigrate
+//! cutover PLAN`, by removing the flag file, or at the prompt. A postponed cutover holds before its fence
+//! (the stream tailing meanwhile); `enable_transit` holds in mode `preferred` while the clients move to TLS.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,12 +12,40 @@ use crate::plan::CutoverStep;
 /// Written by `ecmigrate cutover PLAN` into the plan's state folder; the waiting run consumes it.
 pub const RELEASE_FILE: &str = "cutover.release";
 
-/// Hold a postponed cutover until it is released; `None` when there is nothing to hold. Meanwhile the
-/// run is `waiting` and the stream keeps tailing (its lag is in `stream.json`, shown by `status`).
-pub(super) async fn hold(ctx: &StepContext, spec: &CutoverStep) -> Result<Option<String>> {
+/// What one hold waits for and says.
+pub struct Hold<'a> {
+    /// Hold even without a flag file (else only while `flag_file` exists).
+    pub postpone: bool,
+    /// Hold while this file (relative to the plan's folder) exists.
+    pub flag_file: Option<&'a str>,
+    /// The note when the hold starts, before `release it by …`.
+    pub held: &'a str,
+    /// What `status` and the progress lines say is awaited.
+    pub waiting_for: &'a str,
+    /// The question on a terminal.
+    pub question: &'static str,
+    /// The note when released, before `released by …`.
+    pub released: &'a str,
+}
+
+impl<'a> Hold<'a> {
+    /// A postponed cutover's hold.
+    pub fn cutover(spec: &'a CutoverStep) -> Self {
+        Hold {
+            postpone: spec.postpone,
+            flag_file: spec.postpone_flag_file.as_deref(),
+            held: "cutover postponed: changes keep streaming to the target",
+            waiting_for: "the cutover release",
+            question: "Cut over now (pause writes, switch the endpoint)?",
+            released: "cutover",
+        }
+    }
+}
+
+/// Hold until released; `None` when there is nothing to hold. Meanwhile the run is `waiting`.
+pub async fn hold(ctx: &StepContext, spec: &Hold<'_>) -> Result<Option<String>> {
     let flag: Option<PathBuf> = spec
-        .postpone_flag_file
-        .as_ref()
+        .flag_file
         .map(|f| ctx.plan.resolve(std::path::Path::new(f)));
     let flag_at_start = flag.as_ref().is_some_and(|f| f.exists());
     if !spec.postpone && !flag_at_start {
@@ -30,10 +59,11 @@ pub(super) async fn hold(ctx: &StepContext, spec: &CutoverStep) -> Result<Option
     }
     let mut prompt = (ctx.options.interactive && !ctx.options.yes).then(|| {
         ways.push("answering the prompt".into());
-        ask_in_background(ctx.prompter.clone())
+        ask_in_background(ctx.prompter.clone(), spec.question)
     });
     ctx.note(format!(
-        "cutover postponed: changes keep streaming to the target; release it by {}",
+        "{}; release it by {}",
+        spec.held,
         ways.join(", or ")
     ));
     let started = Instant::now();
@@ -59,11 +89,11 @@ pub(super) async fn hold(ctx: &StepContext, spec: &CutoverStep) -> Result<Option
                 Err(_) => prompt = None,
             }
         }
-        ctx.waiting("the cutover release", "postponed", started);
+        ctx.waiting(spec.waiting_for, "postponed", started);
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ctx.set_run_waiting(false)?;
-    ctx.note(format!("cutover released by {by}"));
+    ctx.note(format!("{} released by {by}", spec.released));
     Ok(Some(by))
 }
 
@@ -71,12 +101,11 @@ pub(super) async fn hold(ctx: &StepContext, spec: &CutoverStep) -> Result<Option
 /// question left unanswered (released another way) must not keep the process from exiting.
 fn ask_in_background(
     prompter: std::sync::Arc<dyn Prompter>,
+    question: &'static str,
 ) -> tokio::sync::oneshot::Receiver<bool> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let answer = prompter
-            .confirm("Cut over now (pause writes, switch the endpoint)?")
-            .unwrap_or(false);
+        let answer = prompter.confirm(question).unwrap_or(false);
         let _ = tx.send(answer);
     });
     rx
