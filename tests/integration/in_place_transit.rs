@@ -288,3 +288,75 @@ fn enable_transit_on_moto_sends_two_modifications_in_order_and_holds_between() {
     assert!(again.all_output().contains("already"), "{again:?}");
     assert_eq!(modifies().len(), 2);
 }
+
+/// Killed right after each ModifyReplicationGroup is made (before its answer is seen), then run again:
+/// each modification is sent exactly once, in order, and the run finishes. On the sandbox, whose group
+/// shows the mode a modification set (moto stores no transit fields, so there a lost answer cannot be
+/// told from a request never sent).
+#[test]
+fn enable_transit_killed_after_each_modification_resumes_sending_each_once() {
+    let mut env = Env::new();
+    env.sandbox_with_source(50);
+    let plan = env.write_plan("transit.yaml", PLAN);
+    let plan = plan.to_str().unwrap();
+    // The modifications the journal kept (each is journaled before it is sent).
+    let modes = |env: &Env| -> Vec<String> {
+        std::fs::read_to_string(env.state_dir().join("orders-transit/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "call" && e["operation"] == "ModifyReplicationGroup")
+            .map(|e| {
+                e["params"]["TransitEncryptionMode"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+
+    // 1. Dies right after `preferred` is made.
+    env.set_env(
+        "ECMIGRATE_TEST_CLOUD_FAULTS",
+        "ModifyReplicationGroup=crash-after*1",
+    );
+    let killed = env.run(&["run", plan]);
+    assert_eq!(killed.code, 137, "{killed:?}");
+    assert_eq!(modes(&env), ["preferred"]);
+    assert!(
+        primary(&env).2.is_some(),
+        "the sandbox serves plain text beside TLS"
+    );
+
+    // 2. Run again: it holds without sending `preferred` again; released, it dies right after `required`.
+    let mut run = env.spawn(&["run", plan]);
+    let mut ended = false;
+    wait_for("the hold", Duration::from_secs(30), || {
+        ended = run.try_wait().unwrap().is_some();
+        ended || status_of(&env, plan)["state"] == "waiting"
+    });
+    if ended {
+        panic!("the resumed run ended early: {:?}", run.finish());
+    }
+    assert_eq!(
+        modes(&env),
+        ["preferred"],
+        "resumed without sending `preferred` again"
+    );
+    env.set_env("ECMIGRATE_TEST_CLOUD_FAULTS", "");
+    let _ = env.run(&["cutover", plan, "--no-wait"]);
+    let killed = run.finish();
+    assert_eq!(killed.code, 137, "{killed:?}");
+    assert_eq!(modes(&env), ["preferred", "required"]);
+
+    // 3. Run again: `required` is not sent again; the run proves plain text refused and finishes.
+    let done = env.run(&["run", plan]);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert_eq!(
+        modes(&env),
+        ["preferred", "required"],
+        "each modification exactly once"
+    );
+    assert_eq!(status_of(&env, plan)["state"], "done");
+    assert_eq!(primary(&env).2, None, "TLS only");
+}
