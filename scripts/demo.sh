@@ -11,7 +11,9 @@ source scripts/lib.sh
 
 ensure_redis_server
 cargo build --quiet --bins --example demo_writer
-bin=target/debug/ecmigrate
+# Builds into $CARGO_TARGET_DIR when it is set (else target/).
+target_dir=${CARGO_TARGET_DIR:-target}
+bin=$target_dir/debug/ecmigrate
 plan=plans/sandbox-demo.yaml shape=(--replicas 1)
 if [ "${1:-}" = "--cluster" ]; then
   plan=plans/sandbox-cluster.yaml shape=(--shards 3 --replicas 1)
@@ -37,7 +39,7 @@ step "rehearsal: every check and every call, nothing changed"
 step "an application writes through the alias orders-endpoint from now until the end"
 stop_file=.ecmigrate/demo-writer.stop
 rm -f "$stop_file"
-target/debug/examples/demo_writer "$bin" orders-endpoint .ecmigrate/secrets/orders-enc.token "$stop_file" >.ecmigrate/demo-writer.out &
+"$target_dir"/debug/examples/demo_writer "$bin" orders-endpoint .ecmigrate/secrets/orders-enc.token "$stop_file" >.ecmigrate/demo-writer.out &
 writer_pid=$!
 
 step "the migration (it holds before the cutover: postpone: true)"
@@ -74,7 +76,7 @@ step "audit after"
 echo
 echo "The sandbox keeps running: connect to the new group with"
 echo "  redis-cli --tls --cacert .ecmigrate/sandbox/ca/ca.pem -p <port from sandbox status> --pass \"\$(cat .ecmigrate/secrets/orders-enc.token)\""
-echo "Stop it with: target/debug/ecmigrate sandbox down"
+echo "Stop it with: $bin sandbox down"
 echo
 echo "Evidence pack for the auditors: .ecmigrate/state/$name/report.html (and report.md, report.json)"
 echo
