@@ -149,6 +149,18 @@ pub async fn state_ok(conn: &mut MultiplexedConnection) -> bool {
         .is_ok_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"))
 }
 
+/// `cluster_state:ok`, and the node's table settled: exactly `nodes` entries, none still in a MEET
+/// handshake. Right after forming, a node can list a peer twice (its handshake entry and the entry
+/// gossip brought) until the handshake resolves; a group is not available until that has settled.
+async fn settled(conn: &mut MultiplexedConnection, node: &NodeRec, nodes: usize) -> bool {
+    if !state_ok(conn).await {
+        return false;
+    }
+    cluster_nodes(conn, node).await.is_ok_and(|table| {
+        table.lines().count() == nodes && !table.lines().any(|l| l.contains("handshake"))
+    })
+}
+
 impl Sandbox {
     /// Connections to every node of `group`, in node order.
     async fn connect_all(&self, group: &GroupRec) -> CloudResult<Vec<MultiplexedConnection>> {
@@ -266,7 +278,8 @@ impl Sandbox {
         }
     }
 
-    /// Wait until every node reports `cluster_state:ok`, with a progress line on each change.
+    /// Wait until every node reports `cluster_state:ok` with its node table settled, with a progress line
+    /// on each change.
     async fn await_state_ok(
         &self,
         group: &GroupRec,
@@ -277,8 +290,8 @@ impl Sandbox {
         let mut last = usize::MAX;
         loop {
             let mut ok = 0;
-            for conn in conns.iter_mut() {
-                ok += usize::from(state_ok(conn).await);
+            for (node, conn) in group.nodes.iter().zip(conns.iter_mut()) {
+                ok += usize::from(settled(conn, node, group.nodes.len()).await);
             }
             if ok != last {
                 note(&format!(
