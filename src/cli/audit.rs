@@ -1,8 +1,9 @@
 //! `ecmigrate audit [--provider aws|sandbox] [--regions LIST | --all-regions] [--output json]`: every
 //! replication group of every region asked for, its encryption state, and the path that fits it. A region
-//! that refuses (not opted in, no permission) is reported beside the groups, never fatal. Exits 1 when any
-//! group anywhere is not fully encrypted, to gate a pipeline. `fleet plan` audits through the same
-//! [`audit_regions`].
+//! that refuses (not opted in, no permission) is reported beside the groups and the others are still read.
+//! Exits 1 when any group anywhere is not fully encrypted, or when a region could not be read (the audit is
+//! incomplete; with --all-regions a region the account has not opted into does not count), to gate a
+//! pipeline. `fleet plan` audits through the same [`audit_regions`].
 
 use clap::Args;
 use futures_util::StreamExt;
@@ -213,14 +214,35 @@ pub async fn run(globals: &Globals, args: AuditArgs) -> Result<i32> {
     });
     let audited: Vec<AuditedGroup> = groups.iter().map(|(r, g)| assess(r, g)).collect();
     let unencrypted = groups.iter().filter(|(_, g)| !g.fully_encrypted()).count();
+    // A gate must not pass on what it did not see: a region that could not be read fails the audit,
+    // except, with --all-regions, one the account has not opted into (AWS answers those with an
+    // unrecognized-client error: the list names every region of the service).
+    let unread: Vec<&RegionOutcome> = refused
+        .iter()
+        .copied()
+        .filter(|r| !(args.regions.all_regions && not_opted_in(r.refused.as_deref().unwrap_or(""))))
+        .collect();
     match args.output {
         OutputFormat::Json => println!(
             "{}",
-            serde_json::json!({ "groups": audited, "regions": regions })
+            serde_json::json!({ "groups": audited, "regions": regions, "complete": unread.is_empty() })
         ),
-        OutputFormat::Text => print_table(&audited, &regions, unencrypted),
+        OutputFormat::Text => {
+            print_table(&audited, &regions, unencrypted);
+            if !unread.is_empty() {
+                println!(
+                    "the audit is incomplete: {} region(s) could not be read ({})",
+                    unread.len(),
+                    unread
+                        .iter()
+                        .map(|r| r.region.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
     }
-    Ok(if unencrypted > 0 {
+    Ok(if unencrypted > 0 || !unread.is_empty() {
         exit_code::FAILED
     } else {
         exit_code::OK
@@ -266,6 +288,18 @@ fn print_table(audited: &[AuditedGroup], regions: &[RegionOutcome], unencrypted:
             n => format!(" ({n} refused)"),
         }
     );
+}
+
+/// Whether a region's error is AWS's answer for a region the account has not opted into.
+fn not_opted_in(error: &str) -> bool {
+    [
+        "UnrecognizedClient",
+        "InvalidClientTokenId",
+        "OptInRequired",
+        "AuthFailure",
+    ]
+    .iter()
+    .any(|code| error.contains(code))
 }
 
 fn yes_no(b: bool) -> &'static str {

@@ -102,10 +102,14 @@ fn rolled_back(plan: &LoadedPlan) -> Error {
                 "plan `{}` was rolled back: clients point at the source `{}` again",
                 plan.plan.name, plan.plan.source.replication_group_id
             ),
-            hint: format!(
-                "to migrate again, delete the target `{}` (or choose another target id) and give the plan a new `name`; `ecmigrate status PLAN` shows the rollback",
-                plan.plan.target().replication_group_id
-            ),
+            hint: match &plan.plan.target {
+                Some(target) => format!(
+                    "to migrate again, delete the target `{}` (or choose another target id) and give the plan a new `name`; `ecmigrate status PLAN` shows the rollback",
+                    target.replication_group_id
+                ),
+                // An in-place plan that reuses the name of a rolled-back migration.
+                None => "give the plan a new `name`: this one's state is of a rolled-back migration; `ecmigrate status PLAN` shows it".into(),
+            },
         }],
     }
 }

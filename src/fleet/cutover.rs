@@ -24,12 +24,14 @@ pub async fn release_all(
     state_dir: &Path,
     limit: Duration,
 ) -> Result<Vec<Released>> {
-    let mut released = Vec::new();
-    // Every release is written before any is followed: the switches run together.
+    // Every plan is loaded and checked before any release is written, so a plan that cannot be released
+    // leaves every one unreleased (the error says so truthfully); then every release is written before
+    // any is followed: the switches run together.
+    let mut ready = Vec::new();
     for status in waiting {
         let file = status.plan_path(dir).expect("a waiting group has a plan");
         let plan = crate::plan::load(&file)?;
-        let Some((index, spec)) = plan.plan.cutover_step() else {
+        let Some((index, _)) = plan.plan.cutover_step() else {
             return Err(Error::usage(
                 format!("plan {} has no cutover step", file.display()),
                 "nothing was released",
@@ -37,6 +39,11 @@ pub async fn release_all(
         };
         let paths = StatePaths::new(state_dir, &plan.plan.name);
         let before = release::attempts(paths.load()?.as_ref(), index).len();
+        ready.push((status, plan, paths, index, before));
+    }
+    let mut released = Vec::new();
+    for (status, plan, paths, index, before) in ready {
+        let (_, spec) = plan.plan.cutover_step().expect("checked above");
         release::release(&paths, &plan, spec)?;
         released.push((status, paths, index, before));
     }

@@ -119,6 +119,52 @@ fn audit_across_regions_lists_every_group_with_its_region_and_reports_a_refusing
         "us-east-1 was not asked for: {text:?}"
     );
 
+    // A gate does not pass on a region it could not read.
+    let sa = Moto::in_region(&url, "sa-east-1");
+    block_on(async {
+        sa.ec
+            .create_replication_group()
+            .replication_group_id(unique("audok"))
+            .replication_group_description("encrypted")
+            .engine("redis")
+            .num_cache_clusters(1)
+            .at_rest_encryption_enabled(true)
+            .transit_encryption_enabled(true)
+            .send()
+            .await
+            .expect("seed an encrypted group in sa-east-1");
+    });
+    let clean = env.run(&[
+        "audit",
+        "--provider",
+        "aws",
+        "--regions",
+        "sa-east-1",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        clean.code, 0,
+        "only encrypted groups, every region read: {clean:?}"
+    );
+    let partial = env.run(&[
+        "audit",
+        "--provider",
+        "aws",
+        "--regions",
+        "sa-east-1,ap-east-1",
+    ]);
+    assert_eq!(
+        partial.code, 1,
+        "a region not read fails the gate: {partial:?}"
+    );
+    assert!(
+        partial
+            .stdout
+            .contains("the audit is incomplete: 1 region(s) could not be read (ap-east-1)"),
+        "{partial:?}"
+    );
+
     let bad = env.run(&["audit", "--provider", "aws", "--regions", "us-east-1,Mars"]);
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.contains("--regions: `Mars`"), "{bad:?}");
