@@ -37,12 +37,10 @@ pub fn engine_major(version: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).
-pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), String> {
-    if version.trim().is_empty() {
-        return Err("the engine version is unknown (none of the group's member clusters could be described)".into());
-    }
-    let parts: Vec<u32> = version
+/// The numbers of a dotted version (`7.0.15` → 7, 0, 15); a part's trailing non-digits are ignored and
+/// an unreadable part is 0.
+fn version_parts(version: &str) -> Vec<u32> {
+    version
         .split('.')
         .map(|p| {
             p.chars()
@@ -50,7 +48,15 @@ pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), Stri
                 .collect::<String>()
         })
         .map(|p| p.parse().unwrap_or(0))
-        .collect();
+        .collect()
+}
+
+/// At-rest and in-transit encryption need Redis OSS 3.2.6, 4.0.10 or later (any Valkey).
+pub fn engine_supports_encryption(version: &str) -> std::result::Result<(), String> {
+    if version.trim().is_empty() {
+        return Err("the engine version is unknown (none of the group's member clusters could be described)".into());
+    }
+    let parts = version_parts(version);
     let v = |i: usize| parts.get(i).copied().unwrap_or(0);
     let ok = match (v(0), v(1)) {
         (3, 2) => v(2) == 6,
@@ -126,15 +132,7 @@ mod tests {
 /// documents name is the Terraform provider's own line (below it, the provider replaces the group instead
 /// of modifying it), not ElastiCache's: see [`terraform_replaces_below`].
 pub fn in_place_transit_supported(engine: &str, version: &str) -> std::result::Result<(), String> {
-    let parts: Vec<u32> = version
-        .split('.')
-        .map(|p| {
-            p.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .map(|p| p.parse().unwrap_or(0))
-        .collect();
+    let parts = version_parts(version);
     let v = |i: usize| parts.get(i).copied().unwrap_or(0);
     let valkey = engine.eq_ignore_ascii_case("valkey");
     let (ok, needed) = if valkey {
@@ -162,15 +160,7 @@ pub fn terraform_replaces_below(engine: &str, version: &str) -> Option<String> {
     if engine.eq_ignore_ascii_case("valkey") {
         return None;
     }
-    let parts: Vec<u32> = version
-        .split('.')
-        .map(|p| {
-            p.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .map(|p| p.parse().unwrap_or(0))
-        .collect();
+    let parts = version_parts(version);
     let v = |i: usize| parts.get(i).copied().unwrap_or(0);
     ((v(0), v(1), v(2)) < (7, 0, 5)).then(|| {
         format!(

@@ -6,11 +6,9 @@
 //! client is a small crate where the EC2 one is among the largest of the SDK. Regions the account has not
 //! opted into are in that list too; the audit reports them as refused, which is what they are.
 
-use aws_config::BehaviorVersion;
-
 use crate::cloud::{CloudError, CloudResult};
 
-use super::map_err;
+use super::{load_config_any_region, map_err};
 
 /// The path of the service's region parameters; each parameter's value is a region code.
 const ELASTICACHE_REGIONS_PATH: &str =
@@ -46,23 +44,9 @@ pub struct CallerIdentity {
     pub arn: String,
 }
 
-async fn config(
-    region: Option<String>,
-    profile: Option<String>,
-) -> CloudResult<aws_config::SdkConfig> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(profile) = profile {
-        loader = loader.profile_name(profile);
-    }
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region));
-    }
-    Ok(loader.load().await)
-}
-
 /// The region the environment and shared config name (AWS_REGION, the profile's `region`), if any.
 pub async fn current_region(profile: Option<String>) -> Option<String> {
-    let config = config(None, profile).await.ok()?;
+    let config = load_config_any_region(None, profile).await;
     config.region().map(|r| r.to_string())
 }
 
@@ -72,7 +56,7 @@ pub async fn elasticache_regions(
     region: Option<String>,
     profile: Option<String>,
 ) -> CloudResult<Vec<String>> {
-    let mut config = config(region, profile).await?;
+    let mut config = load_config_any_region(region, profile).await;
     let current = config.region().map(|r| r.to_string());
     if !current
         .as_deref()

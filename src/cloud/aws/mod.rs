@@ -117,6 +117,20 @@ async fn load_config(
     region: Option<String>,
     profile: Option<String>,
 ) -> CloudResult<aws_config::SdkConfig> {
+    let config = load_config_any_region(region, profile).await;
+    if config.region().is_none() {
+        return Err(CloudError::invalid(
+            "no AWS region: set `aws.region` in the plan, pass --region, or set AWS_REGION",
+        ));
+    }
+    Ok(config)
+}
+
+/// As [`load_config`], with or without a region (the account-wide reads find their own).
+async fn load_config_any_region(
+    region: Option<String>,
+    profile: Option<String>,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(profile) = profile {
         loader = loader.profile_name(profile);
@@ -124,13 +138,7 @@ async fn load_config(
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region));
     }
-    let config = loader.load().await;
-    if config.region().is_none() {
-        return Err(CloudError::invalid(
-            "no AWS region: set `aws.region` in the plan, pass --region, or set AWS_REGION",
-        ));
-    }
-    Ok(config)
+    loader.load().await
 }
 
 /// Map an SDK error onto `CloudError`: not found, already exists, transient (throttling, 5xx, timeouts,
