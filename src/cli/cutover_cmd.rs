@@ -1,6 +1,7 @@
 //! `ecmigrate cutover PLAN [--no-wait] [--timeout-seconds N] [--output json]`: release a postponed cutover
 //! of the run in progress (from another shell), then follow it until the switch is made or fails; on a plan
-//! with `enable_transit`, release its hold in mode `preferred` and follow it until TLS is required.
+//! that changes its source in place, release the hold of its step (`enable_transit` in mode `preferred`,
+//! `rotate_auth_token` while both tokens are valid) and follow it until the step is done.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,13 +31,13 @@ pub struct CutoverArgs {
 
 pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     let plan = crate::plan::load(&args.plan)?;
-    if let Some((index, spec)) = plan.plan.enable_transit_step() {
-        return release_transit(globals, &args, &plan, index, spec).await;
+    if plan.plan.is_in_place() {
+        return release_in_place(globals, &args, &plan).await;
     }
     let Some((index, spec)) = plan.plan.cutover_step() else {
         return Err(Error::usage(
             format!("plan `{}` has no cutover step", plan.plan.name),
-            "add a `cutover` step to the plan (or an `enable_transit` step to a plan without `target`)",
+            "add a `cutover` step to the plan",
         ));
     };
     let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
@@ -86,32 +87,79 @@ pub async fn run(globals: &Globals, args: CutoverArgs) -> Result<i32> {
     follow(&args, &paths, index, attempts_before.len()).await
 }
 
-/// Release the hold of `enable_transit` (mode `preferred`, clients moving to TLS) and follow the step
-/// until the group requires TLS and a plain-text connection was refused.
-async fn release_transit(
+/// What `cutover` says of each in-place step it releases.
+struct InPlaceWords {
+    already: &'static str,
+    waits_in: &'static str,
+    released: &'static str,
+    following: &'static str,
+    done_state: &'static str,
+    done: &'static str,
+    stopped: &'static str,
+}
+
+fn in_place_words(kind: StepKind) -> InPlaceWords {
+    match kind {
+        StepKind::RotateAuthToken => InPlaceWords {
+            already: "the AUTH token was already rotated",
+            waits_in: "it holds while both AUTH tokens are valid",
+            released: "released: the group will accept only the new AUTH token",
+            following: "following the switch to the new token only",
+            done_state: "rotated",
+            done: "only the new AUTH token opens the group now; the old one was refused",
+            stopped: "the run stopped before the old AUTH token was retired",
+        },
+        _ => InPlaceWords {
+            already: "TLS was already required",
+            waits_in: "it holds in mode `preferred`",
+            released: "released: the group will require TLS",
+            following: "following the switch to TLS only",
+            done_state: "required",
+            done: "the group requires TLS now; a plain-text connection was refused",
+            stopped: "the run stopped before TLS was required",
+        },
+    }
+}
+
+/// Release the hold of the plan's in-place step that is not done yet (`enable_transit` in mode
+/// `preferred`, `rotate_auth_token` with both tokens valid) and follow it until it is done.
+async fn release_in_place(
     globals: &Globals,
     args: &CutoverArgs,
     plan: &crate::plan::LoadedPlan,
-    index: usize,
-    spec: &crate::plan::EnableTransitStep,
 ) -> Result<i32> {
     let paths = StatePaths::new(&globals.state_dir, &plan.plan.name);
-    let step_status =
-        |state: Option<&RunState>| state.and_then(|s| s.steps.get(index)).map(|r| r.status);
+    let state = paths.load()?;
+    let step_status = |state: Option<&RunState>, index: usize| {
+        state.and_then(|s| s.steps.get(index)).map(|r| r.status)
+    };
+    // The first holding step not done; with all done, the last one (to say so).
+    let mut found = plan.plan.in_place_hold_step(0).ok_or_else(|| {
+        Error::usage(
+            format!("plan `{}` has no step to release", plan.plan.name),
+            "a plan without `target` holds in `enable_transit` or `rotate_auth_token`",
+        )
+    })?;
+    while step_status(state.as_ref(), found.0) == Some(StepStatus::Done) {
+        match plan.plan.in_place_hold_step(found.0 + 1) {
+            Some(next) => found = next,
+            None => break,
+        }
+    }
+    let (index, kind, flag) = found;
+    let words = in_place_words(kind);
     let outputs = |state: Option<&RunState>| {
         state
-            .and_then(|s| s.outputs_of(StepKind::EnableTransit))
+            .and_then(|s| s.outputs_of(kind))
             .map(|o| Value::Object(o.clone()))
             .unwrap_or(Value::Null)
     };
-    let state = paths.load()?;
-    if step_status(state.as_ref()) == Some(StepStatus::Done) {
-        let text = "TLS was already required";
+    if step_status(state.as_ref(), index) == Some(StepStatus::Done) {
         return report(
             args,
-            StepKind::EnableTransit,
+            kind,
             "already_done",
-            text,
+            words.already,
             outputs(state.as_ref()),
         );
     }
@@ -122,34 +170,30 @@ async fn release_transit(
                 plan.plan.name
             ),
             format!(
-                "start it with `ecmigrate run {}`: it holds in mode `preferred` and waits for this command",
-                args.plan.display()
+                "start it with `ecmigrate run {}`: {} and waits for this command",
+                args.plan.display(),
+                words.waits_in
             ),
         ));
     }
-    release::release_flag(&paths, plan, spec.postpone_flag_file.as_deref())?;
+    release::release_flag(&paths, plan, flag)?;
     if args.no_wait {
-        let text = "released: the group will require TLS";
-        return report(args, StepKind::EnableTransit, "released", text, Value::Null);
+        return report(args, kind, "released", words.released, Value::Null);
     }
     if args.output == OutputFormat::Text {
-        println!(
-            "`{}` released; following the switch to TLS only…",
-            plan.plan.name
-        );
+        println!("`{}` released; {}…", plan.plan.name, words.following);
     }
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let state = paths.load()?;
-        match step_status(state.as_ref()) {
+        match step_status(state.as_ref(), index) {
             Some(StepStatus::Done) => {
-                let text = "the group requires TLS now; a plain-text connection was refused";
                 return report(
                     args,
-                    StepKind::EnableTransit,
-                    "required",
-                    text,
+                    kind,
+                    words.done_state,
+                    words.done,
                     outputs(state.as_ref()),
                 );
             }
@@ -160,7 +204,7 @@ async fn release_transit(
                     .and_then(|r| r.error.clone())
                     .unwrap_or_default();
                 return Err(Error::failed(
-                    format!("enable_transit failed: {error}"),
+                    format!("{kind} failed: {error}"),
                     format!(
                         "fix the cause and run `ecmigrate run {}` to resume",
                         args.plan.display()
@@ -171,7 +215,7 @@ async fn release_transit(
         }
         if !paths.is_locked() {
             return Err(Error::failed(
-                "the run stopped before TLS was required",
+                words.stopped,
                 format!(
                     "see `ecmigrate status {0}`; resume with `ecmigrate run {0}`",
                     args.plan.display()
@@ -181,7 +225,7 @@ async fn release_transit(
         if started.elapsed() > Duration::from_secs(args.timeout_seconds) {
             return Err(Error::failed(
                 format!(
-                    "TLS was not required within {} s (the release stands)",
+                    "{kind} was not done within {} s (the release stands)",
                     args.timeout_seconds
                 ),
                 format!("follow it with `ecmigrate status {}`", args.plan.display()),

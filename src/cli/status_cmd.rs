@@ -254,6 +254,9 @@ fn print_next(seen: &Seen, plan_path: &std::path::Path) {
             "rolled back: clients point at `{}` again; `ecmigrate run` refuses this plan",
             seen.plan.plan.source.replication_group_id
         ),
+        (RunStatus::Waiting, Some(step)) if seen.active && step == "rotate_auth_token" => println!(
+            "waiting while both AUTH tokens open the group and the clients move to the new one; retire the old token with: ecmigrate cutover {plan}"
+        ),
         (RunStatus::Waiting, _) if seen.active && seen.plan.plan.is_in_place() => println!(
             "waiting in transit mode `preferred` while the clients move to TLS; require TLS with: ecmigrate cutover {plan}"
         ),

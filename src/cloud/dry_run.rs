@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use crate::secret::Secret;
 
 use super::{
-    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, DnsRecord, Endpoint,
-    KmsKey, Node, NodeRole, ReplicationGroup, Snapshot,
+    AuthTokenUpdate, CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup,
+    DnsRecord, Endpoint, KmsKey, Node, NodeRole, ReplicationGroup, SecretVersion, Snapshot,
 };
 
 /// The change id a simulated DNS upsert returns (reported `INSYNC`).
@@ -152,6 +152,14 @@ impl CloudRead for DryRunCloud {
         }
         self.real.get_secret(id).await
     }
+
+    async fn get_secret_version(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> CloudResult<Option<SecretVersion>> {
+        self.real.get_secret_version(id, stage).await
+    }
 }
 
 #[async_trait]
@@ -261,6 +269,16 @@ impl CloudWrite for DryRunCloud {
         Ok(())
     }
 
+    /// Never reaches the real cloud; the rehearsal of a rotation changes nothing the rest of it reads.
+    async fn modify_auth_token(
+        &self,
+        _group: &str,
+        _token: &Secret,
+        _strategy: AuthTokenUpdate,
+    ) -> CloudResult<()> {
+        Ok(())
+    }
+
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
         self.overlay()
             .aliases
@@ -275,6 +293,25 @@ impl CloudWrite for DryRunCloud {
         _tags: &BTreeMap<String, String>,
     ) -> CloudResult<()> {
         self.overlay().secrets.insert(id.to_string(), value.clone());
+        Ok(())
+    }
+
+    async fn put_secret_pending(
+        &self,
+        _id: &str,
+        _version_id: &str,
+        _value: &Secret,
+    ) -> CloudResult<()> {
+        Ok(())
+    }
+
+    async fn move_secret_stage(
+        &self,
+        _id: &str,
+        _stage: &str,
+        _to: Option<&str>,
+        _from: Option<&str>,
+    ) -> CloudResult<()> {
         Ok(())
     }
 }

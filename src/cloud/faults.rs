@@ -151,6 +151,14 @@ impl CloudRead for FaultyCloud {
         self.check("GetSecretValue")?;
         self.inner.get_secret(id).await
     }
+    async fn get_secret_version(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> CloudResult<Option<super::SecretVersion>> {
+        self.check("GetSecretValue")?;
+        self.inner.get_secret_version(id, stage).await
+    }
     async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
         self.check("GetKeyRotationStatus")?;
         self.inner.key_rotation_enabled(key).await
@@ -199,6 +207,17 @@ impl CloudWrite for FaultyCloud {
         self.after("ModifyReplicationGroup");
         answer
     }
+    async fn modify_auth_token(
+        &self,
+        group: &str,
+        token: &Secret,
+        strategy: super::AuthTokenUpdate,
+    ) -> CloudResult<()> {
+        self.check("ModifyReplicationGroup")?;
+        let answer = self.inner.modify_auth_token(group, token, strategy).await;
+        self.after("ModifyReplicationGroup");
+        answer
+    }
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {
         self.check("PointAlias")?;
         self.inner.point_alias(alias, group).await
@@ -221,5 +240,28 @@ impl CloudWrite for FaultyCloud {
     ) -> CloudResult<()> {
         self.check("PutSecretValue")?;
         self.inner.put_secret(id, value, tags).await
+    }
+    async fn put_secret_pending(
+        &self,
+        id: &str,
+        version_id: &str,
+        value: &Secret,
+    ) -> CloudResult<()> {
+        self.check("PutSecretValue")?;
+        let answer = self.inner.put_secret_pending(id, version_id, value).await;
+        self.after("PutSecretValue");
+        answer
+    }
+    async fn move_secret_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> CloudResult<()> {
+        self.check("UpdateSecretVersionStage")?;
+        let answer = self.inner.move_secret_stage(id, stage, to, from).await;
+        self.after("UpdateSecretVersionStage");
+        answer
     }
 }

@@ -238,6 +238,10 @@ pub trait CloudRead: Send + Sync {
     fn data_plane_ca(&self) -> Option<PathBuf>;
     /// The value of a Secrets Manager secret (name or ARN); `None` when there is no such secret.
     async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>>;
+    /// The version of a secret that carries the staging label `stage` (`AWSCURRENT`, `AWSPENDING`,
+    /// `AWSPREVIOUS`); `None` when no version carries it (or there is no such secret).
+    async fn get_secret_version(&self, id: &str, stage: &str)
+    -> CloudResult<Option<SecretVersion>>;
     /// A DNS record clients resolve (Route53): `None` when the zone has no record of that name.
     async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
         let _ = zone;
@@ -270,6 +274,35 @@ pub(crate) fn dns_name_key(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// One version of a Secrets Manager secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    pub version_id: String,
+    pub value: Secret,
+}
+
+/// Secrets Manager's staging labels.
+pub const STAGE_CURRENT: &str = "AWSCURRENT";
+pub const STAGE_PENDING: &str = "AWSPENDING";
+pub const STAGE_PREVIOUS: &str = "AWSPREVIOUS";
+
+/// `AuthTokenUpdateStrategy` of ModifyReplicationGroup, in the only order the API reference allows:
+/// `ROTATE` adds the new token beside the old one, `SET` ("allowed only after ROTATE") keeps only it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthTokenUpdate {
+    Rotate,
+    Set,
+}
+
+impl AuthTokenUpdate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthTokenUpdate::Rotate => "ROTATE",
+            AuthTokenUpdate::Set => "SET",
+        }
+    }
+}
+
 /// A DNS record as Route53 holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DnsRecord {
@@ -298,6 +331,14 @@ pub trait CloudWrite: Send + Sync {
     /// `TransitEncryptionEnabled=true`, `TransitEncryptionMode=mode` (`preferred`, then `required`) and
     /// `ApplyImmediately=true`. The group goes `modifying`, then `available` in the new mode.
     async fn modify_transit(&self, group: &str, mode: &str) -> CloudResult<()>;
+    /// The AUTH token of an existing group, in place: ModifyReplicationGroup with `AuthToken=token`,
+    /// `AuthTokenUpdateStrategy=strategy` and `ApplyImmediately=true`.
+    async fn modify_auth_token(
+        &self,
+        group: &str,
+        token: &Secret,
+        strategy: AuthTokenUpdate,
+    ) -> CloudResult<()>;
     /// Create or replace the CNAME `name` in `zone` with `value`; returns the change id to wait on.
     async fn upsert_cname(
         &self,
@@ -317,6 +358,24 @@ pub trait CloudWrite: Send + Sync {
         id: &str,
         value: &Secret,
         tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()>;
+    /// A new version `version_id` of the existing secret `id`, labelled `AWSPENDING` only
+    /// (PutSecretValue with `ClientRequestToken=version_id`: sent again, the same request is a no-op).
+    async fn put_secret_pending(
+        &self,
+        id: &str,
+        version_id: &str,
+        value: &Secret,
+    ) -> CloudResult<()>;
+    /// UpdateSecretVersionStage: the label `stage` moved to version `to` (from `from`, the version that
+    /// carries it now), or only removed from `from` when `to` is `None`. Moving `AWSCURRENT` labels the
+    /// version it left `AWSPREVIOUS`.
+    async fn move_secret_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
     ) -> CloudResult<()>;
 }
 

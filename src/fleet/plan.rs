@@ -177,6 +177,7 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
             tls_client_cert: None,
             tls_client_key: None,
             tls_ca_file: None,
+            auth_token: None,
         },
         target: Some(TargetSpec {
             replication_group_id: r(&policy.target_id),

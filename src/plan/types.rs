@@ -20,7 +20,7 @@ pub struct Plan {
     pub aws: Option<AwsSettings>,
     pub source: SourceSpec,
     /// The new encrypted group. Left out, the plan changes the source in place: it may then only list
-    /// `preflight` and `enable_transit`.
+    /// `preflight`, `enable_transit` and `rotate_auth_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
     pub steps: Vec<StepSpec>,
@@ -73,6 +73,10 @@ pub struct SourceSpec {
     /// folder. Only in a plan without `target`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
+    /// Where the source's current AUTH token is kept (`file` or `secrets_manager`), for
+    /// `rotate_auth_token`: the new token is generated into the same store, as a pending version first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<AuthTokenSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -163,6 +167,7 @@ pub struct AuthTokenSpec {
 pub enum StepSpec {
     Preflight(PreflightStep),
     EnableTransit(EnableTransitStep),
+    RotateAuthToken(RotateAuthTokenStep),
     Backup(BackupStep),
     RestoreEncrypted(RestoreEncryptedStep),
     StreamCopy(StreamCopyStep),
@@ -176,6 +181,7 @@ impl StepSpec {
         match self {
             StepSpec::Preflight(_) => StepKind::Preflight,
             StepSpec::EnableTransit(_) => StepKind::EnableTransit,
+            StepSpec::RotateAuthToken(_) => StepKind::RotateAuthToken,
             StepSpec::Backup(_) => StepKind::Backup,
             StepSpec::RestoreEncrypted(_) => StepKind::RestoreEncrypted,
             StepSpec::StreamCopy(_) => StepKind::StreamCopy,
@@ -192,6 +198,7 @@ impl StepSpec {
 pub enum StepKind {
     Preflight,
     EnableTransit,
+    RotateAuthToken,
     Backup,
     RestoreEncrypted,
     StreamCopy,
@@ -202,9 +209,10 @@ pub enum StepKind {
 
 impl StepKind {
     /// Every kind, in the only order a plan may list them.
-    pub const ALL: [StepKind; 8] = [
+    pub const ALL: [StepKind; 9] = [
         StepKind::Preflight,
         StepKind::EnableTransit,
+        StepKind::RotateAuthToken,
         StepKind::Backup,
         StepKind::RestoreEncrypted,
         StepKind::StreamCopy,
@@ -217,6 +225,7 @@ impl StepKind {
         match self {
             StepKind::Preflight => "preflight",
             StepKind::EnableTransit => "enable_transit",
+            StepKind::RotateAuthToken => "rotate_auth_token",
             StepKind::Backup => "backup",
             StepKind::RestoreEncrypted => "restore_encrypted",
             StepKind::StreamCopy => "stream_copy",
@@ -242,6 +251,22 @@ pub struct PreflightStep {}
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnableTransitStep {
+    /// Also hold while this file exists (relative to the plan's folder); the hold is always released by
+    /// `ecmigrate cutover PLAN` or the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postpone_flag_file: Option<String>,
+    /// Give up waiting for each modification after this many seconds (60..=86400, default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// The source's AUTH token rotated in place (a plan without `target`), in the order the ElastiCache API
+/// reference gives: a new token generated into `source.auth_token`'s store as a pending version;
+/// ModifyReplicationGroup `AuthTokenUpdateStrategy=ROTATE` (old and new both open the group); the new
+/// version made current; a hold while the clients move to it; then `SET` (only the new one opens it).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateAuthTokenStep {
     /// Also hold while this file exists (relative to the plan's folder); the hold is always released by
     /// `ecmigrate cutover PLAN` or the prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -379,6 +404,26 @@ impl Plan {
             StepSpec::EnableTransit(e) => Some((i, e)),
             _ => None,
         })
+    }
+
+    /// The first in-place step that holds for the operator (`enable_transit`, `rotate_auth_token`) at or
+    /// after step `from`, with its index and its hold's flag file.
+    pub fn in_place_hold_step(&self, from: usize) -> Option<(usize, StepKind, Option<&str>)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, s)| match s {
+                StepSpec::EnableTransit(e) => {
+                    Some((i, StepKind::EnableTransit, e.postpone_flag_file.as_deref()))
+                }
+                StepSpec::RotateAuthToken(r) => Some((
+                    i,
+                    StepKind::RotateAuthToken,
+                    r.postpone_flag_file.as_deref(),
+                )),
+                _ => None,
+            })
     }
 
     /// The cutover step and its index, if the plan has one.

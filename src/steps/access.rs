@@ -51,6 +51,28 @@ pub async fn require_group(ctx: &StepContext, id: &str) -> Result<ReplicationGro
 }
 
 /// Wait until snapshot `name` is available (bounded by `limit`).
+/// Wait until a group that is being modified in place is `available` again (bounded, with progress):
+/// `what` names the change in the progress lines.
+pub async fn wait_group_available(
+    ctx: &StepContext,
+    id: &str,
+    what: &str,
+    limit: Duration,
+) -> Result<ReplicationGroup> {
+    crate::engine::wait_until(ctx, what, limit, || async {
+        use crate::engine::Poll;
+        Ok(match ctx.cloud.describe_group(id).await? {
+            None => Poll::Failed(format!("`{id}` no longer exists")),
+            Some(g) if g.is_available() => Poll::Ready(g),
+            Some(g) if g.status == "deleting" || g.status.ends_with("failed") => {
+                Poll::Failed(format!("`{id}` is `{}`", g.status))
+            }
+            Some(g) => Poll::Pending(g.status),
+        })
+    })
+    .await
+}
+
 pub async fn wait_for_snapshot(
     ctx: &StepContext,
     name: &str,

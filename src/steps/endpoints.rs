@@ -75,6 +75,17 @@ pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Resu
     })
 }
 
+/// How to reach the source over TLS once an in-place step turned it on: its endpoint (or the plan's
+/// `data_endpoint`), with the plan's CA (`source.tls_ca_file`) or the cloud's.
+pub fn source_tls_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
+    let mut ep = source_data_endpoint(ctx, group)?;
+    ep.tls = true;
+    if let Some(ca) = &ctx.plan.plan.source.tls_ca_file {
+        ep.ca_file = Some(ctx.plan.resolve(ca));
+    }
+    Ok(ep)
+}
+
 /// How to reach the target's data plane: TLS with the plan's CA (or the cloud's), and the AUTH token.
 pub fn target_data_endpoint(
     ctx: &StepContext,

@@ -16,6 +16,7 @@ pub mod live;
 pub mod preflight;
 pub mod records;
 pub mod restore_encrypted;
+pub mod rotate_auth_token;
 pub mod stream_copy;
 pub mod switch;
 pub mod verify;
@@ -28,6 +29,7 @@ use crate::plan::{LoadedPlan, StepSpec};
 
 pub use access::{
     DEFAULT_TIMEOUT, cloud_error, kms_key_ref, require_group, timeout, wait_for_snapshot,
+    wait_group_available,
 };
 pub use auth::{keep_token, load_token, read_token, token_store};
 pub use endpoints::{source_data_endpoint, target_data_endpoint};
@@ -50,6 +52,7 @@ impl StepRunner for Steps {
         match spec {
             StepSpec::Preflight(s) => preflight::run(ctx, s).await,
             StepSpec::EnableTransit(s) => enable_transit::run(ctx, s).await,
+            StepSpec::RotateAuthToken(s) => rotate_auth_token::run(ctx, s).await,
             StepSpec::Backup(s) => backup::run(ctx, s, live).await,
             StepSpec::RestoreEncrypted(s) => restore_encrypted::run(ctx, s).await,
             StepSpec::StreamCopy(s) => stream_copy::run(ctx, s, live).await,

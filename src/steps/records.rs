@@ -186,3 +186,48 @@ pub struct TransitOutputs {
     /// What the cloud reported after the last modification (`TransitEncryptionEnabled`, `…Mode`).
     pub reported: serde_json::Value,
 }
+
+/// What `rotate_auth_token` has done, recorded before and after each change so a resumed run never
+/// repeats one the cloud took.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RotationIntent {
+    /// The new token's version id in Secrets Manager (the PutSecretValue `ClientRequestToken`), derived
+    /// from the plan and the run, so a resumed run finds its own pending version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// ModifyReplicationGroup `ROTATE`: about to be sent (`requested`), answered (`accepted`).
+    #[serde(default)]
+    pub rotate_requested: bool,
+    #[serde(default)]
+    pub rotate_accepted: bool,
+    /// The new token's version made current in its store (the old one kept as the previous).
+    #[serde(default)]
+    pub promoted: bool,
+    /// What released the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// ModifyReplicationGroup `SET`, as above.
+    #[serde(default)]
+    pub set_requested: bool,
+    #[serde(default)]
+    pub set_accepted: bool,
+    /// Why a connection with the old token failed after `SET`, recorded before the old token is
+    /// removed from its store (a resumed run can no longer try it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_token_refused: Option<String>,
+}
+
+/// `rotate_auth_token`'s outputs. Tokens never appear: only their store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationOutputs {
+    pub group_id: String,
+    /// Where the new (now only) token is kept, e.g. `secretsmanager:orders/auth`.
+    pub token_store: String,
+    /// The new token's version id in Secrets Manager (`None` for a file).
+    pub version_id: Option<String>,
+    pub released_by: String,
+    /// Why a connection with the old token failed after `SET`.
+    pub old_token_refused: String,
+    /// What the cloud reported after the last modification.
+    pub reported: serde_json::Value,
+}

@@ -77,13 +77,45 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
                 "require TLS on {} (plain-text connections dropped)",
                 or_unnamed(s("ReplicationGroupId"))
             ),
-            _ => format!("modify group {}", or_unnamed(s("ReplicationGroupId"))),
+            _ => match s("AuthTokenUpdateStrategy").as_deref() {
+                Some("ROTATE") => format!(
+                    "add the new AUTH token to {} beside the current one (AuthTokenUpdateStrategy ROTATE: both open it)",
+                    or_unnamed(s("ReplicationGroupId"))
+                ),
+                Some("SET") => format!(
+                    "keep only the new AUTH token on {} (AuthTokenUpdateStrategy SET: the old one is refused)",
+                    or_unnamed(s("ReplicationGroupId"))
+                ),
+                _ => format!("modify group {}", or_unnamed(s("ReplicationGroupId"))),
+            },
         },
+        "StorePendingAuthToken" => format!(
+            "keep a new AUTH token pending in {}",
+            or_unnamed(s("store"))
+        ),
+        "PromoteAuthToken" => format!(
+            "make the pending AUTH token current ({} → {})",
+            or_unnamed(s("from")),
+            or_unnamed(s("to"))
+        ),
+        "UpdateSecretVersionStage" => format!(
+            "move the label {} of Secrets Manager secret {}{}",
+            or_unnamed(s("VersionStage")),
+            or_unnamed(s("SecretId")),
+            s("MoveToVersionId")
+                .map(|v| format!(" to version {v}"))
+                .unwrap_or_else(|| " off its version".into())
+        ),
         "SwitchCommand" => format!("run the switch command `{}`", or_unnamed(s("command"))),
         "StoreAuthToken" => format!("keep a new AUTH token in {}", or_unnamed(s("store"))),
         "PutSecretValue" => format!(
-            "keep a new AUTH token in Secrets Manager secret {}",
-            or_unnamed(s("SecretId"))
+            "keep a new AUTH token in Secrets Manager secret {}{}",
+            or_unnamed(s("SecretId")),
+            if params["VersionStages"][0] == "AWSPENDING" {
+                " (labelled AWSPENDING)"
+            } else {
+                ""
+            }
         ),
         other => {
             let ids = ids(params);
@@ -176,7 +208,8 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
             "CreateSnapshot" if call.labels.contains_key(FINAL_SNAPSHOT) => final_snapshots += 1,
             "CreateSnapshot" => snapshots += 1,
             "CreateReplicationGroup" => groups += 1,
-            "StoreAuthToken" | "PutSecretValue" => tokens += 1,
+            "StoreAuthToken" | "PutSecretValue" | "StorePendingAuthToken" => tokens += 1,
+            "PromoteAuthToken" | "UpdateSecretVersionStage" => {}
             "PointAlias" => aliases += 1,
             "ChangeResourceRecordSets" => records += 1,
             "SwitchCommand" => commands += 1,
@@ -208,7 +241,7 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
         parts.push(format!("{list} to repoint"));
     }
     if let Some(m) = counted(modifies, "group modification", "group modifications") {
-        parts.push(format!("{m} to make (in-transit encryption in place)"));
+        parts.push(format!("{m} to make in place"));
     }
     if let Some(c) = counted(commands, "switch command", "switch commands") {
         parts.push(format!("{c} to run"));

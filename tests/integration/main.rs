@@ -17,6 +17,7 @@ mod fleet_plan;
 mod harness;
 mod hostile_files;
 mod iam_policy;
+mod in_place_rotation;
 mod in_place_transit;
 mod invalid_plans;
 mod ledger;

@@ -8,9 +8,10 @@ use aws_sdk_elasticache::types as ec;
 
 use super::{map_err, none_if_not_found};
 use crate::cloud::{
-    CloudError, CloudResult, CreateEncryptedGroup, Endpoint, Node, NodeRole, ReplicationGroup,
-    Snapshot,
+    AuthTokenUpdate, CloudError, CloudResult, CreateEncryptedGroup, Endpoint, Node, NodeRole,
+    ReplicationGroup, Snapshot,
 };
+use crate::secret::Secret;
 
 pub(super) async fn describe_group(ec: &Client, id: &str) -> CloudResult<Option<ReplicationGroup>> {
     let out = none_if_not_found(
@@ -169,6 +170,23 @@ pub(super) async fn modify_transit(ec: &Client, id: &str, mode: &str) -> CloudRe
         .replication_group_id(id)
         .transit_encryption_enabled(true)
         .transit_encryption_mode(ec::TransitEncryptionMode::from(mode))
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| map_err(e, "replication group", id))?;
+    Ok(())
+}
+
+pub(super) async fn modify_auth_token(
+    ec: &Client,
+    id: &str,
+    token: &Secret,
+    strategy: AuthTokenUpdate,
+) -> CloudResult<()> {
+    ec.modify_replication_group()
+        .replication_group_id(id)
+        .auth_token(token.expose())
+        .auth_token_update_strategy(ec::AuthTokenUpdateStrategyType::from(strategy.as_str()))
         .apply_immediately(true)
         .send()
         .await

@@ -30,8 +30,8 @@ use aws_sdk_elasticache::error::{DisplayErrorContext, ProvideErrorMetadata, SdkE
 use crate::secret::Secret;
 
 use super::{
-    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, DnsRecord, KmsKey,
-    ReplicationGroup, Snapshot,
+    AuthTokenUpdate, CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup,
+    DnsRecord, KmsKey, ReplicationGroup, SecretVersion, Snapshot,
 };
 
 pub use elasticache::create_engine_version;
@@ -244,6 +244,14 @@ impl CloudRead for Aws {
         secrets::get_secret(&self.secrets, id).await
     }
 
+    async fn get_secret_version(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> CloudResult<Option<SecretVersion>> {
+        secrets::get_secret_version(&self.secrets, id, stage).await
+    }
+
     async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
         kms::key_rotation_enabled(&self.kms, key).await.map(Some)
     }
@@ -282,6 +290,15 @@ impl CloudWrite for Aws {
         elasticache::modify_transit(&self.ec, group, mode).await
     }
 
+    async fn modify_auth_token(
+        &self,
+        group: &str,
+        token: &Secret,
+        strategy: AuthTokenUpdate,
+    ) -> CloudResult<()> {
+        elasticache::modify_auth_token(&self.ec, group, token, strategy).await
+    }
+
     async fn point_alias(&self, alias: &str, _group: &str) -> CloudResult<()> {
         Err(CloudError::other(format!(
             "endpoint alias `{alias}`: not supported on aws; use the manual cutover"
@@ -305,5 +322,24 @@ impl CloudWrite for Aws {
         tags: &BTreeMap<String, String>,
     ) -> CloudResult<()> {
         secrets::put_secret(&self.secrets, id, value, tags).await
+    }
+
+    async fn put_secret_pending(
+        &self,
+        id: &str,
+        version_id: &str,
+        value: &Secret,
+    ) -> CloudResult<()> {
+        secrets::put_secret_pending(&self.secrets, id, version_id, value).await
+    }
+
+    async fn move_secret_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> CloudResult<()> {
+        secrets::move_secret_stage(&self.secrets, id, stage, to, from).await
     }
 }

@@ -8,8 +8,8 @@ use super::cluster::MAX_SHARDS;
 use super::registry;
 use super::{DEFAULT_KEY_ALIAS, MAX_REPLICAS, Sandbox, check_id, check_name, kms};
 use crate::cloud::{
-    CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, KmsKey, ReplicationGroup,
-    Snapshot,
+    AuthTokenUpdate, CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, KmsKey,
+    ReplicationGroup, STAGE_CURRENT, SecretVersion, Snapshot,
 };
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -95,7 +95,15 @@ impl CloudRead for Sandbox {
     }
 
     async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
-        self.secret_store(id).load().map_err(CloudError::other)
+        Ok(self.secret_version(id, STAGE_CURRENT)?.map(|v| v.value))
+    }
+
+    async fn get_secret_version(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> CloudResult<Option<SecretVersion>> {
+        self.secret_version(id, stage)
     }
 }
 
@@ -239,6 +247,34 @@ impl CloudWrite for Sandbox {
         value: &Secret,
         _tags: &BTreeMap<String, String>,
     ) -> CloudResult<()> {
-        self.secret_store(id).save(value).map_err(CloudError::other)
+        self.put_secret_current(id, value)
+    }
+
+    async fn put_secret_pending(
+        &self,
+        id: &str,
+        version_id: &str,
+        value: &Secret,
+    ) -> CloudResult<()> {
+        Sandbox::put_secret_pending(self, id, version_id, value)
+    }
+
+    async fn move_secret_stage(
+        &self,
+        id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> CloudResult<()> {
+        Sandbox::move_secret_stage(self, id, stage, to, from)
+    }
+
+    async fn modify_auth_token(
+        &self,
+        group: &str,
+        token: &Secret,
+        strategy: AuthTokenUpdate,
+    ) -> CloudResult<()> {
+        self.modify_auth(group, token, strategy).await
     }
 }

@@ -64,6 +64,7 @@
 //! - `test_hooks` (feature `test-hooks` only): points where a test may hold the process to kill it there.
 
 mod admin;
+mod auth_token;
 mod cloud_impl;
 mod cluster;
 mod groups;
@@ -72,6 +73,7 @@ mod nodes;
 mod process;
 mod registry;
 mod restore;
+mod secrets;
 mod snapshots;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
@@ -195,12 +197,6 @@ impl Sandbox {
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The Secrets Manager stand-in: one 0600 file per secret, named by the hex of its id.
-    fn secret_store(&self, id: &str) -> crate::secret::TokenStore {
-        let name: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-        crate::secret::TokenStore::File(self.dir.join("secrets-manager").join(name))
     }
 
     /// PEM of the sandbox CA (created by `open`).

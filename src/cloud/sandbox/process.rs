@@ -129,6 +129,57 @@ pub fn read_password(node_dir: &Path) -> Option<Secret> {
         .map(|v| Secret::new(unquote(v.trim())))
 }
 
+/// Every AUTH token a node's redis.conf lets in: during a rotation (ROTATE) the old and the new one,
+/// from its `user default` line; else the one of `requirepass`. The newest comes last.
+pub fn read_passwords(node_dir: &Path) -> Vec<Secret> {
+    let Ok(text) = std::fs::read_to_string(node_dir.join(CONF)) else {
+        return Vec::new();
+    };
+    if let Some(rule) = text.lines().find_map(|l| l.strip_prefix("user default ")) {
+        return rule
+            .split(' ')
+            .map(unquote)
+            .filter_map(|arg| arg.strip_prefix('>').map(Secret::new))
+            .collect();
+    }
+    read_password(node_dir).into_iter().collect()
+}
+
+/// A node's redis.conf with new AUTH tokens: `requirepass` and `masterauth` the newest of `valid`
+/// (what a replica and ecmigrate's own connections use), and with two tokens a `user default` rule that
+/// lets both in (redis-server applies it after `requirepass`), so a node started later takes the same.
+pub fn write_passwords(node_dir: &Path, valid: &[&Secret]) -> CloudResult<()> {
+    let path = node_dir.join(CONF);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CloudError::other(format!("sandbox: cannot read {}: {e}", path.display())))?;
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("requirepass ")
+                && !l.starts_with("masterauth ")
+                && !l.starts_with("user default ")
+                && !l.is_empty()
+        })
+        .map(str::to_string)
+        .collect();
+    if let Some(newest) = valid.last() {
+        lines.push(format!("requirepass {}", quote(newest.expose())));
+        lines.push(format!("masterauth {}", quote(newest.expose())));
+    }
+    if valid.len() > 1 {
+        let passwords: Vec<String> = valid
+            .iter()
+            .map(|p| quote(&format!(">{}", p.expose())))
+            .collect();
+        lines.push(format!(
+            "user default on {} ~* &* +@all",
+            passwords.join(" ")
+        ));
+    }
+    lines.push(String::new());
+    write_atomic(&path, lines.join("\n").as_bytes(), 0o600)
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> CloudResult<u16> {
     let l = std::net::TcpListener::bind((HOST, 0))
@@ -244,7 +295,11 @@ pub fn start(node_dir: &Path) -> Result<i32, StartError> {
             // redis quotes a configuration line it refuses: never one that holds the AUTH token.
             let log: Vec<&str> = new_log
                 .lines()
-                .filter(|l| !l.contains("requirepass") && !l.contains("masterauth"))
+                .filter(|l| {
+                    !l.contains("requirepass")
+                        && !l.contains("masterauth")
+                        && !l.contains("user default")
+                })
                 .collect();
             return Err(StartError::Failed(format!(
                 "redis-server did not start: {}",

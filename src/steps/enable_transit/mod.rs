@@ -20,12 +20,15 @@ use serde_json::{Value, json};
 
 use crate::cloud::ReplicationGroup;
 use crate::data::connect::{RedisEndpoint, connect};
-use crate::engine::{Poll, StepContext, StepOutcome, wait_until};
+use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::EnableTransitStep;
+use crate::steps::endpoints::source_tls_endpoint;
 use crate::steps::hold::{Hold, hold};
 use crate::steps::records::{TransitIntent, TransitOutputs};
-use crate::steps::{cloud_error, require_group, source_data_endpoint, timeout};
+use crate::steps::{
+    cloud_error, require_group, source_data_endpoint, timeout, wait_group_available,
+};
 
 const PREFERRED: &str = "preferred";
 const REQUIRED: &str = "required";
@@ -71,7 +74,7 @@ pub async fn run(ctx: &StepContext, spec: &EnableTransitStep) -> Result<StepOutc
     }
     if intent.released_by.is_none() {
         let group = wait_available(ctx, spec, &id, PREFERRED).await?;
-        let tls = tls_endpoint(ctx, &group)?;
+        let tls = source_tls_endpoint(ctx, &group)?;
         ping(&tls).await.map_err(|e| {
             Error::failed(
                 format!("`{id}` is in mode `preferred` but a TLS connection to {}:{} failed: {e}", tls.host, tls.port),
@@ -109,7 +112,7 @@ pub async fn run(ctx: &StepContext, spec: &EnableTransitStep) -> Result<StepOutc
         ctx.record_intent(&intent)?;
     }
     let group = wait_available(ctx, spec, &id, REQUIRED).await?;
-    let tls = tls_endpoint(ctx, &group)?;
+    let tls = source_tls_endpoint(ctx, &group)?;
     let plain_refused = prove_plain_refused(&plain).await?;
     ctx.check(
         "plain_text_refused",
@@ -181,17 +184,7 @@ async fn wait_available(
     mode: &str,
 ) -> Result<ReplicationGroup> {
     let what = format!("replication group {id} in transit mode {mode}");
-    let group = wait_until(ctx, &what, timeout(spec.timeout_seconds), || async {
-        Ok(match ctx.cloud.describe_group(id).await? {
-            None => Poll::Failed(format!("`{id}` no longer exists")),
-            Some(g) if g.is_available() => Poll::Ready(g),
-            Some(g) if g.status == "deleting" || g.status.ends_with("failed") => {
-                Poll::Failed(format!("`{id}` is `{}`", g.status))
-            }
-            Some(g) => Poll::Pending(g.status),
-        })
-    })
-    .await?;
+    let group = wait_group_available(ctx, id, &what, timeout(spec.timeout_seconds)).await?;
     if !group.transit_encryption_enabled || group.transit_encryption_mode.as_deref() != Some(mode) {
         ctx.note(format!(
             "`{id}` is available but reports TransitEncryptionEnabled={} TransitEncryptionMode={}; the connections made next decide",
@@ -202,20 +195,9 @@ async fn wait_available(
     Ok(group)
 }
 
-/// How to reach the group over TLS: its endpoint (or the plan's `data_endpoint`), with the plan's CA
-/// (`source.tls_ca_file`) or the cloud's.
-fn tls_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Result<RedisEndpoint> {
-    let mut ep = source_data_endpoint(ctx, group)?;
-    ep.tls = true;
-    if let Some(ca) = &ctx.plan.plan.source.tls_ca_file {
-        ep.ca_file = Some(ctx.plan.resolve(ca));
-    }
-    Ok(ep)
-}
-
 /// Whether the server answers on this connection: PONG, or a reply of its own (`NOAUTH` from a group
 /// with an AUTH token still proves the transport). A refused, closed or silent connection does not.
-async fn ping(ep: &RedisEndpoint) -> std::result::Result<(), String> {
+pub(crate) async fn ping(ep: &RedisEndpoint) -> std::result::Result<(), String> {
     let attempt = async {
         let mut con = connect(ep).await.map_err(|e| e.to_string())?;
         match redis::cmd("PING").query_async::<String>(&mut con).await {

@@ -1,13 +1,16 @@
-//! `preflight` of a plan without `target` (in-transit encryption switched on in place): the source exists
-//! and is available, runs an engine that can take TLS in place (Redis OSS 7.0+ or Valkey 7.2+, see
+//! `preflight` of a plan without `target` (a change in place): the source exists and is available; for
+//! `enable_transit`, it runs an engine that can take TLS in place (Redis OSS 7.0+ or Valkey 7.2+, see
 //! `eligibility::in_place_transit_supported`), is not already `required`, and is in a VPC (a cache subnet
-//! group; ElastiCache has TLS only there). All checks run; any failure refuses (exit 3).
+//! group; ElastiCache has TLS only there); for `rotate_auth_token`, see its own `preflight`. All checks
+//! run; any failure refuses (exit 3).
 
 use serde_json::json;
 
+use crate::cloud::ReplicationGroup;
 use crate::eligibility::{in_place_transit_supported, terraform_replaces_below};
 use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
+use crate::plan::StepKind;
 use crate::steps::cloud_error;
 use crate::steps::obj;
 use crate::steps::preflight::Checks;
@@ -46,6 +49,29 @@ pub async fn run(ctx: &StepContext) -> Result<StepOutcome> {
             "wait until the group is available (no modification or snapshot in progress), then run again",
         );
     }
+    let kinds: Vec<StepKind> = ctx.plan.plan.steps.iter().map(|s| s.kind()).collect();
+    if kinds.contains(&StepKind::EnableTransit) {
+        transit_checks(ctx, &g, &mut c);
+    }
+    if kinds.contains(&StepKind::RotateAuthToken) {
+        let transit_first = kinds.contains(&StepKind::EnableTransit);
+        crate::steps::rotate_auth_token::preflight::checks(ctx, &g, transit_first, &mut c).await;
+    }
+    if !c.refusals.is_empty() {
+        return Err(Error::PreflightRefused {
+            refusals: c.refusals,
+        });
+    }
+    Ok(StepOutcome::done(&obj(vec![
+        ("source_engine", json!(g.engine)),
+        ("source_engine_version", json!(g.engine_version)),
+        ("source_before", g.encryption_attributes()),
+    ])))
+}
+
+/// What `enable_transit` needs of the group.
+fn transit_checks(ctx: &StepContext, g: &ReplicationGroup, c: &mut Checks<'_>) {
+    let id = &g.id;
     match in_place_transit_supported(&g.engine, &g.engine_version) {
         Ok(()) => c.pass(
             "engine_version",
@@ -104,14 +130,4 @@ pub async fn run(ctx: &StepContext) -> Result<StepOutcome> {
             ),
         }
     }
-    if !c.refusals.is_empty() {
-        return Err(Error::PreflightRefused {
-            refusals: c.refusals,
-        });
-    }
-    Ok(StepOutcome::done(&obj(vec![
-        ("source_engine", json!(g.engine)),
-        ("source_engine_version", json!(g.engine_version)),
-        ("source_before", g.encryption_attributes()),
-    ])))
 }

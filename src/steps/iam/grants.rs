@@ -77,7 +77,9 @@ impl Names {
             backup_snapshot,
             final_snapshot,
             kms_key: t.and_then(|t| t.kms_key_id.clone()),
-            secret: t.and_then(|t| t.auth_token.secrets_manager.clone()),
+            secret: t
+                .and_then(|t| t.auth_token.secrets_manager.clone())
+                .or_else(|| plan.source.auth_token.as_ref()?.secrets_manager.clone()),
             zone,
             record,
             parameter_group: t.and_then(|t| t.cache_parameter_group_name.clone()),
@@ -288,6 +290,31 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
             &[arns.group(id)],
             "turns in-transit encryption on in place: mode `preferred`, then, once released, `required` (enable_transit)",
         )],
+        Call::ModifyAuthToken(id) => vec![grant(
+            "elasticache:ModifyReplicationGroup",
+            &[arns.group(id)],
+            "rotates the AUTH token in place: AuthTokenUpdateStrategy ROTATE, then, once released, SET (rotate_auth_token)",
+        )],
+        Call::StageSecret => {
+            let secret = [arns.secret(n.secret.as_deref().unwrap_or_default())];
+            vec![
+                grant(
+                    "secretsmanager:GetSecretValue",
+                    &secret,
+                    "reads the current, pending and previous versions of the source's AUTH token",
+                ),
+                grant(
+                    "secretsmanager:PutSecretValue",
+                    &secret,
+                    "keeps the rotated AUTH token as a new version labelled AWSPENDING",
+                ),
+                grant(
+                    "secretsmanager:UpdateSecretVersionStage",
+                    &secret,
+                    "makes the rotated token's version AWSCURRENT once both tokens open the group",
+                ),
+            ]
+        }
         Call::DnsRecord => vec![grant(
             "route53:ListResourceRecordSets",
             &[hosted_zone(n)],

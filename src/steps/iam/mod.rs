@@ -45,6 +45,11 @@ pub enum Call {
     DeleteGroup(String),
     /// `modify_transit(id, mode)`: in-transit encryption switched on in place (`enable_transit`).
     ModifyTransit(String),
+    /// `modify_auth_token(id, ..)`: the AUTH token rotated in place (`rotate_auth_token`).
+    ModifyAuthToken(String),
+    /// `get_secret_version`, `put_secret_pending`, `move_secret_stage`: a rotated token staged in
+    /// `source.auth_token.secrets_manager` (pending, then current).
+    StageSecret,
     /// `dns_record(zone, name)`.
     DnsRecord,
     /// `upsert_cname(zone, name, ..)`.
@@ -62,12 +67,27 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
     use Call::*;
     let source = || DescribeGroup(plan.source.replication_group_id.clone());
     if plan.is_in_place() {
-        // Validation allows only these two steps without a target.
+        // Validation allows only these steps without a target.
+        let secret = plan
+            .source
+            .auth_token
+            .as_ref()
+            .is_some_and(|t| t.secrets_manager.is_some());
         return match step {
             StepSpec::EnableTransit(_) => vec![
                 source(),
                 ModifyTransit(plan.source.replication_group_id.clone()),
             ],
+            StepSpec::RotateAuthToken(_) if secret => vec![
+                source(),
+                StageSecret,
+                ModifyAuthToken(plan.source.replication_group_id.clone()),
+            ],
+            StepSpec::RotateAuthToken(_) => vec![
+                source(),
+                ModifyAuthToken(plan.source.replication_group_id.clone()),
+            ],
+            StepSpec::Preflight(_) if secret => vec![source(), StageSecret],
             _ => vec![source()],
         };
     }
@@ -132,7 +152,7 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(CreateSnapshot, true);
             add(DeleteGroup(plan.source.replication_group_id.clone()), true);
         }
-        StepSpec::EnableTransit(_) => {}
+        StepSpec::EnableTransit(_) | StepSpec::RotateAuthToken(_) => {}
     }
     calls
 }
