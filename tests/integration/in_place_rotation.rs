@@ -286,3 +286,193 @@ fn rotation_killed_after_each_modification_resumes_sending_each_once() {
     assert!(opens(&env, &old).is_err());
     assert_eq!(opens(&env, &pending), Ok(()));
 }
+
+/// On moto: preflight, then ModifyReplicationGroup `ROTATE` and, once released, `SET`, both with the
+/// same new token and never before the hold ends; the secret's new version is `AWSPENDING` first and
+/// `AWSCURRENT` (the old one `AWSPREVIOUS`) from the hold on. moto has no data plane: the test plays
+/// ElastiCache's part on a TLS + AUTH stand-in (reached through `data_endpoint`), applying each
+/// recorded modification to it as the service would.
+#[test]
+fn rotation_on_moto_sends_rotate_then_set_and_stages_the_secret() {
+    use crate::moto::{
+        Moto, TOKEN, local_data_plane, moto_url, recorded_params, recording_len, unique,
+    };
+    let Some(url) = moto_url() else { return };
+    let moto = Moto::new(&url);
+    let mut env = Env::new();
+    moto.configure(&mut env, true);
+    crate::moto::write_token(&env);
+    let (_, tls_port, ca) = local_data_plane(&env, 20);
+    let group = unique("rotate");
+    let secret = unique("rotate/auth");
+    crate::harness::block_on(async {
+        moto.ec
+            .create_replication_group()
+            .replication_group_id(&group)
+            .replication_group_description("ecmigrate rotation test")
+            .engine("redis")
+            .engine_version("7.0.7")
+            .cache_node_type("cache.t3.micro")
+            .num_cache_clusters(1)
+            .transit_encryption_enabled(true)
+            .at_rest_encryption_enabled(true)
+            .auth_token(TOKEN)
+            .send()
+            .await
+            .expect("seed a token-protected group");
+        moto.secrets
+            .create_secret()
+            .name(&secret)
+            .secret_string(TOKEN)
+            .send()
+            .await
+            .expect("seed the token's secret");
+    });
+    let yaml = format!(
+        "version: 1\nname: aws-rotate\nprovider: aws\naws: {{ region: us-east-1 }}\nsource:\n  replication_group_id: {group}\n  data_endpoint: 127.0.0.1:{tls_port}\n  tls_ca_file: {ca}\n  auth_token: {{ secrets_manager: {secret} }}\nsteps:\n  - kind: preflight\n  - kind: rotate_auth_token\n"
+    );
+    let plan = env.write_plan("aws-rotate.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    let policy = env.ok(&["iam-policy", plan]);
+    for action in [
+        "elasticache:ModifyReplicationGroup",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+    ] {
+        assert!(policy.stdout.contains(action), "{action}: {policy:?}");
+    }
+
+    let from = recording_len();
+    let modifies = || recorded_params(&group, "ModifyReplicationGroup", from);
+    // ElastiCache's part: each recorded modification applied to the stand-in's default user.
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = {
+        let stop = stop.clone();
+        let group = group.clone();
+        let ca = ca.clone();
+        let secrets = moto.secrets.clone();
+        let secret = secret.clone();
+        std::thread::spawn(move || {
+            let mut applied = 0;
+            let mut valid = vec![TOKEN.to_string()];
+            while !stop.load(Ordering::SeqCst) {
+                let calls = recorded_params(&group, "ModifyReplicationGroup", from);
+                for call in &calls[applied.min(calls.len())..] {
+                    // The recorder redacts AuthToken: the token sent is the one staged AWSPENDING.
+                    assert!(call.contains_key("AuthToken"), "{call:?}");
+                    let new = crate::harness::block_on(
+                        secrets
+                            .get_secret_value()
+                            .secret_id(&secret)
+                            .version_stage("AWSPENDING")
+                            .send(),
+                    )
+                    .expect("the pending version")
+                    .secret_string()
+                    .unwrap()
+                    .to_string();
+                    valid = match call["AuthTokenUpdateStrategy"].as_str() {
+                        "ROTATE" => vec![valid.last().unwrap().clone(), new],
+                        _ => vec![new],
+                    };
+                    let ep = RedisEndpoint {
+                        tls: true,
+                        ca_file: Some(ca.clone().into()),
+                        password: Some(Secret::new(valid.last().unwrap().clone())),
+                        ..RedisEndpoint::plain("127.0.0.1", tls_port)
+                    };
+                    let mut admin = RedisEndpoint {
+                        password: Some(Secret::new(TOKEN)),
+                        ..ep.clone()
+                    };
+                    let mut con = admin.client().unwrap().get_connection().or_else(|_| {
+                        admin = ep.clone();
+                        admin.client().unwrap().get_connection()
+                    });
+                    let con = con.as_mut().expect("the stand-in");
+                    let mut acl = redis::cmd("ACL");
+                    acl.arg("SETUSER").arg("default").arg("on").arg("resetpass");
+                    for t in &valid {
+                        acl.arg(format!(">{t}"));
+                    }
+                    acl.query::<()>(con).unwrap();
+                }
+                applied = calls.len();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let mut run = env.spawn(&["run", plan]);
+    let mut ended = false;
+    wait_for("the hold", Duration::from_secs(60), || {
+        ended = run.try_wait().unwrap().is_some();
+        ended || status_of(&env, plan)["state"] == "waiting"
+    });
+    if ended {
+        stop.store(true, Ordering::SeqCst);
+        let service = service
+            .join()
+            .map_err(|e| format!("{:?}", e.downcast_ref::<String>()));
+        panic!(
+            "the run ended early: {:?} (stand-in: {service:?})",
+            run.finish()
+        );
+    }
+    let first = modifies();
+    assert_eq!(first.len(), 1, "only ROTATE before the release: {first:?}");
+    assert_eq!(first[0]["AuthTokenUpdateStrategy"], "ROTATE");
+    assert_eq!(first[0]["ApplyImmediately"], "true");
+    assert!(first[0].contains_key("AuthToken"), "{first:?}");
+    let stage = |label: &str| -> Option<String> {
+        crate::harness::block_on(
+            moto.secrets
+                .get_secret_value()
+                .secret_id(&secret)
+                .version_stage(label)
+                .send(),
+        )
+        .ok()
+        .and_then(|v| v.secret_string().map(str::to_string))
+    };
+    let new = stage("AWSCURRENT").expect("a current version");
+    assert_ne!(new, TOKEN, "the new version is current during the hold");
+    ecmigrate::plan::rules::check_auth_token(&new).expect("a token AWS takes");
+    assert_eq!(
+        stage("AWSPENDING").as_deref(),
+        Some(new.as_str()),
+        "staged pending first"
+    );
+    assert_eq!(stage("AWSPREVIOUS").as_deref(), Some(TOKEN));
+
+    env.ok(&["cutover", plan]);
+    let done = run.finish();
+    stop.store(true, Ordering::SeqCst);
+    service.join().unwrap();
+    assert_eq!(done.code, 0, "{done:?}");
+    let calls = modifies();
+    let strategies: Vec<&str> = calls
+        .iter()
+        .map(|p| p["AuthTokenUpdateStrategy"].as_str())
+        .collect();
+    assert_eq!(
+        strategies,
+        ["ROTATE", "SET"],
+        "the API reference's order: {calls:?}"
+    );
+    assert!(
+        calls.iter().all(|p| p.contains_key("AuthToken")),
+        "both with a token"
+    );
+    assert_eq!(stage("AWSCURRENT").as_deref(), Some(new.as_str()));
+    assert_eq!(
+        stage("AWSPENDING"),
+        None,
+        "the pending label is removed at the end"
+    );
+    let all = format!("{}{}", done.stdout, done.stderr);
+    assert!(
+        !all.contains(&new) && !all.contains(TOKEN),
+        "a token leaked: {all}"
+    );
+}

@@ -87,8 +87,8 @@ pub async fn run(ctx: &StepContext, spec: &RotateAuthTokenStep) -> Result<StepOu
     }
     if intent.released_by.is_none() {
         wait_group_available(ctx, &id, &what(&id, "ROTATE"), limit).await?;
-        require_opens(&ep, known(&old)?, "the old token").await?;
-        require_opens(&ep, &new, "the new token").await?;
+        require_opens_settled(&ep, known(&old)?, "the old token").await?;
+        require_opens_settled(&ep, &new, "the new token").await?;
         ctx.check(
             "both_tokens_open",
             true,
@@ -133,7 +133,7 @@ pub async fn run(ctx: &StepContext, spec: &RotateAuthTokenStep) -> Result<StepOu
         ctx.record_intent(&intent)?;
     }
     let group = wait_group_available(ctx, &id, &what(&id, "SET"), limit).await?;
-    require_opens(&ep, &new, "the new token").await?;
+    require_opens_settled(&ep, &new, "the new token").await?;
     let old_refused = match (&intent.old_token_refused, &old) {
         (Some(why), _) => why.clone(),
         (None, Some(old)) => prove_refused(&id, &ep, old).await?,
@@ -162,9 +162,9 @@ pub async fn run(ctx: &StepContext, spec: &RotateAuthTokenStep) -> Result<StepOu
     }))
 }
 
-/// After SET: a connection with the old token must be refused; why it was.
+/// After SET: a connection with the old token must be refused (within [`SETTLE`]); why it was.
 async fn prove_refused(id: &str, ep: &RedisEndpoint, old: &Secret) -> Result<String> {
-    match opens(ep, old).await {
+    match settled(ep, old, false).await {
         Ok(Opened::Refused(why)) => Ok(why),
         Ok(Opened::Yes) => Err(Error::failed(
             format!("the old token still opens `{id}` after SET"),
@@ -327,9 +327,48 @@ fn unreachable_group(id: &str, ep: &RedisEndpoint, e: String) -> Error {
     )
 }
 
+/// How long the nodes may take to apply a modification after the group reports `available` again:
+/// every node takes the new tokens on its own, so a connection is retried until it shows the change.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// What `token` does once the change settled: tried until it opens the group (`want_open`) or is
+/// refused (else), at most [`SETTLE`]; the last answer.
+async fn settled(
+    ep: &RedisEndpoint,
+    token: &Secret,
+    want_open: bool,
+) -> std::result::Result<Opened, String> {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let answer = opens(ep, token).await;
+        let wanted = match &answer {
+            Ok(Opened::Yes) => want_open,
+            Ok(Opened::Refused(_)) => !want_open,
+            Err(_) => false,
+        };
+        if wanted || std::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After a modification: `token` must open the group within [`SETTLE`].
+async fn require_opens_settled(ep: &RedisEndpoint, token: &Secret, what: &str) -> Result<()> {
+    opened_or_error(ep, settled(ep, token, true).await, what)
+}
+
 /// `token` must open the group, or the step stops (nothing is sent until the current token works).
 async fn require_opens(ep: &RedisEndpoint, token: &Secret, what: &str) -> Result<()> {
-    match opens(ep, token).await {
+    opened_or_error(ep, opens(ep, token).await, what)
+}
+
+fn opened_or_error(
+    ep: &RedisEndpoint,
+    answer: std::result::Result<Opened, String>,
+    what: &str,
+) -> Result<()> {
+    match answer {
         Ok(Opened::Yes) => Ok(()),
         Ok(Opened::Refused(why)) => Err(Error::failed(
             format!("{what} does not open {}:{} ({why})", ep.host, ep.port),
