@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
+mod in_place;
+
 use super::rules;
 use super::types::*;
+use in_place::{check_hold_fields, check_in_place_steps, check_source_auth_token};
 
 /// One broken rule: the dotted field path and the rule in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,50 +98,6 @@ fn check_source(plan: &Plan, f: &mut Findings) {
         &plan.source.tls_client_key,
     );
     check_source_auth_token(plan, f);
-}
-
-/// `source.auth_token`: the store `rotate_auth_token` reads the current token from and writes the new
-/// one to, so one ecmigrate can write (a file or a secret), holding an existing token (no `generate`).
-fn check_source_auth_token(plan: &Plan, f: &mut Findings) {
-    let rotates = plan
-        .steps
-        .iter()
-        .any(|s| matches!(s, StepSpec::RotateAuthToken(_)));
-    let Some(spec) = &plan.source.auth_token else {
-        if rotates {
-            f.add(
-                "source.auth_token",
-                "is required with `rotate_auth_token`: where the current token is kept (`file: PATH` or `secrets_manager: NAME`); the new one is written there",
-            );
-        }
-        return;
-    };
-    if !rotates {
-        f.add(
-            "source.auth_token",
-            "is only used by a `rotate_auth_token` step; leave it out",
-        );
-    }
-    if spec.generate {
-        f.add(
-            "source.auth_token.generate",
-            "is not allowed on the source: the store holds the current token, and `rotate_auth_token` generates the new one itself",
-        );
-    }
-    match (&spec.file, &spec.env, &spec.secrets_manager) {
-        (Some(file), None, None) => check_path(f, "source.auth_token.file", file),
-        (None, None, Some(id)) => {
-            f.check("source.auth_token.secrets_manager", rules::check_secret_id(id))
-        }
-        (_, Some(_), _) => f.add(
-            "source.auth_token.env",
-            "cannot receive the rotated token (an environment variable is not a store ecmigrate can write); use `file: PATH` or `secrets_manager: NAME`",
-        ),
-        _ => f.add(
-            "source.auth_token",
-            "needs exactly one store: `file: PATH` or `secrets_manager: NAME`",
-        ),
-    }
 }
 
 /// `tls_client_cert` and `tls_client_key` come together: a certificate is useless without its key.
@@ -355,34 +314,6 @@ fn check_step_order(plan: &Plan, f: &mut Findings) -> Vec<(StepKind, usize)> {
     }
     seen
 }
-
-/// The steps an in-place plan (no `target`) may list: `preflight`, `enable_transit` and
-/// `rotate_auth_token`, one of the last two required; and the steps a migration (with `target`) may not.
-fn check_in_place_steps(plan: &Plan, seen: &[(StepKind, usize)], f: &mut Findings) {
-    for (kind, i) in seen {
-        if !IN_PLACE_STEPS.contains(kind) {
-            f.add(
-                format!("steps[{i}].kind"),
-                format!(
-                    "`{kind}` needs a `target` (a plan without `target` changes the source in place and may only list `preflight`, `enable_transit` and `rotate_auth_token`)"
-                ),
-            );
-        }
-    }
-    if plan.in_place_hold_step(0).is_none() {
-        f.add(
-            "target",
-            "is required unless the plan changes the source in place: give the new group's `target`, or list an `enable_transit` or `rotate_auth_token` step (then only `preflight`, `enable_transit` and `rotate_auth_token`)",
-        );
-    }
-}
-
-/// The step kinds a plan without `target` may list.
-pub(crate) const IN_PLACE_STEPS: [StepKind; 3] = [
-    StepKind::Preflight,
-    StepKind::EnableTransit,
-    StepKind::RotateAuthToken,
-];
 
 /// The three steps every plan has, and the two `delete_source` needs before it.
 fn check_required_steps(seen: &[(StepKind, usize)], f: &mut Findings) {
@@ -603,23 +534,5 @@ fn check_cutover_strategy(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findin
             Some(_) => {}
         },
         CutoverStrategy::Manual => {}
-    }
-}
-
-/// The fields of an in-place step that waits for modifications and holds for the operator.
-fn check_hold_fields(
-    timeout_seconds: Option<u64>,
-    flag_file: Option<&str>,
-    at: &dyn Fn(&str) -> String,
-    f: &mut Findings,
-) {
-    if let Some(t) = timeout_seconds {
-        f.check(at("timeout_seconds"), rules::check_range(t, 60, 86400));
-    }
-    if flag_file.is_some_and(|v| v.trim().is_empty()) {
-        f.add(
-            at("postpone_flag_file"),
-            "must not be empty; leave the field out instead",
-        );
     }
 }
