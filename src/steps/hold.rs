@@ -97,6 +97,14 @@ pub async fn hold(ctx: &StepContext, spec: &Hold<'_>) -> Result<Option<String>> 
     Ok(Some(by))
 }
 
+/// What a resumed step says when an earlier attempt already got past its hold (`by`: what released it).
+pub fn note_earlier_release(ctx: &StepContext, by: Option<&str>) {
+    ctx.note(format!(
+        "the hold was released by {} in an earlier attempt",
+        by.unwrap_or("?")
+    ));
+}
+
 /// Ask on the terminal without blocking the run. A plain thread, not the runtime's blocking pool: a
 /// question left unanswered (released another way) must not keep the process from exiting.
 fn ask_in_background(

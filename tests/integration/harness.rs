@@ -103,6 +103,27 @@ impl Env {
     }
 
     /// Run and insist on an exit code.
+    /// `ecmigrate status PLAN --output json`, parsed.
+    pub fn status_json(&self, plan: &str) -> Value {
+        let out = self.ok(&["status", plan, "--output", "json"]);
+        serde_json::from_str(&out.stdout).expect("status json")
+    }
+
+    /// Start `ecmigrate run PLAN` and wait until it holds (state `waiting`); a run that ends first fails
+    /// the test with its output.
+    pub fn run_until_waiting(&self, plan: &str, timeout: Duration) -> Running {
+        let mut run = self.spawn(&["run", plan]);
+        let mut ended = false;
+        wait_for("the run's hold", timeout, || {
+            ended = run.try_wait().unwrap().is_some();
+            ended || self.status_json(plan)["state"] == "waiting"
+        });
+        if ended {
+            panic!("the run ended before it held: {:?}", run.finish());
+        }
+        run
+    }
+
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);
         assert_eq!(r.code, 0, "ecmigrate {args:?} failed: {r:?}");

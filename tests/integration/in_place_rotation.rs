@@ -14,11 +14,6 @@ use serde_json::Value;
 
 use crate::harness::{Env, SOURCE, TARGET, wait_for};
 
-fn status_of(env: &Env, plan: &str) -> Value {
-    let out = env.ok(&["status", plan, "--output", "json"]);
-    serde_json::from_str(&out.stdout).expect("status json")
-}
-
 /// An encrypted sandbox group (`orders-enc`, TLS + AUTH) restored from the seeded source, its token in
 /// the env's token file.
 fn encrypted_group(env: &Env, keys: u64) {
@@ -118,11 +113,7 @@ fn rotation_opens_with_both_tokens_then_only_the_new_one_and_a_writer_loses_noth
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let app = writer(env.target_endpoint(), stop.clone(), acked.clone());
-    let mut run = env.spawn(&["run", &plan]);
-    wait_for("the hold with both tokens", Duration::from_secs(30), || {
-        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
-        status_of(&env, &plan)["state"] == "waiting"
-    });
+    let run = env.run_until_waiting(&plan, Duration::from_secs(30));
     // Held: the new token is current in the store, the old one kept beside it; both open the group.
     let new = read(&env.token_file()).unwrap();
     assert_ne!(new, old, "a new token is current");
@@ -184,7 +175,7 @@ fn rotation_opens_with_both_tokens_then_only_the_new_one_and_a_writer_loses_noth
     );
 
     // The state tells the truth and holds neither token; neither token appears in any output.
-    let status = status_of(&env, &plan);
+    let status = env.status_json(&plan);
     assert_eq!(status["state"], "done");
     let outputs = &Env::step(&status, "rotate_auth_token")["outputs"];
     assert_eq!(outputs["released_by"], "ecmigrate cutover", "{status}");
@@ -255,15 +246,7 @@ fn rotation_killed_after_each_modification_resumes_sending_each_once() {
         read(&with_suffix(&env.token_file(), ".pending")).expect("the new token is pending");
     assert_eq!(opens(&env, &pending), Ok(()), "the group took ROTATE");
 
-    let mut run = env.spawn(&["run", &plan]);
-    let mut ended = false;
-    wait_for("the hold", Duration::from_secs(30), || {
-        ended = run.try_wait().unwrap().is_some();
-        ended || status_of(&env, &plan)["state"] == "waiting"
-    });
-    if ended {
-        panic!("the resumed run ended early: {:?}", run.finish());
-    }
+    let run = env.run_until_waiting(&plan, Duration::from_secs(30));
     assert_eq!(strategies(&env), ["ROTATE"], "ROTATE not sent again");
     assert_eq!(
         read(&env.token_file()),
@@ -407,7 +390,7 @@ fn rotation_on_moto_sends_rotate_then_set_and_stages_the_secret() {
     let mut ended = false;
     wait_for("the hold", Duration::from_secs(60), || {
         ended = run.try_wait().unwrap().is_some();
-        ended || status_of(&env, plan)["state"] == "waiting"
+        ended || env.status_json(plan)["state"] == "waiting"
     });
     if ended {
         stop.store(true, Ordering::SeqCst);

@@ -17,11 +17,6 @@ use crate::moto::{
 
 const PLAN: &str = "version: 1\nname: orders-transit\nprovider: sandbox\nsource:\n  replication_group_id: orders\nsteps:\n  - kind: preflight\n  - kind: enable_transit\n";
 
-fn status_of(env: &Env, plan: &str) -> Value {
-    let out = env.ok(&["status", plan, "--output", "json"]);
-    serde_json::from_str(&out.stdout).expect("status json")
-}
-
 /// The source's primary as `sandbox status --output json` shows it: (TLS or plain port, tls, plain port).
 fn primary(env: &Env) -> (u16, bool, Option<u16>) {
     let status = env.sandbox_status();
@@ -131,15 +126,7 @@ fn enable_transit_serves_plain_and_tls_then_tls_only_and_a_writer_loses_nothing(
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let app = writer(&env, stop.clone(), acked.clone());
-    let mut run = env.spawn(&["run", plan]);
-    wait_for(
-        "the hold in mode preferred",
-        Duration::from_secs(30),
-        || {
-            assert!(run.try_wait().unwrap().is_none(), "the run ended early");
-            status_of(&env, plan)["state"] == "waiting"
-        },
-    );
+    let run = env.run_until_waiting(plan, Duration::from_secs(30));
     // `preferred`: the old plain port and a new TLS port, both answering.
     let (tls_port, tls, plain_port) = primary(&env);
     assert!(tls, "the node reports TLS");
@@ -153,7 +140,7 @@ fn enable_transit_serves_plain_and_tls_then_tls_only_and_a_writer_loses_nothing(
         "PONG"
     );
     assert_eq!(ping(&tls_endpoint(&env, tls_port)).unwrap(), "PONG");
-    let held = status_of(&env, plan);
+    let held = env.status_json(plan);
     assert_eq!(
         Env::step(&held, "enable_transit")["status"],
         "running",
@@ -206,7 +193,7 @@ fn enable_transit_serves_plain_and_tls_then_tls_only_and_a_writer_loses_nothing(
     assert_eq!(dbsize, 200 + acked.len() as u64);
 
     // Done: run says so; the state records both endpoints.
-    let status = status_of(&env, plan);
+    let status = env.status_json(plan);
     let outputs = &Env::step(&status, "enable_transit")["outputs"];
     assert_eq!(outputs["transit_encryption_mode"], "required", "{status}");
     assert_eq!(
@@ -244,11 +231,7 @@ fn enable_transit_on_moto_sends_two_modifications_in_order_and_holds_between() {
 
     let from = recording_len();
     let modifies = || recorded_params(&source, "ModifyReplicationGroup", from);
-    let mut run = env.spawn(&["run", plan]);
-    wait_for("the hold", Duration::from_secs(30), || {
-        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
-        status_of(&env, plan)["state"] == "waiting"
-    });
+    let run = env.run_until_waiting(plan, Duration::from_secs(30));
     let first = modifies();
     assert_eq!(
         first.len(),
@@ -329,15 +312,7 @@ fn enable_transit_killed_after_each_modification_resumes_sending_each_once() {
     );
 
     // 2. Run again: it holds without sending `preferred` again; released, it dies right after `required`.
-    let mut run = env.spawn(&["run", plan]);
-    let mut ended = false;
-    wait_for("the hold", Duration::from_secs(30), || {
-        ended = run.try_wait().unwrap().is_some();
-        ended || status_of(&env, plan)["state"] == "waiting"
-    });
-    if ended {
-        panic!("the resumed run ended early: {:?}", run.finish());
-    }
+    let run = env.run_until_waiting(plan, Duration::from_secs(30));
     assert_eq!(
         modes(&env),
         ["preferred"],
@@ -357,6 +332,6 @@ fn enable_transit_killed_after_each_modification_resumes_sending_each_once() {
         ["preferred", "required"],
         "each modification exactly once"
     );
-    assert_eq!(status_of(&env, plan)["state"], "done");
+    assert_eq!(env.status_json(plan)["state"], "done");
     assert_eq!(primary(&env).2, None, "TLS only");
 }

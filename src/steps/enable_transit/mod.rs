@@ -24,7 +24,7 @@ use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::EnableTransitStep;
 use crate::steps::endpoints::source_tls_endpoint;
-use crate::steps::hold::{Hold, hold};
+use crate::steps::hold::{Hold, hold, note_earlier_release};
 use crate::steps::records::{TransitIntent, TransitOutputs};
 use crate::steps::{
     cloud_error, require_group, source_data_endpoint, timeout, wait_group_available,
@@ -92,10 +92,7 @@ pub async fn run(ctx: &StepContext, spec: &EnableTransitStep) -> Result<StepOutc
         intent.released_by = Some(released.unwrap_or_else(|| "not held".into()));
         ctx.record_intent(&intent)?;
     } else {
-        ctx.note(format!(
-            "the hold was released by {} in an earlier attempt",
-            intent.released_by.as_deref().unwrap_or("?")
-        ));
+        note_earlier_release(ctx, intent.released_by.as_deref());
     }
 
     // 3. `required`: TLS only.

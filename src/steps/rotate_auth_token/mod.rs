@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::plan::RotateAuthTokenStep;
 use crate::secret::{Secret, generate_token};
 use crate::steps::endpoints::source_tls_endpoint;
-use crate::steps::hold::{Hold, hold};
+use crate::steps::hold::{Hold, hold, note_earlier_release};
 use crate::steps::records::{RotationIntent, RotationOutputs};
 use crate::steps::{cloud_error, require_group, timeout, wait_group_available};
 use versions::Versions;
@@ -111,10 +111,7 @@ pub async fn run(ctx: &StepContext, spec: &RotateAuthTokenStep) -> Result<StepOu
         intent.released_by = Some(released.unwrap_or_else(|| "not held".into()));
         ctx.record_intent(&intent)?;
     } else {
-        ctx.note(format!(
-            "the hold was released by {} in an earlier attempt",
-            intent.released_by.as_deref().unwrap_or("?")
-        ));
+        note_earlier_release(ctx, intent.released_by.as_deref());
     }
 
     // 5. SET: only the new token.

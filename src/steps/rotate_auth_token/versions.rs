@@ -58,18 +58,22 @@ impl Versions {
         }
     }
 
-    fn pending_file(path: &Path) -> TokenStore {
-        TokenStore::File(with_suffix(path, ".pending"))
+    fn pending_file(path: &Path) -> PathBuf {
+        with_suffix(path, ".pending")
     }
 
-    fn previous_file(path: &Path) -> TokenStore {
-        TokenStore::File(with_suffix(path, ".previous"))
+    fn previous_file(path: &Path) -> PathBuf {
+        with_suffix(path, ".previous")
+    }
+
+    fn load_file(path: PathBuf) -> Result<Option<Secret>> {
+        TokenStore::File(path).load().map_err(store_error)
     }
 
     /// The current token.
     pub async fn current(&self, ctx: &StepContext) -> Result<Option<Secret>> {
         match self {
-            Versions::File(p) => TokenStore::File(p.clone()).load().map_err(store_error),
+            Versions::File(p) => Self::load_file(p.clone()),
             Versions::Secret(id) => self.stage(ctx, id, STAGE_CURRENT).await,
         }
     }
@@ -77,7 +81,7 @@ impl Versions {
     /// The token the current one replaced (once promoted).
     pub async fn previous(&self, ctx: &StepContext) -> Result<Option<Secret>> {
         match self {
-            Versions::File(p) => Self::previous_file(p).load().map_err(store_error),
+            Versions::File(p) => Self::load_file(Self::previous_file(p)),
             Versions::Secret(id) => self.stage(ctx, id, STAGE_PREVIOUS).await,
         }
     }
@@ -95,7 +99,7 @@ impl Versions {
     /// secret with our version id (another one, from a rotation not ours, is not), or the pending file.
     pub async fn pending(&self, ctx: &StepContext, version_id: &str) -> Result<Option<Secret>> {
         match self {
-            Versions::File(p) => Self::pending_file(p).load().map_err(store_error),
+            Versions::File(p) => Self::load_file(Self::pending_file(p)),
             Versions::Secret(id) => {
                 let version = ctx
                     .cloud
@@ -120,7 +124,7 @@ impl Versions {
     ) -> Result<()> {
         match self {
             Versions::File(p) => {
-                let pending = Self::pending_file(p);
+                let pending = TokenStore::File(Self::pending_file(p));
                 ctx.call(
                     "StorePendingAuthToken",
                     json!({ "store": pending.to_string(), "token": "<redacted>" }),
@@ -150,29 +154,25 @@ impl Versions {
         match self {
             Versions::File(p) => {
                 let pending = Self::pending_file(p);
-                let Some(new) = pending.load().map_err(store_error)? else {
+                let Some(new) = Self::load_file(pending.clone())? else {
                     // Renamed by an earlier attempt.
                     return Ok(());
                 };
                 let current = TokenStore::File(p.clone());
-                if let Some(old) = current.load().map_err(store_error)?
+                if let Some(old) = Self::load_file(p.clone())?
                     && old != new
                 {
                     ctx.tokens
-                        .save(&Self::previous_file(p), &old)
+                        .save(&TokenStore::File(Self::previous_file(p)), &old)
                         .map_err(store_error)?;
                 }
                 ctx.call(
                     "PromoteAuthToken",
-                    json!({ "from": pending.to_string(), "to": current.to_string() }),
+                    json!({ "from": format!("file:{}", pending.display()), "to": current.to_string() }),
                 );
                 ctx.tokens.save(&current, &new).map_err(store_error)?;
-                let TokenStore::File(pending_path) = pending else {
-                    unreachable!("a file store")
-                };
-                std::fs::remove_file(&pending_path).map_err(|e| {
-                    store_error(format!("cannot remove {}: {e}", pending_path.display()))
-                })
+                std::fs::remove_file(&pending)
+                    .map_err(|e| store_error(format!("cannot remove {}: {e}", pending.display())))
             }
             Versions::Secret(id) => {
                 let current = ctx
@@ -208,9 +208,7 @@ impl Versions {
     pub async fn finish(&self, ctx: &StepContext, version_id: &str) -> Result<()> {
         match self {
             Versions::File(p) => {
-                let TokenStore::File(previous) = Self::previous_file(p) else {
-                    unreachable!("a file store")
-                };
+                let previous = Self::previous_file(p);
                 match std::fs::remove_file(&previous) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(store_error(
                         format!("cannot remove {}: {e}", previous.display()),
