@@ -37,6 +37,7 @@ fn resolve(bin: &Path, alias: &str, token_file: &Path) -> Option<RedisEndpoint> 
         false => None,
     };
     Some(RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port,
         tls,

@@ -12,7 +12,8 @@ use crate::secret::Secret;
 
 use super::{
     AuthTokenUpdate, CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup,
-    DnsRecord, Endpoint, KmsKey, Node, NodeRole, ReplicationGroup, SecretVersion, Snapshot,
+    CreateUser, DnsRecord, Endpoint, GroupAuth, KmsKey, Node, NodeRole, ReplicationGroup,
+    SecretVersion, Snapshot, User, UserGroup,
 };
 
 /// The change id a simulated DNS upsert returns (reported `INSYNC`).
@@ -25,6 +26,8 @@ struct Overlay {
     deleted_groups: BTreeSet<String>,
     aliases: BTreeMap<String, String>,
     secrets: BTreeMap<String, Secret>,
+    users: BTreeMap<String, User>,
+    user_groups: BTreeMap<String, UserGroup>,
     /// (zone, name) → record.
     dns: BTreeMap<(String, String), DnsRecord>,
 }
@@ -146,6 +149,26 @@ impl CloudRead for DryRunCloud {
         self.real.dns_change_status(change_id).await
     }
 
+    async fn describe_user(&self, user_id: &str) -> CloudResult<Option<User>> {
+        let simulated = self
+            .overlay()
+            .users
+            .get(&user_id.to_ascii_lowercase())
+            .cloned();
+        match simulated {
+            Some(u) => Ok(Some(u)),
+            None => self.real.describe_user(user_id).await,
+        }
+    }
+
+    async fn describe_user_group(&self, id: &str) -> CloudResult<Option<UserGroup>> {
+        let simulated = self.overlay().user_groups.get(id).cloned();
+        match simulated {
+            Some(g) => Ok(Some(g)),
+            None => self.real.describe_user_group(id).await,
+        }
+    }
+
     async fn get_secret(&self, id: &str) -> CloudResult<Option<Secret>> {
         if let Some(s) = self.overlay().secrets.get(id) {
             return Ok(Some(s.clone()));
@@ -197,7 +220,11 @@ impl CloudWrite for DryRunCloud {
             at_rest_encryption_enabled: true,
             transit_encryption_enabled: true,
             transit_encryption_mode: Some(r.transit_encryption_mode.clone()),
-            auth_token_enabled: true,
+            auth_token_enabled: matches!(r.auth, GroupAuth::Token(_)),
+            user_group_ids: match &r.auth {
+                GroupAuth::UserGroup(id) => vec![id.clone()],
+                GroupAuth::Token(_) => vec![],
+            },
             kms_key_id: r.kms_key_id.clone(),
             cache_node_type: r.cache_node_type.clone(),
             cluster_enabled: r.cluster_enabled,
@@ -276,6 +303,41 @@ impl CloudWrite for DryRunCloud {
         _token: &Secret,
         _strategy: AuthTokenUpdate,
     ) -> CloudResult<()> {
+        Ok(())
+    }
+
+    /// The user, active, in the overlay; its passwords are not kept.
+    async fn create_user(&self, r: &CreateUser) -> CloudResult<()> {
+        self.overlay().users.insert(
+            r.user_id.to_ascii_lowercase(),
+            User {
+                user_id: r.user_id.to_ascii_lowercase(),
+                user_name: r.user_name.clone(),
+                status: "active".into(),
+                engine: r.engine.clone(),
+                user_group_ids: vec![],
+            },
+        );
+        Ok(())
+    }
+
+    async fn create_user_group(
+        &self,
+        id: &str,
+        engine: &str,
+        user_ids: &[String],
+        _tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.overlay().user_groups.insert(
+            id.to_string(),
+            UserGroup {
+                user_group_id: id.to_string(),
+                status: "active".into(),
+                engine: engine.to_string(),
+                user_ids: user_ids.to_vec(),
+                replication_groups: vec![],
+            },
+        );
         Ok(())
     }
 

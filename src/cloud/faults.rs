@@ -159,6 +159,14 @@ impl CloudRead for FaultyCloud {
         self.check("GetSecretValue")?;
         self.inner.get_secret_version(id, stage).await
     }
+    async fn describe_user(&self, user_id: &str) -> CloudResult<Option<super::User>> {
+        self.check("DescribeUsers")?;
+        self.inner.describe_user(user_id).await
+    }
+    async fn describe_user_group(&self, id: &str) -> CloudResult<Option<super::UserGroup>> {
+        self.check("DescribeUserGroups")?;
+        self.inner.describe_user_group(id).await
+    }
     async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
         self.check("GetKeyRotationStatus")?;
         self.inner.key_rotation_enabled(key).await
@@ -216,6 +224,27 @@ impl CloudWrite for FaultyCloud {
         self.check("ModifyReplicationGroup")?;
         let answer = self.inner.modify_auth_token(group, token, strategy).await;
         self.after("ModifyReplicationGroup");
+        answer
+    }
+    async fn create_user(&self, request: &super::CreateUser) -> CloudResult<()> {
+        self.check("CreateUser")?;
+        let answer = self.inner.create_user(request).await;
+        self.after("CreateUser");
+        answer
+    }
+    async fn create_user_group(
+        &self,
+        id: &str,
+        engine: &str,
+        user_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.check("CreateUserGroup")?;
+        let answer = self
+            .inner
+            .create_user_group(id, engine, user_ids, tags)
+            .await;
+        self.after("CreateUserGroup");
         answer
     }
     async fn point_alias(&self, alias: &str, group: &str) -> CloudResult<()> {

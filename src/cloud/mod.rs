@@ -94,6 +94,8 @@ pub struct ReplicationGroup {
     pub transit_encryption_enabled: bool,
     pub transit_encryption_mode: Option<String>,
     pub auth_token_enabled: bool,
+    /// `UserGroupIds`: the RBAC user groups of the group (empty without RBAC).
+    pub user_group_ids: Vec<String>,
     pub kms_key_id: Option<String>,
     pub cache_node_type: String,
     pub cluster_enabled: bool,
@@ -171,7 +173,7 @@ pub struct CreateEncryptedGroup {
     /// `None` = the service-managed key.
     pub kms_key_id: Option<String>,
     pub transit_encryption_mode: String,
-    pub auth_token: Secret,
+    pub auth: GroupAuth,
     pub cache_subnet_group_name: Option<String>,
     pub security_group_ids: Vec<String>,
     pub cache_parameter_group_name: Option<String>,
@@ -179,6 +181,48 @@ pub struct CreateEncryptedGroup {
     pub preferred_maintenance_window: Option<String>,
     pub snapshot_window: Option<String>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// How a new group authenticates clients: an AUTH token (`AuthToken`), or RBAC users (`UserGroupIds`).
+/// One or the other, never both: a group created with a user group has no token.
+#[derive(Debug, Clone)]
+pub enum GroupAuth {
+    Token(Secret),
+    UserGroup(String),
+}
+
+/// Everything CreateUser needs. `passwords` go to the cloud and nowhere else.
+#[derive(Debug, Clone)]
+pub struct CreateUser {
+    pub user_id: String,
+    pub user_name: String,
+    /// `redis` or `valkey` (the API reference's options), the engine of the group it will serve.
+    pub engine: String,
+    pub access_string: String,
+    pub passwords: Vec<Secret>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An RBAC user as DescribeUsers reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub user_id: String,
+    pub user_name: String,
+    /// `active`, `modifying`, `deleting`.
+    pub status: String,
+    pub engine: String,
+    pub user_group_ids: Vec<String>,
+}
+
+/// An RBAC user group as DescribeUserGroups reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserGroup {
+    pub user_group_id: String,
+    /// `creating`, `active`, `modifying`, `deleting`.
+    pub status: String,
+    pub engine: String,
+    pub user_ids: Vec<String>,
+    pub replication_groups: Vec<String>,
 }
 
 /// A KMS key as `DescribeKey` reports it.
@@ -242,6 +286,10 @@ pub trait CloudRead: Send + Sync {
     /// `AWSPREVIOUS`); `None` when no version carries it (or there is no such secret).
     async fn get_secret_version(&self, id: &str, stage: &str)
     -> CloudResult<Option<SecretVersion>>;
+    /// An RBAC user (DescribeUsers with `UserId`); `None` when there is none of that id.
+    async fn describe_user(&self, user_id: &str) -> CloudResult<Option<User>>;
+    /// An RBAC user group (DescribeUserGroups with `UserGroupId`); `None` when there is none.
+    async fn describe_user_group(&self, id: &str) -> CloudResult<Option<UserGroup>>;
     /// A DNS record clients resolve (Route53): `None` when the zone has no record of that name.
     async fn dns_record(&self, zone: &str, name: &str) -> CloudResult<Option<DnsRecord>> {
         let _ = zone;
@@ -338,6 +386,16 @@ pub trait CloudWrite: Send + Sync {
         group: &str,
         token: &Secret,
         strategy: AuthTokenUpdate,
+    ) -> CloudResult<()>;
+    /// CreateUser.
+    async fn create_user(&self, request: &CreateUser) -> CloudResult<()>;
+    /// CreateUserGroup `id` of `engine` holding `user_ids`; the group goes `creating`, then `active`.
+    async fn create_user_group(
+        &self,
+        id: &str,
+        engine: &str,
+        user_ids: &[String],
+        tags: &BTreeMap<String, String>,
     ) -> CloudResult<()>;
     /// Create or replace the CNAME `name` in `zone` with `value`; returns the change id to wait on.
     async fn upsert_cname(

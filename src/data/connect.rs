@@ -17,6 +17,8 @@ pub struct RedisEndpoint {
     pub tls: bool,
     /// PEM CA to trust instead of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// The RBAC user to sign in as (`AUTH username password`); `None` = the default user.
+    pub username: Option<String>,
     pub password: Option<Secret>,
     pub db: i64,
     /// A client certificate to present over TLS (servers with `tls-auth-clients yes`).
@@ -48,6 +50,7 @@ impl RedisEndpoint {
             port,
             tls: false,
             ca_file: None,
+            username: None,
             password: None,
             db: 0,
             client_cert: None,
@@ -80,6 +83,9 @@ impl RedisEndpoint {
         let mut settings = RedisConnectionInfo::default().set_db(self.db);
         if let Some(password) = &self.password {
             settings = settings.set_password(password.expose());
+        }
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
         }
         let info = addr.into_connection_info()?.set_redis_settings(settings);
         if self.tls {
@@ -260,6 +266,7 @@ impl RedisEndpoint {
             port,
             tls,
             ca_file: if tls { ca_file } else { None },
+            username: None,
             password,
             db,
             client_cert: None,

@@ -182,9 +182,17 @@ impl PipeConn {
         };
         let mut checked = Vec::new();
         if let Some(password) = &endpoint.password {
-            conn.command(2)
-                .arg(b"AUTH")
-                .arg(password.expose().as_bytes());
+            match &endpoint.username {
+                Some(user) => conn
+                    .command(3)
+                    .arg(b"AUTH")
+                    .arg(user.as_bytes())
+                    .arg(password.expose().as_bytes()),
+                None => conn
+                    .command(2)
+                    .arg(b"AUTH")
+                    .arg(password.expose().as_bytes()),
+            };
             checked.push("AUTH");
         }
         if endpoint.db != 0 {

@@ -183,12 +183,13 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
             replication_group_id: r(&policy.target_id),
             kms_key_id: for_region(&policy.kms_keys, region).map(str::to_string),
             transit_encryption_mode: policy.transit_encryption_mode,
-            auth_token: AuthTokenSpec {
+            auth_token: Some(AuthTokenSpec {
                 generate: token.generate,
                 file: token.file.as_deref().map(|f| PathBuf::from(r(f))),
                 env: token.env.as_deref().map(r),
                 secrets_manager: token.secrets_manager.as_deref().map(r),
-            },
+            }),
+            auth: None,
             cache_node_type: None,
             num_cache_clusters: None,
             num_node_groups: None,

@@ -97,6 +97,8 @@ pub enum TokenRef {
     Variable { name: String, store: String },
     /// A `data "aws_secretsmanager_secret_version"` read of the secret ecmigrate used.
     SecretsManager { name: String, secret_id: String },
+    /// RBAC: no token; the group names its user groups (`user_group_ids`).
+    UserGroups { ids: Vec<String> },
 }
 
 /// Cluster mode enabled (shards) or disabled (one primary and its replicas).
@@ -176,6 +178,9 @@ pub async fn handoff(
     let store = crate::steps::token_store(plan);
     let token_name = format!("{}_auth_token", names.resource);
     let token = match store {
+        _ if plan.plan.target().rbac().is_some() => TokenRef::UserGroups {
+            ids: live.user_group_ids.clone(),
+        },
         TokenStore::SecretsManager(secret_id) => TokenRef::SecretsManager {
             name: token_name,
             secret_id,
@@ -341,6 +346,7 @@ impl Handoff {
             .block(self.resource())
             .blank();
         file = match &self.token {
+            TokenRef::UserGroups { .. } => file,
             TokenRef::Variable { name, store } => file.block(Block::new(
                 "variable",
                 &[name],
@@ -477,10 +483,11 @@ impl Handoff {
         }
 
         let token = match &self.token {
-            TokenRef::Variable { name, .. } => format!("var.{name}"),
-            TokenRef::SecretsManager { name, .. } => {
-                format!("data.aws_secretsmanager_secret_version.{name}.secret_string")
-            }
+            TokenRef::Variable { name, .. } => Some(format!("var.{name}")),
+            TokenRef::SecretsManager { name, .. } => Some(format!(
+                "data.aws_secretsmanager_secret_version.{name}.secret_string"
+            )),
+            TokenRef::UserGroups { .. } => None,
         };
         body = body.blank().attr(
             "transit_encryption_enabled",
@@ -489,7 +496,13 @@ impl Handoff {
         if let Some(mode) = &g.transit_encryption_mode {
             body = body.str("transit_encryption_mode", mode);
         }
-        body = body.attr("auth_token", Expr::Raw(token));
+        match (&token, &self.token) {
+            (Some(token), _) => body = body.attr("auth_token", Expr::Raw(token.clone())),
+            (None, TokenRef::UserGroups { ids }) => {
+                body = body.attr("user_group_ids", Expr::StrList(ids.clone()));
+            }
+            (None, _) => {}
+        }
         if !g.tags.is_empty() {
             body = body.blank().attr("tags", Expr::StrMap(g.tags.clone()));
         }
@@ -504,6 +517,9 @@ impl Handoff {
                     "Set port if the group does not listen on 6379: a different port replaces it.",
                 );
             }
+        }
+        if token.is_none() {
+            return Block::new("resource", &[RESOURCE_TYPE, &self.names.resource], body);
         }
         body = body.blank().block(Block::new(
             "lifecycle",

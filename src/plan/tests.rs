@@ -143,7 +143,15 @@ fn full_fixture_has_every_step_and_resolves_paths_against_its_folder() {
             StepKind::DeleteSource
         ]
     );
-    let token = loaded.plan.target().auth_token.file.clone().unwrap();
+    let token = loaded
+        .plan
+        .target()
+        .auth_token
+        .as_ref()
+        .unwrap()
+        .file
+        .clone()
+        .unwrap();
     assert_eq!(
         loaded.resolve(&token),
         path.parent().unwrap().join("secrets/orders.token")

@@ -107,8 +107,14 @@ pub struct TargetSpec {
     pub kms_key_id: Option<String>,
     #[serde(default)]
     pub transit_encryption_mode: TransitEncryptionMode,
-    /// Where the AUTH token comes from. The plan never holds the token itself.
-    pub auth_token: AuthTokenSpec,
+    /// Where the AUTH token comes from. The plan never holds the token itself. Exactly one of
+    /// `auth_token` and `auth.rbac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<AuthTokenSpec>,
+    /// Role-based access control instead of an AUTH token: users and a user group created before the
+    /// group, which is created with `UserGroupIds` (never with `AuthToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<TargetAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_node_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +145,67 @@ pub struct TargetSpec {
     /// The client certificate's private key (PEM), with `tls_client_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_key: Option<PathBuf>,
+}
+
+/// How clients authenticate to the target besides `auth_token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAuth {
+    pub rbac: RbacSpec,
+}
+
+/// ElastiCache RBAC for the target: the users to create (each password kept in a token store, never in
+/// the plan), the user group holding them, and the user the data plane (copy, verify, cutover) signs in
+/// as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RbacSpec {
+    /// The user group created for the target (CreateUserGroup), then named in `UserGroupIds`.
+    pub user_group_id: String,
+    /// The users created and put in the group; one must be named `default`.
+    pub users: Vec<RbacUser>,
+    /// The `user_id` of the user ecmigrate's data plane signs in as (it needs read and write on every
+    /// key: the copy writes them all).
+    pub data_plane_user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RbacUser {
+    /// CreateUser `UserId`: unique in the account and region.
+    pub user_id: String,
+    /// The name clients sign in with (`AUTH NAME PASSWORD`).
+    pub user_name: String,
+    /// The Redis ACL rules of the user, for example `on ~* +@all`; without passwords (they come from
+    /// `password`).
+    pub access_string: String,
+    /// Where the user's password is kept: a store like `auth_token`'s (`generate: true` creates it).
+    pub password: AuthTokenSpec,
+}
+
+impl TargetSpec {
+    /// The target's RBAC settings, when it uses a user group instead of an AUTH token.
+    pub fn rbac(&self) -> Option<&RbacSpec> {
+        self.auth.as_ref().map(|a| &a.rbac)
+    }
+
+    /// Every secret store of the target: its AUTH token's, or each RBAC user's password's.
+    pub fn secret_specs(&self) -> Vec<&AuthTokenSpec> {
+        let users = self.rbac().into_iter().flat_map(|r| &r.users);
+        self.auth_token
+            .iter()
+            .chain(users.map(|u| &u.password))
+            .collect()
+    }
+}
+
+impl RbacSpec {
+    /// The user the data plane signs in as (validation checked it is listed).
+    pub fn data_plane(&self) -> Option<&RbacUser> {
+        self.users
+            .iter()
+            .find(|u| u.user_id.eq_ignore_ascii_case(&self.data_plane_user))
+    }
 }
 
 /// Where the AUTH token lives. Exactly one of `file` / `env` / `secrets_manager`; `generate: true` needs

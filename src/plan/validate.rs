@@ -4,6 +4,7 @@
 use std::path::Path;
 
 mod in_place;
+mod rbac;
 
 use super::rules;
 use super::types::*;
@@ -147,7 +148,7 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     if let Some(k) = &t.kms_key_id {
         f.check("target.kms_key_id", rules::check_kms_key_id(k));
     }
-    check_auth_token_spec(&t.auth_token, f);
+    rbac::check_target_auth(t, f);
     check_shape(t, f);
     check_group_settings(t, f);
     if let Some(ep) = &t.data_endpoint {
@@ -159,40 +160,45 @@ fn check_target(plan: &Plan, f: &mut Findings) {
     check_client_cert(f, "target", &t.tls_client_cert, &t.tls_client_key);
 }
 
-/// `target.auth_token`: exactly one store, `generate` only with a store ecmigrate can write.
-fn check_auth_token_spec(a: &AuthTokenSpec, f: &mut Findings) {
+/// A token store (`target.auth_token`, an RBAC user's `password`) at `at`: exactly one store,
+/// `generate` only with a store ecmigrate can write.
+fn check_token_store(at: &str, a: &AuthTokenSpec, f: &mut Findings) {
     match (&a.file, &a.env, &a.secrets_manager) {
         (Some(_), Some(_), _) => f.add(
-            "target.auth_token.env",
+            format!("{at}.env"),
             "give exactly one of `file`, `env` or `secrets_manager`, not several",
         ),
         (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => f.add(
-            "target.auth_token.secrets_manager",
+            format!("{at}.secrets_manager"),
             "give exactly one of `file`, `env` or `secrets_manager`, not several",
         ),
-        (None, None, None) if !a.generate => f.add(
-            "target.auth_token",
-            "must say where the AUTH token is: `file: PATH`, `env: NAME` or `secrets_manager: SECRET` (or `generate: true` with `file` or `secrets_manager`)",
-        ),
+        (None, None, None) if !a.generate => {
+            let what = if at.ends_with("password") {
+                "the password"
+            } else {
+                "the AUTH token"
+            };
+            f.add(
+                at,
+                format!("must say where {what} is: `file: PATH`, `env: NAME` or `secrets_manager: SECRET` (or `generate: true` with `file` or `secrets_manager`)"),
+            )
+        }
         _ => {}
     }
     if a.generate && a.file.is_none() && a.secrets_manager.is_none() {
         f.add(
-            "target.auth_token.generate",
+            format!("{at}.generate"),
             "`generate: true` needs `file` or `secrets_manager`: a generated token must be stored where ecmigrate can write it",
         );
     }
     if let Some(id) = &a.secrets_manager {
-        f.check(
-            "target.auth_token.secrets_manager",
-            rules::check_secret_id(id),
-        );
+        f.check(format!("{at}.secrets_manager"), rules::check_secret_id(id));
     }
     if let Some(p) = &a.file {
-        check_path(f, "target.auth_token.file", p);
+        check_path(f, &format!("{at}.file"), p);
     }
     if let Some(env) = &a.env {
-        f.check("target.auth_token.env", rules::check_env_name(env));
+        f.check(format!("{at}.env"), rules::check_env_name(env));
     }
 }
 

@@ -5,7 +5,7 @@ use crate::cloud::ReplicationGroup;
 use crate::data::connect::{ClientCert, RedisEndpoint};
 use crate::engine::StepContext;
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::steps::Login;
 
 fn parse_endpoint(text: &str) -> Option<(String, u16)> {
     let (host, port) = text.rsplit_once(':')?;
@@ -69,6 +69,7 @@ pub fn source_data_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Resu
         port,
         tls: group.transit_encryption_enabled,
         ca_file: ctx.cloud.data_plane_ca(),
+        username: None,
         password: None,
         db: 0,
         client_cert: client_cert(ctx, &source.tls_client_cert, &source.tls_client_key),
@@ -90,7 +91,7 @@ pub fn source_tls_endpoint(ctx: &StepContext, group: &ReplicationGroup) -> Resul
 pub fn target_data_endpoint(
     ctx: &StepContext,
     group: &ReplicationGroup,
-    token: Secret,
+    login: Login,
 ) -> Result<RedisEndpoint> {
     let target = &ctx.plan.plan.target();
     let (host, port) = data_host_port("target", target.data_endpoint.as_ref(), group)?;
@@ -104,7 +105,8 @@ pub fn target_data_endpoint(
         port,
         tls: true,
         ca_file,
-        password: Some(token),
+        username: login.user,
+        password: Some(login.password),
         db: 0,
         client_cert: client_cert(ctx, &target.tls_client_cert, &target.tls_client_key),
     })

@@ -14,7 +14,7 @@ use crate::engine::StepContext;
 use crate::engine::events::Event;
 use crate::error::{Error, Result};
 use crate::steps::{
-    NOTIFICATIONS_FIX, load_token, plan_streams, require_group, source_data_endpoint,
+    NOTIFICATIONS_FIX, load_login, plan_streams, require_group, source_data_endpoint,
     target_data_endpoint,
 };
 
@@ -109,7 +109,7 @@ impl LiveStream {
             ));
         };
         let src = source_data_endpoint(ctx, &source)?;
-        let dst = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
+        let dst = target_data_endpoint(ctx, &target, load_login(ctx).await?)?;
         let copier = Arc::new(Copier::new(src, dst, CopyOptions::default()));
         let mut stream = StreamCopy::new(copier, capture);
         // The data endpoints are the groups' primaries (or a tunnel to them): errors say which failed.

@@ -14,6 +14,7 @@ pub mod hold;
 pub mod iam;
 pub mod live;
 pub mod preflight;
+pub mod rbac;
 pub mod records;
 pub mod restore_encrypted;
 pub mod rotate_auth_token;
@@ -31,7 +32,9 @@ pub use access::{
     DEFAULT_TIMEOUT, cloud_error, kms_key_ref, require_group, timeout, wait_for_snapshot,
     wait_group_available,
 };
-pub use auth::{keep_token, load_token, read_token, token_store};
+pub use auth::{
+    Login, TargetSecret, keep_token, load_login, read_token, store_of, target_secrets, token_store,
+};
 pub use endpoints::{source_data_endpoint, target_data_endpoint};
 use live::LiveStream;
 

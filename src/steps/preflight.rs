@@ -74,7 +74,10 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
         ),
     }
     let kms_arn = check_kms_key(ctx, &mut c).await?;
-    let store = check_auth_token(ctx, &mut c).await;
+    let store = check_target_secrets(ctx, &mut c).await;
+    if let Some(g) = &source {
+        crate::steps::rbac::preflight(ctx, &mut c, g).await?;
+    }
     check_cutover_alias(ctx, &mut c).await?;
     let unencrypted = match &source {
         Some(_) => list_unencrypted_snapshots(ctx, &mut c).await?,
@@ -270,40 +273,53 @@ async fn note_key_rotation(ctx: &StepContext, arn: &str) {
     }
 }
 
-/// An existing token must meet the AUTH rules; a generated one needs a writable store.
-async fn check_auth_token(ctx: &StepContext, c: &mut Checks<'_>) -> crate::secret::TokenStore {
-    let plan = &ctx.plan.plan;
-    let store = token_store(&ctx.plan);
-    let spec = &plan.target().auth_token;
+/// Every secret of the target (its AUTH token, or each RBAC user's password): an existing one must meet
+/// the AUTH rules (ElastiCache applies them to RBAC passwords too), a generated one needs a writable
+/// store. Returns the store of the data plane's secret.
+async fn check_target_secrets(ctx: &StepContext, c: &mut Checks<'_>) -> crate::secret::TokenStore {
+    for secret in crate::steps::target_secrets(&ctx.plan) {
+        check_secret(ctx, c, &secret).await;
+    }
+    token_store(&ctx.plan)
+}
+
+async fn check_secret(
+    ctx: &StepContext,
+    c: &mut Checks<'_>,
+    secret: &crate::steps::TargetSecret<'_>,
+) {
+    let (store, field) = (&secret.store, &secret.field);
+    let (name, what) = if field == "target.auth_token" {
+        ("auth_token".to_string(), "token")
+    } else {
+        (format!("secret {field}"), "password")
+    };
     if let Err((problem, fix)) = store.check_permissions() {
         c.refuse(
-            "auth_token_permissions",
+            &format!("{name} permissions"),
             problem,
             format!("{fix}, then run again; nothing was changed"),
         );
-        return store;
+        return;
     }
-    match crate::steps::read_token(ctx, &store).await {
+    match crate::steps::read_token(ctx, store).await {
         Ok(Some(token)) => match rules::check_auth_token(token.expose()) {
-            Ok(()) => c.pass("auth_token", format!("the token in {store} meets the AUTH rules")),
-            Err(rule) => c.refuse("auth_token", format!("the token in {store} is invalid: {rule}"), "replace it, or remove the file and use `generate: true`"),
+            Ok(()) => c.pass(&name, format!("the {what} in {store} meets the AUTH rules")),
+            Err(rule) => c.refuse(&name, format!("the {what} in {store} is invalid: {rule}"), "replace it, or remove the file and use `generate: true`"),
         },
-        Ok(None) if spec.generate => match store.check_writable() {
-            Ok(()) => c.pass("auth_token", format!("a new token will be generated and kept in {store}")),
-            Err(why) => c.refuse("auth_token", format!("cannot keep a generated token in {store}: {why}"), "point target.auth_token.file at a writable path"),
+        Ok(None) if secret.spec.generate => match store.check_writable() {
+            Ok(()) => c.pass(&name, format!("a new {what} will be generated and kept in {store}")),
+            Err(why) => c.refuse(&name, format!("cannot keep a generated {what} in {store}: {why}"), format!("point {field}.file at a writable path")),
         },
         Ok(None) => c.refuse(
-            "auth_token",
-            format!("no AUTH token in {store}"),
-            "put the token there (16-128 printable ASCII characters; the only special characters AWS permits are ! & # $ ^ < > -), or use `generate: true` with a file",
+            &name,
+            format!("no {what} in {store}"),
+            "put it there (16-128 printable ASCII characters; the only special characters AWS permits are ! & # $ ^ < > -), or use `generate: true` with a file",
         ),
-        Err(why) => c.refuse("auth_token", why, "check the token store named in target.auth_token"),
+        Err(why) => c.refuse(&name, why, format!("check the store named in {field}")),
     }
-
-    store
 }
 
-/// The sandbox alias a cutover switches should point at the source now.
 async fn check_cutover_alias(ctx: &StepContext, c: &mut Checks<'_>) -> Result<()> {
     let plan = &ctx.plan.plan;
     let source_id = &plan.source.replication_group_id;

@@ -44,11 +44,18 @@ pub struct RestoreOutputs {
     pub auth_token_store: Option<String>,
 }
 
-/// `restore_encrypted`: the target id, before CreateReplicationGroup.
+/// `restore_encrypted`: the target id before CreateReplicationGroup, and (RBAC) each user and the user
+/// group before it is created.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct RestoreIntent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_id: Option<String>,
+    /// RBAC users (lowercase ids) about to be created, each recorded before its CreateUser.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// The RBAC user group, recorded before CreateUserGroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_group: Option<String>,
 }
 
 /// The sample compared inside the cutover's fence, while both sides were still.

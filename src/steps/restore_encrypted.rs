@@ -1,12 +1,12 @@
 //! `restore_encrypted`: create the target group from the backup snapshot with at-rest encryption (the
-//! target's KMS key) and in-transit encryption with an AUTH token, copying the source's shape unless the
+//! target's KMS key) and in-transit encryption with an AUTH token or RBAC users (`steps::rbac`), copying the source's shape unless the
 //! plan overrides it. The target id is the deterministic name a resumed run looks for.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::cloud::CreateEncryptedGroup;
+use crate::cloud::{CreateEncryptedGroup, GroupAuth};
 use crate::engine::{Poll, StepContext, StepOutcome, wait_until};
 use crate::error::{Error, Result};
 use crate::plan::{RestoreEncryptedStep, StepKind, rules};
@@ -37,12 +37,12 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
     let store = token_store(&ctx.plan);
     match existing {
         Some(group) => adopt(ctx, &group)?,
-        None => create(ctx, &snapshot_name, &store).await?,
+        None => create(ctx, spec, &snapshot_name).await?,
     }
     let mut group = wait_for_target(ctx, spec).await?;
     if group.status == "create-failed" {
         // Ours (adopt checked it): delete it and create it again, once in this run.
-        recreate(ctx, &group, &snapshot_name, &store).await?;
+        recreate(ctx, spec, &group, &snapshot_name).await?;
         group = wait_for_target(ctx, spec).await?;
         if group.status == "create-failed" {
             return Err(Error::failed(
@@ -51,16 +51,20 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
             ));
         }
     }
-    if !group.at_rest_encryption_enabled
-        || !group.transit_encryption_enabled
-        || !group.auth_token_enabled
-    {
+    let rbac = plan.target().rbac();
+    let authenticated = match rbac {
+        Some(r) => group.user_group_ids.contains(&r.user_group_id),
+        None => group.auth_token_enabled,
+    };
+    if !group.at_rest_encryption_enabled || !group.transit_encryption_enabled || !authenticated {
+        let auth = match rbac {
+            Some(r) => format!("user group {} {authenticated}", r.user_group_id),
+            None => format!("AUTH {authenticated}"),
+        };
         return Err(Error::failed(
             format!(
-                "target `{target_id}` came up without full encryption (at rest {}, in transit {}, AUTH {})",
-                group.at_rest_encryption_enabled,
-                group.transit_encryption_enabled,
-                group.auth_token_enabled
+                "target `{target_id}` came up without full encryption (at rest {}, in transit {}, {auth})",
+                group.at_rest_encryption_enabled, group.transit_encryption_enabled,
             ),
             "do not cut over: delete the target and check the account's ElastiCache settings",
         ));
@@ -88,7 +92,9 @@ pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepO
             json!(group.transit_encryption_mode),
         ),
         ("auth_token_enabled", json!(group.auth_token_enabled)),
+        ("user_group_ids", json!(group.user_group_ids)),
         ("kms_key_id", json!(group.kms_key_id)),
+        // With RBAC: the store of the data plane user's password.
         ("auth_token_store", json!(store.to_string())),
     ])))
 }
@@ -117,7 +123,6 @@ fn create_params(r: &CreateEncryptedGroup) -> serde_json::Value {
         "KmsKeyId": r.kms_key_id,
         "TransitEncryptionEnabled": true,
         "TransitEncryptionMode": r.transit_encryption_mode,
-        "AuthToken": "<redacted>",
         "CacheSubnetGroupName": r.cache_subnet_group_name,
         "SecurityGroupIds": r.security_group_ids,
         "CacheParameterGroupName": r.cache_parameter_group_name,
@@ -126,6 +131,10 @@ fn create_params(r: &CreateEncryptedGroup) -> serde_json::Value {
     });
     if let (Some(params), Some(shape)) = (params.as_object_mut(), shape.as_object()) {
         params.extend(shape.clone());
+        match &r.auth {
+            GroupAuth::Token(_) => params.insert("AuthToken".into(), json!("<redacted>")),
+            GroupAuth::UserGroup(id) => params.insert("UserGroupIds".into(), json!([id])),
+        };
     }
     params
 }
@@ -144,9 +153,9 @@ fn adopt(ctx: &StepContext, group: &crate::cloud::ReplicationGroup) -> Result<()
                 "choose another target.replication_group_id",
             ));
         }
-        ctx.record_intent(&RestoreIntent {
-            target_id: Some(target_id.clone()),
-        })?;
+        let mut intent = ctx.intent::<RestoreIntent>();
+        intent.target_id = Some(target_id.clone());
+        ctx.record_intent(&intent)?;
     }
     ctx.note(format!(
         "target `{target_id}` was already requested (status {}); waiting for it",
@@ -155,24 +164,30 @@ fn adopt(ctx: &StepContext, group: &crate::cloud::ReplicationGroup) -> Result<()
     Ok(())
 }
 
-/// Create the target from the snapshot: the token stored first, the intent recorded, then the call.
-async fn create(
-    ctx: &StepContext,
-    snapshot_name: &str,
-    store: &crate::secret::TokenStore,
-) -> Result<()> {
+/// Create the target from the snapshot: the token stored first (or the RBAC users and user group
+/// created), the intent recorded, then the call.
+async fn create(ctx: &StepContext, spec: &RestoreEncryptedStep, snapshot_name: &str) -> Result<()> {
     let plan = &ctx.plan.plan;
     let target_id = plan.target().replication_group_id.clone();
     let source = require_group(ctx, &plan.source.replication_group_id).await?;
     // The shape is checked before anything is written, the token included.
     let shape = Shape::of(ctx, &source)?;
-    let token = target_token(ctx, store).await?;
-    let request = request(ctx, &source, &shape, snapshot_name, token).await?;
-    ctx.record_intent(&RestoreIntent {
-        target_id: Some(target_id.clone()),
-    })?;
+    let store = token_store(&ctx.plan);
     let mut labels = kms_label(ctx);
-    labels.push(("AuthToken", store.to_string()));
+    let auth = match plan.target().rbac() {
+        Some(rbac) => {
+            crate::steps::rbac::ensure_user_group(ctx, rbac, &source.engine, spec.timeout_seconds)
+                .await?
+        }
+        None => {
+            labels.push(("AuthToken", store.to_string()));
+            GroupAuth::Token(target_token(ctx, &store).await?)
+        }
+    };
+    let request = request(ctx, &source, &shape, snapshot_name, auth).await?;
+    let mut intent = ctx.intent::<RestoreIntent>();
+    intent.target_id = Some(target_id.clone());
+    ctx.record_intent(&intent)?;
     ctx.call_labeled("CreateReplicationGroup", create_params(&request), &labels);
     ctx.write
         .create_group_from_snapshot(&request)
@@ -193,7 +208,12 @@ async fn target_token(
         .map_err(|e| Error::failed(e, "check target.auth_token"))?
     {
         Some(t) => t,
-        None if plan.target().auth_token.generate => {
+        None if plan
+            .target()
+            .auth_token
+            .as_ref()
+            .is_some_and(|t| t.generate) =>
+        {
             let t = generate_token();
             keep_token(ctx, store, &t).await?;
             t
@@ -387,7 +407,7 @@ async fn request(
     source: &crate::cloud::ReplicationGroup,
     shape: &Shape,
     snapshot_name: &str,
-    token: crate::secret::Secret,
+    auth: GroupAuth,
 ) -> Result<CreateEncryptedGroup> {
     let plan = &ctx.plan.plan;
     let target_id = plan.target().replication_group_id.clone();
@@ -414,7 +434,7 @@ async fn request(
         replicas_per_node_group: shape.replicas_per_node_group,
         kms_key_id: encryption_key(ctx).await?,
         transit_encryption_mode: t.transit_encryption_mode.as_str().to_string(),
-        auth_token: token,
+        auth,
         cache_subnet_group_name: t
             .cache_subnet_group_name
             .clone()
@@ -456,16 +476,16 @@ async fn wait_for_target(
 /// create it again, saying so.
 async fn recreate(
     ctx: &StepContext,
+    spec: &RestoreEncryptedStep,
     group: &crate::cloud::ReplicationGroup,
     snapshot_name: &str,
-    store: &crate::secret::TokenStore,
 ) -> Result<()> {
     let target_id = &group.id;
     ctx.note(format!(
         "creating `{target_id}` failed (status create-failed); it is this run's: deleting it and creating it again"
     ));
     delete_group_and_wait(ctx, target_id, true, Deleted::Gone, None).await?;
-    create(ctx, snapshot_name, store).await
+    create(ctx, spec, snapshot_name).await
 }
 
 #[cfg(test)]

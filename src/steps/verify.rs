@@ -8,7 +8,7 @@ use crate::engine::{StepContext, StepOutcome};
 use crate::error::{Error, Result};
 use crate::plan::VerifyStep;
 use crate::steps::live::LiveStream;
-use crate::steps::{load_token, obj, require_group, source_data_endpoint, target_data_endpoint};
+use crate::steps::{load_login, obj, require_group, source_data_endpoint, target_data_endpoint};
 
 pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
@@ -28,7 +28,7 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Res
     if ctx.is_simulated(&target.id) {
         return rehearse(ctx, &src, &mode_text, tolerance).await;
     }
-    let token = load_token(ctx).await?;
+    let token = load_login(ctx).await?;
     let dst = target_data_endpoint(ctx, &target, token)?;
     let progress = ctx.progress_reporter("keys compared");
     let hint = "check that both data endpoints are reachable (data_endpoint, tls_ca_file, token)";

@@ -325,6 +325,7 @@ impl Backend for Sandbox {
 /// A TLS endpoint of the sandbox (its CA), without a password.
 fn tls_endpoint(status: &Value, port: u16) -> RedisEndpoint {
     RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port,
         tls: true,
@@ -597,6 +598,7 @@ impl Backend for MotoBackend {
         DataPlane {
             source: RedisEndpoint::plain("127.0.0.1", source),
             target: RedisEndpoint {
+                username: None,
                 host: "127.0.0.1".into(),
                 port: target,
                 tls: true,

@@ -135,6 +135,7 @@ pub(super) fn start_node_with(
         .spawn()
         .expect("redis-server");
     let node = RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port,
         tls: certs.is_some(),

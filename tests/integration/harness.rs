@@ -228,6 +228,7 @@ pub fn encrypted_primary(
         .trim()
         .to_string();
     ecmigrate::data::connect::RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port: Env::primary_port(status, group),
         tls: true,

@@ -263,7 +263,7 @@ fn cluster_request(id: &str, snapshot: &str, shards: u32, token: &Secret) -> Cre
         replicas_per_node_group: 1,
         kms_key_id: Some("alias/shop".into()),
         transit_encryption_mode: "required".into(),
-        auth_token: token.clone(),
+        auth: ecmigrate::cloud::GroupAuth::Token(token.clone()),
         cache_subnet_group_name: None,
         security_group_ids: vec![],
         cache_parameter_group_name: None,
@@ -350,6 +350,7 @@ fn an_encrypted_cluster_restored_from_a_clusters_snapshot_is_tls_only_with_auth_
     let ranges = checked_slot_ranges(g, 2);
     let ca = std::path::PathBuf::from(status["ca_file"].as_str().unwrap());
     let tls = |p: u16, password: Option<Secret>| RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port: p,
         tls: true,
@@ -465,6 +466,7 @@ fn a_cluster_mode_disabled_snapshot_restores_into_a_cluster_unless_it_has_keys_o
     let ranges = checked_slot_ranges(g, 3);
     let ca = std::path::PathBuf::from(status["ca_file"].as_str().unwrap());
     let total = block_on(check_cluster(g, &ranges, |p| RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port: p,
         tls: true,
@@ -553,6 +555,7 @@ steps:
     let ca = std::path::PathBuf::from(status["ca_file"].as_str().unwrap());
     let ranges = checked_slot_ranges(g, 2);
     let total = block_on(check_cluster(g, &ranges, |p| RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port: p,
         tls: true,

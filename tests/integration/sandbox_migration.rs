@@ -15,6 +15,7 @@ scenarios_on!(Sandbox);
 
 fn tls_endpoint(env: &Env, port: u16, password: Option<Secret>) -> RedisEndpoint {
     RedisEndpoint {
+        username: None,
         host: "127.0.0.1".into(),
         port,
         tls: true,

@@ -8,8 +8,8 @@ use aws_sdk_elasticache::types as ec;
 
 use super::{map_err, none_if_not_found};
 use crate::cloud::{
-    AuthTokenUpdate, CloudError, CloudResult, CreateEncryptedGroup, Endpoint, Node, NodeRole,
-    ReplicationGroup, Snapshot,
+    AuthTokenUpdate, CloudError, CloudResult, CreateEncryptedGroup, Endpoint, GroupAuth, Node,
+    NodeRole, ReplicationGroup, Snapshot,
 };
 use crate::secret::Secret;
 
@@ -121,7 +121,6 @@ pub(super) async fn create_group_from_snapshot(
         .transit_encryption_mode(ec::TransitEncryptionMode::from(
             r.transit_encryption_mode.as_str(),
         ))
-        .auth_token(r.auth_token.expose())
         .set_cache_subnet_group_name(r.cache_subnet_group_name.clone())
         .set_cache_parameter_group_name(r.cache_parameter_group_name.clone())
         .set_port(r.port.map(i32::from))
@@ -131,6 +130,11 @@ pub(super) async fn create_group_from_snapshot(
     if !r.security_group_ids.is_empty() {
         request = request.set_security_group_ids(Some(r.security_group_ids.clone()));
     }
+    // One or the other: AWS refuses a group with both, and a user group replaces the token.
+    request = match &r.auth {
+        GroupAuth::Token(token) => request.auth_token(token.expose()),
+        GroupAuth::UserGroup(id) => request.user_group_ids(id),
+    };
     request = if r.cluster_enabled {
         // The API reference: "AutomaticFailoverEnabled must be enabled for ... (cluster mode enabled)
         // replication groups" (default false; the service answers InvalidParameterValue "cannot be created
@@ -147,7 +151,13 @@ pub(super) async fn create_group_from_snapshot(
     };
     match request.send().await {
         Ok(_) => Ok(()),
-        Err(e) => Err(redact(map_err(e, "replication group", &r.id), r)),
+        Err(e) => {
+            let token = match &r.auth {
+                GroupAuth::Token(t) => vec![t.expose()],
+                GroupAuth::UserGroup(_) => vec![],
+            };
+            Err(redact(map_err(e, "replication group", &r.id), &token))
+        }
     }
 }
 
@@ -281,6 +291,7 @@ pub(super) fn group_from(
         transit_encryption_enabled: transit,
         transit_encryption_mode: g.transit_encryption_mode().map(|m| m.as_str().to_string()),
         auth_token_enabled: g.auth_token_enabled().unwrap_or(false),
+        user_group_ids: g.user_group_ids().to_vec(),
         kms_key_id: g.kms_key_id().map(str::to_string),
         cache_node_type: cache_node_type.unwrap_or_default().to_string(),
         cluster_enabled,
@@ -409,21 +420,20 @@ fn to_snapshot(s: &ec::Snapshot) -> Snapshot {
     }
 }
 
-fn ec_tags(tags: &BTreeMap<String, String>) -> Vec<ec::Tag> {
+pub(super) fn ec_tags(tags: &BTreeMap<String, String>) -> Vec<ec::Tag> {
     tags.iter()
         .map(|(k, v)| ec::Tag::builder().key(k).value(v).build())
         .collect()
 }
 
-/// Belt and braces: no error message may carry the AUTH token, whatever the service echoes back.
-fn redact(e: CloudError, r: &CreateEncryptedGroup) -> CloudError {
-    let token = r.auth_token.expose();
+/// Belt and braces: no error message may carry a secret sent (an AUTH token, a user's passwords),
+/// whatever the service echoes back.
+pub(super) fn redact(e: CloudError, secrets: &[&str]) -> CloudError {
     let clean = |s: String| {
-        if token.is_empty() {
-            s
-        } else {
-            s.replace(token, "<redacted>")
-        }
+        secrets
+            .iter()
+            .filter(|t| !t.is_empty())
+            .fold(s, |s, t| s.replace(t, "<redacted>"))
     };
     match e {
         CloudError::InvalidRequest { message } => CloudError::InvalidRequest {

@@ -13,6 +13,9 @@
 pub mod account;
 mod elasticache;
 mod kms;
+mod rbac;
+#[cfg(test)]
+mod rbac_tests;
 mod retry;
 mod route53;
 mod secrets;
@@ -252,6 +255,14 @@ impl CloudRead for Aws {
         secrets::get_secret_version(&self.secrets, id, stage).await
     }
 
+    async fn describe_user(&self, user_id: &str) -> CloudResult<Option<crate::cloud::User>> {
+        rbac::describe_user(&self.ec, user_id).await
+    }
+
+    async fn describe_user_group(&self, id: &str) -> CloudResult<Option<crate::cloud::UserGroup>> {
+        rbac::describe_user_group(&self.ec, id).await
+    }
+
     async fn key_rotation_enabled(&self, key: &str) -> CloudResult<Option<bool>> {
         kms::key_rotation_enabled(&self.kms, key).await.map(Some)
     }
@@ -297,6 +308,20 @@ impl CloudWrite for Aws {
         strategy: AuthTokenUpdate,
     ) -> CloudResult<()> {
         elasticache::modify_auth_token(&self.ec, group, token, strategy).await
+    }
+
+    async fn create_user(&self, r: &crate::cloud::CreateUser) -> CloudResult<()> {
+        rbac::create_user(&self.ec, r).await
+    }
+
+    async fn create_user_group(
+        &self,
+        id: &str,
+        engine: &str,
+        user_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        rbac::create_user_group(&self.ec, id, engine, user_ids, tags).await
     }
 
     async fn point_alias(&self, alias: &str, _group: &str) -> CloudResult<()> {

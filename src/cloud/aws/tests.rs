@@ -19,7 +19,7 @@ use aws_sdk_elasticache::types as ec;
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 
 use super::{Aws, create_engine_version};
-use crate::cloud::{CloudError, CloudRead, CloudWrite, CreateEncryptedGroup};
+use crate::cloud::{CloudError, CloudRead, CloudWrite, CreateEncryptedGroup, GroupAuth};
 use crate::plan::rules::check_auth_token;
 use crate::secret::{Secret, generate_token};
 
@@ -32,7 +32,7 @@ fn engine_version_for_create() {
     assert_eq!(create_engine_version("4.0.10"), "4.0.10");
 }
 
-fn aws_with(rules: &[&Rule], max_attempts: u32) -> Aws {
+pub(super) fn aws_with(rules: &[&Rule], max_attempts: u32) -> Aws {
     let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
     for rule in rules {
         interceptor = interceptor.with_rule(rule);
@@ -156,7 +156,7 @@ async fn throttling_past_the_sdk_retries_is_transient_so_the_wait_retries() {
     assert!(e.is_transient(), "{e:?}");
 }
 
-fn request(cluster_enabled: bool) -> CreateEncryptedGroup {
+pub(super) fn request(cluster_enabled: bool) -> CreateEncryptedGroup {
     CreateEncryptedGroup {
         id: "orders-enc".into(),
         description: "encrypted copy of orders".into(),
@@ -169,7 +169,7 @@ fn request(cluster_enabled: bool) -> CreateEncryptedGroup {
         replicas_per_node_group: 1,
         kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/k".into()),
         transit_encryption_mode: "required".into(),
-        auth_token: Secret::new("Secret-token-value-0123456789abcdef"),
+        auth: GroupAuth::Token(Secret::new("Secret-token-value-0123456789abcdef")),
         cache_subnet_group_name: Some("subnets-a".into()),
         security_group_ids: vec!["sg-1".into(), "sg-2".into()],
         cache_parameter_group_name: Some("params".into()),
@@ -181,7 +181,9 @@ fn request(cluster_enabled: bool) -> CreateEncryptedGroup {
 }
 
 /// The CreateReplicationGroup requests the SDK sends for `requests`, in order, through one client.
-async fn captured_creates(requests: &[CreateEncryptedGroup]) -> Vec<CreateReplicationGroupInput> {
+pub(super) async fn captured_creates(
+    requests: &[CreateEncryptedGroup],
+) -> Vec<CreateReplicationGroupInput> {
     let seen: Arc<Mutex<Vec<CreateReplicationGroupInput>>> = Arc::default();
     let sink = seen.clone();
     let rule = mock!(aws_sdk_elasticache::Client::create_replication_group)
@@ -364,7 +366,7 @@ async fn create_replication_group_carries_a_generated_token_that_aws_accepts() {
     const TOKENS: usize = 200;
     let requests: Vec<CreateEncryptedGroup> = (0..TOKENS)
         .map(|_| CreateEncryptedGroup {
-            auth_token: generate_token(),
+            auth: GroupAuth::Token(generate_token()),
             ..request(false)
         })
         .collect();
@@ -389,8 +391,11 @@ async fn create_replication_group_carries_a_generated_token_that_aws_accepts() {
         );
         let token = r.auth_token().expect("AuthToken sent");
         // Compared as a bool: a failing assert_eq would print the token.
+        let GroupAuth::Token(asked_token) = &asked.auth else {
+            unreachable!("every request above carries a token")
+        };
         assert!(
-            token == asked.auth_token.expose(),
+            token == asked_token.expose(),
             "AuthToken is the generated token"
         );
         if let Err(e) = check_auth_token(token) {

@@ -8,8 +8,9 @@ use super::cluster::MAX_SHARDS;
 use super::registry;
 use super::{DEFAULT_KEY_ALIAS, MAX_REPLICAS, Sandbox, check_id, check_name, kms};
 use crate::cloud::{
-    AuthTokenUpdate, CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup, KmsKey,
-    ReplicationGroup, STAGE_CURRENT, SecretVersion, Snapshot,
+    AuthTokenUpdate, CloudError, CloudRead, CloudResult, CloudWrite, CreateEncryptedGroup,
+    CreateUser, GroupAuth, KmsKey, ReplicationGroup, STAGE_CURRENT, SecretVersion, Snapshot, User,
+    UserGroup,
 };
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -74,6 +75,14 @@ impl CloudRead for Sandbox {
 
     fn default_kms_key(&self) -> Option<String> {
         Some(DEFAULT_KEY_ALIAS.to_string())
+    }
+
+    async fn describe_user(&self, user_id: &str) -> CloudResult<Option<User>> {
+        self.describe_user_rec(user_id)
+    }
+
+    async fn describe_user_group(&self, id: &str) -> CloudResult<Option<UserGroup>> {
+        self.describe_user_group_rec(id)
     }
 
     async fn resolve_alias(&self, alias: &str) -> CloudResult<Option<String>> {
@@ -143,8 +152,32 @@ impl CloudWrite for Sandbox {
                 "transit_encryption_mode must be `required` or `preferred` (got `{mode}`)"
             )));
         }
-        crate::plan::rules::check_auth_token(req.auth_token.expose())
-            .map_err(|e| CloudError::invalid(format!("auth token: {e}")))?;
+        // The nodes' own secret: the AUTH token, or on an RBAC group the password of the sandbox's
+        // administrative user (the users' passwords are in the registry, hashed).
+        let (secret, user_group_id) = match &req.auth {
+            GroupAuth::Token(token) => {
+                crate::plan::rules::check_auth_token(token.expose())
+                    .map_err(|e| CloudError::invalid(format!("auth token: {e}")))?;
+                (token.clone(), None)
+            }
+            GroupAuth::UserGroup(id) => {
+                let reg = registry::load(&self.dir)?;
+                let found = reg
+                    .user_groups
+                    .get(id)
+                    .ok_or_else(|| CloudError::NotFound {
+                        what: "user group",
+                        id: id.clone(),
+                    })?;
+                if found.engine != req.engine {
+                    return Err(CloudError::invalid(format!(
+                        "user group `{id}` is for {}, the group for {}",
+                        found.engine, req.engine
+                    )));
+                }
+                (crate::secret::generate_token(), Some(id.clone()))
+            }
+        };
         let group_dir = self.group_dir(&req.id);
         self.settle_snapshot(&req.snapshot_name).await?;
         let _work = self.group_lock(&req.id, true)?;
@@ -194,7 +227,8 @@ impl CloudWrite for Sandbox {
             g.at_rest_encryption_enabled = true;
             g.transit_encryption_enabled = true;
             g.transit_encryption_mode = Some(mode.to_string());
-            g.auth_token_enabled = true;
+            g.auth_token_enabled = user_group_id.is_none();
+            g.user_group_id = user_group_id.clone();
             g.kms_key_id = Some(key.arn.clone());
             g.source_snapshot = Some(req.snapshot_name.clone());
             g.cache_subnet_group_name = req.cache_subnet_group_name.clone();
@@ -207,10 +241,7 @@ impl CloudWrite for Sandbox {
             reg.groups.insert(req.id.clone(), g);
             Ok(())
         })?;
-        if let Err(e) = self
-            .finish_group(&req.id, Some(&req.auth_token), &|_| {})
-            .await
-        {
+        if let Err(e) = self.finish_group(&req.id, Some(&secret), &|_| {}).await {
             self.fail_group(&req.id, &e.to_string()).await;
             return Err(e);
         }
@@ -267,6 +298,20 @@ impl CloudWrite for Sandbox {
         from: Option<&str>,
     ) -> CloudResult<()> {
         Sandbox::move_secret_stage(self, id, stage, to, from)
+    }
+
+    async fn create_user(&self, request: &CreateUser) -> CloudResult<()> {
+        self.create_user_rec(request)
+    }
+
+    async fn create_user_group(
+        &self,
+        id: &str,
+        engine: &str,
+        user_ids: &[String],
+        _tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.create_user_group_rec(id, engine, user_ids)
     }
 
     async fn modify_auth_token(

@@ -56,6 +56,7 @@ impl Sandbox {
             transit_encryption_enabled: false,
             transit_encryption_mode: None,
             auth_token_enabled: false,
+            user_group_id: None,
             kms_key_id: None,
             created_at: Utc::now(),
             source_snapshot: None,
@@ -107,6 +108,7 @@ impl Sandbox {
             transit_encryption_enabled: g.transit_encryption_enabled,
             transit_encryption_mode: g.transit_encryption_mode.clone(),
             auth_token_enabled: g.auth_token_enabled,
+            user_group_ids: g.user_group_id.iter().cloned().collect(),
             kms_key_id: g.kms_key_id.clone(),
             cache_node_type: "cache.sandbox.micro".into(),
             cluster_enabled: g.cluster_enabled,
@@ -147,7 +149,8 @@ impl Sandbox {
         note: Note<'_>,
     ) -> CloudResult<()> {
         let group = self.group_rec(id)?;
-        let token = match (group.auth_token_enabled, token) {
+        let secured = group.auth_token_enabled || group.user_group_id.is_some();
+        let token = match (secured, token) {
             (false, _) => None,
             (true, Some(t)) => Some(t.clone()),
             (true, None) => {

@@ -71,6 +71,7 @@ mod groups;
 mod kms;
 mod nodes;
 mod process;
+mod rbac;
 mod registry;
 mod restore;
 mod secrets;

@@ -49,8 +49,11 @@ impl Sandbox {
             e.tls = true;
             e.ca_file = Some(self.ca_file());
         }
-        if group.auth_token_enabled {
+        if group.auth_token_enabled || group.user_group_id.is_some() {
             e.password = process::read_password(&node.dir);
+        }
+        if group.user_group_id.is_some() {
+            e.username = Some(super::rbac::SANDBOX_ADMIN_USER.to_string());
         }
         e
     }
@@ -195,6 +198,10 @@ impl Sandbox {
                 ca: self.ca_file(),
             }),
             password: setup.token,
+            acl_users: match &setup.group.user_group_id {
+                Some(id) => super::rbac::acl_lines(&registry::load(&self.dir)?, id)?,
+                None => Vec::new(),
+            },
             replica_of: setup.replica_of,
             cluster_bus_port: ports.bus_port,
         };

@@ -33,6 +33,9 @@ pub struct NodeConfig<'a> {
     pub plain_port: Option<u16>,
     pub tls: Option<TlsFiles>,
     pub password: Option<&'a Secret>,
+    /// The ACL `user` lines of an RBAC group: then `password` is the sandbox's administrative user's,
+    /// not the default user's (see `sandbox::rbac`).
+    pub acl_users: Vec<String>,
     pub replica_of: Option<u16>,
     /// The cluster bus port of a node of a cluster-mode-enabled group (`cluster-enabled yes`).
     pub cluster_bus_port: Option<u16>,
@@ -110,9 +113,22 @@ pub fn write_conf(node_dir: &Path, cfg: &NodeConfig<'_>) -> CloudResult<()> {
         c.push(format!("cluster-port {bus}"));
         c.push("cluster-node-timeout 5000".to_string());
     }
-    if let Some(p) = cfg.password {
-        c.push(format!("requirepass {}", quote(p.expose())));
-        c.push(format!("masterauth {}", quote(p.expose())));
+    match cfg.password {
+        Some(p) if !cfg.acl_users.is_empty() => {
+            let admin = super::rbac::SANDBOX_ADMIN_USER;
+            c.push(format!(
+                "user {admin} on #{} ~* &* +@all",
+                super::rbac::password_hash(p.expose())
+            ));
+            c.push(format!("masteruser {admin}"));
+            c.push(format!("masterauth {}", quote(p.expose())));
+            c.extend(cfg.acl_users.iter().cloned());
+        }
+        Some(p) => {
+            c.push(format!("requirepass {}", quote(p.expose())));
+            c.push(format!("masterauth {}", quote(p.expose())));
+        }
+        None => {}
     }
     if let Some(primary) = cfg.replica_of {
         c.push(format!("replicaof {HOST} {primary}"));
@@ -124,8 +140,10 @@ pub fn write_conf(node_dir: &Path, cfg: &NodeConfig<'_>) -> CloudResult<()> {
 /// The AUTH token in a node's redis.conf, if any.
 pub fn read_password(node_dir: &Path) -> Option<Secret> {
     let text = std::fs::read_to_string(node_dir.join(CONF)).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("requirepass "))
+    // An RBAC node has no `requirepass`: its `masterauth` is the sandbox's administrative password.
+    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key));
+    value("requirepass ")
+        .or_else(|| value("masterauth "))
         .map(|v| Secret::new(unquote(v.trim())))
 }
 
@@ -298,7 +316,7 @@ pub fn start(node_dir: &Path) -> Result<i32, StartError> {
                 .filter(|l| {
                     !l.contains("requirepass")
                         && !l.contains("masterauth")
-                        && !l.contains("user default")
+                        && !l.starts_with("user ")
                 })
                 .collect();
             return Err(StartError::Failed(format!(

@@ -28,6 +28,30 @@ pub struct Registry {
     /// By key id.
     #[serde(default)]
     pub kms_keys: BTreeMap<String, KeyRec>,
+    /// RBAC users, by user id (lowercase, as ElastiCache stores it).
+    #[serde(default)]
+    pub users: BTreeMap<String, UserRec>,
+    /// RBAC user groups, by id.
+    #[serde(default)]
+    pub user_groups: BTreeMap<String, UserGroupRec>,
+}
+
+/// An RBAC user. Its passwords are kept only as SHA-256 hashes, the form a Redis ACL rule takes
+/// (`#<hex>`): the sandbox never holds them in clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRec {
+    pub user_id: String,
+    pub user_name: String,
+    pub engine: String,
+    pub access_string: String,
+    pub password_sha256: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserGroupRec {
+    pub id: String,
+    pub engine: String,
+    pub user_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +96,9 @@ pub struct GroupRec {
     pub transit_encryption_enabled: bool,
     pub transit_encryption_mode: Option<String>,
     pub auth_token_enabled: bool,
+    /// The RBAC user group whose users the nodes let in (instead of an AUTH token).
+    #[serde(default)]
+    pub user_group_id: Option<String>,
     /// ARN of the KMS key (at-rest encrypted groups only).
     pub kms_key_id: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -119,6 +119,7 @@ async fn start_loader(dir: &Path, token: Option<&Secret>) -> CloudResult<u16> {
             plain_port: None,
             tls: None,
             password: token,
+            acl_users: Vec::new(),
             replica_of: None,
             cluster_bus_port: None,
         };

@@ -98,7 +98,7 @@ pub(super) fn request(
         replicas_per_node_group: 1,
         kms_key_id: kms_key.map(str::to_string),
         transit_encryption_mode: "required".into(),
-        auth_token: token.clone(),
+        auth: crate::cloud::GroupAuth::Token(token.clone()),
         cache_subnet_group_name: None,
         security_group_ids: vec![],
         cache_parameter_group_name: None,

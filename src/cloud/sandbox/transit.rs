@@ -168,6 +168,7 @@ impl Sandbox {
                     ca: self.ca_file(),
                 }),
                 password: password.as_ref(),
+                acl_users: Vec::new(),
                 replica_of: (node.role == Role::Replica).then_some(primary_port),
                 cluster_bus_port: None,
             };

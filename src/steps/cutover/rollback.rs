@@ -17,7 +17,7 @@ use crate::plan::{CutoverStep, LoadedPlan, StepKind};
 use crate::steps::cutover::fence::{FailureKind, FenceFailure, before_switch, fenced_switch};
 use crate::steps::records::{CutoverIntent, DeleteSourceIntent, RollbackOutputs};
 use crate::steps::switch::Switch;
-use crate::steps::{load_token, require_group, source_data_endpoint, target_data_endpoint};
+use crate::steps::{load_login, require_group, source_data_endpoint, target_data_endpoint};
 
 /// `ecmigrate rollback`: clients back to the source, with the writes made on the target since the switch.
 /// The same model in reverse: capture the target, copy it onto the source in full (the target has been
@@ -29,7 +29,7 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     let target = require_group(ctx, &plan.target().replication_group_id).await?;
     let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
-    let target_endpoint = target_data_endpoint(ctx, &target, load_token(ctx).await?)?;
+    let target_endpoint = target_data_endpoint(ctx, &target, load_login(ctx).await?)?;
     let stream = copy_target_back(ctx, &target_endpoint, source_endpoint).await?;
     ctx.note("the target's keys are back on the source; fencing the target to switch back");
 

@@ -28,7 +28,12 @@ pub(super) struct Names {
     backup_snapshot: String,
     final_snapshot: String,
     kms_key: Option<String>,
-    secret: Option<String>,
+    /// Every Secrets Manager secret the plan names (the target's token or RBAC passwords, else the
+    /// source's token).
+    secrets: Vec<String>,
+    /// RBAC: the user ids and the user group id the restore creates.
+    users: Vec<String>,
+    user_group: Option<String>,
     zone: Option<String>,
     record: Option<String>,
     parameter_group: Option<String>,
@@ -77,9 +82,29 @@ impl Names {
             backup_snapshot,
             final_snapshot,
             kms_key: t.and_then(|t| t.kms_key_id.clone()),
-            secret: t
-                .and_then(|t| t.auth_token.secrets_manager.clone())
-                .or_else(|| plan.source.auth_token.as_ref()?.secrets_manager.clone()),
+            secrets: match t {
+                Some(t) => t
+                    .secret_specs()
+                    .into_iter()
+                    .filter_map(|s| s.secrets_manager.clone())
+                    .collect(),
+                None => plan
+                    .source
+                    .auth_token
+                    .iter()
+                    .filter_map(|s| s.secrets_manager.clone())
+                    .collect(),
+            },
+            users: t
+                .and_then(|t| t.rbac())
+                .map(|r| {
+                    r.users
+                        .iter()
+                        .map(|u| u.user_id.to_ascii_lowercase())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            user_group: t.and_then(|t| t.rbac()).map(|r| r.user_group_id.clone()),
             zone,
             record,
             parameter_group: t.and_then(|t| t.cache_parameter_group_name.clone()),
@@ -167,6 +192,14 @@ impl Grant {
     }
 }
 
+/// The ARNs of the plan's secrets (a `*`-free placeholder when it names none).
+fn secret_arns(arns: &Arns<'_>, n: &Names) -> Vec<String> {
+    if n.secrets.is_empty() {
+        return vec![arns.secret("")];
+    }
+    n.secrets.iter().map(|s| arns.secret(s)).collect()
+}
+
 /// The grants of one call.
 pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
     let arns = Arns { scope };
@@ -205,11 +238,11 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
         Call::KeyRotationStatus => key_rotation_status(&arns, n),
         Call::GetSecret => vec![grant(
             "secretsmanager:GetSecretValue",
-            &[arns.secret(n.secret.as_deref().unwrap_or_default())],
-            "reads the target's AUTH token",
+            &secret_arns(&arns, n),
+            "reads the target's AUTH token (or its RBAC users' passwords)",
         )],
         Call::PutSecret => {
-            let secret = [arns.secret(n.secret.as_deref().unwrap_or_default())];
+            let secret = secret_arns(&arns, n);
             vec![
                 grant(
                     "secretsmanager:PutSecretValue",
@@ -267,7 +300,10 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
                         // The source's, unless the plan names them: known only at run time.
                         arns.ec("parametergroup", &or_any(&n.parameter_group)),
                         arns.ec("subnetgroup", &or_any(&n.subnet_group)),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(n.user_group.iter().map(|g| arns.ec("usergroup", g)))
+                    .collect::<Vec<_>>(),
                     "creates the encrypted target from the pre-migration snapshot, in the source's (or the plan's) subnet and parameter groups",
                 ),
                 grant(
@@ -279,6 +315,44 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
             ];
             out.extend(kms_for_elasticache(&arns, n));
             out
+        }
+        Call::DescribeRbac => {
+            vec![
+                grant(
+                    "elasticache:DescribeUsers",
+                    &[arns.ec("user", "*")],
+                    "checks that the plan's RBAC user ids are free, and waits for the users (DescribeUsers filtered by UserId)",
+                ),
+                grant(
+                    "elasticache:DescribeUserGroups",
+                    &[arns.ec("usergroup", "*")],
+                    "checks that the plan's user group id is free, and waits until it is active",
+                ),
+            ]
+        }
+        Call::CreateRbac => {
+            let users: Vec<String> = n.users.iter().map(|u| arns.ec("user", u)).collect();
+            let group = arns.ec("usergroup", n.user_group.as_deref().unwrap_or_default());
+            let mut both = users.clone();
+            both.push(group.clone());
+            vec![
+                grant(
+                    "elasticache:CreateUser",
+                    &users,
+                    "creates the plan's RBAC users, each with its password from its store",
+                ),
+                grant(
+                    "elasticache:CreateUserGroup",
+                    &both,
+                    "creates the user group holding the plan's users, named in the target's UserGroupIds",
+                ),
+                grant(
+                    "elasticache:AddTagsToResource",
+                    &both,
+                    "CreateUser and CreateUserGroup send tags (ecmigrate:plan, ecmigrate:run); ElastiCache then also checks AddTagsToResource",
+                )
+                .on_behalf(),
+            ]
         }
         Call::DeleteGroup(id) => vec![grant(
             "elasticache:DeleteReplicationGroup",
@@ -296,7 +370,7 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
             "rotates the AUTH token in place: AuthTokenUpdateStrategy ROTATE, then, once released, SET (rotate_auth_token)",
         )],
         Call::StageSecret => {
-            let secret = [arns.secret(n.secret.as_deref().unwrap_or_default())];
+            let secret = secret_arns(&arns, n);
             vec![
                 grant(
                     "secretsmanager:GetSecretValue",

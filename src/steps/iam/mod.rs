@@ -50,6 +50,10 @@ pub enum Call {
     /// `get_secret_version`, `put_secret_pending`, `move_secret_stage`: a rotated token staged in
     /// `source.auth_token.secrets_manager` (pending, then current).
     StageSecret,
+    /// `describe_user`, `describe_user_group`: the plan's RBAC ids (preflight, restore).
+    DescribeRbac,
+    /// `create_user`, `create_user_group`: the target's RBAC users and user group.
+    CreateRbac,
     /// `dns_record(zone, name)`.
     DnsRecord,
     /// `upsert_cname(zone, name, ..)`.
@@ -93,8 +97,13 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
     }
     let target = || DescribeGroup(plan.target().replication_group_id.clone());
     let key = plan.target().kms_key_id.is_some();
-    let token = &plan.target().auth_token;
-    let secret = token.secrets_manager.is_some() && token.file.is_none() && token.env.is_none();
+    let specs = plan.target().secret_specs();
+    let in_secrets = |t: &crate::plan::AuthTokenSpec| {
+        t.secrets_manager.is_some() && t.file.is_none() && t.env.is_none()
+    };
+    let secret = specs.iter().any(|t| in_secrets(t));
+    let generated_secret = specs.iter().any(|t| in_secrets(t) && t.generate);
+    let rbac = plan.target().rbac().is_some();
     let mut calls = Vec::new();
     let mut add = |call: Call, when: bool| {
         if when && !calls.contains(&call) {
@@ -108,6 +117,7 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(DescribeKey, key);
             add(KeyRotationStatus, key);
             add(GetSecret, secret);
+            add(DescribeRbac, rbac);
             add(ListSourceSnapshots, true);
         }
         StepSpec::Backup(_) => {
@@ -121,7 +131,9 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(target(), true);
             add(source(), true);
             add(GetSecret, secret);
-            add(PutSecret, secret && token.generate);
+            add(PutSecret, generated_secret);
+            add(DescribeRbac, rbac);
+            add(CreateRbac, rbac);
             add(DescribeKey, key);
             add(CreateGroup, true);
             // A target of this run whose creation failed is deleted and created again.
@@ -206,7 +218,11 @@ impl Scope {
             ("target.kms_key_id", t.and_then(|t| t.kms_key_id.as_deref())),
             (
                 "target.auth_token.secrets_manager",
-                t.and_then(|t| t.auth_token.secrets_manager.as_deref()),
+                t.and_then(|t| {
+                    t.secret_specs()
+                        .into_iter()
+                        .find_map(|s| s.secrets_manager.as_deref())
+                }),
             ),
         ];
         // arn:PARTITION:SERVICE:REGION:ACCOUNT:...
