@@ -23,6 +23,7 @@ mod invalid_plans;
 mod ledger;
 mod moto;
 mod plan_files;
+mod rbac;
 #[cfg(feature = "test-hooks")]
 mod resume_points;
 mod run_log;

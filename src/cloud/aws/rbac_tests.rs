@@ -141,3 +141,69 @@ async fn user_groups_are_described_or_absent() {
         .unwrap();
     assert!(none.is_none());
 }
+
+/// The clients against the moto server `scripts/test.sh` starts (`ECMIGRATE_TEST_MOTO_URL`); `None`
+/// with a notice outside CI when it is not running.
+fn moto_aws() -> Option<super::Aws> {
+    let url = match std::env::var("ECMIGRATE_TEST_MOTO_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "ECMIGRATE_TEST_MOTO_URL is not set under CI: run the tests with scripts/test.sh"
+            )
+        }
+        _ => {
+            eprintln!("notice: ECMIGRATE_TEST_MOTO_URL is not set; skipping a moto test");
+            return None;
+        }
+    };
+    use aws_sdk_elasticache::config::{BehaviorVersion, Credentials, Region};
+    let creds = Credentials::new("testing", "testing", None, None, "test");
+    let ec = aws_sdk_elasticache::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(&url)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .build();
+    // Only ElastiCache is called; the other clients point nowhere.
+    let unused = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    Some(super::Aws {
+        ec: aws_sdk_elasticache::Client::from_conf(ec),
+        kms: aws_sdk_kms::Client::new(&unused),
+        secrets: aws_sdk_secretsmanager::Client::new(&unused),
+        dns: aws_sdk_route53::Client::new(&unused),
+        sts: aws_sdk_sts::Client::new(&unused),
+    })
+}
+
+/// moto models users (CreateUser, DescribeUsers) but not user groups: the user half against it.
+#[tokio::test]
+async fn moto_creates_and_describes_a_user_once() {
+    let Some(aws) = moto_aws() else { return };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let id = format!("rbac-{}-{nanos}", std::process::id());
+    assert!(
+        aws.describe_user(&id).await.unwrap().is_none(),
+        "absent before"
+    );
+    let request = CreateUser {
+        user_id: id.clone(),
+        ..user()
+    };
+    aws.create_user(&request).await.expect("CreateUser on moto");
+    let u = aws.describe_user(&id).await.unwrap().expect("described");
+    assert_eq!(u.user_id, id);
+    assert_eq!(u.user_name, "app");
+    assert_eq!(u.engine, "redis");
+    assert_eq!(u.status, "active");
+    let again = aws.create_user(&request).await.unwrap_err();
+    assert!(
+        matches!(again, CloudError::AlreadyExists { .. }),
+        "{again:?}"
+    );
+}
