@@ -95,10 +95,21 @@ pub fn document(r: &Value, json_sha256: &str) -> Doc {
                     text(&target["arn"])
                 ),
             ],
-            vec![
-                "AUTH token kept in".into(),
-                format!("{} (never in this report)", code(&r["auth_token_store"])),
-            ],
+            match r["user_group_ids"].as_array().filter(|ids| !ids.is_empty()) {
+                // RBAC: no AUTH token; the store is the data plane user's password's.
+                Some(ids) => vec![
+                    "clients authenticate as".into(),
+                    format!(
+                        "RBAC users of user group {} (no AUTH token); ecmigrate's password kept in {} (never in this report)",
+                        ids.iter().map(code).collect::<Vec<_>>().join(", "),
+                        code(&r["auth_token_store"])
+                    ),
+                ],
+                None => vec![
+                    "AUTH token kept in".into(),
+                    format!("{} (never in this report)", code(&r["auth_token_store"])),
+                ],
+            },
         ],
     });
 

@@ -197,6 +197,7 @@ pub async fn write(
             "after": target_after,
         },
         "auth_token_store": output(state, StepKind::RestoreEncrypted, "auth_token_store"),
+        "user_group_ids": output(state, StepKind::RestoreEncrypted, "user_group_ids"),
         "snapshots": {
             "pre_migration": output(state, StepKind::Backup, "snapshot_name"),
             "pre_migration_kms_key_id": output(state, StepKind::Backup, "kms_key_id"),

@@ -89,6 +89,13 @@ invalid_plans! {
     fixture_64_in_place_with_backup: "64-in-place-with-backup.yaml", 10, "steps[2].kind";
     fixture_65_enable_transit_with_target: "65-enable-transit-with-target.yaml", 12, "steps[1].kind";
     fixture_66_source_ca_with_target: "66-source-ca-with-target.yaml", 7, "source.tls_ca_file";
+    fixture_67_rbac_and_auth_token: "67-rbac-and-auth-token.yaml", 10, "target.auth";
+    fixture_68_rbac_user_id_default: "68-rbac-user-id-default.yaml", 14, "target.auth.rbac.users[0].user_id";
+    fixture_69_rbac_without_default_user: "69-rbac-without-default-user.yaml", 13, "target.auth.rbac.users";
+    fixture_70_rbac_password_in_access_string: "70-rbac-password-in-access-string.yaml", 20, "target.auth.rbac.users[1].access_string";
+    fixture_71_rbac_unknown_data_plane_user: "71-rbac-unknown-data-plane-user.yaml", 12, "target.auth.rbac.data_plane_user";
+    fixture_72_rbac_bad_user_group_id: "72-rbac-bad-user-group-id.yaml", 11, "target.auth.rbac.user_group_id";
+    fixture_73_rbac_duplicate_user_id: "73-rbac-duplicate-user-id.yaml", 18, "target.auth.rbac.users[1].user_id";
 }
 
 fn fixture_dir() -> PathBuf {
@@ -210,6 +217,7 @@ fn the_valid_fixtures_and_the_demo_plan_validate() {
     for p in [
         "tests/plans/valid/full.yaml",
         "tests/plans/valid/minimal.yaml",
+        "tests/plans/valid/rbac.yaml",
         "plans/sandbox-demo.yaml",
     ] {
         let r = env.run(&["plan", "validate", root.join(p).to_str().unwrap()]);

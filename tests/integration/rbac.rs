@@ -162,6 +162,17 @@ fn an_rbac_target_opens_to_its_users_with_their_rights_only() {
     let anonymous = ask(&target(&env, None, None), &["GET", &key]);
     assert!(anonymous.is_err(), "{anonymous:?}");
 
+    // The evidence report says how clients authenticate.
+    let report = walk(env.path())
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "report.md"))
+        .expect("an evidence report");
+    let report = std::fs::read_to_string(report).unwrap();
+    assert!(
+        report.contains("RBAC users of user group `orders-users`"),
+        "{report}"
+    );
+
     // No password in what ecmigrate printed or kept (the sandbox keeps SHA-256 hashes only).
     let mut kept = env.journal();
     for dir in [env.state_dir(), env.sandbox_dir()] {
