@@ -306,6 +306,23 @@ impl CloudWrite for DryRunCloud {
         Ok(())
     }
 
+    /// Never reaches the real cloud: the group as it is, with the user group and no token, in the overlay.
+    async fn modify_to_user_group(&self, group: &str, user_group_id: &str) -> CloudResult<()> {
+        let simulated = self.overlay().groups.get(group).cloned();
+        let current = match simulated {
+            Some(g) => Some(g),
+            None => self.real.describe_group(group).await?,
+        };
+        let mut g = current.ok_or_else(|| CloudError::NotFound {
+            what: "replication group",
+            id: group.to_string(),
+        })?;
+        g.auth_token_enabled = false;
+        g.user_group_ids = vec![user_group_id.to_string()];
+        self.overlay().groups.insert(group.to_string(), g);
+        Ok(())
+    }
+
     /// The user, active, in the overlay; its passwords are not kept.
     async fn create_user(&self, r: &CreateUser) -> CloudResult<()> {
         self.overlay().users.insert(

@@ -226,6 +226,12 @@ impl CloudWrite for FaultyCloud {
         self.after("ModifyReplicationGroup");
         answer
     }
+    async fn modify_to_user_group(&self, group: &str, user_group_id: &str) -> CloudResult<()> {
+        self.check("ModifyReplicationGroup")?;
+        let answer = self.inner.modify_to_user_group(group, user_group_id).await;
+        self.after("ModifyReplicationGroup");
+        answer
+    }
     async fn create_user(&self, request: &super::CreateUser) -> CloudResult<()> {
         self.check("CreateUser")?;
         let answer = self.inner.create_user(request).await;

@@ -387,6 +387,10 @@ pub trait CloudWrite: Send + Sync {
         token: &Secret,
         strategy: AuthTokenUpdate,
     ) -> CloudResult<()>;
+    /// The move from AUTH to RBAC, in place: ModifyReplicationGroup `UserGroupIdsToAdd=[user_group_id]`,
+    /// `AuthTokenUpdateStrategy=DELETE`, `ApplyImmediately=true` (DELETE is "allowed only when
+    /// transitioning to RBAC"). The group goes `modifying`, then `available` with the user group.
+    async fn modify_to_user_group(&self, group: &str, user_group_id: &str) -> CloudResult<()>;
     /// CreateUser.
     async fn create_user(&self, request: &CreateUser) -> CloudResult<()>;
     /// CreateUserGroup `id` of `engine` holding `user_ids`; the group goes `creating`, then `active`.

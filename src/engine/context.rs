@@ -57,6 +57,17 @@ impl StepContext {
 
     /// Record what the step is about to do, durably, before the mutating call: the whole intent, as the
     /// step's own type (read it with [`StepContext::intent`], change it, record it again).
+    /// As [`StepContext::record_intent`], keeping the fields `intent` does not have: for a part of a
+    /// step's intent that a helper shared by several steps records (its type is a subset).
+    pub fn merge_intent<T: Serialize>(&self, intent: &T) -> Result<()> {
+        let Value::Object(map) = serde_json::to_value(intent).expect("intent serializes") else {
+            panic!("a step's intent must serialize to an object");
+        };
+        let index = self.index;
+        self.ledger
+            .update(|s| s.steps[index].intent.extend(map.clone()))
+    }
+
     pub fn record_intent<T: Serialize>(&self, intent: &T) -> Result<()> {
         let Value::Object(map) = serde_json::to_value(intent).expect("intent serializes") else {
             panic!("a step's intent must serialize to an object");

@@ -178,6 +178,7 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
             tls_client_key: None,
             tls_ca_file: None,
             auth_token: None,
+            auth: None,
         },
         target: Some(TargetSpec {
             replication_group_id: r(&policy.target_id),

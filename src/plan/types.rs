@@ -77,6 +77,10 @@ pub struct SourceSpec {
     /// `rotate_auth_token`: the new token is generated into the same store, as a pending version first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<AuthTokenSpec>,
+    /// The RBAC users and user group `migrate_to_rbac` creates and moves the source to (the AUTH token
+    /// is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<TargetAuth>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +187,19 @@ pub struct RbacUser {
     pub password: AuthTokenSpec,
 }
 
+/// A token-protected source moved to RBAC in place (a plan without `target`), as AWS documents the move
+/// from AUTH: `source.auth.rbac`'s users and user group created, then ModifyReplicationGroup
+/// `UserGroupIdsToAdd=[group]` with `AuthTokenUpdateStrategy=DELETE`; afterwards the data plane user signs
+/// in and the token alone no longer does (unless the plan's default user has it as its password).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateToRbacStep {
+    /// Give up waiting for the users, the user group and the modification after this many seconds
+    /// (60..=86400, default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
 impl TargetSpec {
     /// The target's RBAC settings, when it uses a user group instead of an AUTH token.
     pub fn rbac(&self) -> Option<&RbacSpec> {
@@ -235,6 +252,7 @@ pub enum StepSpec {
     Preflight(PreflightStep),
     EnableTransit(EnableTransitStep),
     RotateAuthToken(RotateAuthTokenStep),
+    MigrateToRbac(MigrateToRbacStep),
     Backup(BackupStep),
     RestoreEncrypted(RestoreEncryptedStep),
     StreamCopy(StreamCopyStep),
@@ -249,6 +267,7 @@ impl StepSpec {
             StepSpec::Preflight(_) => StepKind::Preflight,
             StepSpec::EnableTransit(_) => StepKind::EnableTransit,
             StepSpec::RotateAuthToken(_) => StepKind::RotateAuthToken,
+            StepSpec::MigrateToRbac(_) => StepKind::MigrateToRbac,
             StepSpec::Backup(_) => StepKind::Backup,
             StepSpec::RestoreEncrypted(_) => StepKind::RestoreEncrypted,
             StepSpec::StreamCopy(_) => StepKind::StreamCopy,
@@ -266,6 +285,7 @@ pub enum StepKind {
     Preflight,
     EnableTransit,
     RotateAuthToken,
+    MigrateToRbac,
     Backup,
     RestoreEncrypted,
     StreamCopy,
@@ -276,10 +296,11 @@ pub enum StepKind {
 
 impl StepKind {
     /// Every kind, in the only order a plan may list them.
-    pub const ALL: [StepKind; 9] = [
+    pub const ALL: [StepKind; 10] = [
         StepKind::Preflight,
         StepKind::EnableTransit,
         StepKind::RotateAuthToken,
+        StepKind::MigrateToRbac,
         StepKind::Backup,
         StepKind::RestoreEncrypted,
         StepKind::StreamCopy,
@@ -293,6 +314,7 @@ impl StepKind {
             StepKind::Preflight => "preflight",
             StepKind::EnableTransit => "enable_transit",
             StepKind::RotateAuthToken => "rotate_auth_token",
+            StepKind::MigrateToRbac => "migrate_to_rbac",
             StepKind::Backup => "backup",
             StepKind::RestoreEncrypted => "restore_encrypted",
             StepKind::StreamCopy => "stream_copy",

@@ -336,6 +336,12 @@ fn check_required_steps(seen: &[(StepKind, usize)], f: &mut Findings) {
             "`rotate_auth_token` changes the source's token in place: it is only allowed in a plan without `target` (a migration's new group gets a new token when it is created)",
         );
     }
+    if let Some(i) = index_of(StepKind::MigrateToRbac) {
+        f.add(
+            format!("steps[{i}].kind"),
+            "`migrate_to_rbac` moves the source to RBAC in place: it is only allowed in a plan without `target` (a migration's new group takes `target.auth.rbac`)",
+        );
+    }
     for required in [
         StepKind::Preflight,
         StepKind::Backup,
@@ -376,6 +382,7 @@ fn check_step_fields(
         StepSpec::RotateAuthToken(r) => {
             check_hold_fields(r.timeout_seconds, r.postpone_flag_file.as_deref(), &at, f)
         }
+        StepSpec::MigrateToRbac(m) => check_hold_fields(m.timeout_seconds, None, &at, f),
         StepSpec::Backup(b) => {
             if let Some(n) = &b.snapshot_name {
                 f.check(at("snapshot_name"), rules::check_snapshot_name(n));

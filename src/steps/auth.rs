@@ -4,7 +4,7 @@
 
 use crate::engine::StepContext;
 use crate::error::{Error, Result};
-use crate::plan::{AuthTokenSpec, LoadedPlan};
+use crate::plan::{AuthTokenSpec, LoadedPlan, RbacSpec};
 use crate::secret::{Secret, TokenStore};
 use crate::steps::access::cloud_error;
 
@@ -53,15 +53,26 @@ pub fn target_secrets(plan: &LoadedPlan) -> Vec<TargetSecret<'_>> {
         });
     }
     if let Some(rbac) = target.rbac() {
-        for (i, u) in rbac.users.iter().enumerate() {
-            out.push(TargetSecret {
-                field: format!("target.auth.rbac.users[{i}].password"),
-                spec: &u.password,
-                store: store_of(plan, &u.password),
-            });
-        }
+        out.extend(rbac_secrets(plan, rbac, "target.auth.rbac"));
     }
     out
+}
+
+/// Each RBAC user's password store, named from `base` (`target.auth.rbac`, `source.auth.rbac`).
+pub fn rbac_secrets<'a>(
+    plan: &LoadedPlan,
+    rbac: &'a RbacSpec,
+    base: &str,
+) -> Vec<TargetSecret<'a>> {
+    rbac.users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| TargetSecret {
+            field: format!("{base}.users[{i}].password"),
+            spec: &u.password,
+            store: store_of(plan, &u.password),
+        })
+        .collect()
 }
 
 /// Who the data plane signs in as on the target: the default user with the AUTH token, or an RBAC user

@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod hold;
 pub mod iam;
 pub mod live;
+pub mod migrate_to_rbac;
 pub mod preflight;
 pub mod rbac;
 pub mod records;
@@ -33,7 +34,8 @@ pub use access::{
     wait_group_available,
 };
 pub use auth::{
-    Login, TargetSecret, keep_token, load_login, read_token, store_of, target_secrets, token_store,
+    Login, TargetSecret, keep_token, load_login, rbac_secrets, read_token, store_of,
+    target_secrets, token_store,
 };
 pub use endpoints::{source_data_endpoint, target_data_endpoint};
 use live::LiveStream;
@@ -56,6 +58,7 @@ impl StepRunner for Steps {
             StepSpec::Preflight(s) => preflight::run(ctx, s).await,
             StepSpec::EnableTransit(s) => enable_transit::run(ctx, s).await,
             StepSpec::RotateAuthToken(s) => rotate_auth_token::run(ctx, s).await,
+            StepSpec::MigrateToRbac(s) => migrate_to_rbac::run(ctx, s).await,
             StepSpec::Backup(s) => backup::run(ctx, s, live).await,
             StepSpec::RestoreEncrypted(s) => restore_encrypted::run(ctx, s).await,
             StepSpec::StreamCopy(s) => stream_copy::run(ctx, s, live).await,

@@ -75,8 +75,8 @@ pub async fn run(ctx: &StepContext, _spec: &PreflightStep) -> Result<StepOutcome
     }
     let kms_arn = check_kms_key(ctx, &mut c).await?;
     let store = check_target_secrets(ctx, &mut c).await;
-    if let Some(g) = &source {
-        crate::steps::rbac::preflight(ctx, &mut c, g).await?;
+    if let (Some(g), Some(rbac)) = (&source, ctx.plan.plan.target().rbac()) {
+        crate::steps::rbac::preflight(ctx, &mut c, g, rbac).await?;
     }
     check_cutover_alias(ctx, &mut c).await?;
     let unencrypted = match &source {
@@ -283,7 +283,7 @@ async fn check_target_secrets(ctx: &StepContext, c: &mut Checks<'_>) -> crate::s
     token_store(&ctx.plan)
 }
 
-async fn check_secret(
+pub(crate) async fn check_secret(
     ctx: &StepContext,
     c: &mut Checks<'_>,
     secret: &crate::steps::TargetSecret<'_>,

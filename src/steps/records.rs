@@ -50,12 +50,31 @@ pub struct RestoreOutputs {
 pub struct RestoreIntent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_id: Option<String>,
-    /// RBAC users (lowercase ids) about to be created, each recorded before its CreateUser.
+    #[serde(flatten)]
+    pub rbac: RbacIntent,
+}
+
+/// The RBAC users and user group a step (`restore_encrypted`, `migrate_to_rbac`) is about to create:
+/// part of that step's intent (`StepContext::merge_intent`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RbacIntent {
+    /// Lowercase user ids, each recorded before its CreateUser.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
-    /// The RBAC user group, recorded before CreateUserGroup.
+    /// Recorded before CreateUserGroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_group: Option<String>,
+}
+
+/// `migrate_to_rbac`: the RBAC part, and the modification once requested and once answered.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MigrateRbacIntent {
+    #[serde(flatten)]
+    pub rbac: RbacIntent,
+    #[serde(default)]
+    pub modify_requested: bool,
+    #[serde(default)]
+    pub modify_accepted: bool,
 }
 
 /// The sample compared inside the cutover's fence, while both sides were still.

@@ -33,6 +33,29 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
             )
         }
         "CreateReplicationGroup" => create_group(params, labels),
+        "CreateUser" => format!(
+            "create RBAC user {} (name {}, access `{}`), its password from {}",
+            or_unnamed(s("UserId")),
+            or_unnamed(s("UserName")),
+            or_unnamed(s("AccessString")),
+            labels
+                .get("Passwords")
+                .cloned()
+                .unwrap_or_else(|| "its store".into())
+        ),
+        "CreateUserGroup" => format!(
+            "create RBAC user group {} with users {}",
+            or_unnamed(s("UserGroupId")),
+            params
+                .get("UserIds")
+                .and_then(Value::as_array)
+                .map(|ids| ids
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ),
         "DeleteReplicationGroup" => {
             let id = or_unnamed(s("ReplicationGroupId"));
             match labels.get(FINAL_SNAPSHOT) {
@@ -85,6 +108,15 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
                 Some("SET") => format!(
                     "keep only the new AUTH token on {} (AuthTokenUpdateStrategy SET: the old one is refused)",
                     or_unnamed(s("ReplicationGroupId"))
+                ),
+                Some("DELETE") => format!(
+                    "move {} to RBAC: add user group {} and delete its AUTH token (AuthTokenUpdateStrategy DELETE)",
+                    or_unnamed(s("ReplicationGroupId")),
+                    params
+                        .get("UserGroupIdsToAdd")
+                        .and_then(|v| v.get(0))
+                        .and_then(Value::as_str)
+                        .unwrap_or("(unnamed)")
                 ),
                 _ => format!("modify group {}", or_unnamed(s("ReplicationGroupId"))),
             },
@@ -149,6 +181,13 @@ fn create_group(params: &Value, labels: &Labels) -> String {
             Some(store) => format!("AUTH token from {store}"),
             None => "AUTH token".into(),
         });
+    }
+    if let Some(groups) = params.get("UserGroupIds").and_then(Value::as_array) {
+        let ids: Vec<&str> = groups.iter().filter_map(Value::as_str).collect();
+        details.push(format!(
+            "RBAC user group {} (no AUTH token)",
+            ids.join(", ")
+        ));
     }
     let count = |field: &str| params.get(field).and_then(Value::as_u64);
     match (

@@ -95,7 +95,7 @@ invalid_plans! {
     fixture_70_rbac_password_in_access_string: "70-rbac-password-in-access-string.yaml", 20, "target.auth.rbac.users[1].access_string";
     fixture_71_rbac_unknown_data_plane_user: "71-rbac-unknown-data-plane-user.yaml", 12, "target.auth.rbac.data_plane_user";
     fixture_72_rbac_bad_user_group_id: "72-rbac-bad-user-group-id.yaml", 11, "target.auth.rbac.user_group_id";
-    fixture_73_rbac_duplicate_user_id: "73-rbac-duplicate-user-id.yaml", 18, "target.auth.rbac.users[1].user_id";
+    fixture_73_rbac_duplicate_user_id: "73-rbac-duplicate-user-id.yaml", 22, "target.auth.rbac.users[2].user_id";
 }
 
 fn fixture_dir() -> PathBuf {

@@ -174,7 +174,8 @@ fn an_rbac_target_opens_to_its_users_with_their_rights_only() {
     );
 
     // No password in what ecmigrate printed or kept (the sandbox keeps SHA-256 hashes only).
-    let mut kept = env.journal();
+    // The state folder holds the journal (events.jsonl) and the state.
+    let mut kept = String::new();
     for dir in [env.state_dir(), env.sandbox_dir()] {
         for f in walk(&dir) {
             kept.push_str(&String::from_utf8_lossy(
@@ -241,5 +242,107 @@ fn killed_after_each_rbac_creation_resumes_creating_each_once() {
             &["DBSIZE"],
         );
         assert_eq!(size, Ok(redis::Value::Int(KEYS as i64)), "{fault}");
+    }
+}
+
+/// A token-protected sandbox group (`orders-enc`, TLS + AUTH) restored from the seeded source.
+fn token_group(env: &Env) {
+    env.sandbox_with_source(KEYS);
+    let yaml = format!(
+        "version: 1\nname: make-enc\nprovider: sandbox\nsource:\n  replication_group_id: {SOURCE}\ntarget:\n  replication_group_id: {TARGET}\n  kms_key_id: alias/orders\n  auth_token: {{ generate: true, file: {} }}\nsteps:\n  - kind: preflight\n  - kind: backup\n  - kind: restore_encrypted\n",
+        env.token_file().display()
+    );
+    let plan = env.write_plan("make-enc.yaml", &yaml);
+    env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+}
+
+/// The in-place plan: the RBAC part of `rbac_plan` under `source.auth`, the current token's store.
+fn migrate_plan(env: &Env) -> String {
+    let users = rbac_plan(env);
+    let rbac: String = users
+        .lines()
+        .skip_while(|l| !l.starts_with("  auth:"))
+        .take_while(|l| !l.starts_with("steps:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!(
+        "version: 1\nname: to-rbac\nprovider: sandbox\nsource:\n  replication_group_id: {TARGET}\n  auth_token: {{ file: {} }}\n{rbac}steps:\n  - kind: preflight\n  - kind: migrate_to_rbac\n",
+        env.token_file().display()
+    )
+}
+
+#[test]
+fn a_token_group_moves_to_rbac_in_place() {
+    for fault in ["", "ModifyReplicationGroup=crash-after*1"] {
+        let mut env = Env::new();
+        token_group(&env);
+        let token = std::fs::read_to_string(env.token_file())
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(
+            ask(&target(&env, None, Some(&token)), &["PING"]).is_ok(),
+            "the token opens it before"
+        );
+        let plan = env.write_plan("to-rbac.yaml", &migrate_plan(&env));
+        let plan = plan.to_str().unwrap();
+        let rehearsal = env.ok(&["run", plan, "--dry-run"]);
+        assert!(
+            rehearsal
+                .all_output()
+                .contains("AuthTokenUpdateStrategy DELETE"),
+            "{rehearsal:?}"
+        );
+        if !fault.is_empty() {
+            env.set_env("ECMIGRATE_TEST_CLOUD_FAULTS", fault);
+            let crashed = env.run(&["run", plan, "--yes"]);
+            assert_eq!(crashed.code, 137, "{crashed:?}");
+            env.set_env("ECMIGRATE_TEST_CLOUD_FAULTS", "");
+        }
+        let run = env.ok(&["run", plan, "--yes"]);
+        let out = Env::step(&env.status_json(plan), "migrate_to_rbac")["outputs"].clone();
+        assert_eq!(
+            out["user_group_ids"],
+            serde_json::json!([USER_GROUP]),
+            "{fault}: {out}"
+        );
+        assert_eq!(out["auth_token_enabled"], false, "{out}");
+        assert_eq!(out["old_token_opens"], false, "{out}");
+        let group = Env::group(&env.sandbox_status(), TARGET).unwrap().clone();
+        assert_eq!(group["auth_token_enabled"], false, "{group}");
+        // The users sign in; the old token alone, and anonymous clients, are refused; the data stayed.
+        let migrator = password(&env, "migrator");
+        let size = ask(
+            &target(&env, Some("migrator"), Some(&migrator)),
+            &["DBSIZE"],
+        );
+        assert_eq!(size, Ok(redis::Value::Int(KEYS as i64)), "{fault}");
+        assert!(
+            ask(&target(&env, None, Some(&token)), &["PING"]).is_err(),
+            "{fault}"
+        );
+        assert!(
+            ask(&target(&env, None, None), &["DBSIZE"]).is_err(),
+            "{fault}"
+        );
+        // Sent once, whether or not the first attempt died right after sending it.
+        let journal =
+            std::fs::read_to_string(env.state_dir().join("to-rbac").join("events.jsonl")).unwrap();
+        let modifies = journal
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "call" && e["operation"] == "ModifyReplicationGroup")
+            .count();
+        assert_eq!(modifies, 1, "{fault}: {run:?}");
+        let mut kept = run.all_output();
+        for f in walk(&env.state_dir()) {
+            kept.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&f).unwrap_or_default(),
+            ));
+        }
+        assert!(
+            !kept.contains(&migrator) && !kept.contains(&token),
+            "a secret leaked"
+        );
     }
 }

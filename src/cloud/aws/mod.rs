@@ -310,6 +310,10 @@ impl CloudWrite for Aws {
         elasticache::modify_auth_token(&self.ec, group, token, strategy).await
     }
 
+    async fn modify_to_user_group(&self, group: &str, user_group_id: &str) -> CloudResult<()> {
+        rbac::modify_to_user_group(&self.ec, group, user_group_id).await
+    }
+
     async fn create_user(&self, r: &crate::cloud::CreateUser) -> CloudResult<()> {
         rbac::create_user(&self.ec, r).await
     }

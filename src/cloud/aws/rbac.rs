@@ -49,6 +49,22 @@ pub(super) async fn create_user_group(
     Ok(())
 }
 
+pub(super) async fn modify_to_user_group(
+    ec: &Client,
+    group: &str,
+    user_group_id: &str,
+) -> CloudResult<()> {
+    ec.modify_replication_group()
+        .replication_group_id(group)
+        .user_group_ids_to_add(user_group_id)
+        .auth_token_update_strategy(ec::AuthTokenUpdateStrategyType::Delete)
+        .apply_immediately(true)
+        .send()
+        .await
+        .map_err(|e| map_err(e, "replication group", group))?;
+    Ok(())
+}
+
 pub(super) async fn describe_user(ec: &Client, user_id: &str) -> CloudResult<Option<User>> {
     let found = ec
         .describe_users()

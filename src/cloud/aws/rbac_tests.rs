@@ -207,3 +207,32 @@ async fn moto_creates_and_describes_a_user_once() {
         "{again:?}"
     );
 }
+
+#[tokio::test]
+async fn the_move_to_rbac_adds_the_user_group_and_deletes_the_token() {
+    use aws_sdk_elasticache::operation::modify_replication_group::{
+        ModifyReplicationGroupInput, ModifyReplicationGroupOutput,
+    };
+    let seen: Arc<Mutex<Vec<ModifyReplicationGroupInput>>> = Arc::default();
+    let sink = seen.clone();
+    let rule = mock!(aws_sdk_elasticache::Client::modify_replication_group)
+        .match_requests(move |input| {
+            sink.lock().unwrap().push(input.clone());
+            true
+        })
+        .then_output(|| ModifyReplicationGroupOutput::builder().build());
+    aws_with(&[&rule], 1)
+        .modify_to_user_group("orders-enc", "orders-users")
+        .await
+        .expect("modify");
+    let seen = seen.lock().unwrap();
+    let r = &seen[0];
+    assert_eq!(r.replication_group_id(), Some("orders-enc"));
+    assert_eq!(r.user_group_ids_to_add(), ["orders-users".to_string()]);
+    assert_eq!(
+        r.auth_token_update_strategy(),
+        Some(&ec::AuthTokenUpdateStrategyType::Delete)
+    );
+    assert_eq!(r.auth_token(), None);
+    assert_eq!(r.apply_immediately(), Some(true));
+}

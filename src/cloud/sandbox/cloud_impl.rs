@@ -300,6 +300,10 @@ impl CloudWrite for Sandbox {
         Sandbox::move_secret_stage(self, id, stage, to, from)
     }
 
+    async fn modify_to_user_group(&self, group: &str, user_group_id: &str) -> CloudResult<()> {
+        self.move_to_user_group(group, user_group_id).await
+    }
+
     async fn create_user(&self, request: &CreateUser) -> CloudResult<()> {
         self.create_user_rec(request)
     }

@@ -43,7 +43,7 @@ struct NodeSetup<'a> {
 
 impl Sandbox {
     /// How to reach a node of `group` (TLS with the sandbox CA and the AUTH token on an encrypted group).
-    fn endpoint(&self, group: &GroupRec, node: &NodeRec) -> RedisEndpoint {
+    pub(super) fn endpoint(&self, group: &GroupRec, node: &NodeRec) -> RedisEndpoint {
         let mut e = RedisEndpoint::plain(HOST, node.port);
         if node.tls {
             e.tls = true;

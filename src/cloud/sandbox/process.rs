@@ -147,6 +147,40 @@ pub fn read_password(node_dir: &Path) -> Option<Secret> {
         .map(|v| Secret::new(unquote(v.trim())))
 }
 
+/// A node's redis.conf moved from an AUTH token to RBAC: no `requirepass` or `user default` line; the
+/// sandbox's administrative user with `admin_password` (kept as `masterauth`, which replicas send with
+/// `masteruser`), then the group's ACL `user` lines.
+pub fn write_rbac_conf(
+    node_dir: &Path,
+    admin_password: &Secret,
+    acl_users: &[String],
+) -> CloudResult<()> {
+    let path = node_dir.join(CONF);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CloudError::other(format!("sandbox: cannot read {}: {e}", path.display())))?;
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("requirepass ")
+                && !l.starts_with("masterauth ")
+                && !l.starts_with("masteruser ")
+                && !l.starts_with("user ")
+                && !l.is_empty()
+        })
+        .map(str::to_string)
+        .collect();
+    let admin = super::rbac::SANDBOX_ADMIN_USER;
+    lines.push(format!(
+        "user {admin} on #{} ~* &* +@all",
+        super::rbac::password_hash(admin_password.expose())
+    ));
+    lines.push(format!("masteruser {admin}"));
+    lines.push(format!("masterauth {}", quote(admin_password.expose())));
+    lines.extend(acl_users.iter().cloned());
+    lines.push(String::new());
+    write_atomic(&path, lines.join("\n").as_bytes(), 0o600)
+}
+
 /// Every AUTH token a node's redis.conf lets in: during a rotation (ROTATE) the old and the new one,
 /// from its `user default` line; else the one of `requirepass`. The newest comes last.
 pub fn read_passwords(node_dir: &Path) -> Vec<Secret> {

@@ -141,6 +141,113 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// ModifyReplicationGroup `UserGroupIdsToAdd` + `AuthTokenUpdateStrategy=DELETE` on the running
+    /// nodes: the administrative user added and made the replicas' `masteruser` (its password is the old
+    /// token, which `masterauth` already holds), then each user of the group set with `ACL SETUSER`, the
+    /// default user last (the connection doing it signs in as default), and `redis.conf` written again.
+    /// Sent again for the same group, it changes nothing.
+    pub(super) async fn move_to_user_group(
+        &self,
+        id: &str,
+        user_group_id: &str,
+    ) -> CloudResult<()> {
+        let _work = self.group_lock(id, true)?;
+        let g = self.group_rec(id)?;
+        let status = self.live_status(id).await?;
+        if g.user_group_id.as_deref() == Some(user_group_id) {
+            return Ok(());
+        }
+        if status != "available" {
+            return Err(CloudError::invalid(format!(
+                "InvalidReplicationGroupState: replication group `{id}` is `{status}`, not `available`"
+            )));
+        }
+        if !g.transit_encryption_enabled || !g.auth_token_enabled {
+            return Err(CloudError::invalid(format!(
+                "InvalidParameterCombination: AuthTokenUpdateStrategy DELETE moves a group with TLS and an AUTH token to RBAC; `{id}` has TLS {} and AUTH {}",
+                g.transit_encryption_enabled, g.auth_token_enabled
+            )));
+        }
+        let reg = registry::load(&self.dir)?;
+        let group = reg
+            .user_groups
+            .get(user_group_id)
+            .ok_or_else(|| CloudError::NotFound {
+                what: "user group",
+                id: user_group_id.to_string(),
+            })?;
+        if group.engine != g.engine {
+            return Err(CloudError::invalid(format!(
+                "InvalidParameterCombination: user group `{user_group_id}` is for {}, `{id}` runs {}",
+                group.engine, g.engine
+            )));
+        }
+        let mut lines = acl_lines(&reg, user_group_id)?;
+        // The default user last: the connection that sets the users signs in as it.
+        lines.sort_by_key(|l| l.starts_with("user default "));
+        let token = g
+            .nodes
+            .first()
+            .and_then(|n| super::process::read_password(&n.dir))
+            .ok_or_else(|| {
+                CloudError::other(format!("sandbox: the AUTH token of `{id}` is lost"))
+            })?;
+        let admin_hash = format!("#{}", password_hash(token.expose()));
+        for node in &g.nodes {
+            let mut ep = self.endpoint(&g, node);
+            // A node an interrupted attempt moved already lets in only the administrative user.
+            let conf =
+                std::fs::read_to_string(node.dir.join(super::process::CONF)).unwrap_or_default();
+            if conf.contains(&format!("user {SANDBOX_ADMIN_USER} ")) {
+                ep.username = Some(SANDBOX_ADMIN_USER.to_string());
+            }
+            let mut con = crate::data::connect::connect(&ep)
+                .await
+                .map_err(|e| CloudError::Transient { message: e.into() })?;
+            let failed = |what: &str, e: redis::RedisError| {
+                CloudError::other(format!("sandbox: node {}: {what}: {e}", node.id))
+            };
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(SANDBOX_ADMIN_USER)
+                .arg("on")
+                .arg(&admin_hash)
+                .arg("~*")
+                .arg("&*")
+                .arg("+@all")
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| failed("ACL SETUSER", e))?;
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("masteruser")
+                .arg(SANDBOX_ADMIN_USER)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| failed("CONFIG SET masteruser", e))?;
+            for line in &lines {
+                let mut acl = redis::cmd("ACL");
+                acl.arg("SETUSER");
+                for arg in line.trim_start_matches("user ").split_whitespace() {
+                    acl.arg(arg);
+                }
+                acl.query_async::<()>(&mut con)
+                    .await
+                    .map_err(|e| failed("ACL SETUSER", e))?;
+            }
+            super::process::write_rbac_conf(&node.dir, &token, &lines)?;
+        }
+        registry::update(&self.dir, |reg| {
+            if let Some(rec) = reg.groups.get_mut(id) {
+                rec.auth_token_enabled = false;
+                rec.user_group_id = Some(user_group_id.to_string());
+            }
+            Ok(())
+        })
+    }
+}
+
 fn user_of(reg: &Registry, u: &UserRec) -> User {
     User {
         user_id: u.user_id.clone(),

@@ -12,6 +12,26 @@ pub(super) fn check_source_auth_token(plan: &Plan, f: &mut Findings) {
         .steps
         .iter()
         .any(|s| matches!(s, StepSpec::RotateAuthToken(_)));
+    let migrates = plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, StepSpec::MigrateToRbac(_)));
+    match (&plan.source.auth, migrates) {
+        (Some(auth), _) => {
+            super::rbac::check_rbac("source.auth.rbac", &auth.rbac, f);
+            if !migrates {
+                f.add(
+                    "source.auth",
+                    "is only used by a `migrate_to_rbac` step; leave it out",
+                );
+            }
+        }
+        (None, true) => f.add(
+            "source.auth",
+            "is required with `migrate_to_rbac`: `rbac:` with the users and the user group to move the source to",
+        ),
+        (None, false) => {}
+    }
     let Some(spec) = &plan.source.auth_token else {
         if rotates {
             f.add(
@@ -21,11 +41,21 @@ pub(super) fn check_source_auth_token(plan: &Plan, f: &mut Findings) {
         }
         return;
     };
-    if !rotates {
+    if !rotates && !migrates {
         f.add(
             "source.auth_token",
-            "is only used by a `rotate_auth_token` step; leave it out",
+            "is only used by `rotate_auth_token` (and by `migrate_to_rbac`, to prove the old token is refused afterwards); leave it out",
         );
+    }
+    if !rotates {
+        // `migrate_to_rbac` only reads it: any store will do.
+        if spec.generate {
+            f.add(
+                "source.auth_token.generate",
+                "is not allowed on the source: the store holds the current token",
+            );
+        }
+        return;
     }
     if spec.generate {
         f.add(
@@ -57,24 +87,26 @@ pub(super) fn check_in_place_steps(plan: &Plan, seen: &[(StepKind, usize)], f: &
             f.add(
                 format!("steps[{i}].kind"),
                 format!(
-                    "`{kind}` needs a `target` (a plan without `target` changes the source in place and may only list `preflight`, `enable_transit` and `rotate_auth_token`)"
+                    "`{kind}` needs a `target` (a plan without `target` changes the source in place and may only list `preflight`, `enable_transit`, `rotate_auth_token` and `migrate_to_rbac`)"
                 ),
             );
         }
     }
-    if plan.in_place_hold_step(0).is_none() {
+    let migrates = seen.iter().any(|(k, _)| *k == StepKind::MigrateToRbac);
+    if plan.in_place_hold_step(0).is_none() && !migrates {
         f.add(
             "target",
-            "is required unless the plan changes the source in place: give the new group's `target`, or list an `enable_transit` or `rotate_auth_token` step (then only `preflight`, `enable_transit` and `rotate_auth_token`)",
+            "is required unless the plan changes the source in place: give the new group's `target`, or list an `enable_transit`, `rotate_auth_token` or `migrate_to_rbac` step (then only `preflight` and those)",
         );
     }
 }
 
 /// The step kinds a plan without `target` may list.
-pub(super) const IN_PLACE_STEPS: [StepKind; 3] = [
+pub(super) const IN_PLACE_STEPS: [StepKind; 4] = [
     StepKind::Preflight,
     StepKind::EnableTransit,
     StepKind::RotateAuthToken,
+    StepKind::MigrateToRbac,
 ];
 
 /// The fields of an in-place step that waits for modifications and holds for the operator.

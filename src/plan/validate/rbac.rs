@@ -10,7 +10,7 @@ use crate::plan::types::*;
 pub(super) fn check_target_auth(t: &TargetSpec, f: &mut Findings) {
     match (&t.auth_token, &t.auth) {
         (Some(token), None) => check_token_store("target.auth_token", token, f),
-        (None, Some(auth)) => check_rbac(&auth.rbac, f),
+        (None, Some(auth)) => check_rbac("target.auth.rbac", &auth.rbac, f),
         (Some(_), Some(_)) => f.add(
             "target.auth",
             "give `target.auth_token` or `target.auth.rbac`, not both: a group created with a user group has no AUTH token",
@@ -22,22 +22,22 @@ pub(super) fn check_target_auth(t: &TargetSpec, f: &mut Findings) {
     }
 }
 
-fn check_rbac(r: &RbacSpec, f: &mut Findings) {
-    const AT: &str = "target.auth.rbac";
+/// The RBAC settings at `base` (`target.auth.rbac`, or `source.auth.rbac` for `migrate_to_rbac`).
+pub(super) fn check_rbac(base: &str, r: &RbacSpec, f: &mut Findings) {
     f.check(
-        format!("{AT}.user_group_id"),
+        format!("{base}.user_group_id"),
         check_user_group_id(&r.user_group_id),
     );
     if r.users.is_empty() {
         f.add(
-            format!("{AT}.users"),
+            format!("{base}.users"),
             "must list the users to create, one of them named `default` (ElastiCache requires a user named default in every user group)",
         );
         return;
     }
     let mut ids = BTreeSet::new();
     for (i, u) in r.users.iter().enumerate() {
-        let at = format!("{AT}.users[{i}]");
+        let at = format!("{base}.users[{i}]");
         f.check(format!("{at}.user_id"), check_user_id(&u.user_id));
         // CreateUser stores the id in lowercase: two ids that differ only in case are the same user.
         if !ids.insert(u.user_id.to_ascii_lowercase()) {
@@ -59,7 +59,7 @@ fn check_rbac(r: &RbacSpec, f: &mut Findings) {
     let defaults = r.users.iter().filter(|u| u.user_name == "default").count();
     if defaults != 1 {
         f.add(
-            format!("{AT}.users"),
+            format!("{base}.users"),
             format!(
                 "must hold exactly one user with `user_name: default` (ElastiCache requires one in every user group; it serves connections that do not sign in), found {defaults}"
             ),
@@ -71,14 +71,14 @@ fn check_rbac(r: &RbacSpec, f: &mut Findings) {
         .find(|u| u.user_id.eq_ignore_ascii_case(&r.data_plane_user))
     {
         None => f.add(
-            format!("{AT}.data_plane_user"),
+            format!("{base}.data_plane_user"),
             format!(
                 "`{}` is not the user_id of a user in `users`",
                 r.data_plane_user
             ),
         ),
         Some(u) if !switched_on(&u.access_string) => f.add(
-            format!("{AT}.data_plane_user"),
+            format!("{base}.data_plane_user"),
             format!(
                 "user `{}` is not switched on (its access_string needs `on`): ecmigrate signs in as it to copy every key",
                 u.user_id

@@ -57,6 +57,25 @@ pub async fn run(ctx: &StepContext) -> Result<StepOutcome> {
         let transit_first = kinds.contains(&StepKind::EnableTransit);
         crate::steps::rotate_auth_token::preflight::checks(ctx, &g, transit_first, &mut c).await;
     }
+    if kinds.contains(&StepKind::MigrateToRbac)
+        && let Some(auth) = &ctx.plan.plan.source.auth
+    {
+        let transit_first = kinds.contains(&StepKind::EnableTransit);
+        if !(g.transit_encryption_enabled || transit_first) || !g.auth_token_enabled {
+            c.refuse(
+                "source_token",
+                format!(
+                    "`{id}` has TLS {} and an AUTH token {}: `migrate_to_rbac` moves a group with both to RBAC",
+                    g.transit_encryption_enabled, g.auth_token_enabled
+                ),
+                "turn in-transit encryption on first (an `enable_transit` step) and give the group a token",
+            );
+        }
+        for secret in crate::steps::rbac_secrets(&ctx.plan, &auth.rbac, "source.auth.rbac") {
+            crate::steps::preflight::check_secret(ctx, &mut c, &secret).await;
+        }
+        crate::steps::rbac::preflight(ctx, &mut c, &g, &auth.rbac).await?;
+    }
     if !c.refusals.is_empty() {
         return Err(Error::PreflightRefused {
             refusals: c.refusals,

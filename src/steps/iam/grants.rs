@@ -74,6 +74,10 @@ impl Names {
         }
         // An in-place plan (no target) names only its source: its calls use nothing else.
         let t = plan.target.as_ref();
+        // The RBAC users and group: the target's, or those `migrate_to_rbac` moves the source to.
+        let rbac = t
+            .and_then(|t| t.rbac())
+            .or_else(|| plan.source.auth.as_ref().map(|a| &a.rbac));
         Names {
             source,
             target: t
@@ -92,6 +96,10 @@ impl Names {
                     .source
                     .auth_token
                     .iter()
+                    .chain(
+                        rbac.into_iter()
+                            .flat_map(|r| r.users.iter().map(|u| &u.password)),
+                    )
                     .filter_map(|s| s.secrets_manager.clone())
                     .collect(),
             },
@@ -363,6 +371,14 @@ pub(super) fn grants(call: &Call, n: &Names, scope: &Scope) -> Vec<Grant> {
             "elasticache:ModifyReplicationGroup",
             &[arns.group(id)],
             "turns in-transit encryption on in place: mode `preferred`, then, once released, `required` (enable_transit)",
+        )],
+        Call::ModifyToUserGroup(id) => vec![grant(
+            "elasticache:ModifyReplicationGroup",
+            &[
+                arns.group(id),
+                arns.ec("usergroup", n.user_group.as_deref().unwrap_or_default()),
+            ],
+            "moves the group from its AUTH token to RBAC: UserGroupIdsToAdd with AuthTokenUpdateStrategy DELETE (migrate_to_rbac)",
         )],
         Call::ModifyAuthToken(id) => vec![grant(
             "elasticache:ModifyReplicationGroup",

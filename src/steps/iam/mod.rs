@@ -50,6 +50,8 @@ pub enum Call {
     /// `get_secret_version`, `put_secret_pending`, `move_secret_stage`: a rotated token staged in
     /// `source.auth_token.secrets_manager` (pending, then current).
     StageSecret,
+    /// `modify_to_user_group(id, ..)`: the source moved from its AUTH token to RBAC (`migrate_to_rbac`).
+    ModifyToUserGroup(String),
     /// `describe_user`, `describe_user_group`: the plan's RBAC ids (preflight, restore).
     DescribeRbac,
     /// `create_user`, `create_user_group`: the target's RBAC users and user group.
@@ -91,6 +93,14 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
                 source(),
                 ModifyAuthToken(plan.source.replication_group_id.clone()),
             ],
+            StepSpec::MigrateToRbac(_) => vec![
+                source(),
+                DescribeRbac,
+                GetSecret,
+                CreateRbac,
+                ModifyToUserGroup(plan.source.replication_group_id.clone()),
+            ],
+            StepSpec::Preflight(_) if plan.source.auth.is_some() => vec![source(), DescribeRbac],
             StepSpec::Preflight(_) if secret => vec![source(), StageSecret],
             _ => vec![source()],
         };
@@ -164,7 +174,7 @@ pub fn calls_of(plan: &Plan, step: &StepSpec) -> Vec<Call> {
             add(CreateSnapshot, true);
             add(DeleteGroup(plan.source.replication_group_id.clone()), true);
         }
-        StepSpec::EnableTransit(_) | StepSpec::RotateAuthToken(_) => {}
+        StepSpec::EnableTransit(_) | StepSpec::RotateAuthToken(_) | StepSpec::MigrateToRbac(_) => {}
     }
     calls
 }

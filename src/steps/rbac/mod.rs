@@ -14,7 +14,7 @@ use crate::engine::{Poll, StepContext, wait_until};
 use crate::error::{Error, Result};
 use crate::plan::{RbacSpec, RbacUser, rules};
 use crate::secret::{Secret, generate_token};
-use crate::steps::records::RestoreIntent;
+use crate::steps::records::RbacIntent;
 use crate::steps::{cloud_error, keep_token, read_token, store_of, timeout};
 
 pub(crate) use preflight::preflight;
@@ -49,7 +49,7 @@ pub(crate) async fn ensure_user_group(
         .await
         .map_err(|e| cloud_error("describing the user group", e))?;
     match existing {
-        Some(_) if ctx.intent::<RestoreIntent>().user_group.as_deref() == Some(id) => {
+        Some(_) if ctx.intent::<RbacIntent>().user_group.as_deref() == Some(id) => {
             ctx.note(format!("user group `{id}` was already requested"));
         }
         Some(_) => {
@@ -59,9 +59,9 @@ pub(crate) async fn ensure_user_group(
             ));
         }
         None => {
-            let mut intent = ctx.intent::<RestoreIntent>();
+            let mut intent = ctx.intent::<RbacIntent>();
             intent.user_group = Some(id.clone());
-            ctx.record_intent(&intent)?;
+            ctx.merge_intent(&intent)?;
             let user_ids: Vec<String> = rbac.users.iter().map(|u| u.user_id.clone()).collect();
             ctx.call(
                 "CreateUserGroup",
@@ -98,7 +98,7 @@ async fn ensure_user(
     tags: &BTreeMap<String, String>,
 ) -> Result<()> {
     let id = user.user_id.to_ascii_lowercase();
-    let recorded = ctx.intent::<RestoreIntent>().users.contains(&id);
+    let recorded = ctx.intent::<RbacIntent>().users.contains(&id);
     let existing = ctx
         .cloud
         .describe_user(&id)
@@ -118,10 +118,10 @@ async fn ensure_user(
         (None, _) => {}
     }
     let password = user_password(ctx, user).await?;
-    let mut intent = ctx.intent::<RestoreIntent>();
+    let mut intent = ctx.intent::<RbacIntent>();
     if !intent.users.contains(&id) {
         intent.users.push(id.clone());
-        ctx.record_intent(&intent)?;
+        ctx.merge_intent(&intent)?;
     }
     let store = store_of(&ctx.plan, &user.password);
     ctx.call_labeled(

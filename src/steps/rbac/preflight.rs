@@ -6,6 +6,7 @@ use crate::cloud::ReplicationGroup;
 use crate::eligibility::engine_major;
 use crate::engine::StepContext;
 use crate::error::Result;
+use crate::plan::RbacSpec;
 use crate::steps::cloud_error;
 use crate::steps::preflight::Checks;
 
@@ -13,10 +14,8 @@ pub(crate) async fn preflight(
     ctx: &StepContext,
     c: &mut Checks<'_>,
     source: &ReplicationGroup,
+    rbac: &RbacSpec,
 ) -> Result<()> {
-    let Some(rbac) = ctx.plan.plan.target().rbac() else {
-        return Ok(());
-    };
     // "RBAC is supported on ElastiCache (Redis OSS) 6.0 onwards" and on every Valkey version.
     let valkey = source.engine.eq_ignore_ascii_case("valkey");
     if valkey || engine_major(&source.engine_version) >= 6 {
@@ -34,7 +33,7 @@ pub(crate) async fn preflight(
                 "RBAC needs Redis OSS 6.0 or later; the source runs {}",
                 source.engine_version
             ),
-            "upgrade the source's engine first, or use target.auth_token instead of target.auth.rbac",
+            "upgrade the source's engine first, or keep the AUTH token",
         );
     }
     for user in &rbac.users {
@@ -54,7 +53,7 @@ pub(crate) async fn preflight(
                     "user `{}` already exists (user name `{}`, in user groups {:?})",
                     u.user_id, u.user_name, u.user_group_ids
                 ),
-                "choose another user_id in target.auth.rbac.users: RBAC users are shared by the whole account and region",
+                "choose another user_id in the plan's rbac.users: RBAC users are shared by the whole account and region",
             ),
         }
     }
@@ -69,7 +68,7 @@ pub(crate) async fn preflight(
         Some(g) => c.refuse(
             "rbac_user_group",
             format!("user group `{id}` already exists (status {})", g.status),
-            "choose another target.auth.rbac.user_group_id",
+            "choose another rbac.user_group_id in the plan",
         ),
     }
     Ok(())

@@ -330,7 +330,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// What `token` does once the change settled: tried until it opens the group (`want_open`) or is
 /// refused (else), at most [`SETTLE`]; the last answer.
-async fn settled(
+pub(crate) async fn settled(
     ep: &RedisEndpoint,
     token: &Secret,
     want_open: bool,
