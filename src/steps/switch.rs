@@ -170,7 +170,15 @@ impl<'a> Switch<'a> {
             return Ok(());
         }
         let to = &self.to;
-        let auth = if to.tls {
+        let rbac = (!ctx.plan.plan.is_in_place())
+            .then(|| ctx.plan.plan.target().rbac())
+            .flatten();
+        let auth = if let (true, Some(r)) = (to.tls, rbac) {
+            format!(
+                "TLS on, RBAC: each client signs in as its user of user group {}",
+                r.user_group_id
+            )
+        } else if to.tls {
             format!("TLS on, AUTH token from {}", token_store(&ctx.plan))
         } else {
             "no TLS, no AUTH".to_string()
