@@ -242,3 +242,43 @@ fn groups_snapshots_and_members_are_scoped_to_the_plan_and_each_action_is_in_one
         .collect();
     assert_eq!(unscoped, vec!["kms:ListAliases"]);
 }
+
+#[test]
+fn an_rbac_target_may_create_its_users_and_group_and_name_the_group() {
+    let text = "version: 1\nname: orders\nprovider: aws\naws: { region: eu-west-1 }\nsource:\n  replication_group_id: orders\n\
+         target:\n  replication_group_id: orders-enc\n  auth:\n    rbac:\n      user_group_id: orders-users\n      data_plane_user: orders-app\n      users:\n\
+         \x20       - { user_id: orders-default, user_name: default, access_string: \"off ~* -@all\", password: { generate: true, file: d.pw } }\n\
+         \x20       - { user_id: Orders-App, user_name: app, access_string: \"on ~* +@all\", password: { secrets_manager: orders/app } }\n\
+         steps:\n  - kind: preflight\n  - kind: backup\n  - kind: restore_encrypted\n";
+    let plan = crate::plan::parse_str(text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let p = policy(&plan, None);
+    let user = statement_of(&p, "elasticache:CreateUser")
+        .resource
+        .to_string();
+    for arn in [
+        "arn:aws:elasticache:eu-west-1:*:user:orders-default",
+        // Stored in lowercase, so granted in lowercase.
+        "arn:aws:elasticache:eu-west-1:*:user:orders-app",
+    ] {
+        assert!(user.contains(arn), "{arn} in {user}");
+    }
+    let create = statement_of(&p, "elasticache:CreateReplicationGroup")
+        .resource
+        .to_string();
+    assert!(
+        create.contains("arn:aws:elasticache:eu-west-1:*:usergroup:orders-users"),
+        "{create}"
+    );
+    assert!(
+        p.all_actions()
+            .contains(&"elasticache:CreateUserGroup".to_string())
+    );
+    assert!(
+        p.all_actions()
+            .contains(&"elasticache:DescribeUserGroups".to_string())
+    );
+    let secret = statement_of(&p, "secretsmanager:GetSecretValue")
+        .resource
+        .to_string();
+    assert!(secret.contains("secret:orders/app"), "{secret}");
+}
