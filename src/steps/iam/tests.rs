@@ -271,11 +271,11 @@ fn an_rbac_target_may_create_its_users_and_group_and_name_the_group() {
     );
     assert!(
         p.all_actions()
-            .contains(&"elasticache:CreateUserGroup".to_string())
+            .contains("elasticache:CreateUserGroup")
     );
     assert!(
         p.all_actions()
-            .contains(&"elasticache:DescribeUserGroups".to_string())
+            .contains("elasticache:DescribeUserGroups")
     );
     let secret = statement_of(&p, "secretsmanager:GetSecretValue")
         .resource
