@@ -269,14 +269,8 @@ fn an_rbac_target_may_create_its_users_and_group_and_name_the_group() {
         create.contains("arn:aws:elasticache:eu-west-1:*:usergroup:orders-users"),
         "{create}"
     );
-    assert!(
-        p.all_actions()
-            .contains("elasticache:CreateUserGroup")
-    );
-    assert!(
-        p.all_actions()
-            .contains("elasticache:DescribeUserGroups")
-    );
+    assert!(p.all_actions().contains("elasticache:CreateUserGroup"));
+    assert!(p.all_actions().contains("elasticache:DescribeUserGroups"));
     let secret = statement_of(&p, "secretsmanager:GetSecretValue")
         .resource
         .to_string();
