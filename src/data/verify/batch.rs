@@ -5,11 +5,11 @@
 //! which answers strings, most keys, with their bytes and everything else with nil. Round two asks the
 //! target the same, in the same round trip DUMP of the keys that are not strings on the source, while
 //! the source is asked for their DUMP: three round trips a batch, as a copy makes (two to the source,
-//! one to the target), where asking both sides each round made four; and the target dumps each key
-//! right after reading it, its entry still in cache. Strings are compared byte for byte, DUMP payloads
-//! without their 10-byte trailer (the RDB version and a CRC64 over it): equal bodies are the same value,
-//! on any two Redis versions. Not DUMP for every key: it makes each server try to compress and checksum
-//! every value, and the servers' CPU is what bounds a comparison, as it bounds a copy.
+//! one to the target), where asking both sides each round made four (each round trip costs the
+//! verifier and the server a write, a read and a wake-up). Strings are compared byte for byte, DUMP
+//! payloads without their 10-byte trailer (the RDB version and a CRC64 over it): equal bodies are the
+//! same value, on any two Redis versions. Not DUMP for every key: it makes each server try to compress
+//! and checksum every value, and the servers' CPU is what bounds a comparison, as it bounds a copy.
 //!
 //! Equal values need not have equal DUMP bodies: a hashtable-encoded set or hash dumps its members in
 //! its own table's order, and a 6.2 server writes a ziplist where 7.0 writes a listpack. Bodies of the
