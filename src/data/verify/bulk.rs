@@ -21,9 +21,10 @@
 //! to its copy: wall 1.03 before, 0.99 after (0.82-1.12 round by round: not robustly below 1); CPU of
 //! all three processes 1.11 before, 1.02 after (target server 1.21 then 1.09, the verifier's own 1.18
 //! then 1.09, the source 1.02 then 0.94); the same keys from a 3-primary plain cluster into a 4-primary
-//! TLS + AUTH one, 6 rounds: wall 1.16 before, 0.99 after (0.92-1.30), CPU 1.18 then 1.05. What is left is the target's: it answers a PTTL and a read of
-//! every key in an order that is not its own (the source's is SCAN's, its entries just read by SCAN),
-//! and a DUMP per non-string, where a copy's target takes one MSET per batch and a RESTORE.
+//! TLS + AUTH one, 6 rounds: wall 1.16 before, 0.99 after (0.92-1.30), CPU 1.18 then 1.05. What is
+//! left is the target's: it answers a PTTL and a read of every key in an order that is not its own (the
+//! source's is SCAN's, its entries just read by SCAN), and a DUMP per non-string, where a copy's target
+//! takes one MSET per batch and a RESTORE.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
