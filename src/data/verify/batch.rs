@@ -1,13 +1,15 @@
-//! One batch of `verify --full` on the bulk lane: the same reads on both sides at once, cheap comparisons
-//! first, and the keys they cannot settle handed to the typed comparison ([`super::typed`]).
+//! One batch of `verify --full` on the bulk lane: the same reads on both sides, cheap comparisons first,
+//! and the keys they cannot settle handed to the typed comparison ([`super::typed`]).
 //!
-//! Round one asks each side what a copy asks the source: a PTTL per key and one MGET (per slot, on a
-//! cluster), which answers strings, most keys, with their bytes and everything else with nil. Strings
-//! are compared byte for byte. Round two, only for the keys that are not strings on either side, asks
-//! each side for DUMP and compares the payloads without their 10-byte trailer (the RDB version and a
-//! CRC64 over it): equal bodies are the same value, on any two Redis versions. Not DUMP for every key:
-//! it makes each server try to compress and checksum every value, and the servers' CPU is what bounds a
-//! comparison, as it bounds a copy.
+//! Round one asks the source what a copy asks it: a PTTL per key and one MGET (per slot, on a cluster),
+//! which answers strings, most keys, with their bytes and everything else with nil. Round two asks the
+//! target the same, in the same round trip DUMP of the keys that are not strings on the source, while
+//! the source is asked for their DUMP: three round trips a batch, as a copy makes (two to the source,
+//! one to the target), where asking both sides each round made four (each round trip costs the
+//! verifier and the server a write, a read and a wake-up). Strings are compared byte for byte, DUMP
+//! payloads without their 10-byte trailer (the RDB version and a CRC64 over it): equal bodies are the
+//! same value, on any two Redis versions. Not DUMP for every key: it makes each server try to compress
+//! and checksum every value, and the servers' CPU is what bounds a comparison, as it bounds a copy.
 //!
 //! Equal values need not have equal DUMP bodies: a hashtable-encoded set or hash dumps its members in
 //! its own table's order, and a 6.2 server writes a ziplist where 7.0 writes a listpack. Bodies of the
@@ -184,34 +186,90 @@ impl<'k> Batch<'k> {
         let n = self.keys.len();
         src.take_read_bytes();
 
-        // Round one: PTTL and MGET on both sides at once.
+        // Round one: PTTL and MGET on the source. Its strings are kept (one buffer) while its
+        // connection serves round two.
         let all: Vec<usize> = (0..n).collect();
         queue_reads(src, &self.keys, &all, &self.runs);
-        for ((group, _), conn) in asked.iter().zip(dsts.iter_mut()) {
+        let replies = src.round_trip().await.map_err(lane_err(Role::Source))?;
+        let Read {
+            pttls: s_pttls,
+            values,
+        } = read(&replies, &self.runs, src_peer)?;
+        let mut s_bytes = Vec::with_capacity(replies_bytes(&values));
+        let s_values: Vec<Option<Range<usize>>> = values
+            .iter()
+            .map(|v| {
+                v.map(|b| {
+                    s_bytes.extend_from_slice(b);
+                    s_bytes.len() - b.len()..s_bytes.len()
+                })
+            })
+            .collect();
+        drop(replies);
+        // The keys the source holds that are not strings: compared by DUMP.
+        let dump: Vec<usize> = (0..n)
+            .filter(|&i| s_values[i].is_none() && s_pttls[i] != -2)
+            .collect();
+
+        // Round two, on both sides at once: DUMP of those on the source; on the target PTTL and MGET
+        // of every key, then DUMP of those (one round trip per target primary).
+        let per_group: Vec<Vec<usize>> = asked
+            .iter()
+            .map(|(group, _)| {
+                let mine = dump.iter().copied();
+                mine.filter(|i| group.idx.binary_search(i).is_ok())
+                    .collect()
+            })
+            .collect();
+        queue_dumps(src, &self.keys, &dump);
+        for (((group, _), conn), mine) in asked.iter().zip(dsts.iter_mut()).zip(&per_group) {
             queue_reads(conn, &self.keys, &group.idx, &group.runs);
+            queue_dumps(conn, &self.keys, mine);
         }
+        let src_dumps = async {
+            if dump.is_empty() {
+                Ok(Vec::new())
+            } else {
+                src.round_trip().await.map_err(lane_err(Role::Source))
+            }
+        };
         let (src_replies, dst_replies) = tokio::try_join!(
-            src.round_trip().map_err(lane_err(Role::Source)),
+            src_dumps,
             futures_util::future::try_join_all(
                 dsts.iter_mut()
                     .map(|conn| conn.round_trip().map_err(lane_err(Role::Target)))
             )
         )?;
-        let s = read(&src_replies, &self.runs, src_peer)?;
         let mut d = Read {
             pttls: vec![-2; n],
             values: vec![None; n],
         };
-        for ((group, peer), replies) in asked.iter().zip(&dst_replies) {
-            let got = read(replies, &group.runs, peer)?;
+        let mut d_dump: BTreeMap<usize, &[u8]> = BTreeMap::new();
+        for (((group, peer), mine), replies) in asked.iter().zip(&per_group).zip(&dst_replies) {
+            let reads = group.idx.len() + group.runs.len();
+            if replies.len() != reads + mine.len() {
+                return Err(odd(peer, "every PTTL, MGET and DUMP"));
+            }
+            let got = read(&replies[..reads], &group.runs, peer)?;
             for (j, &i) in group.idx.iter().enumerate() {
                 (d.pttls[i], d.values[i]) = (got.pttls[j], got.values[j]);
             }
+            for (&i, payload) in mine
+                .iter()
+                .zip(payloads(&replies[reads..], mine.len(), peer)?)
+            {
+                if let Some(p) = payload {
+                    d_dump.insert(i, p);
+                }
+            }
         }
-        let (mut differ, mut dump, mut typed) = (Vec::new(), Vec::new(), Vec::new());
+        let s_dump = payloads(&src_replies, dump.len(), src_peer)?;
+        let mut s_dumps = dump.iter().zip(s_dump);
+        let (mut differ, mut typed) = (Vec::new(), Vec::new());
         for i in 0..n {
-            let (sp, dp) = (s.pttls[i], d.pttls[i]);
-            let why = match (s.values[i], d.values[i]) {
+            let (sp, dp) = (s_pttls[i], d.pttls[i]);
+            let s_value = s_values[i].clone().map(|r| &s_bytes[r]);
+            let why = match (s_value, d.values[i]) {
                 // Gone from the source while we looked (expired or deleted): nothing to compare.
                 _ if sp == -2 => None,
                 _ if dp == -2 => Some("missing on the target".to_string()),
@@ -220,8 +278,19 @@ impl<'k> Batch<'k> {
                     (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
                 }
                 (None, None) => {
-                    dump.push(i);
-                    None
+                    let s_payload = s_dumps.find(|(j, _)| **j == i).and_then(|(_, p)| p);
+                    match (
+                        s_payload.and_then(body),
+                        d_dump.get(&i).and_then(|p| body(p)),
+                    ) {
+                        (Some(a), Some(b)) if a == b || same_members(a, b) => {
+                            (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
+                        }
+                        _ => {
+                            typed.push(i);
+                            None
+                        }
+                    }
                 }
                 // A string on one side only: the typed comparison names both types.
                 _ => {
@@ -231,57 +300,6 @@ impl<'k> Batch<'k> {
             };
             if let Some(why) = why {
                 differ.push((self.keys[i].to_vec(), why));
-            }
-        }
-        let (s_pttls, d_pttls) = (s.pttls, d.pttls);
-        drop((src_replies, dst_replies));
-
-        // Round two: DUMP of the other keys on both sides at once.
-        if !dump.is_empty() {
-            queue_dumps(src, &self.keys, &dump);
-            let per_group: Vec<Vec<usize>> = asked
-                .iter()
-                .map(|(group, _)| {
-                    let mine = dump.iter().copied();
-                    mine.filter(|i| group.idx.binary_search(i).is_ok())
-                        .collect()
-                })
-                .collect();
-            for (conn, mine) in dsts.iter_mut().zip(&per_group) {
-                queue_dumps(conn, &self.keys, mine);
-            }
-            let (src_replies, dst_replies) = tokio::try_join!(
-                src.round_trip().map_err(lane_err(Role::Source)),
-                futures_util::future::try_join_all(
-                    dsts.iter_mut()
-                        .zip(&per_group)
-                        .filter(|(_, mine)| !mine.is_empty())
-                        .map(|(conn, _)| conn.round_trip().map_err(lane_err(Role::Target)))
-                )
-            )?;
-            let mut d_dump: BTreeMap<usize, &[u8]> = BTreeMap::new();
-            let with_dumps = asked.iter().zip(&per_group).filter(|(_, m)| !m.is_empty());
-            for (((_, peer), mine), replies) in with_dumps.zip(&dst_replies) {
-                for (&i, payload) in mine.iter().zip(payloads(replies, mine.len(), peer)?) {
-                    if let Some(p) = payload {
-                        d_dump.insert(i, p);
-                    }
-                }
-            }
-            let s_dump = payloads(&src_replies, dump.len(), src_peer)?;
-            for (&i, s_payload) in dump.iter().zip(s_dump) {
-                match (
-                    s_payload.and_then(body),
-                    d_dump.get(&i).and_then(|p| body(p)),
-                ) {
-                    (Some(a), Some(b)) if a == b || same_members(a, b) => {
-                        let (sp, dp) = (s_pttls[i], d_pttls[i]);
-                        if !ttls_agree(sp, dp, ttl_tolerance_ms) {
-                            differ.push((self.keys[i].to_vec(), ttl_differs(sp, dp)));
-                        }
-                    }
-                    _ => typed.push(i),
-                }
             }
         }
         Ok(Found {
@@ -329,6 +347,11 @@ fn queue_reads(conn: &mut PipeConn, keys: &[&[u8]], idx: &[usize], runs: &[Range
             conn.arg(keys[i]);
         }
     }
+}
+
+/// Bytes of the strings of a side's round one.
+fn replies_bytes(values: &[Option<&[u8]>]) -> usize {
+    values.iter().flatten().map(|v| v.len()).sum()
 }
 
 fn queue_dumps(conn: &mut PipeConn, keys: &[&[u8]], idx: &[usize]) {

@@ -14,7 +14,20 @@
 //! comparison of hashtable sets, encoded heads, the lane's own decoder; 200k keys, 3 alternating runs):
 //! the verifier's own CPU 0.22-0.23 s against the copy's 0.17-0.22 s, both servers' CPU alike in both,
 //! so a verify costs about what the copy it checks costs, its servers reading where the copy's target
-//! writes.
+//! writes. Then the target asked once a batch instead of twice (see [`super::batch`]), measured on 300k
+//! keys seeded by `scripts/bench/seed.py` (plain source, TLS + AUTH target, Redis 7.0.15, 2 cores shared
+//! with another engineer's builds, load 2-7): `ecmigrate copy`, then `verify --full` before and after,
+//! 18 rounds; CPU from /proc of each server and /usr/bin/time of ecmigrate; medians of each round's
+//! ratio to its copy: wall 1.03 before, 1.03 after (0.82-1.45 round by round); CPU of all three
+//! processes 1.10 before, 1.06 after (target server 1.20 then 1.11, the verifier's own 1.17 then 1.12,
+//! the source 0.99 then 0.98). After against before in the same rounds: CPU 0.95, wall 0.99; in 10 more
+//! alternating runs of the verifier alone, its own CPU 1.00 and wall 1.02 of before: a few percent of
+//! the servers' CPU at best, within this machine's noise. The same keys from a 3-primary plain cluster
+//! into a 4-primary TLS + AUTH one, 6 rounds: wall 1.16 of the copy before, 0.99 after (0.92-1.30), CPU
+//! 1.18 then 1.05. What is left is mostly the target's: in `INFO commandstats` its PTTLs took 1.8-2.1
+//! µs a key where the source's took 1.2-1.4 (the source reads keys in SCAN's order, just touched by
+//! SCAN; the target in an order not its own), and its DUMPs 8-9 µs a non-string, where a copy's target
+//! takes one MSET per batch and a RESTORE (5.4 µs).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
