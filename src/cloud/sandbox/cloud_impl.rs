@@ -162,13 +162,7 @@ impl CloudWrite for Sandbox {
             }
             GroupAuth::UserGroup(id) => {
                 let reg = registry::load(&self.dir)?;
-                let found = reg
-                    .user_groups
-                    .get(id)
-                    .ok_or_else(|| CloudError::NotFound {
-                        what: "user group",
-                        id: id.clone(),
-                    })?;
+                let found = super::rbac::user_group(&reg, id)?;
                 if found.engine != req.engine {
                     return Err(CloudError::invalid(format!(
                         "user group `{id}` is for {}, the group for {}",

@@ -115,13 +115,7 @@ pub fn write_conf(node_dir: &Path, cfg: &NodeConfig<'_>) -> CloudResult<()> {
     }
     match cfg.password {
         Some(p) if !cfg.acl_users.is_empty() => {
-            let admin = super::rbac::SANDBOX_ADMIN_USER;
-            c.push(format!(
-                "user {admin} on #{} ~* &* +@all",
-                super::rbac::password_hash(p.expose())
-            ));
-            c.push(format!("masteruser {admin}"));
-            c.push(format!("masterauth {}", quote(p.expose())));
+            c.extend(admin_lines(p));
             c.extend(cfg.acl_users.iter().cloned());
         }
         Some(p) => {
@@ -155,30 +149,44 @@ pub fn write_rbac_conf(
     admin_password: &Secret,
     acl_users: &[String],
 ) -> CloudResult<()> {
+    let mut lines = conf_lines_without(
+        node_dir,
+        &["requirepass ", "masterauth ", "masteruser ", "user "],
+    )?;
+    lines.extend(admin_lines(admin_password));
+    lines.extend(acl_users.iter().cloned());
+    rewrite_conf(node_dir, lines)
+}
+
+/// The sandbox's administrative user on an RBAC node, and the replicas' sign-in as it.
+fn admin_lines(admin_password: &Secret) -> [String; 3] {
+    let admin = super::rbac::SANDBOX_ADMIN_USER;
+    [
+        format!(
+            "user {admin} on #{} ~* &* +@all",
+            super::rbac::password_hash(admin_password.expose())
+        ),
+        format!("masteruser {admin}"),
+        format!("masterauth {}", quote(admin_password.expose())),
+    ]
+}
+
+/// The lines of a node's redis.conf, without blank ones and those starting with one of `dropped`.
+fn conf_lines_without(node_dir: &Path, dropped: &[&str]) -> CloudResult<Vec<String>> {
     let path = node_dir.join(CONF);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| CloudError::other(format!("sandbox: cannot read {}: {e}", path.display())))?;
-    let mut lines: Vec<String> = text
+    Ok(text
         .lines()
-        .filter(|l| {
-            !l.starts_with("requirepass ")
-                && !l.starts_with("masterauth ")
-                && !l.starts_with("masteruser ")
-                && !l.starts_with("user ")
-                && !l.is_empty()
-        })
+        .filter(|l| !l.is_empty() && !dropped.iter().any(|d| l.starts_with(d)))
         .map(str::to_string)
-        .collect();
-    let admin = super::rbac::SANDBOX_ADMIN_USER;
-    lines.push(format!(
-        "user {admin} on #{} ~* &* +@all",
-        super::rbac::password_hash(admin_password.expose())
-    ));
-    lines.push(format!("masteruser {admin}"));
-    lines.push(format!("masterauth {}", quote(admin_password.expose())));
-    lines.extend(acl_users.iter().cloned());
+        .collect())
+}
+
+/// Replace a node's redis.conf with `lines` (0600: it holds secrets).
+fn rewrite_conf(node_dir: &Path, mut lines: Vec<String>) -> CloudResult<()> {
     lines.push(String::new());
-    write_atomic(&path, lines.join("\n").as_bytes(), 0o600)
+    write_atomic(&node_dir.join(CONF), lines.join("\n").as_bytes(), 0o600)
 }
 
 /// Every AUTH token a node's redis.conf lets in: during a rotation (ROTATE) the old and the new one,
@@ -201,19 +209,8 @@ pub fn read_passwords(node_dir: &Path) -> Vec<Secret> {
 /// (what a replica and ecmigrate's own connections use), and with two tokens a `user default` rule that
 /// lets both in (redis-server applies it after `requirepass`), so a node started later takes the same.
 pub fn write_passwords(node_dir: &Path, valid: &[&Secret]) -> CloudResult<()> {
-    let path = node_dir.join(CONF);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| CloudError::other(format!("sandbox: cannot read {}: {e}", path.display())))?;
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| {
-            !l.starts_with("requirepass ")
-                && !l.starts_with("masterauth ")
-                && !l.starts_with("user default ")
-                && !l.is_empty()
-        })
-        .map(str::to_string)
-        .collect();
+    let mut lines =
+        conf_lines_without(node_dir, &["requirepass ", "masterauth ", "user default "])?;
     if let Some(newest) = valid.last() {
         lines.push(format!("requirepass {}", quote(newest.expose())));
         lines.push(format!("masterauth {}", quote(newest.expose())));
@@ -228,8 +225,7 @@ pub fn write_passwords(node_dir: &Path, valid: &[&Secret]) -> CloudResult<()> {
             passwords.join(" ")
         ));
     }
-    lines.push(String::new());
-    write_atomic(&path, lines.join("\n").as_bytes(), 0o600)
+    rewrite_conf(node_dir, lines)
 }
 
 /// A port that was free a moment ago.

@@ -170,13 +170,7 @@ impl Sandbox {
             )));
         }
         let reg = registry::load(&self.dir)?;
-        let group = reg
-            .user_groups
-            .get(user_group_id)
-            .ok_or_else(|| CloudError::NotFound {
-                what: "user group",
-                id: user_group_id.to_string(),
-            })?;
+        let group = user_group(&reg, user_group_id)?;
         if group.engine != g.engine {
             return Err(CloudError::invalid(format!(
                 "InvalidParameterCombination: user group `{user_group_id}` is for {}, `{id}` runs {}",
@@ -263,17 +257,20 @@ fn user_of(reg: &Registry, u: &UserRec) -> User {
     }
 }
 
+/// The user group `id` of the registry, or NotFound as CreateReplicationGroup and
+/// ModifyReplicationGroup answer.
+pub(super) fn user_group<'a>(reg: &'a Registry, id: &str) -> CloudResult<&'a UserGroupRec> {
+    reg.user_groups.get(id).ok_or_else(|| CloudError::NotFound {
+        what: "user group",
+        id: id.to_string(),
+    })
+}
+
 /// The `user` lines of redis.conf for the users of `user_group_id`: each reset first (the default
 /// user included: `requirepass` is never written on such a node), then its hashed passwords and its
 /// access string as given.
 pub(super) fn acl_lines(reg: &Registry, user_group_id: &str) -> CloudResult<Vec<String>> {
-    let group = reg
-        .user_groups
-        .get(user_group_id)
-        .ok_or_else(|| CloudError::NotFound {
-            what: "user group",
-            id: user_group_id.to_string(),
-        })?;
+    let group = user_group(reg, user_group_id)?;
     let users: BTreeMap<&str, &UserRec> = group
         .user_ids
         .iter()
