@@ -2,7 +2,7 @@
 //! names the keys when a value, a type, a TTL or a key differs.
 
 use ecmigrate::data::connect::{RedisEndpoint, connect};
-use ecmigrate::data::verify::{VerifyMode, VerifyOptions, verify, verify_with};
+use ecmigrate::data::verify::{VerifyMode, VerifyOptions, VerifyReport, verify, verify_with};
 
 use crate::harness::{Env, block_on, exec};
 
@@ -126,6 +126,23 @@ async fn dump(c: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<u8> {
     redis::cmd("DUMP").arg(key).query_async(c).await.unwrap()
 }
 
+/// `verify --full` of `left` against `right`, with the default TTL tolerance and no progress shown.
+async fn full_verify(left: &RedisEndpoint, right: &RedisEndpoint) -> VerifyReport {
+    verify(left, right, VerifyMode::Full, 5000, &|_, _| {})
+        .await
+        .unwrap()
+}
+
+/// `items` as written on one side: as given, or reversed (so that the two processes' hashtables are
+/// filled in other orders).
+fn in_order(items: &[String], reversed: bool) -> Vec<String> {
+    let mut items = items.to_vec();
+    if reversed {
+        items.reverse();
+    }
+    items
+}
+
 /// The full comparison settles most keys by their bytes (strings) or DUMP payloads (the rest); equal
 /// values whose payloads differ (hashtable-encoded sets and hashes, written in other orders by other
 /// processes) still pass, and each kind of difference is named in the typed comparison's words.
@@ -138,12 +155,8 @@ fn full_verify_passes_equal_values_whose_dumps_differ_and_names_each_difference(
         let mut r = connect(&right).await.unwrap();
         // 300 members or fields: hashtable-encoded, in the orders of each process's own hash seed.
         let members: Vec<String> = (0..300).map(|i| format!("member-{i}")).collect();
-        for (conn, order) in [(&mut l, false), (&mut r, true)] {
-            let mut ms = members.clone();
-            if order {
-                ms.reverse();
-            }
-            for m in &ms {
+        for (conn, reversed) in [(&mut l, false), (&mut r, true)] {
+            for m in &in_order(&members, reversed) {
                 exec(conn, &["SADD", "big:set", m]).await;
                 exec(conn, &["HSET", "big:hash", m, "v"]).await;
             }
@@ -155,9 +168,7 @@ fn full_verify_passes_equal_values_whose_dumps_differ_and_names_each_difference(
         }
         let (ls, rs) = (dump(&mut l, "big:set").await, dump(&mut r, "big:set").await);
         assert_ne!(ls, rs, "the two sets must dump differently for this test");
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
+        let report = full_verify(&left, &right).await;
         assert!(report.passed(), "{report:?}");
         assert_eq!(report.keys_compared, 504);
 
@@ -170,9 +181,7 @@ fn full_verify_passes_equal_values_whose_dumps_differ_and_names_each_difference(
         exec(&mut r, &["RPUSH", "small:list", "d"]).await;
         exec(&mut r, &["SREM", "big:set", "member-7"]).await;
         exec(&mut r, &["SADD", "big:set", "member-x"]).await;
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
+        let report = full_verify(&left, &right).await;
         let reason = |key: &str| {
             report
                 .mismatches
@@ -261,28 +270,20 @@ fn full_verify_compares_values_not_encodings() {
         }
         // Hashtable sets on both sides, members added in opposite orders.
         let members: Vec<String> = (0..200).map(|i| format!("m-{i}")).collect();
-        for (conn, reverse) in [(&mut l, false), (&mut r, true)] {
-            let mut ms = members.clone();
-            if reverse {
-                ms.reverse();
-            }
-            for m in &ms {
+        for (conn, reversed) in [(&mut l, false), (&mut r, true)] {
+            for m in &in_order(&members, reversed) {
                 exec(conn, &["SADD", "big:same", m]).await;
                 exec(conn, &["SADD", "big:other", m]).await;
             }
         }
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
+        let report = full_verify(&left, &right).await;
         assert!(report.passed(), "{report:?}");
         assert_eq!(report.keys_compared, 6);
 
         exec(&mut r, &["HSET", "small:hash", "b", "2"]).await;
         exec(&mut r, &["SREM", "big:other", "m-5"]).await;
         exec(&mut r, &["SADD", "big:other", "m-x"]).await;
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
+        let report = full_verify(&left, &right).await;
         let mut named: Vec<(&str, &str)> = report
             .mismatches
             .iter()
@@ -311,12 +312,8 @@ fn full_verify_names_each_difference_of_hashes_and_lists() {
         let mut l = connect(&left).await.unwrap();
         let mut r = connect(&right).await.unwrap();
         let fields: Vec<String> = (0..300).map(|i| format!("f-{i}")).collect();
-        for (conn, reverse) in [(&mut l, false), (&mut r, true)] {
-            let mut fs = fields.clone();
-            if reverse {
-                fs.reverse();
-            }
-            for f in &fs {
+        for (conn, reversed) in [(&mut l, false), (&mut r, true)] {
+            for f in &in_order(&fields, reversed) {
                 exec(conn, &["HSET", "big:hash", f, "v"]).await;
             }
             exec(conn, &["HSET", "h:value", "a", "1", "b", "2"]).await;
@@ -325,9 +322,7 @@ fn full_verify_names_each_difference_of_hashes_and_lists() {
             exec(conn, &["RPUSH", "l:order", "x", "y", "z"]).await;
             exec(conn, &["RPUSH", "l:same", "x", "y", "z"]).await;
         }
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
+        let report = full_verify(&left, &right).await;
         assert!(report.passed(), "{report:?}");
         assert_eq!(report.keys_compared, 6);
 
@@ -337,9 +332,7 @@ fn full_verify_names_each_difference_of_hashes_and_lists() {
         exec(&mut r, &["RPUSH", "h:type", "a", "1"]).await;
         exec(&mut r, &["DEL", "l:order"]).await;
         exec(&mut r, &["RPUSH", "l:order", "z", "y", "x"]).await;
-        let report = verify(&left, &right, VerifyMode::Full, 5000, &|_, _| {})
-            .await
-            .unwrap();
+        let report = full_verify(&left, &right).await;
         let mut named: Vec<(&str, &str)> = report
             .mismatches
             .iter()
