@@ -244,7 +244,8 @@ impl<'k> Batch<'k> {
             pttls: vec![-2; n],
             values: vec![None; n],
         };
-        let mut d_dump: BTreeMap<usize, &[u8]> = BTreeMap::new();
+        // Each key's DUMP payload on each side, by its index in the batch (none for a string or a key gone).
+        let mut d_dump: Vec<Option<&[u8]>> = vec![None; n];
         for (((group, peer), mine), replies) in asked.iter().zip(&per_group).zip(&dst_replies) {
             let reads = group.idx.len() + group.runs.len();
             if replies.len() != reads + mine.len() {
@@ -258,13 +259,16 @@ impl<'k> Batch<'k> {
                 .iter()
                 .zip(payloads(&replies[reads..], mine.len(), peer)?)
             {
-                if let Some(p) = payload {
-                    d_dump.insert(i, p);
-                }
+                d_dump[i] = payload;
             }
         }
-        let s_dump = payloads(&src_replies, dump.len(), src_peer)?;
-        let mut s_dumps = dump.iter().zip(s_dump);
+        let mut s_dump: Vec<Option<&[u8]>> = vec![None; n];
+        for (&i, payload) in dump
+            .iter()
+            .zip(payloads(&src_replies, dump.len(), src_peer)?)
+        {
+            s_dump[i] = payload;
+        }
         let (mut differ, mut typed) = (Vec::new(), Vec::new());
         for i in 0..n {
             let (sp, dp) = (s_pttls[i], d.pttls[i]);
@@ -277,21 +281,15 @@ impl<'k> Batch<'k> {
                 (Some(_), Some(_)) => {
                     (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
                 }
-                (None, None) => {
-                    let s_payload = s_dumps.find(|(j, _)| **j == i).and_then(|(_, p)| p);
-                    match (
-                        s_payload.and_then(body),
-                        d_dump.get(&i).and_then(|p| body(p)),
-                    ) {
-                        (Some(a), Some(b)) if a == b || same_members(a, b) => {
-                            (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
-                        }
-                        _ => {
-                            typed.push(i);
-                            None
-                        }
+                (None, None) => match (s_dump[i].and_then(body), d_dump[i].and_then(body)) {
+                    (Some(a), Some(b)) if a == b || same_members(a, b) => {
+                        (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
                     }
-                }
+                    _ => {
+                        typed.push(i);
+                        None
+                    }
+                },
                 // A string on one side only: the typed comparison names both types.
                 _ => {
                     typed.push(i);
