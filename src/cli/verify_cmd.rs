@@ -65,6 +65,7 @@ pub async fn run(args: VerifyArgs) -> Result<i32> {
                     "mismatch_count": report.mismatch_count,
                     "key_counts": counts,
                     "mismatches": report.mismatches,
+                    "ttl_check": report.ttl_check,
                 })
             );
         }
@@ -81,6 +82,9 @@ pub async fn run(args: VerifyArgs) -> Result<i32> {
             );
             for m in &report.mismatches {
                 println!("  db{} {}: {}", m.db, m.key, m.reason);
+            }
+            if let Some(how) = &report.ttl_check {
+                println!("TTLs: {how}");
             }
         }
     }

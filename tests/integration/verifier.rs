@@ -178,6 +178,8 @@ fn full_verify_passes_equal_values_whose_dumps_differ_and_names_each_difference(
         exec(&mut r, &["DEL", "s:3"]).await;
         exec(&mut r, &["HSET", "s:3", "f", "v"]).await;
         exec(&mut r, &["PERSIST", "ttl:same"]).await;
+        // A TTL on the target only: its PTTL is not asked at first, the count finds it.
+        exec(&mut r, &["PEXPIRE", "s:4", "3600000"]).await;
         exec(&mut r, &["RPUSH", "small:list", "d"]).await;
         exec(&mut r, &["SREM", "big:set", "member-7"]).await;
         exec(&mut r, &["SADD", "big:set", "member-x"]).await;
@@ -197,9 +199,13 @@ fn full_verify_passes_equal_values_whose_dumps_differ_and_names_each_difference(
             "type string on the source, hash on the target"
         );
         assert!(reason("ttl:same").starts_with("TTL "), "{report:?}");
+        assert!(
+            reason("s:4").starts_with("TTL -1 ms on the source"),
+            "{report:?}"
+        );
         assert_eq!(reason("small:list"), "list value differs");
         assert_eq!(reason("big:set"), "set value differs");
-        assert_eq!(report.mismatch_count, 6, "{report:?}");
+        assert_eq!(report.mismatch_count, 7, "{report:?}");
     });
 }
 
@@ -226,6 +232,7 @@ fn full_verify_under_a_small_reply_bound_splits_batches_and_still_finds_the_diff
             concurrency: 3,
             batch: 100,
             max_batch_reply_bytes: 16 << 10,
+            count_target_ttls: true,
         };
         let report = verify_with(&left, &right, VerifyMode::Full, 5000, &options, &|_, _| {})
             .await
@@ -322,9 +329,17 @@ fn full_verify_names_each_difference_of_hashes_and_lists() {
             exec(conn, &["RPUSH", "l:order", "x", "y", "z"]).await;
             exec(conn, &["RPUSH", "l:same", "x", "y", "z"]).await;
         }
+        exec(&mut l, &["PEXPIRE", "l:same", "3600000"]).await;
+        exec(&mut r, &["PEXPIRE", "l:same", "3600000"]).await;
         let report = full_verify(&left, &right).await;
         assert!(report.passed(), "{report:?}");
         assert_eq!(report.keys_compared, 6);
+        // Both sides still: the target's TTL asked only where the source has one, the rest by count.
+        let how = report.ttl_check.clone().unwrap_or_default();
+        assert!(
+            how.contains("(1 on the target, as many as it holds)"),
+            "{how}"
+        );
 
         exec(&mut r, &["HSET", "h:value", "b", "3"]).await;
         exec(&mut r, &["PEXPIRE", "h:ttl", "3600000"]).await;
@@ -352,6 +367,12 @@ fn full_verify_names_each_difference_of_hashes_and_lists() {
                 ("l:order", "list value differs"),
             ],
             "{report:?}"
+        );
+        // h:ttl's TTL on the target only: the count fell short, and a second pass asked every key's.
+        let how = report.ttl_check.clone().unwrap_or_default();
+        assert!(
+            how.contains("holds 2 keys with a TTL, the pass found 1"),
+            "{how}"
         );
     });
 }

@@ -3,7 +3,8 @@
 //!
 //! Round one asks the source what a copy asks it: a PTTL per key and one MGET (per slot, on a cluster),
 //! which answers strings, most keys, with their bytes and everything else with nil. Round two asks the
-//! target the same, in the same round trip DUMP of the keys that are not strings on the source, while
+//! target the same (the PTTL only of keys with a TTL on the source, where the pass proves the rest by
+//! count: [`TargetTtls`]), in the same round trip DUMP of the keys that are not strings on the source, while
 //! the source is asked for their DUMP: three round trips a batch, as a copy makes (two to the source,
 //! one to the target), where asking both sides each round made four (each round trip costs the
 //! verifier and the server a write, a read and a wake-up). Strings are compared byte for byte, DUMP
@@ -116,15 +117,27 @@ pub(super) struct Batch<'k> {
     pub(super) targets: Vec<Group>,
 }
 
-/// What a batch found: keys that differ, keys left to the typed comparison, and the source's reply
-/// bytes per key (which size the next batches).
+/// What a batch found: keys that differ, keys left to the typed comparison, the source's reply bytes
+/// per key (which size the next batches), and how many keys the target said have a TTL.
 pub(super) struct Found {
     pub(super) differ: Vec<(Vec<u8>, String)>,
     pub(super) typed: Vec<Vec<u8>>,
     pub(super) bytes_per_key: usize,
+    pub(super) target_expiring: u64,
 }
 
-/// One side's answer to round one: each key's PTTL and, for a string, its bytes.
+/// Which keys' TTLs a batch asks the target.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum TargetTtls {
+    /// Every key's.
+    Every,
+    /// Only of the keys with a TTL on the source; the pass proves by count that the others have none
+    /// there (see [`super::expiry`]). Four keys in five have no TTL in a typical cache, and a PTTL was
+    /// the target's costliest read per key.
+    OfExpiring,
+}
+
+/// One side's answer to round one: the PTTLs asked and, for a string, its bytes.
 struct Read<'r> {
     pttls: Vec<i64>,
     values: Vec<Option<&'r [u8]>>,
@@ -170,6 +183,7 @@ impl<'k> Batch<'k> {
         &self,
         conns: &mut Conns,
         ttl_tolerance_ms: i64,
+        target_ttls: TargetTtls,
     ) -> Result<Found, BatchError> {
         let Conns { src, dst } = conns;
         let (src, src_peer) = src.as_mut().expect("the source connection is open");
@@ -189,12 +203,12 @@ impl<'k> Batch<'k> {
         // Round one: PTTL and MGET on the source. Its strings are kept (one buffer) while its
         // connection serves round two.
         let all: Vec<usize> = (0..n).collect();
-        queue_reads(src, &self.keys, &all, &self.runs);
+        queue_reads(src, &self.keys, &all, &all, &self.runs);
         let replies = src.round_trip().await.map_err(lane_err(Role::Source))?;
         let Read {
             pttls: s_pttls,
             values,
-        } = read(&replies, &self.runs, src_peer)?;
+        } = read(&replies, n, &self.runs, src_peer)?;
         let mut s_bytes = Vec::with_capacity(replies_bytes(&values));
         let s_values: Vec<Option<Range<usize>>> = values
             .iter()
@@ -211,8 +225,9 @@ impl<'k> Batch<'k> {
             .filter(|&i| s_values[i].is_none() && s_pttls[i] != -2)
             .collect();
 
-        // Round two, on both sides at once: DUMP of those on the source; on the target PTTL and MGET
-        // of every key, then DUMP of those (one round trip per target primary).
+        // Round two, on both sides at once: DUMP of those on the source; on the target PTTL of the keys
+        // `target_ttls` asks and MGET of every key, then DUMP of those (one round trip per target
+        // primary).
         let per_group: Vec<Vec<usize>> = asked
             .iter()
             .map(|(group, _)| {
@@ -221,9 +236,24 @@ impl<'k> Batch<'k> {
                     .collect()
             })
             .collect();
+        let ttls_of: Vec<Vec<usize>> = asked
+            .iter()
+            .map(|(group, _)| match target_ttls {
+                TargetTtls::Every => group.idx.clone(),
+                TargetTtls::OfExpiring => {
+                    let mine = group.idx.iter().copied();
+                    mine.filter(|&i| s_pttls[i] >= 0).collect()
+                }
+            })
+            .collect();
         queue_dumps(src, &self.keys, &dump);
-        for (((group, _), conn), mine) in asked.iter().zip(dsts.iter_mut()).zip(&per_group) {
-            queue_reads(conn, &self.keys, &group.idx, &group.runs);
+        for ((((group, _), conn), mine), ttls) in asked
+            .iter()
+            .zip(dsts.iter_mut())
+            .zip(&per_group)
+            .zip(&ttls_of)
+        {
+            queue_reads(conn, &self.keys, ttls, &group.idx, &group.runs);
             queue_dumps(conn, &self.keys, mine);
         }
         let src_dumps = async {
@@ -240,20 +270,24 @@ impl<'k> Batch<'k> {
                     .map(|conn| conn.round_trip().map_err(lane_err(Role::Target)))
             )
         )?;
-        let mut d = Read {
-            pttls: vec![-2; n],
-            values: vec![None; n],
-        };
+        // The target's PTTL of each key it was asked (none where it was not), and its strings.
+        let mut d_pttls: Vec<Option<i64>> = vec![None; n];
+        let mut d_values: Vec<Option<&[u8]>> = vec![None; n];
         // Each key's DUMP payload on each side, by its index in the batch (none for a string or a key gone).
         let mut d_dump: Vec<Option<&[u8]>> = vec![None; n];
-        for (((group, peer), mine), replies) in asked.iter().zip(&per_group).zip(&dst_replies) {
-            let reads = group.idx.len() + group.runs.len();
+        for ((((group, peer), mine), ttls), replies) in
+            asked.iter().zip(&per_group).zip(&ttls_of).zip(&dst_replies)
+        {
+            let reads = ttls.len() + group.runs.len();
             if replies.len() != reads + mine.len() {
                 return Err(odd(peer, "every PTTL, MGET and DUMP"));
             }
-            let got = read(&replies[..reads], &group.runs, peer)?;
-            for (j, &i) in group.idx.iter().enumerate() {
-                (d.pttls[i], d.values[i]) = (got.pttls[j], got.values[j]);
+            let got = read(&replies[..reads], ttls.len(), &group.runs, peer)?;
+            for (&i, pttl) in ttls.iter().zip(got.pttls) {
+                d_pttls[i] = Some(pttl);
+            }
+            for (&i, value) in group.idx.iter().zip(got.values) {
+                d_values[i] = value;
             }
             for (&i, payload) in mine
                 .iter()
@@ -271,20 +305,21 @@ impl<'k> Batch<'k> {
         }
         let (mut differ, mut typed) = (Vec::new(), Vec::new());
         for i in 0..n {
-            let (sp, dp) = (s_pttls[i], d.pttls[i]);
+            let (sp, dp) = (s_pttls[i], d_pttls[i]);
+            // A TTL the target was not asked is the pass's to prove (by count), not the batch's.
+            let ttl = || match dp {
+                Some(dp) if !ttls_agree(sp, dp, ttl_tolerance_ms) => Some(ttl_differs(sp, dp)),
+                _ => None,
+            };
             let s_value = s_values[i].clone().map(|r| &s_bytes[r]);
-            let why = match (s_value, d.values[i]) {
+            let why = match (s_value, d_values[i]) {
                 // Gone from the source while we looked (expired or deleted): nothing to compare.
                 _ if sp == -2 => None,
-                _ if dp == -2 => Some("missing on the target".to_string()),
+                _ if dp == Some(-2) => Some("missing on the target".to_string()),
                 (Some(a), Some(b)) if a != b => Some("string value differs".to_string()),
-                (Some(_), Some(_)) => {
-                    (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
-                }
+                (Some(_), Some(_)) => ttl(),
                 (None, None) => match (s_dump[i].and_then(body), d_dump[i].and_then(body)) {
-                    (Some(a), Some(b)) if a == b || same_members(a, b) => {
-                        (!ttls_agree(sp, dp, ttl_tolerance_ms)).then(|| ttl_differs(sp, dp))
-                    }
+                    (Some(a), Some(b)) if a == b || same_members(a, b) => ttl(),
                     _ => {
                         typed.push(i);
                         None
@@ -304,6 +339,7 @@ impl<'k> Batch<'k> {
             differ,
             typed: typed.into_iter().map(|i| self.keys[i].to_vec()).collect(),
             bytes_per_key: src.take_read_bytes() / n.max(1),
+            target_expiring: d_pttls.iter().flatten().filter(|&&p| p >= 0).count() as u64,
         })
     }
 }
@@ -330,9 +366,15 @@ static DUMP: LazyLock<Head> = LazyLock::new(|| Head::new(2, b"DUMP"));
 /// A one-key MGET: on a cluster most slot runs of a batch are one key long.
 static MGET_ONE: LazyLock<Head> = LazyLock::new(|| Head::new(2, b"MGET"));
 
-/// Queue a PTTL for each key of `idx`, then an MGET per run (`runs` are ranges of `idx`).
-fn queue_reads(conn: &mut PipeConn, keys: &[&[u8]], idx: &[usize], runs: &[Range<usize>]) {
-    for &i in idx {
+/// Queue a PTTL for each key of `ttls`, then an MGET per run of `idx` (`runs` are ranges of `idx`).
+fn queue_reads(
+    conn: &mut PipeConn,
+    keys: &[&[u8]],
+    ttls: &[usize],
+    idx: &[usize],
+    runs: &[Range<usize>],
+) {
+    for &i in ttls {
         conn.command_head(&PTTL).arg(keys[i]);
     }
     for run in runs {
@@ -392,23 +434,24 @@ fn side(peer: &Peer) -> &'static str {
     }
 }
 
-/// Round one's replies of one side: a PTTL per key, then an MGET per run.
+/// A side's replies to [`queue_reads`]: `ttls` PTTLs, then an MGET per run.
 fn read<'r>(
     replies: &'r [Reply<'_>],
+    ttls: usize,
     runs: &[Range<usize>],
     peer: &Peer,
 ) -> Result<Read<'r>, BatchError> {
     refused(replies, peer)?;
-    let n = runs.last().map_or(0, |r| r.end);
-    if replies.len() != n + runs.len() {
+    if replies.len() != ttls + runs.len() {
         return Err(odd(peer, "every PTTL and MGET"));
     }
-    let pttls = replies[..n]
+    let n = runs.last().map_or(0, |r| r.end);
+    let pttls = replies[..ttls]
         .iter()
         .map(|r| r.int().ok_or_else(|| odd(peer, "PTTL with a number")))
         .collect::<Result<Vec<i64>, _>>()?;
     let mut values = Vec::with_capacity(n);
-    for (run, reply) in runs.iter().zip(&replies[n..]) {
+    for (run, reply) in runs.iter().zip(&replies[ttls..]) {
         match reply {
             Reply::Array(got) if got.len() == run.len() => {
                 for value in got {

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, mpsc};
 
-use super::batch::{Batch, BatchError, Conns};
+use super::batch::{Batch, BatchError, Conns, Found};
 use super::{Pass, VerifyOptions};
 use crate::data::error::{DataError, Peer, Role};
 use crate::data::resp::{KeyBatch, PipeConn, Reply};
@@ -156,9 +156,10 @@ impl Lane<'_, '_> {
         let mut queue: VecDeque<&[&[u8]]> = keys.chunks(limit).collect();
         while let Some(keys) = queue.pop_front() {
             match self.verify_batch(keys).await {
-                Ok((differ, per_key)) => {
-                    self.fit_limit(per_key);
-                    self.pass.tally(self.db, keys.len(), differ);
+                Ok(found) => {
+                    self.fit_limit(found.bytes_per_key);
+                    self.pass
+                        .tally(self.db, keys.len(), found.differ, found.target_expiring);
                 }
                 Err(BatchError::Failed(e)) => return Err(e),
                 Err(BatchError::TooLarge) if keys.len() > 1 => {
@@ -182,10 +183,7 @@ impl Lane<'_, '_> {
     /// once more on new ones: a server may have closed an idle connection (a timeout, a failover, `CLIENT
     /// KILL`), and a comparison only reads. Connections that failed, or whose replies exceeded the bound,
     /// are out of step for good and are closed.
-    async fn verify_batch(
-        &mut self,
-        keys: &[&[u8]],
-    ) -> Result<(Vec<(Vec<u8>, String)>, usize), BatchError> {
+    async fn verify_batch(&mut self, keys: &[&[u8]]) -> Result<Found, BatchError> {
         let routed = self.pass.routed;
         let batch = Batch::route(keys, &routed.source, &routed.target);
         let mut reused = self.conns.ready(&batch);
@@ -194,7 +192,11 @@ impl Lane<'_, '_> {
                 .open(routed, self.db, self.s, &batch, self.options)
                 .await?;
             let result = batch
-                .compare(&mut self.conns, self.pass.ttl_tolerance_ms)
+                .compare(
+                    &mut self.conns,
+                    self.pass.ttl_tolerance_ms,
+                    self.pass.target_ttls,
+                )
                 .await;
             match result {
                 Ok(mut found) => {
@@ -204,7 +206,7 @@ impl Lane<'_, '_> {
                             .await?;
                         found.differ.extend(differ);
                     }
-                    return Ok((found.differ, found.bytes_per_key));
+                    return Ok(found);
                 }
                 Err(e) => {
                     self.conns = Conns::default();

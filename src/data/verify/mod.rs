@@ -21,10 +21,12 @@ use crate::data::error::{DataError, Role};
 
 mod batch;
 mod bulk;
+mod expiry;
 mod payload;
 mod routing;
 mod typed;
 
+use batch::TargetTtls;
 use routing::{Routed, sample_share};
 
 /// Tuning of a full comparison: the copier's shape (see [`crate::data::copier::CopyOptions`]), and its
@@ -38,6 +40,11 @@ pub struct VerifyOptions {
     /// Bytes of replies one round trip of a batch may read, on each side: a batch that exceeds it is
     /// split in halves, and a single key above it is compared alone by the typed comparison.
     pub max_batch_reply_bytes: usize,
+    /// Ask the target the TTL only of the keys that have one on the source, and prove by count that
+    /// the others have none there ([`expiry`]); where the proof does not hold (either side changed
+    /// during the pass), compare again asking every key's TTL. Off while writes are expected (a live
+    /// copy runs): the proof would not hold, and the second pass would double the time.
+    pub count_target_ttls: bool,
 }
 
 impl Default for VerifyOptions {
@@ -48,6 +55,7 @@ impl Default for VerifyOptions {
             // As the copier's: 32 lanes × 1 MiB × (2 for a read buffer) × (2 sides) stays near 128 MiB
             // even when every lane carries large values.
             max_batch_reply_bytes: 1 << 20,
+            count_target_ttls: true,
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct VerifyReport {
     /// Every differing key up to a bound (for a re-check once pending writes are copied).
     #[serde(skip)]
     pub differing: Vec<(i64, Vec<u8>)>,
+    /// How a full comparison checked the target's TTLs (none for a sample, which asks every key's).
+    pub ttl_check: Option<String>,
 }
 
 impl VerifyReport {
@@ -149,14 +159,14 @@ pub async fn verify_with(
     let src_shards = routed.shard_counts(Role::Source).await?;
     let src_counts = summed(&src_shards);
     let dst_counts = summed(&routed.shard_counts(Role::Target).await?);
-    let mut report = VerifyReport::default();
+    let mut counted = VerifyReport::default();
     let dbs: BTreeSet<i64> = src_counts
         .keys()
         .chain(dst_counts.keys())
         .copied()
         .collect();
     for db in &dbs {
-        report.key_counts.insert(
+        counted.key_counts.insert(
             *db,
             (
                 src_counts.get(db).copied().unwrap_or(0),
@@ -168,46 +178,50 @@ pub async fn verify_with(
         VerifyMode::Full => src_counts.values().sum(),
         VerifyMode::Sample(n) => src_counts.values().map(|c| (*c).min(n)).sum(),
     };
-    let pass = Pass {
+    let pass = |target_ttls| Pass {
         routed: &routed,
-        report: std::sync::Mutex::new(report),
+        report: std::sync::Mutex::new(counted.clone()),
+        seen: std::sync::Mutex::new(BTreeMap::new()),
         ttl_tolerance_ms,
+        target_ttls,
         done: AtomicU64::new(0),
         total,
         progress,
     };
-    for (db, count) in &src_counts {
-        // The source primaries holding keys of this database, and how many each holds.
-        let holders: Vec<(usize, u64)> = src_shards
-            .iter()
-            .enumerate()
-            .map(|(s, counts)| (s, counts.get(db).copied().unwrap_or(0)))
-            .filter(|(_, held)| *held > 0)
-            .collect();
-        match mode {
-            VerifyMode::Sample(n) => {
-                for (s, held) in holders {
-                    let mut sides = pass.routed.sides(*db, s, 0).await?;
-                    let keys = sample_keys(&mut sides.s, sample_share(n, held, *count))
-                        .await
-                        .map_err(sides.err(Role::Source))?;
-                    for chunk in keys.chunks(200) {
-                        pass.compare_typed(*db, chunk).await?;
-                    }
+    let mut report = match mode {
+        VerifyMode::Full if options.count_target_ttls => {
+            let before = expiry::Still::read(&routed).await?;
+            let first = pass(TargetTtls::OfExpiring);
+            first.run(&src_shards, &src_counts, mode, options).await?;
+            let after = expiry::Still::read(&routed).await?;
+            let seen = first.seen.into_inner().expect("a comparison panicked");
+            match expiry::prove(&before, &after, &seen) {
+                Ok(how) => {
+                    let mut report = first.report.into_inner().expect("a comparison panicked");
+                    report.ttl_check = Some(how);
+                    report
+                }
+                Err(why) => {
+                    let again = pass(TargetTtls::Every);
+                    again.run(&src_shards, &src_counts, mode, options).await?;
+                    let mut report = again.report.into_inner().expect("a comparison panicked");
+                    report.ttl_check = Some(format!(
+                        "every key's TTL asked on the target, in a second pass: {why}"
+                    ));
+                    report
                 }
             }
-            VerifyMode::Full => {
-                // Every primary at once, each with its share of the lanes, as a copy does: the batches in
-                // flight, and the memory they hold, stay what a single primary's comparison holds.
-                let lanes = options.concurrency.max(1).div_ceil(holders.len().max(1));
-                let scans = holders
-                    .iter()
-                    .map(|(s, _)| bulk::verify_primary(&pass, *db, *s, lanes, options));
-                futures_util::future::try_join_all(scans).await?;
-            }
         }
-    }
-    let mut report = pass.report.into_inner().expect("a comparison panicked");
+        _ => {
+            let only = pass(TargetTtls::Every);
+            only.run(&src_shards, &src_counts, mode, options).await?;
+            let mut report = only.report.into_inner().expect("a comparison panicked");
+            if let VerifyMode::Full = mode {
+                report.ttl_check = Some("every key's TTL asked on the target".to_string());
+            }
+            report
+        }
+    };
     recount_live(&routed, &mut report).await?;
     Ok(report)
 }
@@ -228,21 +242,79 @@ fn summed(shards: &[BTreeMap<i64, u64>]) -> BTreeMap<i64, u64> {
 struct Pass<'a> {
     routed: &'a Routed,
     report: std::sync::Mutex<VerifyReport>,
+    /// Per database: the keys compared and, of them, those the target said have a TTL.
+    seen: std::sync::Mutex<BTreeMap<i64, expiry::Seen>>,
     ttl_tolerance_ms: i64,
+    target_ttls: TargetTtls,
     done: AtomicU64,
     total: u64,
     progress: &'a (dyn Fn(u64, u64) + Send + Sync),
 }
 
 impl Pass<'_> {
-    /// Record a compared batch of `compared` keys of database `db`, and what differs in it.
-    fn tally(&self, db: i64, compared: usize, differ: Vec<(Vec<u8>, String)>) {
+    /// Compare every database of the source: a sample of each primary's keys, or all of them, every
+    /// primary at once.
+    async fn run(
+        &self,
+        src_shards: &[BTreeMap<i64, u64>],
+        src_counts: &BTreeMap<i64, u64>,
+        mode: VerifyMode,
+        options: &VerifyOptions,
+    ) -> Result<(), DataError> {
+        for (db, count) in src_counts {
+            // The source primaries holding keys of this database, and how many each holds.
+            let holders: Vec<(usize, u64)> = src_shards
+                .iter()
+                .enumerate()
+                .map(|(s, counts)| (s, counts.get(db).copied().unwrap_or(0)))
+                .filter(|(_, held)| *held > 0)
+                .collect();
+            match mode {
+                VerifyMode::Sample(n) => {
+                    for (s, held) in holders {
+                        let mut sides = self.routed.sides(*db, s, 0).await?;
+                        let keys = sample_keys(&mut sides.s, sample_share(n, held, *count))
+                            .await
+                            .map_err(sides.err(Role::Source))?;
+                        for chunk in keys.chunks(200) {
+                            self.compare_typed(*db, chunk).await?;
+                        }
+                    }
+                }
+                VerifyMode::Full => {
+                    // Every primary at once, each with its share of the lanes, as a copy does: the
+                    // batches in flight, and the memory they hold, stay what a single primary's
+                    // comparison holds.
+                    let lanes = options.concurrency.max(1).div_ceil(holders.len().max(1));
+                    let scans = holders
+                        .iter()
+                        .map(|(s, _)| bulk::verify_primary(self, *db, *s, lanes, options));
+                    futures_util::future::try_join_all(scans).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Record a compared batch of `compared` keys of database `db`, what differs in it, and how many
+    /// of its keys the target said have a TTL.
+    fn tally(
+        &self,
+        db: i64,
+        compared: usize,
+        differ: Vec<(Vec<u8>, String)>,
+        target_expiring: u64,
+    ) {
         {
             let mut report = self.report.lock().expect("a comparison panicked");
             for (key, reason) in differ {
                 report.record(db, &key, reason);
             }
             report.keys_compared += compared as u64;
+            let mut seen = self.seen.lock().expect("a comparison panicked");
+            let seen = seen.entry(db).or_default();
+            seen.compared += compared as u64;
+            seen.target_expiring += target_expiring;
         }
         let done = self.done.fetch_add(compared as u64, Ordering::Relaxed) + compared as u64;
         (self.progress)(done.min(self.total), self.total);
@@ -250,11 +322,11 @@ impl Pass<'_> {
 
     /// Compare a batch of database `db` by type and value ([`typed`]) and record what differs.
     async fn compare_typed(&self, db: i64, batch: &[Vec<u8>]) -> Result<(), DataError> {
-        let differ = self
+        let (differ, target_expiring) = self
             .routed
-            .compare(db, batch, self.ttl_tolerance_ms)
+            .compare_counting(db, batch, self.ttl_tolerance_ms)
             .await?;
-        self.tally(db, batch.len(), differ);
+        self.tally(db, batch.len(), differ, target_expiring);
         Ok(())
     }
 }

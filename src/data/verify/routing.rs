@@ -87,18 +87,29 @@ impl Routed {
         batch: &[Vec<u8>],
         ttl_tolerance_ms: i64,
     ) -> Result<Vec<(Vec<u8>, String)>, DataError> {
+        Ok(self.compare_counting(db, batch, ttl_tolerance_ms).await?.0)
+    }
+
+    /// [`Routed::compare`], and how many keys of `batch` have a TTL on the target.
+    pub(super) async fn compare_counting(
+        &self,
+        db: i64,
+        batch: &[Vec<u8>],
+        ttl_tolerance_ms: i64,
+    ) -> Result<(Vec<(Vec<u8>, String)>, u64), DataError> {
         let mut groups: BTreeMap<(usize, usize), Vec<Vec<u8>>> = BTreeMap::new();
         for key in batch {
             let route = (self.source.shard_of(key), self.target.shard_of(key));
             groups.entry(route).or_default().push(key.clone());
         }
-        let mut differ = Vec::new();
+        let (mut differ, mut target_expiring) = (Vec::new(), 0);
         for ((s, t), keys) in groups {
             let mut sides = self.sides(db, s, t).await?;
             let found = sides.compare(&keys, ttl_tolerance_ms).await?;
-            differ.extend(found.into_iter().map(|(k, why)| (k.to_vec(), why)));
+            target_expiring += found.target_expiring;
+            differ.extend(found.differ.into_iter().map(|(k, why)| (k.to_vec(), why)));
         }
-        Ok(differ)
+        Ok((differ, target_expiring))
     }
 }
 

@@ -64,7 +64,7 @@ impl Sides {
         &mut self,
         batch: &'k [Vec<u8>],
         ttl_tolerance_ms: i64,
-    ) -> Result<Vec<(&'k [u8], String)>, DataError> {
+    ) -> Result<Compared<'k>, DataError> {
         let (src_err, dst_err) = (self.err(Role::Source), self.err(Role::Target));
         compare_keys(
             &mut self.s,
@@ -83,6 +83,13 @@ type SideErrors<'a> = (
     &'a (dyn Fn(redis::RedisError) -> DataError + Sync),
 );
 
+/// What a typed comparison found: the keys that differ, with what differs, and how many keys of the
+/// batch have a TTL on the target.
+pub(super) struct Compared<'k> {
+    pub(super) differ: Vec<(&'k [u8], String)>,
+    pub(super) target_expiring: u64,
+}
+
 /// The keys of `batch` that differ, with what differs. Two pipelined round trips per side: types and
 /// TTLs, then values; both sides are read concurrently.
 async fn compare_keys<'k>(
@@ -91,11 +98,12 @@ async fn compare_keys<'k>(
     batch: &'k [Vec<u8>],
     ttl_tolerance_ms: i64,
     (src_err, dst_err): SideErrors<'_>,
-) -> Result<Vec<(&'k [u8], String)>, DataError> {
+) -> Result<Compared<'k>, DataError> {
     let (s_meta, d_meta) = tokio::try_join!(
         types_and_ttls(s, batch).map_err(src_err),
         types_and_ttls(d, batch).map_err(dst_err)
     )?;
+    let target_expiring = d_meta.iter().filter(|(_, ttl)| *ttl >= 0).count() as u64;
     let mut differ = Vec::new();
     let mut to_read: Vec<(usize, String)> = Vec::new();
     for (i, key) in batch.iter().enumerate() {
@@ -132,7 +140,10 @@ async fn compare_keys<'k>(
             differ.push((key, ttl_differs(s_ttl, d_ttl)));
         }
     }
-    Ok(differ)
+    Ok(Compared {
+        differ,
+        target_expiring,
+    })
 }
 
 async fn types_and_ttls(
