@@ -36,8 +36,16 @@ pub(super) struct Counts {
 }
 
 impl Counts {
+    /// Keys per database.
+    pub(super) fn keys_per_db(&self) -> BTreeMap<i64, u64> {
+        self.dbs
+            .iter()
+            .map(|(db, (keys, _))| (*db, *keys))
+            .collect()
+    }
+
     /// The counts in the text of `INFO keyspace` and `INFO stats`.
-    fn parse(info: &str) -> Counts {
+    pub(super) fn parse(info: &str) -> Counts {
         let mut out = Counts::default();
         for line in info.lines().map(str::trim) {
             if let Some(n) = line.strip_prefix("expired_keys:") {

@@ -113,24 +113,7 @@ impl VerifyReport {
 /// Key count per database from `INFO keyspace`.
 pub async fn keyspace(conn: &mut MultiplexedConnection) -> redis::RedisResult<BTreeMap<i64, u64>> {
     let info: String = redis::cmd("INFO").arg("keyspace").query_async(conn).await?;
-    let mut out = BTreeMap::new();
-    for line in info.lines() {
-        let Some(rest) = line.strip_prefix("db") else {
-            continue;
-        };
-        let Some((db, fields)) = rest.split_once(':') else {
-            continue;
-        };
-        let keys = fields
-            .split(',')
-            .find_map(|f| f.strip_prefix("keys="))
-            .and_then(|k| k.parse().ok())
-            .unwrap_or(0);
-        if let Ok(db) = db.parse() {
-            out.insert(db, keys);
-        }
-    }
-    Ok(out)
+    Ok(expiry::Counts::parse(&info).keys_per_db())
 }
 
 /// Compare `source` and `target` (each a single primary or a cluster): key counts per database summed
@@ -191,20 +174,18 @@ pub async fn verify_with(
     let mut report = match mode {
         VerifyMode::Full if options.count_target_ttls => {
             let before = expiry::Still::read(&routed).await?;
-            let first = pass(TargetTtls::OfExpiring);
-            first.run(&src_shards, &src_counts, mode, options).await?;
+            let run = pass(TargetTtls::OfExpiring);
+            let (mut report, seen) = run.run(&src_shards, &src_counts, mode, options).await?;
             let after = expiry::Still::read(&routed).await?;
-            let seen = first.seen.into_inner().expect("a comparison panicked");
             match expiry::prove(&before, &after, &seen) {
                 Ok(how) => {
-                    let mut report = first.report.into_inner().expect("a comparison panicked");
                     report.ttl_check = Some(how);
                     report
                 }
                 Err(why) => {
                     let again = pass(TargetTtls::Every);
-                    again.run(&src_shards, &src_counts, mode, options).await?;
-                    let mut report = again.report.into_inner().expect("a comparison panicked");
+                    let (mut report, _) =
+                        again.run(&src_shards, &src_counts, mode, options).await?;
                     report.ttl_check = Some(format!(
                         "every key's TTL asked on the target, in a second pass: {why}"
                     ));
@@ -214,8 +195,7 @@ pub async fn verify_with(
         }
         _ => {
             let only = pass(TargetTtls::Every);
-            only.run(&src_shards, &src_counts, mode, options).await?;
-            let mut report = only.report.into_inner().expect("a comparison panicked");
+            let (mut report, _) = only.run(&src_shards, &src_counts, mode, options).await?;
             if let VerifyMode::Full = mode {
                 report.ttl_check = Some("every key's TTL asked on the target".to_string());
             }
@@ -253,14 +233,14 @@ struct Pass<'a> {
 
 impl Pass<'_> {
     /// Compare every database of the source: a sample of each primary's keys, or all of them, every
-    /// primary at once.
+    /// primary at once. Returns the report and what was seen per database.
     async fn run(
-        &self,
+        self,
         src_shards: &[BTreeMap<i64, u64>],
         src_counts: &BTreeMap<i64, u64>,
         mode: VerifyMode,
         options: &VerifyOptions,
-    ) -> Result<(), DataError> {
+    ) -> Result<(VerifyReport, BTreeMap<i64, expiry::Seen>), DataError> {
         for (db, count) in src_counts {
             // The source primaries holding keys of this database, and how many each holds.
             let holders: Vec<(usize, u64)> = src_shards
@@ -288,12 +268,15 @@ impl Pass<'_> {
                     let lanes = options.concurrency.max(1).div_ceil(holders.len().max(1));
                     let scans = holders
                         .iter()
-                        .map(|(s, _)| bulk::verify_primary(self, *db, *s, lanes, options));
+                        .map(|(s, _)| bulk::verify_primary(&self, *db, *s, lanes, options));
                     futures_util::future::try_join_all(scans).await?;
                 }
             }
         }
-        Ok(())
+        Ok((
+            self.report.into_inner().expect("a comparison panicked"),
+            self.seen.into_inner().expect("a comparison panicked"),
+        ))
     }
 
     /// Record a compared batch of `compared` keys of database `db`, what differs in it, and how many
