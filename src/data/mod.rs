@@ -7,6 +7,7 @@ pub mod connect;
 pub mod copier;
 pub mod error;
 pub mod fence;
+pub mod keyscan;
 pub mod resp;
 pub mod seed;
 pub mod stream;

@@ -424,6 +424,19 @@ impl KeyBatch {
         Some(found)
     }
 
+    /// These keys, in this order.
+    pub fn from_keys<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> KeyBatch {
+        let mut found = KeyBatch {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        };
+        for key in keys {
+            found.bytes.extend_from_slice(key);
+            found.ends.push(found.bytes.len());
+        }
+        found
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

@@ -108,6 +108,23 @@ impl Topology {
         })
     }
 
+    /// A cluster of primaries on 127.0.0.1:7000, 7001, ... owning these slot ranges, one each (tests of
+    /// routing that need no server).
+    #[cfg(test)]
+    pub(crate) fn local_cluster(ranges: &[(u16, u16)]) -> Topology {
+        let primaries = (0u16..)
+            .zip(ranges)
+            .map(|(i, &range)| Primary {
+                host: "127.0.0.1".into(),
+                port: 7000 + i,
+                slots: vec![range],
+                replicas: Vec::new(),
+            })
+            .collect();
+        Topology::cluster(&RedisEndpoint::plain("127.0.0.1", 7000), primaries)
+            .expect("every slot owned by one primary")
+    }
+
     /// A cluster from its primaries (`host`, `port`, slot ranges): every slot must have exactly one owner.
     fn cluster(given: &RedisEndpoint, primaries: Vec<Primary>) -> Result<Topology, String> {
         let mut primaries: Vec<Primary> = primaries

@@ -1,5 +1,5 @@
-//! What SCAN drives: the full copy (a scanner per source primary feeding the keys of each database, one
-//! SCAN reply per batch, through a bounded channel to one worker per lane) and the reconcile's second half
+//! What SCAN drives: the full copy (a scanner per source primary feeding the keys of each database, in
+//! batches as [`crate::data::keyscan`] orders them, through a bounded channel to one worker per lane) and the reconcile's second half
 //! (deleting the target's keys that the source no longer has, primary by primary).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,10 +10,11 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{Mutex, mpsc};
 
 use super::route::Routes;
-use super::{Copier, Err, Pair, lane_err, rerr};
+use super::{Copier, Err, rerr};
 use crate::data::connect::{RedisEndpoint, connect};
-use crate::data::error::{DataError, Role};
-use crate::data::resp::{KeyBatch, PipeConn, Reply};
+use crate::data::error::{DataError, Peer, Role};
+use crate::data::keyscan::{Order, scan_keys};
+use crate::data::resp::{KeyBatch, PipeConn};
 
 impl Copier {
     /// Copy database `db` of source primary `shard`: its own scanner feeding its own workers, one per
@@ -30,11 +31,23 @@ impl Copier {
         // Bounded: the scanner waits when the workers fall behind, so memory does not grow with the keyspace.
         let (tx, rx) = mpsc::channel::<KeyBatch>(workers * 2);
         let rx = Arc::new(Mutex::new(rx));
-        let scanning = &routes.pairs[shard][0];
-        let scan_conn = PipeConn::open(&scanning.source.with_db(db))
+        let source = routes.source.shards[shard].endpoint.with_db(db);
+        let scan_conn = PipeConn::open(&source)
             .await
             .map_err(|e| e.role(Role::Source))?;
-        let scanner = scanning.scan_keys(db, scan_conn, tx);
+        let order = if routes.source.cluster || routes.target.cluster {
+            Order::BySlot(&routes.target)
+        } else {
+            Order::AsScanned
+        };
+        let scanner = scan_keys(
+            scan_conn,
+            Peer::from(&source),
+            "copy",
+            self.options.batch,
+            order,
+            tx,
+        );
         let work = (0..workers).map(|lane| {
             let rx = rx.clone();
             async move {
@@ -57,57 +70,6 @@ impl Copier {
         // try_join: a worker's error drops the scanner, which would otherwise wait forever on a full
         // channel that no worker reads any more.
         tokio::try_join!(scanner, futures_util::future::try_join_all(work))?;
-        Ok(())
-    }
-}
-
-impl Pair {
-    /// Send the keys of database `db` down `tx`, one SCAN reply per batch, until the cursor is back to 0
-    /// or the workers stopped.
-    async fn scan_keys(
-        &self,
-        db: i64,
-        mut scan_conn: PipeConn,
-        tx: mpsc::Sender<KeyBatch>,
-    ) -> Result<(), Err> {
-        let batch = self.options.batch;
-        // The cursor is sent back as the server wrote it (an unsigned 64-bit number).
-        let mut cursor: Vec<u8> = b"0".to_vec();
-        loop {
-            scan_conn
-                .command(4)
-                .arg(b"SCAN")
-                .arg(&cursor)
-                .arg(b"COUNT")
-                .arg_int(batch as i64);
-            let replies = scan_conn
-                .round_trip()
-                .await
-                .map_err(lane_err(Role::Source))?;
-            self.refused(&replies, Role::Source, db)?;
-            let odd = || self.odd_reply(Role::Source, db, "copy: the source answered SCAN oddly");
-            let (next, keys) = match replies.first() {
-                Some(Reply::Array(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
-                    (Reply::Bulk(next), Reply::Array(keys)) => (next.to_vec(), keys),
-                    _ => return Err(odd()),
-                },
-                _ => return Err(odd()),
-            };
-            let found = KeyBatch::from_replies(keys).ok_or_else(|| {
-                self.odd_reply(
-                    Role::Source,
-                    db,
-                    "copy: the source answered SCAN with a key that is not a string",
-                )
-            })?;
-            if !found.is_empty() && tx.send(found).await.is_err() {
-                break; // the workers stopped on an error, which they report
-            }
-            if next == b"0" {
-                break;
-            }
-            cursor = next;
-        }
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! `verify --full` on the bulk lane (`data::resp`), in the copier's shape: per source primary one scanner
-//! (SCAN, one reply per batch) feeding a bounded channel, read by lanes that each compare one batch at a
+//! (SCAN, in batches as [`crate::data::keyscan`] orders them) feeding a bounded channel, read by lanes that each compare one batch at a
 //! time on connections of their own (one to the source primary, one per target primary it routes to),
 //! all lanes of all primaries in flight at once. Memory stays bounded: the channel holds at most two
 //! batches per lane, and a round trip may read at most `max_batch_reply_bytes` of replies per side.
@@ -37,7 +37,8 @@ use tokio::sync::{Mutex, mpsc};
 use super::batch::{Batch, BatchError, Conns, Found};
 use super::{Pass, VerifyOptions};
 use crate::data::error::{DataError, Peer, Role};
-use crate::data::resp::{KeyBatch, PipeConn, Reply};
+use crate::data::keyscan::{Order, scan_keys};
+use crate::data::resp::{KeyBatch, PipeConn};
 
 /// Compare every key of database `db` of source primary `s`: its scanner and `lanes` lanes.
 pub(super) async fn verify_primary(
@@ -55,7 +56,20 @@ pub(super) async fn verify_primary(
         .await
         .map_err(|e| e.role(Role::Source))?;
     let limit = AtomicUsize::new(options.batch.max(1));
-    let scanner = scan(scan_conn, Peer::from(&source), options.batch, tx);
+    let routed = &pass.routed;
+    let order = if routed.source.cluster || routed.target.cluster {
+        Order::BySlot(&routed.target)
+    } else {
+        Order::AsScanned
+    };
+    let scanner = scan_keys(
+        scan_conn,
+        Peer::from(&source),
+        "verify",
+        options.batch,
+        order,
+        tx,
+    );
     let work = (0..lanes).map(|_| {
         let (rx, limit) = (&rx, &limit);
         async move {
@@ -80,58 +94,6 @@ pub(super) async fn verify_primary(
     // that no lane reads any more.
     tokio::try_join!(scanner, futures_util::future::try_join_all(work))?;
     Ok(())
-}
-
-/// Send the keys of one primary's database down `tx`, one SCAN reply per batch, until the cursor is back
-/// to 0 or the lanes stopped.
-async fn scan(
-    mut conn: PipeConn,
-    peer: Peer,
-    count: usize,
-    tx: mpsc::Sender<KeyBatch>,
-) -> Result<(), DataError> {
-    let odd = |what: &str| DataError::Protocol {
-        peer: Peer {
-            role: Some(Role::Source),
-            ..peer.clone()
-        },
-        message: format!("verify: the source answered SCAN {what}"),
-    };
-    // The cursor is sent back as the server wrote it (an unsigned 64-bit number).
-    let mut cursor: Vec<u8> = b"0".to_vec();
-    loop {
-        conn.command(4)
-            .arg(b"SCAN")
-            .arg(&cursor)
-            .arg(b"COUNT")
-            .arg_int(count as i64);
-        let replies = conn
-            .round_trip()
-            .await
-            .map_err(|e| DataError::from(e).role(Role::Source).context("verify"))?;
-        let (next, keys) = match replies.first() {
-            Some(Reply::Array(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
-                (Reply::Bulk(next), Reply::Array(keys)) => (next.to_vec(), keys),
-                _ => return Err(odd("oddly")),
-            },
-            Some(Reply::Error(e)) => {
-                return Err(odd(&format!(
-                    "with an error: {}",
-                    String::from_utf8_lossy(e)
-                )));
-            }
-            _ => return Err(odd("oddly")),
-        };
-        let found =
-            KeyBatch::from_replies(keys).ok_or_else(|| odd("with a key that is not a string"))?;
-        if !found.is_empty() && tx.send(found).await.is_err() {
-            return Ok(()); // the lanes stopped on an error, which they report
-        }
-        if next == b"0" {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
 
 /// One lane of one source primary: its connections, and the batch size shared with the primary's other
