@@ -8,7 +8,12 @@
 //! from a 3-primary plain cluster into a 4-primary TLS + AUTH one (Redis 7.0.15): 955,952 MGETs on the
 //! sources and 697,493 MSETs on the targets, against 2,705 and 2,554 between two single primaries, and
 //! 1.34 times the source's CPU. Sorted over `GATHER_BATCHES` replies, a batch holds several keys per
-//! slot and goes whole to one pair of primaries.
+//! slot and goes whole to one pair of primaries: 179,874 MGETs and 176,223 MSETs on the same copy.
+//! Measured on those clusters (3 alternating runs, medians; CPU from /proc of each server, /usr/bin/time
+//! of ecmigrate): wall 4.04 s sorted over 64 replies against 4.81 s as scanned, 4.26 s over 16 and
+//! 4.23 s over 256; the targets' CPU 2.67 s against 3.47 s, ecmigrate's 1.30 s against 1.67 s, the
+//! sources' 3.94 s against 4.24 s (fewer commands, but keys read out of SCAN's order, colder in its
+//! caches). Peak RSS of the copy 42 MB against 33 MB.
 
 use tokio::sync::mpsc;
 
@@ -153,7 +158,11 @@ impl Gathered {
                 .take_while(|&&(_, _, slot)| target.shard_of_slot(slot) == owner)
                 .count();
             let (now, later) = rest.split_at(len);
-            if tx.send(KeyBatch::from_keys(now.iter().map(key))).await.is_err() {
+            if tx
+                .send(KeyBatch::from_keys(now.iter().map(key)))
+                .await
+                .is_err()
+            {
                 return false;
             }
             rest = later;
@@ -187,7 +196,10 @@ mod tests {
             let owners: std::collections::BTreeSet<usize> =
                 keys.iter().map(|k| target.shard_of(k)).collect();
             assert_eq!(owners.len(), 1, "a batch spans one target primary");
-            seen.extend(keys.iter().map(|k| (target.shard_of(k), key_slot(k), k.to_vec())));
+            seen.extend(
+                keys.iter()
+                    .map(|k| (target.shard_of(k), key_slot(k), k.to_vec())),
+            );
         }
         let order: Vec<(usize, u16)> = seen.iter().map(|(o, s, _)| (*o, *s)).collect();
         let mut sorted = order.clone();

@@ -400,8 +400,8 @@ fn tls_connector(endpoint: &RedisEndpoint) -> Result<tokio_rustls::TlsConnector,
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// Keys of one SCAN reply, stored end to end in one buffer (one allocation per batch, not per key): what
-/// the copier's and the verifier's scanners hand to their lanes.
+/// Keys of one batch (a SCAN reply, or keys sorted by slot), stored end to end in one buffer (one
+/// allocation per batch, not per key): what the copier's and the verifier's scanners hand to their lanes.
 pub struct KeyBatch {
     bytes: Vec<u8>,
     ends: Vec<usize>,

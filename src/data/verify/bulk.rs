@@ -110,7 +110,7 @@ struct Lane<'p, 'a> {
 }
 
 impl Lane<'_, '_> {
-    /// Compare `keys` (one SCAN reply) in batches of the current limit and record what differs. A batch
+    /// Compare `keys` (one batch of the scanner) in batches of the current limit and record what differs. A batch
     /// whose replies exceed their bound is split in halves; a single key whose value alone exceeds it is
     /// compared by the typed comparison, which reads it whole as the verifier always did.
     async fn verify(&mut self, keys: &[&[u8]]) -> Result<(), DataError> {
