@@ -271,6 +271,9 @@ fn verification(v: &Value) -> Vec<Block> {
         count(&v["keys_compared"]),
         count(&v["mismatches"]),
     )));
+    if let Some(how) = v["ttl_check"].as_str() {
+        blocks.push(Block::Para(format!("TTLs on the target: {how}.")));
+    }
     let rows: Vec<Vec<String>> = v["key_counts"]
         .as_object()
         .into_iter()

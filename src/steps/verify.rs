@@ -75,6 +75,8 @@ pub async fn run(ctx: &StepContext, spec: &VerifyStep, live: &LiveStream) -> Res
         ("keys_compared", json!(report.keys_compared)),
         ("mismatches", json!(0)),
         ("ttl_tolerance_ms", json!(tolerance)),
+        // How a full comparison checked the target's TTLs (null for a sample): the evidence says it.
+        ("ttl_check", json!(report.ttl_check)),
     ])))
 }
 

@@ -602,6 +602,14 @@ fn a_cluster_source_migrates_without_a_stream() {
         .find(|s| s["kind"] == "verify")
         .unwrap();
     assert_eq!(verify["outputs"]["keys_compared"], 2000, "{verify}");
+    let ttl_check = verify["outputs"]["ttl_check"].as_str().unwrap_or_default();
+    assert!(ttl_check.contains("TTL asked"), "{verify}");
+    let evidence =
+        std::fs::read_to_string(env.state_dir().join("orders-migration/report.md")).unwrap();
+    assert!(
+        evidence.contains(&format!("TTLs on the target: {ttl_check}.")),
+        "the evidence says how the TTLs were checked: {evidence}"
+    );
     assert_eq!(
         verify["outputs"]["key_counts"]["db0"]["target"], 2000,
         "{verify}"
