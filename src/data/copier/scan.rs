@@ -1,6 +1,7 @@
 //! What SCAN drives: the full copy (a scanner per source primary feeding the keys of each database, in
-//! batches as [`crate::data::keyscan`] orders them, through a bounded channel to one worker per lane) and the reconcile's second half
-//! (deleting the target's keys that the source no longer has, primary by primary).
+//! batches as [`crate::data::keyscan`] orders them, through a bounded channel to one worker per lane)
+//! and the reconcile's second half (deleting the target's keys that the source no longer has, primary
+//! by primary).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! `verify --full` on the bulk lane (`data::resp`), in the copier's shape: per source primary one scanner
-//! (SCAN, in batches as [`crate::data::keyscan`] orders them) feeding a bounded channel, read by lanes that each compare one batch at a
-//! time on connections of their own (one to the source primary, one per target primary it routes to),
-//! all lanes of all primaries in flight at once. Memory stays bounded: the channel holds at most two
-//! batches per lane, and a round trip may read at most `max_batch_reply_bytes` of replies per side.
+//! (SCAN, in batches as [`crate::data::keyscan`] orders them) feeding a bounded channel, read by lanes
+//! that each compare one batch at a time on connections of their own (one to the source primary, one
+//! per target primary it routes to), all lanes of all primaries in flight at once. Memory stays
+//! bounded: the channel holds at most two batches per lane, a cluster's scanner gathers at most 4 MiB
+//! of key names, and a round trip may read at most `max_batch_reply_bytes` of replies per side.
 //!
 //! Why not the redis crate's connections, as before: the comparison read each key with TYPE, PTTL and a
 //! typed read on both sides and parsed every reply into owned values; measured on 1M keys it checked
@@ -110,9 +111,10 @@ struct Lane<'p, 'a> {
 }
 
 impl Lane<'_, '_> {
-    /// Compare `keys` (one batch of the scanner) in batches of the current limit and record what differs. A batch
-    /// whose replies exceed their bound is split in halves; a single key whose value alone exceeds it is
-    /// compared by the typed comparison, which reads it whole as the verifier always did.
+    /// Compare `keys` (one batch of the scanner) in batches of the current limit and record what
+    /// differs. A batch whose replies exceed their bound is split in halves; a single key whose value
+    /// alone exceeds it is compared by the typed comparison, which reads it whole as the verifier always
+    /// did.
     async fn verify(&mut self, keys: &[&[u8]]) -> Result<(), DataError> {
         let limit = self.limit.load(Ordering::Relaxed).max(1);
         let mut queue: VecDeque<&[&[u8]]> = keys.chunks(limit).collect();
