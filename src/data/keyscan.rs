@@ -36,6 +36,17 @@ pub enum Order<'t> {
     BySlot(&'t Topology),
 }
 
+impl<'t> Order<'t> {
+    /// The order for a copy or a comparison from `source` to `target`: by slot where either is a cluster.
+    pub fn between(source: &Topology, target: &'t Topology) -> Order<'t> {
+        if source.cluster || target.cluster {
+            Order::BySlot(target)
+        } else {
+            Order::AsScanned
+        }
+    }
+}
+
 /// Send the keys of the database `conn` is in down `tx` (SCAN COUNT `batch`), in `order`. `peer` is the
 /// source as errors name it, `context` the command it serves ("copy", "verify").
 pub async fn scan_keys(

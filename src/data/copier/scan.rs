@@ -36,11 +36,7 @@ impl Copier {
         let scan_conn = PipeConn::open(&source)
             .await
             .map_err(|e| e.role(Role::Source))?;
-        let order = if routes.source.cluster || routes.target.cluster {
-            Order::BySlot(&routes.target)
-        } else {
-            Order::AsScanned
-        };
+        let order = Order::between(&routes.source, &routes.target);
         let scanner = scan_keys(
             scan_conn,
             Peer::from(&source),

@@ -58,11 +58,7 @@ pub(super) async fn verify_primary(
         .map_err(|e| e.role(Role::Source))?;
     let limit = AtomicUsize::new(options.batch.max(1));
     let routed = &pass.routed;
-    let order = if routed.source.cluster || routed.target.cluster {
-        Order::BySlot(&routed.target)
-    } else {
-        Order::AsScanned
-    };
+    let order = Order::between(&routed.source, &routed.target);
     let scanner = scan_keys(
         scan_conn,
         Peer::from(&source),
