@@ -1,4 +1,5 @@
-"""Scenario 3's application: writes at a fixed rate to whatever the sandbox alias points at, resolving it
+"""Scenario 3's application: writes at a fixed rate to whatever the sandbox alias points at (a primary, or
+a cluster's configuration endpoint through a cluster client), resolving it
 (`ecmigrate sandbox status --output json`) on every (re)connect, like a client of a DNS name. A write that
 fails (its connection closed inside the cutover's fence) is retried on a new connection; redis-py's own
 retries are off so it never silently reconnects to the old address. The mix: SET (overwrites included),
@@ -11,10 +12,36 @@ import sys
 import time
 
 import redis
+import redis.cluster
+import redis.connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common import Paced
+
+
+# Refused only between (re)connects: a cluster client closes and reopens connections while it starts.
+REOPENING = {"refused": False}
+
+
+def refuse_reopening():
+    """A connection opens once: redis-py's pool reopens a connection the fence closed, to the address it
+    had (a cluster client's node addresses are the old group's until the client starts again), and goes on
+    writing to the old group. Refused, the failure surfaces and the application resolves the alias again,
+    as a client of a DNS name does on reconnect."""
+    base = redis.connection.AbstractConnection
+    if getattr(base, "_opens_once", False):
+        return
+    opening = base.connect_check_health
+
+    def open_once(self, *a, **kw):
+        if REOPENING["refused"] and getattr(self, "_opened", False) and not self._sock:
+            raise redis.ConnectionError("closed by the server: resolve the alias again")
+        opening(self, *a, **kw)
+        self._opened = True
+
+    base.connect_check_health = open_once
+    base._opens_once = True
 
 
 def resolve(args):
@@ -23,11 +50,17 @@ def resolve(args):
     group = status["aliases"][args.alias]
     g = next(g for g in status["groups"] if g["replication_group_id"] == group)
     node = next(n for n in g["nodes"] if n["role"] == "primary")
-    kwargs = dict(host="127.0.0.1", port=node["port"], socket_timeout=10, socket_connect_timeout=2,
+    port = g["configuration_endpoint"]["port"] if g.get("cluster_enabled") else node["port"]
+    kwargs = dict(host="127.0.0.1", port=port, socket_timeout=10, socket_connect_timeout=2,
                   retry=Retry(NoBackoff(), 0))
     if node["tls"]:
         with open(args.token_file) as f:
             kwargs.update(ssl=True, ssl_ca_certs=status["ca_file"], password=f.read().strip())
+    if g.get("cluster_enabled"):
+        # A cluster client that learns the primaries from the configuration endpoint; no retries of its
+        # own, so a connection closed by the fence surfaces here and the alias is resolved again.
+        refuse_reopening()
+        return group, redis.cluster.RedisCluster(**kwargs)
     return group, redis.Redis(**kwargs)
 
 
@@ -35,11 +68,14 @@ def connect(args, seen):
     deadline = time.time() + 30
     while True:
         try:
+            REOPENING["refused"] = False
             group, r = resolve(args)
             r.ping()
             seen.append(group)
+            REOPENING["refused"] = True
             return r
-        except (redis.RedisError, OSError, subprocess.CalledProcessError, StopIteration, KeyError):
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError, subprocess.CalledProcessError,
+                StopIteration, KeyError):
             if time.time() > deadline:
                 raise
             time.sleep(0.02)
@@ -75,13 +111,15 @@ def main() -> None:
                 else:
                     r.set(key, value, ex=600)
                 break
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError, OSError):
                 reconnects += 1
+                r.close()
                 r = connect(args, seen)
         longest = max(longest, time.time() - t0)
         model[key] = None if kind in (6, 7) else (value, kind >= 8)
     i, seconds = pace.count, pace.seconds()
     # Read back through the alias as it is now.
+    REOPENING["refused"] = False
     final_group, r = resolve(args)
     lost = []
     pipe = r.pipeline(transaction=False)

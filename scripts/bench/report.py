@@ -298,7 +298,8 @@ def main() -> None:
     cut_status = m.get("cutover_status")
     if cut_status is not None:
         runs = {}
-        for label in ("manual", "fenced"):
+        labels = ["manual", "fenced"] + (["cluster"] if "cluster_writer_json" in m else [])
+        for label in labels:
             aw = m.get(f"{label}_writer_json") if isinstance(m.get(f"{label}_writer_json"), dict) else {}
             rel = m.get(f"{label}_release_json") if isinstance(m.get(f"{label}_release_json"), dict) else {}
             st = m.get(f"{label}_status_json") if isinstance(m.get(f"{label}_status_json"), dict) else {}
@@ -311,8 +312,11 @@ def main() -> None:
               f"sandbox alias ({fmt(s.get('cutover_keys'), ',')} keys; held {s.get('cutover_hold')} s, released by "
               "`ecmigrate cutover`; the application resolves the alias on reconnect and reads every key back)")
         rows3 = []
-        for label, title in (("manual", "(m) snapshot, restore, repoint (no stream_copy)"),
-                             ("fenced", "(e) ecmigrate: stream_copy + fenced cutover")):
+        titles = {"manual": "(m) snapshot, restore, repoint (no stream_copy)",
+                  "fenced": "(e) ecmigrate: stream_copy + fenced cutover",
+                  "cluster": f"(ek) (e) + delete_source, {s.get('source_shards')} -> {s.get('target_shards')} shards"}
+        for label in labels:
+            title = titles[label]
             aw, out = runs[label]["writer"], runs[label]["cutover"]
             rows3.append([title, fmt(out.get("write_pause_ms"), ","), fmt(aw.get("longest_write_ms"), ".1f"),
                           fmt(aw.get("writes"), ","), fmt(aw.get("writes_lost"), ","),
@@ -320,14 +324,24 @@ def main() -> None:
                           fmt((out.get("late") or {}).get("late_changes"), ",")])
         print(table(["path", "write pause (ms)", "app's longest write (ms)", "writes made", "writes lost",
                      "connections moved", "late changes"], rows3))
-        aw, out = runs["fenced"]["writer"], runs["fenced"]["cutover"]
-        pause, bound = out.get("write_pause_ms"), out.get("max_write_pause_ms")
-        if aw.get("writes_lost") != 0:
-            problems.append(f"cutover (e): {aw.get('writes_lost')} writes lost (must be 0): {aw.get('lost_examples')}")
-        if pause is not None:
-            notes.append(f"target write pause < 1 s: {'met' if pause < 1000 else 'NOT met'} ({pause} ms, "
-                         f"bound max_write_pause_ms {bound})")
-        for label in ("manual", "fenced"):
+        for label in labels[1:]:
+            aw, out = runs[label]["writer"], runs[label]["cutover"]
+            pause, bound = out.get("write_pause_ms"), out.get("max_write_pause_ms")
+            where = f", the longest of {out.get('primaries_paused')} primaries" if label == "cluster" else ""
+            if aw.get("writes_lost") != 0:
+                problems.append(f"cutover ({label}): {aw.get('writes_lost')} writes lost (must be 0): "
+                                f"{aw.get('lost_examples')}")
+            if pause is not None:
+                notes.append(f"target write pause < 1 s ({label}): {'met' if pause < 1000 else 'NOT met'} "
+                             f"({pause} ms{where}, bound max_write_pause_ms {bound}); "
+                             f"{aw.get('writes_lost')} acknowledged writes lost")
+        if "cluster" in runs:
+            st = m.get("cluster_status_json") if isinstance(m.get("cluster_status_json"), dict) else {}
+            done = [x.get("kind") for x in st.get("steps", []) if x.get("status") == "done"]
+            notes.append(f"cutover (cluster): plan {st.get('state')}, steps done: {', '.join(done)}")
+            if "delete_source" not in done:
+                problems.append(f"cutover (cluster): delete_source did not finish: {st.get('state')}")
+        for label in labels:
             aw, out = runs[label]["writer"], runs[label]["cutover"]
             notes.append(f"cutover ({label}): attempts {out.get('fence_attempts')}, {out.get('keys_copied_in_fence')} "
                          f"key(s) copied inside the fence; the app used {aw.get('groups_used')}, read back from "
