@@ -111,7 +111,8 @@ def main() -> None:
                 else:
                     r.set(key, value, ex=600)
                 break
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError, OSError):
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError,
+                    redis.exceptions.RedisClusterException, OSError):
                 reconnects += 1
                 r.close()
                 r = connect(args, seen)
