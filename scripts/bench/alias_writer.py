@@ -57,8 +57,9 @@ def resolve(args):
         with open(args.token_file) as f:
             kwargs.update(ssl=True, ssl_ca_certs=status["ca_file"], password=f.read().strip())
     if g.get("cluster_enabled"):
-        # A cluster client that learns the primaries from the configuration endpoint; no retries of its
-        # own, so a connection closed by the fence surfaces here and the alias is resolved again.
+        # A cluster client that learns the primaries from the configuration endpoint, without retries of
+        # its own; with reopening refused, a connection closed by the fence surfaces as an error, and the
+        # alias is resolved again.
         refuse_reopening()
         return group, redis.cluster.RedisCluster(**kwargs)
     return group, redis.Redis(**kwargs)
