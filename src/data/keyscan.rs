@@ -121,32 +121,31 @@ pub async fn scan_keys(
     }
 }
 
-/// Keys gathered from SCAN replies, end to end in one buffer, each with its slot.
+/// Keys gathered from SCAN replies, each with its slot.
 #[derive(Default)]
 struct Gathered {
-    bytes: Vec<u8>,
-    /// `(start, end, slot)` of each key in `bytes`.
-    keys: Vec<(usize, usize, u16)>,
+    found: KeyBatch,
+    /// The slot of each key of `found`, by index.
+    slots: Vec<u16>,
     replies: usize,
 }
 
 impl Gathered {
     /// Add a SCAN reply's keys; false if one of them is not a string.
     fn add(&mut self, keys: &[Reply<'_>]) -> bool {
-        for key in keys {
-            let Reply::Bulk(key) = key else {
-                return false;
-            };
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(key);
-            self.keys.push((start, self.bytes.len(), key_slot(key)));
+        let before = self.found.len();
+        if !self.found.extend_from_replies(keys) {
+            return false;
         }
+        let found = &self.found;
+        self.slots
+            .extend((before..found.len()).map(|i| key_slot(found.key(i))));
         self.replies += 1;
         true
     }
 
     fn full(&self) -> bool {
-        self.replies >= GATHER_BATCHES || self.bytes.len() >= GATHER_BYTES
+        self.replies >= GATHER_BATCHES || self.found.key_bytes() >= GATHER_BYTES
     }
 
     /// Hand the keys on sorted by (target primary, slot), in batches of at most `batch` keys that never
@@ -157,31 +156,26 @@ impl Gathered {
         batch: usize,
         tx: &mpsc::Sender<KeyBatch>,
     ) -> bool {
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.sort_unstable_by_key(|&(_, _, slot)| (target.shard_of_slot(slot), slot));
-        let key = |&(start, end, _): &(usize, usize, u16)| &self.bytes[start..end];
-        let mut rest = &keys[..];
-        while let Some(&(_, _, first)) = rest.first() {
-            let owner = target.shard_of_slot(first);
+        let slots = std::mem::take(&mut self.slots);
+        let found = std::mem::take(&mut self.found);
+        self.replies = 0;
+        let owner = |i: usize| target.shard_of_slot(slots[i]);
+        let mut order: Vec<usize> = (0..found.len()).collect();
+        order.sort_unstable_by_key(|&i| (owner(i), slots[i]));
+        let mut rest = &order[..];
+        while let Some(&first) = rest.first() {
             let len = rest
                 .iter()
                 .take(batch)
-                .take_while(|&&(_, _, slot)| target.shard_of_slot(slot) == owner)
+                .take_while(|&&i| owner(i) == owner(first))
                 .count();
             let (now, later) = rest.split_at(len);
-            if tx
-                .send(KeyBatch::from_keys(now.iter().map(key)))
-                .await
-                .is_err()
-            {
+            let keys = KeyBatch::from_keys(now.iter().map(|&i| found.key(i)));
+            if tx.send(keys).await.is_err() {
                 return false;
             }
             rest = later;
         }
-        self.bytes.clear();
-        keys.clear();
-        self.keys = keys;
-        self.replies = 0;
         true
     }
 }
@@ -221,7 +215,7 @@ mod tests {
         let mut want: Vec<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
         want.sort();
         assert_eq!(got, want, "every key handed on once");
-        assert!(gathered.keys.is_empty() && gathered.bytes.is_empty());
+        assert!(gathered.found.is_empty() && gathered.slots.is_empty());
     }
 
     #[test]

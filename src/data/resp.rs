@@ -402,6 +402,7 @@ fn tls_connector(endpoint: &RedisEndpoint) -> Result<tokio_rustls::TlsConnector,
 
 /// Keys of one batch (a SCAN reply, or keys sorted by slot), stored end to end in one buffer (one
 /// allocation per batch, not per key): what the copier's and the verifier's scanners hand to their lanes.
+#[derive(Default)]
 pub struct KeyBatch {
     bytes: Vec<u8>,
     ends: Vec<usize>,
@@ -414,27 +415,47 @@ impl KeyBatch {
             bytes: Vec::with_capacity(keys.len() * 32),
             ends: Vec::with_capacity(keys.len()),
         };
+        found.extend_from_replies(keys).then_some(found)
+    }
+
+    /// Append the keys of a SCAN reply's key array; false if one of them is not a string.
+    pub fn extend_from_replies(&mut self, keys: &[Reply<'_>]) -> bool {
         for key in keys {
             let Reply::Bulk(key) = key else {
-                return None;
+                return false;
             };
-            found.bytes.extend_from_slice(key);
-            found.ends.push(found.bytes.len());
+            self.push(key);
         }
-        Some(found)
+        true
     }
 
     /// These keys, in this order.
     pub fn from_keys<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> KeyBatch {
-        let mut found = KeyBatch {
-            bytes: Vec::new(),
-            ends: Vec::new(),
-        };
+        let mut found = KeyBatch::default();
         for key in keys {
-            found.bytes.extend_from_slice(key);
-            found.ends.push(found.bytes.len());
+            found.push(key);
         }
         found
+    }
+
+    fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Bytes of key names held.
+    pub fn key_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The `i`th key.
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
     }
 
     pub fn is_empty(&self) -> bool {
