@@ -5,6 +5,10 @@
 //! The bound is given to Redis itself, so even if ecmigrate dies inside the fence the source resumes
 //! writes on its own when the bound passes: the application is never stalled for longer than
 //! `max_write_pause_ms`.
+//!
+//! The seal after the cutover's tail is the same pause with a bound of hours, left in force
+//! ([`WriteFence::keep`]): `CLIENT PAUSE` belongs to the server, not to the connection that asked it.
+//! [`lift`] ends it, for a rollback.
 
 use std::time::{Duration, Instant};
 
@@ -32,14 +36,9 @@ impl WriteFence {
     /// at most `bound`. Reads go on. The connections are made first and the pauses asked all at once, so
     /// the primaries are paused together; if one refuses, the others are unpaused before the error.
     pub async fn pause(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, DataError> {
-        let topology = Topology::discover(endpoint).await?;
-        let nodes: Vec<RedisEndpoint> =
-            topology.shards.iter().map(|s| s.endpoint.clone()).collect();
-        let conns = try_join_all(nodes.iter().map(connect)).await?;
-        let mut primaries: Vec<(MultiplexedConnection, RedisEndpoint)> =
-            conns.into_iter().zip(nodes).collect();
-        let started = Instant::now();
-        let pauses = primaries.iter_mut().map(|(conn, node)| async move {
+        let mut fence = WriteFence::connect(endpoint, bound).await?;
+        fence.started = Instant::now();
+        let pauses = fence.primaries.iter_mut().map(|(conn, node)| async move {
             redis::cmd("CLIENT")
                 .arg("PAUSE")
                 .arg(bound.as_millis() as u64)
@@ -49,17 +48,31 @@ impl WriteFence {
                 .map_err(|e| refused(node, "CLIENT PAUSE", &e))
         });
         let paused = join_all(pauses).await;
-        let fence = WriteFence {
-            primaries,
-            replicas: topology.nodes().split_off(topology.shards.len()),
-            started,
-            bound,
-        };
         if let Some(Err(e)) = paused.into_iter().find(Result::is_err) {
             let _ = fence.release().await;
             return Err(e);
         }
         Ok(fence)
+    }
+
+    /// Connections to every primary behind `endpoint`, and the replicas known, without a pause yet.
+    async fn connect(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, DataError> {
+        let topology = Topology::discover(endpoint).await?;
+        let nodes: Vec<RedisEndpoint> =
+            topology.shards.iter().map(|s| s.endpoint.clone()).collect();
+        let conns = try_join_all(nodes.iter().map(connect)).await?;
+        Ok(WriteFence {
+            primaries: conns.into_iter().zip(nodes).collect(),
+            replicas: topology.nodes().split_off(topology.shards.len()),
+            started: Instant::now(),
+            bound,
+        })
+    }
+
+    /// Leave the pause in force on every primary until its bound (the seal): the connections close, the
+    /// pause stays. Returns the primaries paused.
+    pub fn keep(self) -> usize {
+        self.primaries.len()
     }
 
     /// The primaries paused.
@@ -117,6 +130,17 @@ impl WriteFence {
         let result = results.into_iter().find(Result::is_err).unwrap_or(Ok(()));
         (taken, result)
     }
+}
+
+/// End a pause left on every primary behind `endpoint` (the seal): first close the application's
+/// connections on every node, so that the writes they had waiting under it are never executed (those
+/// clients wrote to a group they should have left), then unpause. Returns the connections closed; a
+/// source that was not paused is only unpaused again, which changes nothing.
+pub async fn lift(endpoint: &RedisEndpoint) -> Result<Vec<ConnectedClient>, DataError> {
+    let mut fence = WriteFence::connect(endpoint, Duration::ZERO).await?;
+    let closed = fence.disconnect_clients().await?;
+    let (_, unpaused) = fence.release().await;
+    unpaused.map(|()| closed)
 }
 
 /// Close the application's connections on one node: those `CLIENT LIST TYPE normal` names that are not

@@ -460,6 +460,12 @@ pub struct CutoverStep {
     /// default 10), for clients that still hold the old address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// After that tail, keep writes paused on every primary of the source (`CLIENT PAUSE WRITE`) for this
+    /// long (0..=168 h, default 24; 0: never), so that a client still on the old nodes waits and fails
+    /// instead of writing where nothing copies any more. Lifted by `ecmigrate rollback`; delete_source
+    /// ends it with the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_source_hours: Option<u64>,
     /// Close the application's connections to the source inside the fence, so they reconnect to the new
     /// endpoint (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -536,6 +542,13 @@ impl CutoverStep {
     }
     pub fn disconnect_clients(&self) -> bool {
         self.disconnect_clients.unwrap_or(true)
+    }
+    /// How long the source stays sealed after the tail; none when the plan says 0.
+    pub fn seal(&self) -> Option<std::time::Duration> {
+        match self.seal_source_hours.unwrap_or(24) {
+            0 => None,
+            hours => Some(std::time::Duration::from_secs(hours * 3600)),
+        }
     }
 }
 

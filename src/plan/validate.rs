@@ -486,6 +486,9 @@ fn check_cutover(plan: &Plan, c: &CutoverStep, i: usize, f: &mut Findings) {
     if let Some(s) = c.grace_seconds {
         f.check(at("grace_seconds"), rules::check_range(s, 0, 3600));
     }
+    if let Some(h) = c.seal_source_hours {
+        f.check(at("seal_source_hours"), rules::check_range(h, 0, 168));
+    }
     for (field, value) in [
         ("postpone_flag_file", &c.postpone_flag_file),
         ("before_switch", &c.before_switch),

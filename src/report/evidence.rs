@@ -348,5 +348,21 @@ fn writes_and_fence(r: &Value) -> Vec<Block> {
             )
         }
     )));
+    let sealed = &outputs["sealed"];
+    if !sealed.is_null() {
+        blocks.push(Block::Para(match sealed["error"].as_str() {
+            Some(e) if count(&sealed["primaries"]) == 0 => format!(
+                "After the tail the source could not be sealed ({e}): clients left on it could still write there."
+            ),
+            error => format!(
+                "After the tail writes were paused on the source's {} primar{} until {} (the seal), so that a client left on the old nodes fails instead of writing where nothing copies; {} key(s) changed before it were copied.{}",
+                count(&sealed["primaries"]),
+                if count(&sealed["primaries"]) == 1 { "y" } else { "ies" },
+                text(&sealed["until"]),
+                count(&sealed["keys_copied"]),
+                error.map(|e| format!(" The last changes may be missing: {e}.")).unwrap_or_default()
+            ),
+        }));
+    }
     blocks
 }

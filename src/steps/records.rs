@@ -91,6 +91,18 @@ pub struct LateWrites {
     pub late_changes: u64,
 }
 
+/// The source sealed after the cutover's tail: writes paused on its primaries until `until`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sealed {
+    pub primaries: usize,
+    pub hours: u64,
+    pub until: String,
+    /// Keys changed on the source before the seal, copied once it held.
+    pub keys_copied: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `cutover`'s outputs; recorded as the intent `switched` the moment the switch stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CutoverOutputs {
@@ -121,6 +133,9 @@ pub struct CutoverOutputs {
     pub stream: Option<StreamSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_after_switch: Option<bool>,
+    /// The seal after the tail (none when the plan asks for none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
     /// Added by `ecmigrate rollback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RollbackOutputs>,
@@ -148,6 +163,9 @@ pub struct RollbackOutputs {
     pub late_changes: u64,
     pub clients_disconnected: Vec<ConnectedClient>,
     pub attempts: usize,
+    /// Connections closed when the seal on the source was lifted (none: the plan had no seal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_lifted: Option<usize>,
     pub rolled_back_at: String,
 }
 

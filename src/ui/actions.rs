@@ -64,20 +64,23 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
             }
         }
         "ClientPause" => {
-            let on = match (
-                labels.get(PAUSED_PRIMARIES),
-                labels.get(PAUSED_GROUP).cloned().or_else(|| s("endpoint")),
-            ) {
-                (Some(n), Some(g)) if n != "1" => format!("{n} primaries of {g}"),
-                (_, Some(g)) => g,
-                (_, None) => "the source".into(),
-            };
+            let on = paused_on(labels, s("endpoint"));
             let bound = params
                 .get("timeout_ms")
                 .and_then(Value::as_u64)
                 .map(|ms| format!(" for at most {ms} ms"))
                 .unwrap_or_default();
             format!("pause writes on {on}{bound}")
+        }
+        "SealSource" => {
+            let on = paused_on(labels, s("endpoint"));
+            let hours = params
+                .get("timeout_ms")
+                .and_then(Value::as_u64)
+                .map_or(0, |ms| ms / 3_600_000);
+            format!(
+                "seal {on} after the tail: writes paused {hours} h, so a client left on it fails instead of writing where nothing copies"
+            )
         }
         "PointAlias" => format!(
             "point alias {} at {}{}",
@@ -241,6 +244,7 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
     let mut modifies = 0;
     let mut final_snapshots = 0;
     let mut pause_ms: Option<u64> = None;
+    let mut seal_hours: Option<u64> = None;
     let mut others: BTreeMap<&str, usize> = BTreeMap::new();
     for call in calls {
         match call.operation.as_str() {
@@ -257,6 +261,10 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
             "ClientPause" => {
                 let ms = call.params.get("timeout_ms").and_then(Value::as_u64);
                 pause_ms = pause_ms.max(ms);
+            }
+            "SealSource" => {
+                let ms = call.params.get("timeout_ms").and_then(Value::as_u64);
+                seal_hours = seal_hours.max(ms.map(|ms| ms / 3_600_000));
             }
             other => *others.entry(other).or_default() += 1,
         }
@@ -307,7 +315,23 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
         Some(ms) => format!("; writes paused up to {ms} ms"),
         None => "; no write pause".into(),
     };
-    format!("Plan: {changes}{pause}.")
+    let seal = match seal_hours {
+        Some(h) => format!("; the source sealed (writes paused) {h} h after the switch"),
+        None => String::new(),
+    };
+    format!("Plan: {changes}{pause}{seal}.")
+}
+
+/// What a pause is on: the group's primaries by the plan's name, else the endpoint paused.
+fn paused_on(labels: &Labels, endpoint: Option<String>) -> String {
+    match (
+        labels.get(PAUSED_PRIMARIES),
+        labels.get(PAUSED_GROUP).cloned().or(endpoint),
+    ) {
+        (Some(n), Some(g)) if n != "1" => format!("{n} primaries of {g}"),
+        (_, Some(g)) => g,
+        (_, None) => "the source".into(),
+    }
 }
 
 fn text(params: &Value, field: &str) -> Option<String> {

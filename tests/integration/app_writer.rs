@@ -81,6 +81,29 @@ impl ClusterConn {
     }
 }
 
+/// The primaries behind `any` on which a write waits longer than `wait` (the seal after a cutover): on
+/// each, a DEL of a key it owns and nobody writes (a write command that changes nothing when it runs).
+pub fn primaries_whose_writes_wait(any: &RedisEndpoint, wait: Duration) -> usize {
+    let mut cluster = ClusterConn::open(any).expect("the primaries");
+    let shards = cluster.conns.len();
+    (0..shards)
+        .filter(|&shard| {
+            let key = (0..)
+                .map(|i| format!("ecm:sealed:{i}"))
+                .find(|k| cluster.topology.shard_of(k.as_bytes()) == shard)
+                .unwrap();
+            let conn = cluster.on(&key);
+            conn.set_read_timeout(Some(wait)).unwrap();
+            let wrote: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query(conn);
+            match wrote {
+                Ok(_) => false,
+                Err(e) if e.is_timeout() => true,
+                Err(e) => panic!("a write to primary {shard} failed: {e}"),
+            }
+        })
+        .count()
+}
+
 #[derive(Debug, Default)]
 pub struct WriterReport {
     pub model: BTreeMap<String, Option<(String, bool)>>,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::app_writer::{ALIAS, ClusterConn, Writer, lost_writes, resolve};
+use crate::app_writer::{
+    ALIAS, ClusterConn, Writer, lost_writes, primaries_whose_writes_wait, resolve,
+};
 use crate::harness::{Env, SOURCE, TARGET, block_on, wait_for};
 
 fn cluster_source(env: &Env, keys: u64) {
@@ -103,6 +105,11 @@ fn rollback_from_a_cluster_target_brings_its_writes_back_onto_the_cluster_source
     let plan = env.write_plan("plan.yaml", &text);
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
+    // After the tail every primary of the source is sealed: a client left on one waits.
+    let sealed = Env::step(&status(&env, &plan), "cutover")["outputs"]["sealed"].clone();
+    assert_eq!(sealed["primaries"], 3, "{sealed}");
+    let wait = Duration::from_millis(300);
+    assert_eq!(primaries_whose_writes_wait(&env.source_endpoint(), wait), 3);
     let target = resolve(&env.sandbox_dir(), &env.token_file());
     let mut on_target = ClusterConn::open(&target).unwrap();
     for i in 0..200 {
@@ -122,6 +129,11 @@ fn rollback_from_a_cluster_target_brings_its_writes_back_onto_the_cluster_source
     assert_eq!(rolled.code, 0, "{rolled:?}");
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], SOURCE);
     let source = resolve(&env.sandbox_dir(), &env.token_file());
+    assert_eq!(
+        primaries_whose_writes_wait(&source, wait),
+        0,
+        "the rollback left the source sealed"
+    );
     let mut on_source = ClusterConn::open(&source).unwrap();
     assert_eq!(on_source.conns.len(), 3);
     for i in 0..200 {

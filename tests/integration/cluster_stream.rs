@@ -70,14 +70,8 @@ impl Routed {
     }
 }
 
-/// A node of the sandbox cluster `group` (its configuration endpoint), plain.
 fn source(env: &Env) -> RedisEndpoint {
-    let status = env.sandbox_status();
-    let g = Env::group(&status, SOURCE).expect("source group");
-    match g["configuration_endpoint"]["port"].as_u64() {
-        Some(port) => RedisEndpoint::plain("127.0.0.1", port as u16),
-        None => RedisEndpoint::plain("127.0.0.1", Env::primary_port(&status, SOURCE)),
-    }
+    env.source_endpoint()
 }
 
 fn target(env: &Env) -> RedisEndpoint {

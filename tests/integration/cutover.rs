@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ecmigrate::data::connect::RedisEndpoint;
 use serde_json::Value;
 
-use crate::app_writer::{ALIAS, Writer, lost_writes, resolve_env};
+use crate::app_writer::{ALIAS, Writer, lost_writes, primaries_whose_writes_wait, resolve_env};
 use crate::harness::{Env, Run, Running, SOURCE, TARGET, block_on, exec, full_plan, wait_for};
 
 /// The full plan with `stream_copy` and a postponed cutover; `extra` goes into the cutover step.
@@ -282,6 +282,12 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
     let plan = env.write_plan("plan.yaml", &text);
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
+    // After the tail the source is sealed: a client left on it waits instead of writing.
+    let sealed = Env::step(&status(&env, &plan), "cutover")["outputs"]["sealed"].clone();
+    assert_eq!(sealed["primaries"], 1, "{sealed}");
+    assert!(sealed["error"].is_null(), "{sealed}");
+    let wait = Duration::from_millis(300);
+    assert_eq!(primaries_whose_writes_wait(&env.source_endpoint(), wait), 1);
 
     let target = env.target_endpoint();
     block_on(async {
@@ -293,9 +299,11 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
     let rolled = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(rolled.code, 0, "{rolled:?}");
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], SOURCE);
-    let source = RedisEndpoint::plain(
-        "127.0.0.1",
-        Env::primary_port(&env.sandbox_status(), SOURCE),
+    let source = env.source_endpoint();
+    assert_eq!(
+        primaries_whose_writes_wait(&source, wait),
+        0,
+        "the rollback left the source sealed"
     );
     let mut conn = source.client().unwrap().get_connection().unwrap();
     let value: Option<String> = redis::cmd("GET")

@@ -184,6 +184,18 @@ impl Env {
         node["port"].as_u64().unwrap() as u16
     }
 
+    /// The sandbox source as a client reaches it, plain: its configuration endpoint if it is a cluster,
+    /// else its primary.
+    pub fn source_endpoint(&self) -> ecmigrate::data::connect::RedisEndpoint {
+        let status = self.sandbox_status();
+        let g = Self::group(&status, SOURCE).expect("source group");
+        let port = match g["configuration_endpoint"]["port"].as_u64() {
+            Some(port) => port as u16,
+            None => Self::primary_port(&status, SOURCE),
+        };
+        ecmigrate::data::connect::RedisEndpoint::plain("127.0.0.1", port)
+    }
+
     /// The sandbox target's primary as a client reaches it: TLS with the sandbox CA, the plan's token.
     pub fn target_endpoint(&self) -> ecmigrate::data::connect::RedisEndpoint {
         encrypted_primary(&self.sandbox_status(), TARGET, &self.token_file())

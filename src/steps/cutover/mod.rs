@@ -11,10 +11,13 @@
 //!    can be resumed.
 //! 4. Keep copying the source's changes for the record's TTL plus `grace_seconds` (clients that still hold
 //!    the old address); report how many came late.
+//! 5. Seal the source ([`seal`]): writes paused on its primaries for `seal_source_hours`, what changed
+//!    before copied, the stream stopped; a client still on the old nodes fails instead of being lost.
 
 mod fence;
 pub mod release;
 pub mod rollback;
+mod seal;
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,7 @@ use crate::steps::records::{CutoverIntent, CutoverOutputs, LateWrites};
 use crate::steps::switch::{Switch, run_command};
 use crate::steps::{require_group, source_data_endpoint};
 use fence::{FailureKind, FenceDone, FenceFailure, before_switch, fenced_switch};
+use seal::seal_source;
 
 pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
@@ -41,15 +45,18 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
     }
     // A resumed run after the switch was made must not copy from the source again: clients write to the
     // target now, and a reconcile would overwrite their writes with the source's older values.
+    let source_endpoint = source_data_endpoint(ctx, &source)?;
     let mut intent: CutoverIntent = ctx.intent();
     if let Some(mut switched) = intent.switched {
         ctx.note(
             "the switch was made by an earlier attempt; nothing is copied from the source any more",
         );
         switched.resumed_after_switch = Some(true);
+        // The tail may not have ended: seal now, so that no write reaches the source unseen from here.
+        let labels = switch.from.pause_labels();
+        switched.sealed = seal_source(ctx, spec, &source_endpoint, &labels, None).await;
         return Ok(StepOutcome::done(&switched));
     }
-    let source_endpoint = source_data_endpoint(ctx, &source)?;
     live.ensure(ctx).await?;
 
     let (done, attempts, released_by) =
@@ -75,6 +82,7 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
         late: None,
         stream: None,
         resumed_after_switch: None,
+        sealed: None,
         rolled_back: None,
     };
     intent.switched = Some(outputs.clone());
@@ -97,6 +105,8 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
         outputs.after_switch_error = Some(e);
     }
     outputs.late = tail_after_switch(ctx, spec, &done, live).await?;
+    let labels = switch.from.pause_labels();
+    outputs.sealed = seal_source(ctx, spec, &source_endpoint, &labels, Some(live)).await;
     outputs.stream = live.finish().await?;
     Ok(StepOutcome::done(&outputs))
 }
@@ -155,19 +165,30 @@ async fn rehearse(
         ctx.note("would hold before the switch until released (`ecmigrate cutover PLAN`), tailing meanwhile");
     }
     // The fence's pause, as the run would report it, before the switch it surrounds.
-    let paused = source_data_endpoint(ctx, source)?.display_url();
+    let paused_url = source_data_endpoint(ctx, source)?.display_url();
     ctx.call_labeled(
         "ClientPause",
-        fence::pause_params(paused, spec.max_write_pause()),
+        fence::pause_params(paused_url.clone(), spec.max_write_pause()),
         &switch.from.pause_labels(),
     );
     let details = switch.rehearse(ctx).await?;
     ctx.note(format!(
-        "inside the pause (CLIENT PAUSE WRITE, at most {} ms): prove the capture caught up, copy what is pending, switch, {}unpause; then copy late writes for the record's TTL + {} s",
+        "inside the pause (CLIENT PAUSE WRITE, at most {} ms): prove the capture caught up, copy what is pending, switch, {}unpause; then copy late writes for the record's TTL + {} s{}",
         spec.max_write_pause().as_millis(),
         if spec.disconnect_clients() { "disconnect the source's clients, " } else { "" },
-        spec.grace().as_secs()
+        spec.grace().as_secs(),
+        match spec.seal() {
+            Some(hold) => format!(", then seal the source (writes paused {} h)", hold.as_secs() / 3600),
+            None => String::new(),
+        }
     ));
+    if let Some(hold) = spec.seal() {
+        ctx.call_labeled(
+            "SealSource",
+            seal::seal_params(paused_url, hold),
+            &switch.from.pause_labels(),
+        );
+    }
     Ok(StepOutcome::done(&json!({
         "strategy": spec.strategy.as_str(),
         "dry_run": true,

@@ -30,6 +30,26 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     let target_endpoint = target_data_endpoint(ctx, &target, load_login(ctx).await?)?;
+    // The copy back writes to the source: the seal goes first. Lifting a seal that is not there (a
+    // rollback inside the tail, or a second one) only unpauses again.
+    let seal_lifted = match spec.seal() {
+        Some(_) => {
+            let closed = crate::data::fence::lift(&source_endpoint)
+                .await
+                .map_err(|e| {
+                    Error::failed(
+                        format!("the seal on the source could not be lifted: {e}"),
+                        "check the source's data endpoint; run `ecmigrate rollback` again",
+                    )
+                })?;
+            ctx.note(format!(
+                "lifted the seal on the source: it takes writes again; {} connection(s) of clients left on it closed, their waiting writes dropped",
+                closed.len()
+            ));
+            Some(closed.len())
+        }
+        None => None,
+    };
     let stream = copy_target_back(ctx, &target_endpoint, source_endpoint).await?;
     ctx.note("the target's keys are back on the source; fencing the target to switch back");
 
@@ -92,6 +112,7 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
         late_changes: late,
         clients_disconnected: done.disconnected.clone(),
         attempts: attempts.len() + 1,
+        seal_lifted,
         rolled_back_at: chrono::Utc::now().to_rfc3339(),
     })
 }
