@@ -316,7 +316,7 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
         None => "; no write pause".into(),
     };
     let seal = match seal_hours {
-        Some(h) => format!("; the source sealed (writes paused) {h} h after the switch"),
+        Some(h) => format!("; then the source sealed (writes paused {h} h)"),
         None => String::new(),
     };
     format!("Plan: {changes}{pause}{seal}.")
@@ -436,6 +436,15 @@ mod tests {
             ),
             "pause writes on 3 primaries of orders for at most 3000 ms"
         );
+        let seal = json!({"endpoint": "redis://h:1/0", "mode": "WRITE", "timeout_ms": 86_400_000});
+        assert_eq!(
+            sentence(
+                "SealSource",
+                &seal,
+                &labels(&[("group", "orders"), ("primaries", "1")])
+            ),
+            "seal orders after the tail: writes paused 24 h, so a client left on it fails instead of writing where nothing copies"
+        );
         assert_eq!(
             sentence(
                 "DeleteReplicationGroup",
@@ -479,6 +488,19 @@ mod tests {
         assert_eq!(
             plan_summary(&calls),
             "Plan: 1 snapshot and 1 group to create, 1 AUTH token to store, 1 alias to repoint, 1 group to delete (after an encrypted final snapshot); writes paused up to 3000 ms."
+        );
+        let mut sealed = calls.clone();
+        sealed.push(call(
+            "SealSource",
+            json!({"timeout_ms": 7_200_000}),
+            Labels::new(),
+        ));
+        assert!(
+            plan_summary(&sealed).ends_with(
+                "writes paused up to 3000 ms; then the source sealed (writes paused 2 h)."
+            ),
+            "{}",
+            plan_summary(&sealed)
         );
         assert_eq!(plan_summary(&[]), "Plan: no changes; no write pause.");
     }

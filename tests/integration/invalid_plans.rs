@@ -96,6 +96,7 @@ invalid_plans! {
     fixture_71_rbac_unknown_data_plane_user: "71-rbac-unknown-data-plane-user.yaml", 12, "target.auth.rbac.data_plane_user";
     fixture_72_rbac_bad_user_group_id: "72-rbac-bad-user-group-id.yaml", 11, "target.auth.rbac.user_group_id";
     fixture_73_rbac_duplicate_user_id: "73-rbac-duplicate-user-id.yaml", 22, "target.auth.rbac.users[2].user_id";
+    fixture_74_seal_too_long: "74-seal-too-long.yaml", 23, "steps[5].seal_source_hours";
 }
 
 fn fixture_dir() -> PathBuf {

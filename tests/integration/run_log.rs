@@ -56,12 +56,14 @@ fn the_demo_plan_reads_as_one_sentence_per_action_and_its_rehearsal_ends_with_a_
             "(KMS alias/orders, TLS required, AUTH token from file:",
             "    would pause writes on orders for at most 3000 ms",
             "    would point alias orders-endpoint at orders-enc (now orders)",
+            "    would seal orders after the tail: writes paused 24 h, so a client left on it fails",
             "    would create final snapshot orders-ecmigrate-final-",
             "    would delete group orders (final snapshot orders-ecmigrate-final-",
         ],
     );
     let summary = "Plan: 1 snapshot and 1 group to create, 1 AUTH token to store, 1 alias to repoint, \
-                   1 group to delete (after an encrypted final snapshot); writes paused up to 3000 ms.";
+                   1 group to delete (after an encrypted final snapshot); writes paused up to 3000 ms; \
+                   then the source sealed (writes paused 24 h).";
     assert!(
         rehearsal.stdout.lines().any(|l| l == summary),
         "no `{summary}`: {rehearsal:?}"
