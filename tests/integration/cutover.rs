@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use ecmigrate::data::connect::RedisEndpoint;
 use serde_json::Value;
 
 use crate::app_writer::{ALIAS, Writer, lost_writes, primaries_whose_writes_wait, resolve_env};
@@ -210,10 +209,7 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
     assert!(failed.stderr.contains("exit status 1"), "{failed:?}");
     assert_eq!(status(&env, &plan)["state"], "waiting");
     // Not paused: a write on the source returns at once.
-    let source = RedisEndpoint::plain(
-        "127.0.0.1",
-        Env::primary_port(&env.sandbox_status(), SOURCE),
-    );
+    let source = env.source_endpoint();
     let started = Instant::now();
     let mut conn = source.client().unwrap().get_connection().unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
