@@ -2,9 +2,14 @@
 //! along through the alias (a cluster client: every key on the primary owning its slot): the full plan
 //! (stream_copy, a postponed cutover released by `ecmigrate cutover`, delete_source) loses no
 //! acknowledged write and pauses writes for less than a second; a rollback brings the target's writes
-//! back onto a cluster source.
+//! back onto a cluster source (lifting the seal); a client that stays on the old primaries loses no
+//! acknowledged write either: copied as late writes in the tail, then held by the seal.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use ecmigrate::data::connect::RedisEndpoint;
 
 use serde_json::Value;
 
@@ -162,4 +167,119 @@ fn rollback_from_a_cluster_target_brings_its_writes_back_onto_the_cluster_source
     .unwrap();
     assert!(report.passed(), "{report:?}");
     assert_eq!(status(&env, &plan)["state"], "rolled_back");
+}
+
+/// A client that never leaves the old group: connections to each source primary by address, reopened
+/// to the same addresses whenever they fail (as a cluster client's pools do). Each write is a SET of a
+/// key of its own; it keeps the keys acknowledged, and counts the writes that waited past `wait`.
+struct StaleClient {
+    stop: Arc<AtomicBool>,
+    waited: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl StaleClient {
+    fn start(source: RedisEndpoint, wait: Duration) -> StaleClient {
+        let (stop, waited) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (stopping, waits) = (stop.clone(), waited.clone());
+        let thread = std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut conn: Option<ClusterConn> = None;
+            let mut i = 0u64;
+            while !stopping.load(Ordering::Relaxed) {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => match ClusterConn::open(&source) {
+                        Ok(c) => conn.insert(c),
+                        Err(_) => continue,
+                    },
+                };
+                let key = format!("stale:{i}");
+                let on = c.on(&key);
+                on.set_read_timeout(Some(wait)).unwrap();
+                let wrote: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(i).query(on);
+                match wrote {
+                    Ok(()) => acknowledged.push(key),
+                    Err(e) => {
+                        if e.is_timeout() {
+                            waits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        conn = None;
+                    }
+                }
+                i += 1;
+                // Paced, not awaiting anything: a write every 5 ms.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            acknowledged
+        });
+        StaleClient {
+            stop,
+            waited,
+            thread,
+        }
+    }
+
+    fn waited(&self) -> usize {
+        self.waited.load(Ordering::Relaxed)
+    }
+
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn a_client_left_on_the_old_cluster_loses_no_acknowledged_write_once_the_source_is_sealed() {
+    let env = Env::new();
+    cluster_source(&env, 300);
+    let text = crate::cutover::postponed_plan(&env, "", true)
+        .replace("    postpone: true\n", "")
+        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:");
+    let plan = env.write_plan("plan.yaml", &text);
+    let source = env.source_endpoint();
+    let stale = StaleClient::start(source.clone(), Duration::from_millis(300));
+    env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
+    // The run ended with the seal: from here every write of the stale client waits and fails.
+    wait_for(
+        "two writes of the stale client to wait",
+        Duration::from_secs(30),
+        || stale.waited() >= 2,
+    );
+    let waited = stale.waited();
+    let acknowledged = stale.stop();
+    assert_eq!(
+        primaries_whose_writes_wait(&source, Duration::from_millis(300)),
+        3
+    );
+    let cutover = Env::step(&status(&env, &plan), "cutover").clone();
+    let late = cutover["outputs"]["late"]["late_changes"].as_u64().unwrap();
+    assert!(
+        late > 0,
+        "the stale client wrote nothing after the switch: {cutover}"
+    );
+    let target = resolve(&env.sandbox_dir(), &env.token_file());
+    let mut on_target = ClusterConn::open(&target).unwrap();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|key| {
+            let v: Option<String> = redis::cmd("GET").arg(key).query(on_target.on(key)).unwrap();
+            v.is_none()
+        })
+        .collect();
+    println!(
+        "stale client: {} writes acknowledged, {waited} waited, {late} late changes copied; missing on the target: {}",
+        acknowledged.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes of the stale client are not on the target: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
 }
