@@ -37,7 +37,8 @@ fn resume(env: &Env, plan: &std::path::Path, limit: Duration) -> Run {
     child.finish()
 }
 
-fn crash_and_resume(hook: (&str, &str)) {
+/// Returns the env (its sandbox still up) and the plan, for what a test checks beyond that.
+fn crash_and_resume(hook: (&str, &str)) -> (Env, std::path::PathBuf) {
     let mut env = Env::new();
     env.sandbox_with_source(2000);
     let before = env.sandbox_status();
@@ -79,6 +80,7 @@ fn crash_and_resume(hook: (&str, &str)) {
         source_counts,
         "after {hook:?}: the target does not hold every key"
     );
+    (env, plan)
 }
 
 #[test]
@@ -136,4 +138,16 @@ fn killed_after_the_source_deletion_was_requested() {
 #[test]
 fn killed_in_the_cutover_after_the_switch_was_recorded() {
     crash_and_resume(("ECMIGRATE_TEST_CRASH_AFTER", "call:PointAlias"));
+}
+
+#[test]
+fn killed_in_the_cutover_before_the_source_is_sealed() {
+    let (env, plan) = crash_and_resume(("ECMIGRATE_TEST_CRASH_AFTER", "call:SealSource"));
+    let status = env.status_json(plan.to_str().unwrap());
+    let outputs = &Env::step(&status, "cutover")["outputs"];
+    assert_eq!(outputs["resumed_after_switch"], true, "{outputs}");
+    assert_eq!(
+        outputs["sealed"]["primaries"], 1,
+        "the resumed run did not seal: {outputs}"
+    );
 }
