@@ -146,7 +146,35 @@ fn print_text(seen: &Seen, plan_path: &std::path::Path) {
     if let Some(st) = &seen.stream {
         print_stream(st);
     }
+    print_seal(seen);
     print_next(seen, plan_path);
+}
+
+/// The seal on the source while it stands: recorded by the cutover, not lifted by a rollback, the
+/// source not deleted.
+fn print_seal(seen: &Seen) {
+    let step = |kind: &str| seen.steps.iter().find(|s| s["kind"] == kind);
+    let Some(sealed) = step("cutover").map(|c| &c["outputs"]["sealed"]) else {
+        return;
+    };
+    let deleted = step("delete_source").is_some_and(|d| d["status"] == "done");
+    if sealed.is_null() || deleted || seen.run_state() == RunStatus::RolledBack {
+        return;
+    }
+    let source = &seen.plan.plan.source.replication_group_id;
+    match sealed["error"].as_str() {
+        Some(e) if sealed["primaries"] == 0 => {
+            println!(
+                "source `{source}`: NOT sealed after the cutover ({e}): clients left on it can still write there"
+            )
+        }
+        _ => println!(
+            "source `{source}` sealed: writes wait on its {} primar{} until {} (`ecmigrate rollback` lifts it; delete_source ends it)",
+            sealed["primaries"],
+            if sealed["primaries"] == 1 { "y" } else { "ies" },
+            sealed["until"].as_str().unwrap_or("?")
+        ),
+    }
 }
 
 /// A stream status written more than this long ago by a run still active is stale: the tailer writes it

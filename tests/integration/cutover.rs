@@ -284,6 +284,11 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
     assert!(sealed["error"].is_null(), "{sealed}");
     let wait = Duration::from_millis(300);
     assert_eq!(primaries_whose_writes_wait(&env.source_endpoint(), wait), 1);
+    let shown = env.ok(&["status", plan.to_str().unwrap()]).stdout;
+    assert!(
+        shown.contains("source `orders` sealed: writes wait on its 1 primary until "),
+        "{shown}"
+    );
 
     let target = env.target_endpoint();
     block_on(async {
@@ -317,6 +322,8 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
     );
 
     assert_eq!(status(&env, &plan)["state"], "rolled_back");
+    let shown = env.ok(&["status", plan.to_str().unwrap()]).stdout;
+    assert!(!shown.contains("sealed"), "{shown}");
     let again = env.run(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(again.code, 3, "{again:?}");
     assert!(again.stderr.contains("rolled back"), "{again:?}");
