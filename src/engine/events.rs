@@ -98,9 +98,9 @@ pub mod labels {
     /// On a `CreateSnapshot` and the `DeleteReplicationGroup` after it: the source's encrypted final
     /// snapshot, taken before the source is deleted.
     pub const FINAL_SNAPSHOT: &str = "final";
-    /// On a `ClientPause`: the group whose primaries are paused.
+    /// On a `ClientPause` or a `SealSource`: the group whose primaries are paused.
     pub const PAUSED_GROUP: &str = "group";
-    /// On a `ClientPause`: how many primaries are paused together.
+    /// On a `ClientPause` or a `SealSource`: how many primaries are paused together.
     pub const PAUSED_PRIMARIES: &str = "primaries";
 }
 

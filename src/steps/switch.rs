@@ -70,7 +70,7 @@ impl Side {
         endpoint_kind(self.cluster_enabled)
     }
 
-    /// The labels of a `ClientPause` on this side's primaries, for its readable line.
+    /// The labels of a `ClientPause` (or a `SealSource`) on this side's primaries, for its readable line.
     pub fn pause_labels(&self) -> [(&'static str, String); 2] {
         use crate::engine::events::labels::{PAUSED_GROUP, PAUSED_PRIMARIES};
         [

@@ -178,6 +178,10 @@ fn a_postponed_cutover_released_by_the_command_loses_no_write_of_a_live_writer()
         "{md}"
     );
     assert!(
+        md.contains("After the tail writes were paused on the source's 1 primary until "),
+        "the report does not say the source was sealed: {md}"
+    );
+    assert!(
         cutover["outputs"]["clients_disconnected"]
             .as_array()
             .is_some_and(|c| !c.is_empty()),

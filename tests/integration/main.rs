@@ -9,6 +9,7 @@ mod client_certs;
 mod cluster_copy;
 mod cluster_create;
 mod cluster_cutover;
+mod cluster_restore;
 mod cluster_stream;
 mod conventions;
 mod cutover;

@@ -43,9 +43,9 @@ pub async fn run(ctx: &StepContext, spec: &CutoverStep, live: &LiveStream) -> Re
     if ctx.dry_run() {
         return rehearse(ctx, spec, &switch, &source).await;
     }
+    let source_endpoint = source_data_endpoint(ctx, &source)?;
     // A resumed run after the switch was made must not copy from the source again: clients write to the
     // target now, and a reconcile would overwrite their writes with the source's older values.
-    let source_endpoint = source_data_endpoint(ctx, &source)?;
     let mut intent: CutoverIntent = ctx.intent();
     if let Some(mut switched) = intent.switched {
         ctx.note(
