@@ -102,6 +102,8 @@ pub mod labels {
     pub const PAUSED_GROUP: &str = "group";
     /// On a `ClientPause` or a `SealSource`: how many primaries are paused together.
     pub const PAUSED_PRIMARIES: &str = "primaries";
+    /// On a `StoreAuthToken` or a `PutSecretValue`: what the secret is (`AUTH token`, `RBAC password`).
+    pub const SECRET_KIND: &str = "secret";
 }
 
 /// A wait that goes on unchanged is reported again this often.

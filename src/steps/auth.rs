@@ -98,25 +98,54 @@ pub async fn read_token(
     }
 }
 
-/// Keep a generated token in `store`, reported as a call with the token redacted. A rehearsal writes
-/// nothing: its cloud and token sink only record.
-pub async fn keep_token(ctx: &StepContext, store: &TokenStore, token: &Secret) -> Result<()> {
+/// What a generated secret opens the target as: the group's AUTH token, or an RBAC user's password.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretKind {
+    AuthToken,
+    RbacPassword,
+}
+
+impl SecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::AuthToken => "AUTH token",
+            SecretKind::RbacPassword => "RBAC password",
+        }
+    }
+}
+
+/// Keep a generated secret of `kind` in `store`, reported as a call with the secret redacted. A
+/// rehearsal writes nothing: its cloud and token sink only record.
+pub async fn keep_token(
+    ctx: &StepContext,
+    store: &TokenStore,
+    token: &Secret,
+    kind: SecretKind,
+) -> Result<()> {
+    let labels = [(
+        crate::engine::events::labels::SECRET_KIND,
+        kind.as_str().to_string(),
+    )];
     match store {
         TokenStore::SecretsManager(id) => {
-            ctx.call(
+            ctx.call_labeled(
                 "PutSecretValue",
                 serde_json::json!({ "SecretId": id, "SecretString": "<redacted>" }),
+                &labels,
             );
             let tags = [("ecmigrate:plan".to_string(), ctx.plan.plan.name.clone())].into();
-            ctx.write
-                .put_secret(id, token, &tags)
-                .await
-                .map_err(|e| cloud_error("storing the AUTH token in Secrets Manager", e))
+            ctx.write.put_secret(id, token, &tags).await.map_err(|e| {
+                cloud_error(
+                    &format!("storing the {} in Secrets Manager", kind.as_str()),
+                    e,
+                )
+            })
         }
         local => {
-            ctx.call(
+            ctx.call_labeled(
                 "StoreAuthToken",
                 serde_json::json!({ "store": store.to_string(), "token": "<redacted>" }),
+                &labels,
             );
             ctx.tokens.save(local, token).map_err(|e| {
                 Error::failed(

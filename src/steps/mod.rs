@@ -34,7 +34,7 @@ pub use access::{
     wait_group_available,
 };
 pub use auth::{
-    Login, TargetSecret, keep_token, load_login, rbac_secrets, read_token, store_of,
+    Login, SecretKind, TargetSecret, keep_token, load_login, rbac_secrets, read_token, store_of,
     target_secrets, token_store,
 };
 pub use endpoints::{source_data_endpoint, target_data_endpoint};

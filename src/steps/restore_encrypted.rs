@@ -14,7 +14,9 @@ use crate::secret::generate_token;
 use crate::steps::access::{Deleted, delete_group_and_wait};
 use crate::steps::backup::{encryption_key, kms_label};
 use crate::steps::records::{BackupOutputs, RestoreIntent};
-use crate::steps::{cloud_error, keep_token, obj, read_token, require_group, timeout, token_store};
+use crate::steps::{
+    SecretKind, cloud_error, keep_token, obj, read_token, require_group, timeout, token_store,
+};
 
 pub async fn run(ctx: &StepContext, spec: &RestoreEncryptedStep) -> Result<StepOutcome> {
     let plan = &ctx.plan.plan;
@@ -215,7 +217,7 @@ async fn target_token(
             .is_some_and(|t| t.generate) =>
         {
             let t = generate_token();
-            keep_token(ctx, store, &t).await?;
+            keep_token(ctx, store, &t, SecretKind::AuthToken).await?;
             t
         }
         None => {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-pub use crate::engine::events::labels::{FINAL_SNAPSHOT, PAUSED_GROUP, PAUSED_PRIMARIES};
+pub use crate::engine::events::labels::{
+    FINAL_SNAPSHOT, PAUSED_GROUP, PAUSED_PRIMARIES, SECRET_KIND,
+};
 
 /// How the plan names some of a body's values (`KmsKeyId` → `alias/orders`, `AuthToken` → where the token
 /// is kept), and what a call is for (`final` on the source's last snapshot). Display only.
@@ -142,9 +144,14 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
                 .unwrap_or_else(|| " off its version".into())
         ),
         "SwitchCommand" => format!("run the switch command `{}`", or_unnamed(s("command"))),
-        "StoreAuthToken" => format!("keep a new AUTH token in {}", or_unnamed(s("store"))),
+        "StoreAuthToken" => format!(
+            "keep a new {} in {}",
+            secret_kind(labels),
+            or_unnamed(s("store"))
+        ),
         "PutSecretValue" => format!(
-            "keep a new AUTH token in Secrets Manager secret {}{}",
+            "keep a new {} in Secrets Manager secret {}{}",
+            secret_kind(labels),
             or_unnamed(s("SecretId")),
             if params["VersionStages"][0] == "AWSPENDING" {
                 " (labelled AWSPENDING)"
@@ -237,6 +244,9 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
     let mut snapshots = 0;
     let mut groups = 0;
     let mut tokens = 0;
+    let mut passwords = 0;
+    let mut users = 0;
+    let mut user_groups = 0;
     let mut aliases = 0;
     let mut records = 0;
     let mut commands = 0;
@@ -251,7 +261,14 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
             "CreateSnapshot" if call.labels.contains_key(FINAL_SNAPSHOT) => final_snapshots += 1,
             "CreateSnapshot" => snapshots += 1,
             "CreateReplicationGroup" => groups += 1,
+            "StoreAuthToken" | "PutSecretValue"
+                if call.labels.get(SECRET_KIND).map(String::as_str) == Some("RBAC password") =>
+            {
+                passwords += 1
+            }
             "StoreAuthToken" | "PutSecretValue" | "StorePendingAuthToken" => tokens += 1,
+            "CreateUser" => users += 1,
+            "CreateUserGroup" => user_groups += 1,
             "PromoteAuthToken" | "UpdateSecretVersionStage" => {}
             "PointAlias" => aliases += 1,
             "ChangeResourceRecordSets" => records += 1,
@@ -273,12 +290,18 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
     let created = [
         counted(snapshots, "snapshot", "snapshots"),
         counted(groups, "group", "groups"),
+        counted(users, "RBAC user", "RBAC users"),
+        counted(user_groups, "user group", "user groups"),
     ];
     if let Some(list) = and_list(&created) {
         parts.push(format!("{list} to create"));
     }
-    if let Some(t) = counted(tokens, "AUTH token", "AUTH tokens") {
-        parts.push(format!("{t} to store"));
+    let stored = [
+        counted(tokens, "AUTH token", "AUTH tokens"),
+        counted(passwords, "RBAC password", "RBAC passwords"),
+    ];
+    if let Some(list) = and_list(&stored) {
+        parts.push(format!("{list} to store"));
     }
     let repointed = [
         counted(aliases, "alias", "aliases"),
@@ -320,6 +343,11 @@ pub fn plan_summary(calls: &[RecordedCall]) -> String {
         None => String::new(),
     };
     format!("Plan: {changes}{pause}{seal}.")
+}
+
+/// What a stored secret is, by its label: an AUTH token unless the step says otherwise.
+fn secret_kind(labels: &Labels) -> &str {
+    labels.get(SECRET_KIND).map_or("AUTH token", String::as_str)
 }
 
 /// What a pause is on: the group's primaries by the plan's name, else the endpoint paused.
@@ -501,6 +529,28 @@ mod tests {
             ),
             "{}",
             plan_summary(&sealed)
+        );
+        let secret = |kind: &str| labels(&[("secret", kind)]);
+        let rbac = vec![
+            call("CreateSnapshot", json!({}), Labels::new()),
+            call("StoreAuthToken", json!({}), secret("RBAC password")),
+            call("CreateUser", json!({}), Labels::new()),
+            call("StoreAuthToken", json!({}), secret("RBAC password")),
+            call("CreateUser", json!({}), Labels::new()),
+            call("CreateUserGroup", json!({}), Labels::new()),
+            call("CreateReplicationGroup", json!({}), Labels::new()),
+        ];
+        assert_eq!(
+            plan_summary(&rbac),
+            "Plan: 1 snapshot, 1 group, 2 RBAC users and 1 user group to create, 2 RBAC passwords to store; no write pause."
+        );
+        assert_eq!(
+            sentence(
+                "StoreAuthToken",
+                &json!({"store": "file:p"}),
+                &secret("RBAC password")
+            ),
+            "keep a new RBAC password in file:p"
         );
         assert_eq!(plan_summary(&[]), "Plan: no changes; no write pause.");
     }

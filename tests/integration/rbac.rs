@@ -103,6 +103,18 @@ fn an_rbac_target_opens_to_its_users_with_their_rights_only() {
     env.sandbox_with_source(KEYS);
     let plan = env.write_plan("plan.yaml", &rbac_plan(&env));
     let plan = plan.to_str().unwrap();
+    // The rehearsal calls the users' secrets passwords, not AUTH tokens, and counts what it creates.
+    let rehearsal = env.ok(&["run", plan, "--dry-run"]).stdout;
+    assert!(
+        rehearsal.contains("    would keep a new RBAC password in file:"),
+        "{rehearsal}"
+    );
+    assert!(!rehearsal.contains("AUTH token in"), "{rehearsal}");
+    assert!(
+        rehearsal.contains("RBAC users and 1 user group to create, ")
+            && rehearsal.contains(" RBAC passwords to store"),
+        "{rehearsal}"
+    );
     let run = env.ok(&["run", plan, "--yes", "--output", "json"]);
 
     let out = restore_outputs(&env, plan);

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::plan::{RbacSpec, RbacUser, rules};
 use crate::secret::{Secret, generate_token};
 use crate::steps::records::RbacIntent;
-use crate::steps::{cloud_error, keep_token, read_token, store_of, timeout};
+use crate::steps::{SecretKind, cloud_error, keep_token, read_token, store_of, timeout};
 
 pub(crate) use preflight::preflight;
 
@@ -165,7 +165,7 @@ async fn user_password(ctx: &StepContext, user: &RbacUser) -> Result<Secret> {
         Some(p) => p,
         None if user.password.generate => {
             let p = generate_token();
-            keep_token(ctx, &store, &p).await?;
+            keep_token(ctx, &store, &p, SecretKind::RbacPassword).await?;
             p
         }
         None => {
