@@ -35,6 +35,18 @@ pub async fn run(globals: &Globals, args: ReportArgs) -> Result<i32> {
             format!("run it first: ecmigrate run {}", args.plan.display()),
         ));
     };
+    if state.state == RunStatus::RolledBack {
+        return Err(Error::usage(
+            format!(
+                "plan `{}` was rolled back: clients use the source `{}` again, so there is no migration to give evidence of",
+                plan.plan.name, plan.plan.source.replication_group_id
+            ),
+            format!(
+                "`ecmigrate status {}` shows the rollback; the pack of the migration before it is kept as rolled-back-report.* in the state folder",
+                args.plan.display()
+            ),
+        ));
+    }
     if state.state != RunStatus::Done {
         return Err(Error::usage(
             format!(

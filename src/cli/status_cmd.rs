@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::cli::Globals;
 use crate::engine::state::{RunStatus, StatePaths, StepStatus};
 use crate::error::{Result, exit_code};
+use crate::steps::records::{CutoverIntent, Sealed};
 use crate::ui::OutputFormat;
 
 #[derive(Args, Debug)]
@@ -108,6 +109,7 @@ fn print_json(seen: &Seen) {
         "run_id": seen.state.as_ref().map(|s| s.run_id.clone()),
         "state_file": seen.paths.state_file(),
         "next_step": seen.next_step(),
+        "seal": seal_view(seen),
         "stream": seen.stream,
         "report": report.exists().then_some(report),
         "steps": seen.steps,
@@ -150,29 +152,83 @@ fn print_text(seen: &Seen, plan_path: &std::path::Path) {
     print_next(seen, plan_path);
 }
 
-/// The seal on the source while it stands: recorded by the cutover, not lifted by a rollback, the
-/// source not deleted.
+/// The seal on the source as `status` tells it: `None` when there is none to tell (no cutover seal
+/// recorded, the source deleted, or the run rolled back). `state` is `sealed`, `partly_sealed`,
+/// `not_sealed` (the seal failed), `ran_out` (its bound passed) or `lifted` (by a rollback that did not
+/// finish).
+fn seal_view(seen: &Seen) -> Option<serde_json::Value> {
+    let state = seen.state.as_ref()?;
+    let index = seen.plan.plan.cutover_step()?.0;
+    let record = state.steps.get(index)?;
+    let deleted = seen
+        .steps
+        .iter()
+        .any(|s| s["kind"] == "delete_source" && s["status"] == "done");
+    if deleted || state.state == RunStatus::RolledBack {
+        return None;
+    }
+    let intent: CutoverIntent = record.intent_as();
+    if let Some(at) = intent.seal_lifted_at {
+        return Some(json!({ "state": "lifted", "lifted_at": at }));
+    }
+    // Recorded in the intent the moment it held, in the outputs once the step is done.
+    let sealed: Sealed = record
+        .outputs
+        .get("sealed")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .or_else(|| intent.switched.and_then(|s| s.sealed))?;
+    let ran_out = chrono::DateTime::parse_from_rfc3339(&sealed.until)
+        .is_ok_and(|until| until < chrono::Utc::now());
+    let view = if sealed.primaries == 0 {
+        "not_sealed"
+    } else if ran_out {
+        "ran_out"
+    } else if sealed.refused > 0 {
+        "partly_sealed"
+    } else {
+        "sealed"
+    };
+    Some(json!({
+        "state": view,
+        "primaries": sealed.primaries,
+        "until": sealed.until,
+        "error": sealed.error,
+    }))
+}
+
 fn print_seal(seen: &Seen) {
-    let step = |kind: &str| seen.steps.iter().find(|s| s["kind"] == kind);
-    let Some(sealed) = step("cutover").map(|c| &c["outputs"]["sealed"]) else {
+    let Some(seal) = seal_view(seen) else {
         return;
     };
-    let deleted = step("delete_source").is_some_and(|d| d["status"] == "done");
-    if sealed.is_null() || deleted || seen.run_state() == RunStatus::RolledBack {
-        return;
-    }
     let source = &seen.plan.plan.source.replication_group_id;
-    match sealed["error"].as_str() {
-        Some(e) if sealed["primaries"] == 0 => {
-            println!(
-                "source `{source}`: NOT sealed after the cutover ({e}): clients left on it can still write there"
-            )
-        }
+    let text = |key: &str| seal[key].as_str().unwrap_or("?").to_string();
+    let primaries = seal["primaries"].as_u64().unwrap_or(0);
+    let plural = if primaries == 1 { "y" } else { "ies" };
+    match seal["state"].as_str() {
+        Some("lifted") => println!(
+            "source `{source}`: its seal was lifted at {} by a rollback that did not finish: clients left on it can write there (run `ecmigrate rollback` again)",
+            text("lifted_at")
+        ),
+        Some("not_sealed") => println!(
+            "source `{source}`: NOT sealed after the cutover ({}): clients left on it can still write there",
+            text("error")
+        ),
+        Some("ran_out") => println!(
+            "source `{source}`: its seal ran out at {}: clients left on it can write there again",
+            text("until")
+        ),
+        Some("partly_sealed") => println!(
+            "source `{source}` sealed on {primaries} primar{plural} only, until {} ({}): clients left on the others can still write there",
+            text("until"),
+            text("error")
+        ),
         _ => println!(
-            "source `{source}` sealed: writes wait on its {} primar{} until {} (`ecmigrate rollback` lifts it; delete_source ends it)",
-            sealed["primaries"],
-            if sealed["primaries"] == 1 { "y" } else { "ies" },
-            sealed["until"].as_str().unwrap_or("?")
+            "source `{source}` sealed: writes wait on its {primaries} primar{plural} until {} (`ecmigrate rollback` lifts it; delete_source ends it){}",
+            text("until"),
+            seal["error"]
+                .as_str()
+                .map(|e| format!("; its last changes may not all be on the target: {e}"))
+                .unwrap_or_default()
         ),
     }
 }

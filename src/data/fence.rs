@@ -7,7 +7,7 @@
 //! `max_write_pause_ms`.
 //!
 //! The seal after the cutover's tail is the same pause with a bound of hours, left in force
-//! ([`WriteFence::keep`]): `CLIENT PAUSE` belongs to the server, not to the connection that asked it.
+//! ([`seal`]): `CLIENT PAUSE` belongs to the server, not to the connection that asked it.
 //! [`lift`] ends it, for a rollback.
 
 use std::time::{Duration, Instant};
@@ -38,16 +38,7 @@ impl WriteFence {
     pub async fn pause(endpoint: &RedisEndpoint, bound: Duration) -> Result<WriteFence, DataError> {
         let mut fence = WriteFence::connect(endpoint, bound).await?;
         fence.started = Instant::now();
-        let pauses = fence.primaries.iter_mut().map(|(conn, node)| async move {
-            redis::cmd("CLIENT")
-                .arg("PAUSE")
-                .arg(bound.as_millis() as u64)
-                .arg("WRITE")
-                .query_async::<()>(conn)
-                .await
-                .map_err(|e| refused(node, "CLIENT PAUSE", &e))
-        });
-        let paused = join_all(pauses).await;
+        let paused = pause_each(&mut fence.primaries, bound).await;
         if let Some(Err(e)) = paused.into_iter().find(Result::is_err) {
             let _ = fence.release().await;
             return Err(e);
@@ -67,12 +58,6 @@ impl WriteFence {
             started: Instant::now(),
             bound,
         })
-    }
-
-    /// Leave the pause in force on every primary until its bound (the seal): the connections close, the
-    /// pause stays. Returns the primaries paused.
-    pub fn keep(self) -> usize {
-        self.primaries.len()
     }
 
     /// The primaries paused.
@@ -132,6 +117,32 @@ impl WriteFence {
     }
 }
 
+/// What [`seal`] left in force: the primaries paused, and why each of the others is not.
+#[derive(Debug)]
+pub struct SealOutcome {
+    pub paused: usize,
+    pub primaries: usize,
+    pub refused: Vec<String>,
+}
+
+/// Pause writes on every primary behind `endpoint` for `bound` and leave the pauses in force (the seal
+/// after the cutover). Unlike [`WriteFence::pause`], a primary that refuses does not undo the others: a
+/// seal on some primaries still stops the clients left on those.
+pub async fn seal(endpoint: &RedisEndpoint, bound: Duration) -> Result<SealOutcome, DataError> {
+    let mut fence = WriteFence::connect(endpoint, bound).await?;
+    let results = pause_each(&mut fence.primaries, bound).await;
+    let primaries = results.len();
+    let refused: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    Ok(SealOutcome {
+        paused: primaries - refused.len(),
+        primaries,
+        refused,
+    })
+}
+
 /// End a pause left on every primary behind `endpoint` (the seal): first close the application's
 /// connections on every node, so that the writes they had waiting under it are never executed (those
 /// clients wrote to a group they should have left), then unpause. Returns the connections closed; a
@@ -141,6 +152,23 @@ pub async fn lift(endpoint: &RedisEndpoint) -> Result<Vec<ConnectedClient>, Data
     let closed = fence.disconnect_clients().await?;
     let (_, unpaused) = fence.release().await;
     unpaused.map(|()| closed)
+}
+
+/// `CLIENT PAUSE <bound> WRITE` asked of every primary at once; one result each.
+async fn pause_each(
+    primaries: &mut [(MultiplexedConnection, RedisEndpoint)],
+    bound: Duration,
+) -> Vec<Result<(), DataError>> {
+    let pauses = primaries.iter_mut().map(|(conn, node)| async move {
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(bound.as_millis() as u64)
+            .arg("WRITE")
+            .query_async::<()>(conn)
+            .await
+            .map_err(|e| refused(node, "CLIENT PAUSE", &e))
+    });
+    join_all(pauses).await
 }
 
 /// Close the application's connections on one node: those `CLIENT LIST TYPE normal` names that are not

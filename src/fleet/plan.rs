@@ -151,7 +151,7 @@ fn plan_for(policy: &Policy, region: &str, group: &ReplicationGroup) -> Plan {
         max_write_pause_ms: cut.max_write_pause_ms,
         fence_attempts: None,
         grace_seconds: None,
-        seal_source_hours: None,
+        seal_source_hours: cut.seal_source_hours,
         disconnect_clients: None,
         before_switch: None,
         after_switch: None,

@@ -95,6 +95,10 @@ pub struct CutoverPolicy {
     /// Longest write pause per group (100..=30000 ms, default 3000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_write_pause_ms: Option<u64>,
+    /// Hours each source stays sealed (writes paused) after its cutover's tail (0..=168, default 24;
+    /// 0: no seal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_source_hours: Option<u64>,
 }
 
 fn yes() -> bool {

@@ -355,12 +355,16 @@ fn writes_and_fence(r: &Value) -> Vec<Block> {
                 "After the tail the source could not be sealed ({e}): clients left on it could still write there."
             ),
             error => format!(
-                "After the tail writes were paused on the source's {} primar{} until {} (the seal), so that a client left on the old nodes fails instead of writing where nothing copies; {} key(s) changed before it were copied.{}",
+                "After the tail writes were paused on the source's {} primar{} until {} (the seal), so that a client left on the old nodes fails instead of writing where nothing copies; {}.{}",
                 count(&sealed["primaries"]),
                 if count(&sealed["primaries"]) == 1 { "y" } else { "ies" },
                 text(&sealed["until"]),
-                count(&sealed["keys_copied"]),
-                error.map(|e| format!(" The last changes may be missing: {e}.")).unwrap_or_default()
+                if outputs["resumed_after_switch"] == true {
+                    "the run had been resumed after the switch, so what changed on the source between the earlier attempt and the seal was not copied".to_string()
+                } else {
+                    format!("{} key(s) changed before it were copied", count(&sealed["keys_copied"]))
+                },
+                error.map(|e| format!(" Not everything held: {e}.")).unwrap_or_default()
             ),
         }));
     }

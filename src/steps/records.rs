@@ -94,7 +94,11 @@ pub struct LateWrites {
 /// The source sealed after the cutover's tail: writes paused on its primaries until `until`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sealed {
+    /// The primaries paused.
     pub primaries: usize,
+    /// The primaries that refused the pause (a partial seal).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused: usize,
     pub hours: u64,
     pub until: String,
     /// Keys changed on the source before the seal, copied once it held.
@@ -150,6 +154,9 @@ pub struct CutoverIntent {
     pub switched: Option<CutoverOutputs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_switched: Option<Value>,
+    /// When a rollback lifted the seal on the source; cleared when a failed rollback sealed it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_lifted_at: Option<String>,
 }
 
 /// What `ecmigrate rollback` did.
@@ -274,4 +281,8 @@ pub struct RotationOutputs {
     pub old_token_refused: String,
     /// What the cloud reported after the last modification.
     pub reported: serde_json::Value,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

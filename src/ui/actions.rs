@@ -84,6 +84,10 @@ pub fn sentence(operation: &str, params: &Value, labels: &Labels) -> String {
                 "seal {on} after the tail: writes paused {hours} h, so a client left on it fails instead of writing where nothing copies"
             )
         }
+        "LiftSeal" => format!(
+            "lift the seal on {}: its waiting writes dropped, writes taken again",
+            paused_on(labels, s("endpoint"))
+        ),
         "PointAlias" => format!(
             "point alias {} at {}{}",
             or_unnamed(s("alias")),

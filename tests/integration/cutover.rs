@@ -276,7 +276,7 @@ fn a_failing_switch_command_leaves_the_source_unpaused_and_waiting_and_a_fence_p
 
 #[test]
 fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_then_refuses() {
-    let env = Env::new();
+    let mut env = Env::new();
     env.sandbox_with_source(300);
     let text = postponed_plan(&env, "", true).replace("    postpone: true\n", "");
     let plan = env.write_plan("plan.yaml", &text);
@@ -293,6 +293,7 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
         shown.contains("source `orders` sealed: writes wait on its 1 primary until "),
         "{shown}"
     );
+    assert_eq!(status(&env, &plan)["seal"]["state"], "sealed");
 
     let target = env.target_endpoint();
     block_on(async {
@@ -301,10 +302,49 @@ fn rollback_after_cutover_points_the_alias_back_with_the_targets_writes_and_run_
         exec(&mut c, &["DEL", "ecm:user:000001"]).await;
     });
 
+    // The seal is the record's, not the plan's: an edit that drops it after the cutover still has the
+    // rollback lift it. A rollback that fails after the lift (its fence on the target past its bound)
+    // seals the source again; one that dies there leaves `status` saying the seal is gone.
+    let edited = "    alias: orders-endpoint\n    seal_source_hours: 0\n    fence_attempts: 1\n";
+    std::fs::write(&plan, text.replace("    alias: orders-endpoint\n", edited)).unwrap();
+    env.set_env("ECMIGRATE_TEST_FENCE_DELAY", "2000:99");
+    let failed = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.all_output().contains("sealed again"), "{failed:?}");
+    assert_eq!(primaries_whose_writes_wait(&env.source_endpoint(), wait), 1);
+    assert_eq!(status(&env, &plan)["seal"]["state"], "sealed");
+    env.set_env("ECMIGRATE_TEST_FENCE_DELAY", "0:0");
+
+    env.set_env("ECMIGRATE_TEST_CRASH_AFTER", "call:ClientPause");
+    let killed = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
+    assert_eq!(killed.code, 137, "{killed:?}");
+    env.set_env("ECMIGRATE_TEST_CRASH_AFTER", "");
+    assert!(
+        env.journal().contains("\"LiftSeal\""),
+        "the lift is not in the journal"
+    );
+    let source = env.source_endpoint();
+    assert_eq!(primaries_whose_writes_wait(&source, wait), 0);
+    assert_eq!(status(&env, &plan)["seal"]["state"], "lifted");
+    let shown = env.ok(&["status", plan.to_str().unwrap()]).stdout;
+    assert!(
+        shown.contains("source `orders`: its seal was lifted at "),
+        "{shown}"
+    );
+
     let rolled = env.run(&["rollback", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(rolled.code, 0, "{rolled:?}");
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], SOURCE);
-    let source = env.source_endpoint();
+    let rolled_back = Env::step(&status(&env, &plan), "cutover")["outputs"]["rolled_back"].clone();
+    assert!(rolled_back["seal_lifted"].is_u64(), "{rolled_back}");
+    // The evidence of the migration no longer says where clients are: it is kept under another name.
+    let dir = env.state_dir().join("orders-migration");
+    assert!(!dir.join("report.md").exists());
+    assert!(dir.join("rolled-back-report.md").exists());
+    let report = env.run(&["report", plan.to_str().unwrap(), "--format", "md"]);
+    assert_eq!(report.code, 2, "{report:?}");
+    assert!(report.stderr.contains("was rolled back"), "{report:?}");
+    assert!(report.stderr.contains("hint:"), "{report:?}");
     assert_eq!(
         primaries_whose_writes_wait(&source, wait),
         0,

@@ -180,7 +180,7 @@ fn fleet_plan_writes_a_valid_plan_per_eligible_group_and_lists_the_others_with_r
     let policy = env.write_plan(
         "policy.yaml",
         &format!(
-            "version: 1\nprovider: aws\nregions: [{}]\ninclude: ['{prefix}-*']\nkms_keys:\n  '*': alias/fleet\n  eu-west-1: alias/fleet-eu\nplan_name: '{{region}}-{{group}}'\nauth_token: {{ secrets_manager: 'ecmigrate/{{region}}/{{group}}' }}\ncutover: {{ strategy: manual, postpone: true }}\ndelete_source: true\n",
+            "version: 1\nprovider: aws\nregions: [{}]\ninclude: ['{prefix}-*']\nkms_keys:\n  '*': alias/fleet\n  eu-west-1: alias/fleet-eu\nplan_name: '{{region}}-{{group}}'\nauth_token: {{ secrets_manager: 'ecmigrate/{{region}}/{{group}}' }}\ncutover: {{ strategy: manual, postpone: true, seal_source_hours: 2 }}\ndelete_source: true\n",
             REGIONS.join(", ")
         ),
     );
@@ -241,6 +241,7 @@ fn fleet_plan_writes_a_valid_plan_per_eligible_group_and_lists_the_others_with_r
             format!("secrets_manager: ecmigrate/{region}/{id}"),
             format!("confirm: {id}"),
             "postpone: true".to_string(),
+            "seal_source_hours: 2".to_string(),
         ] {
             assert!(yaml.contains(&expected), "{expected} not in {yaml}");
         }

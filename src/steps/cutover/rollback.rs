@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::cloud::Cloud;
+use crate::data::connect::RedisEndpoint;
 use crate::data::copier::{Copier, CopyOptions};
+use crate::data::fence;
 use crate::data::stream::StreamCopy;
 use crate::engine::events::EventListener;
 use crate::engine::state::{RunState, RunStatus, StepStatus};
@@ -15,7 +17,9 @@ use crate::engine::{Prompter, RunOptions, Session, StepContext};
 use crate::error::{Error, Result};
 use crate::plan::{CutoverStep, LoadedPlan, StepKind};
 use crate::steps::cutover::fence::{FailureKind, FenceFailure, before_switch, fenced_switch};
-use crate::steps::records::{CutoverIntent, DeleteSourceIntent, RollbackOutputs};
+use crate::steps::records::{
+    CutoverIntent, CutoverOutputs, DeleteSourceIntent, RollbackOutputs, Sealed,
+};
 use crate::steps::switch::Switch;
 use crate::steps::{load_login, require_group, source_data_endpoint, target_data_endpoint};
 
@@ -30,35 +34,124 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     let switch = Switch::new(spec, &target, &source, "rollback")?;
     let source_endpoint = source_data_endpoint(ctx, &source)?;
     let target_endpoint = target_data_endpoint(ctx, &target, load_login(ctx).await?)?;
-    // The copy back writes to the source: the seal goes first. Lifting a seal that is not there (a
-    // rollback inside the tail, or a second one) only unpauses again.
-    let seal_lifted = match spec.seal() {
-        Some(_) => {
-            let closed = crate::data::fence::lift(&source_endpoint)
-                .await
-                .map_err(|e| {
-                    Error::failed(
-                        format!("the seal on the source could not be lifted: {e}"),
-                        "check the source's data endpoint; run `ecmigrate rollback` again",
-                    )
-                })?;
-            ctx.note(format!(
-                "lifted the seal on the source: it takes writes again; {} connection(s) of clients left on it closed, their waiting writes dropped",
-                closed.len()
-            ));
-            Some(closed.len())
-        }
-        None => None,
+    // The copy back writes to the source: the seal goes first. The record decides as much as the plan
+    // (an edit to `seal_source_hours` after the cutover must not leave the copy back waiting on it).
+    let recorded = recorded_seal(ctx);
+    let seal_lifted = if spec.seal().is_some() || recorded.as_ref().is_some_and(|s| s.primaries > 0)
+    {
+        Some(lift_seal(ctx, &source_endpoint, &switch.to.pause_labels()).await?)
+    } else {
+        None
     };
-    let stream = copy_target_back(ctx, &target_endpoint, source_endpoint).await?;
+    let result = copy_back_and_switch(
+        ctx,
+        spec,
+        &switch,
+        &target_endpoint,
+        source_endpoint.clone(),
+    )
+    .await;
+    let intent: CutoverIntent = ctx.intent();
+    if result.is_err() && seal_lifted.is_some() && intent.rollback_switched.is_none() {
+        // Clients stay on the target: the source is sealed again for what was left of its seal.
+        reseal(ctx, &source_endpoint, recorded.as_ref()).await;
+    }
+    result.map(|mut outputs| {
+        outputs.seal_lifted = seal_lifted;
+        outputs
+    })
+}
+
+/// The seal the cutover recorded: in its outputs once done, in its intent from the moment it held.
+fn recorded_seal(ctx: &StepContext) -> Option<Sealed> {
+    ctx.outputs_of::<CutoverOutputs>(StepKind::Cutover)
+        .and_then(|o| o.sealed)
+        .or_else(|| {
+            ctx.intent::<CutoverIntent>()
+                .switched
+                .and_then(|s| s.sealed)
+        })
+}
+
+/// Lift the seal on the source, and record that it was lifted before anything else happens.
+async fn lift_seal(
+    ctx: &StepContext,
+    source_endpoint: &RedisEndpoint,
+    labels: &[(&str, String)],
+) -> Result<usize> {
+    ctx.call_labeled(
+        "LiftSeal",
+        json!({ "endpoint": source_endpoint.display_url() }),
+        labels,
+    );
+    let closed = fence::lift(source_endpoint).await.map_err(|e| {
+        Error::failed(
+            format!("the seal on the source could not be lifted: {e}"),
+            "check the source's data endpoint; run `ecmigrate rollback` again",
+        )
+    })?;
+    let mut intent: CutoverIntent = ctx.intent();
+    intent.seal_lifted_at = Some(chrono::Utc::now().to_rfc3339());
+    ctx.record_intent(&intent)?;
+    ctx.note(format!(
+        "lifted the seal on the source: it takes writes again; {} connection(s) of clients left on it closed, their waiting writes dropped",
+        closed.len()
+    ));
+    Ok(closed.len())
+}
+
+/// Seal the source again after a rollback that lifted the seal and then failed, until the recorded seal
+/// would have ended; `status` says so when this fails too.
+async fn reseal(ctx: &StepContext, source_endpoint: &RedisEndpoint, recorded: Option<&Sealed>) {
+    let until = recorded.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s.until).ok());
+    let left = until
+        .map(|u| u.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .and_then(|d| d.to_std().ok())
+        .filter(|d| !d.is_zero());
+    let Some(left) = left else {
+        return;
+    };
+    match fence::seal(source_endpoint, left).await {
+        Ok(outcome) if outcome.refused.is_empty() => {
+            let mut intent: CutoverIntent = ctx.intent();
+            intent.seal_lifted_at = None;
+            if ctx.record_intent(&intent).is_ok() {
+                ctx.note(format!(
+                    "the rollback did not finish: the source is sealed again on {} primar{} until the seal's end",
+                    outcome.paused,
+                    if outcome.paused == 1 { "y" } else { "ies" }
+                ));
+            }
+        }
+        Ok(outcome) => ctx.note(format!(
+            "the rollback did not finish, and the source could be sealed again on only {} of {} primaries: {}",
+            outcome.paused,
+            outcome.primaries,
+            outcome.refused.join("; ")
+        )),
+        Err(e) => ctx.note(format!(
+            "the rollback did not finish, and the source could not be sealed again: {e}"
+        )),
+    }
+}
+
+/// The copy back onto the source, the fence on the target and the switch back.
+async fn copy_back_and_switch(
+    ctx: &StepContext,
+    spec: &CutoverStep,
+    switch: &Switch<'_>,
+    target_endpoint: &RedisEndpoint,
+    source_endpoint: RedisEndpoint,
+) -> Result<RollbackOutputs> {
+    let stream = copy_target_back(ctx, target_endpoint, source_endpoint).await?;
     ctx.note("the target's keys are back on the source; fencing the target to switch back");
 
     let mut attempts = Vec::new();
     let done = loop {
         let attempt = attempts.len() as u32 + 1;
-        let outcome = match before_switch(ctx, spec, &switch).await {
+        let outcome = match before_switch(ctx, spec, switch).await {
             Ok(()) => {
-                fenced_switch(ctx, spec, &switch, &target_endpoint, Some(&stream), attempt).await
+                fenced_switch(ctx, spec, switch, target_endpoint, Some(&stream), attempt).await
             }
             Err(e) => Err(FenceFailure {
                 kind: FailureKind::Switch,
@@ -112,7 +205,7 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
         late_changes: late,
         clients_disconnected: done.disconnected.clone(),
         attempts: attempts.len() + 1,
-        seal_lifted,
+        seal_lifted: None,
         rolled_back_at: chrono::Utc::now().to_rfc3339(),
     })
 }
@@ -168,6 +261,7 @@ pub async fn rollback(
                 s.steps[index].outputs.insert("rolled_back".into(), outputs);
                 s.state = RunStatus::RolledBack;
             })?;
+            retire_evidence(&ctx);
             Ok(session.state())
         }
         Err(e) => {
@@ -184,6 +278,24 @@ pub async fn rollback(
                 };
             })?;
             Err(e)
+        }
+    }
+}
+
+/// The evidence pack of a finished run that was then rolled back no longer describes where clients
+/// are: it is kept, renamed `rolled-back-report.*`, so that nobody hands it on as the migration's.
+fn retire_evidence(ctx: &StepContext) {
+    let dir = ctx.state_folder();
+    for ext in ["md", "json", "html"] {
+        let from = dir.join(format!("report.{ext}"));
+        if from.exists() {
+            let to = dir.join(format!("rolled-back-report.{ext}"));
+            if let Err(e) = std::fs::rename(&from, &to) {
+                ctx.note(format!(
+                    "{} could not be renamed after the rollback ({e}): it describes the migration, not where clients are now",
+                    from.display()
+                ));
+            }
         }
     }
 }

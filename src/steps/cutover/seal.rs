@@ -14,11 +14,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::data::connect::RedisEndpoint;
-use crate::data::fence::WriteFence;
+use crate::data::fence;
 use crate::engine::StepContext;
 use crate::plan::CutoverStep;
 use crate::steps::live::LiveStream;
-use crate::steps::records::Sealed;
+use crate::steps::records::{CutoverIntent, Sealed};
 
 /// How long the capture's proof may take once the source is sealed.
 const PROOF_BOUND: Duration = Duration::from_secs(30);
@@ -46,23 +46,49 @@ pub(super) async fn seal_source(
     let until = chrono::Utc::now() + chrono::Duration::from_std(hold).unwrap_or_default();
     let mut sealed = Sealed {
         primaries: 0,
+        refused: 0,
         hours: hold.as_secs() / 3600,
         until: until.to_rfc3339(),
         keys_copied: 0,
         error: None,
     };
-    let fence = match WriteFence::pause(endpoint, hold).await {
-        Ok(fence) => fence,
+    match fence::seal(endpoint, hold).await {
+        Ok(outcome) => {
+            sealed.primaries = outcome.paused;
+            sealed.refused = outcome.refused.len();
+            if !outcome.refused.is_empty() {
+                let e = format!(
+                    "{} of {} primaries refused: {}",
+                    outcome.refused.len(),
+                    outcome.primaries,
+                    outcome.refused.join("; ")
+                );
+                ctx.note(format!(
+                    "the seal holds on {} of {} primaries ({e}): clients left on the others can write there, and nothing copies it any more",
+                    outcome.paused, outcome.primaries
+                ));
+                sealed.error = Some(e);
+            }
+        }
         Err(e) => {
             let e = e.to_string();
             ctx.note(format!(
                 "could not seal the source ({e}): clients still on its nodes can write there, and nothing copies it any more"
             ));
             sealed.error = Some(e);
-            return Some(sealed);
         }
-    };
-    sealed.primaries = fence.keep();
+    }
+    // Recorded at once: `status` tells of a seal in force even if what follows fails.
+    let mut intent: CutoverIntent = ctx.intent();
+    if let Some(switched) = intent.switched.as_mut() {
+        switched.sealed = Some(sealed.clone());
+        if let Err(e) = ctx.record_intent(&intent) {
+            ctx.note(format!("the seal could not be recorded in the state: {e}"));
+        }
+    }
+    if sealed.primaries == 0 {
+        return Some(sealed);
+    }
     let stream = match live {
         Some(live) => live.stream().await,
         None => None,
@@ -79,7 +105,10 @@ pub(super) async fn seal_source(
                 ctx.note(format!(
                     "the source is sealed, but its last changes may not all be on the target: {e}"
                 ));
-                sealed.error = Some(e);
+                sealed.error = Some(match sealed.error.take() {
+                    Some(refused) => format!("{refused}; {e}"),
+                    None => e,
+                });
             }
         }
     }
