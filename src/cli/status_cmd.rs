@@ -369,6 +369,65 @@ mod tests {
         json!({ "stream": stream, "updated_at": at.to_rfc3339() })
     }
 
+    /// What `status` says of a seal recorded as `sealed` (with `intent` on the cutover's record).
+    fn seal_seen(sealed: serde_json::Value, intent: serde_json::Value, state: RunStatus) -> Seen {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/sandbox-demo.yaml");
+        let plan = crate::plan::load(&path).expect("the demo plan loads");
+        let mut run = crate::engine::state::RunState::new(&plan.plan, "run".into());
+        let index = plan.plan.cutover_step().expect("a cutover step").0;
+        run.steps[index].outputs.insert("sealed".into(), sealed);
+        if let serde_json::Value::Object(intent) = intent {
+            run.steps[index].intent = intent;
+        }
+        run.state = state;
+        let steps = step_rows(&plan, Some(&run));
+        Seen {
+            paths: StatePaths::new(std::path::Path::new("/nonexistent"), &plan.plan.name),
+            plan,
+            state: Some(run),
+            active: false,
+            stream: None,
+            steps,
+        }
+    }
+
+    #[test]
+    fn status_tells_a_seal_in_force_from_one_that_ran_out_was_partial_failed_or_was_lifted() {
+        let hour = chrono::Duration::hours(1);
+        let until = |d: chrono::Duration| (chrono::Utc::now() + d).to_rfc3339();
+        let sealed = |primaries: u64, refused: u64, until: String, error: Option<&str>| {
+            json!({ "primaries": primaries, "refused": refused, "hours": 1, "until": until,
+                    "keys_copied": 0, "error": error })
+        };
+        let state_of = |seen: Seen| seal_view(&seen).map(|v| v["state"].clone());
+        let done = RunStatus::Done;
+        let view = |s| state_of(seal_seen(s, json!({}), done));
+        assert_eq!(view(sealed(3, 0, until(hour), None)), Some(json!("sealed")));
+        assert_eq!(
+            view(sealed(3, 0, until(-hour), None)),
+            Some(json!("ran_out"))
+        );
+        assert_eq!(
+            view(sealed(2, 1, until(hour), Some("1 of 3 primaries refused"))),
+            Some(json!("partly_sealed"))
+        );
+        assert_eq!(
+            view(sealed(0, 0, until(hour), Some("connection refused"))),
+            Some(json!("not_sealed"))
+        );
+        let lifted = json!({ "seal_lifted_at": until(-hour) });
+        assert_eq!(
+            state_of(seal_seen(sealed(3, 0, until(hour), None), lifted, done)),
+            Some(json!("lifted"))
+        );
+        let rolled_back = seal_seen(
+            sealed(3, 0, until(hour), None),
+            json!({}),
+            RunStatus::RolledBack,
+        );
+        assert_eq!(state_of(rolled_back), None);
+    }
+
     #[test]
     fn a_tailing_status_not_kept_fresh_by_an_active_run_is_stale() {
         assert_eq!(
