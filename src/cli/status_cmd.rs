@@ -169,14 +169,19 @@ fn seal_view(seen: &Seen) -> Option<serde_json::Value> {
     }
     let intent: CutoverIntent = record.intent_as();
     if let Some(at) = intent.seal_lifted_at {
-        return Some(json!({ "state": "lifted", "lifted_at": at }));
+        return Some(
+            json!({ "state": "lifted", "lifted_at": at, "rollback_running": seen.active }),
+        );
     }
-    // Recorded in the intent the moment it held, in the outputs once the step is done.
-    let sealed: Sealed = record
-        .outputs
-        .get("sealed")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .or_else(|| intent.switched.and_then(|s| s.sealed))?;
+    // As a failed rollback sealed it again; else as the cutover recorded it: in the intent the moment
+    // it held, in the outputs once the step is done.
+    let sealed: Sealed = intent.resealed.or_else(|| {
+        record
+            .outputs
+            .get("sealed")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .or_else(|| intent.switched.and_then(|s| s.sealed))
+    })?;
     let ran_out = chrono::DateTime::parse_from_rfc3339(&sealed.until)
         .is_ok_and(|until| until < chrono::Utc::now());
     let view = if sealed.primaries == 0 {
@@ -205,6 +210,10 @@ fn print_seal(seen: &Seen) {
     let primaries = seal["primaries"].as_u64().unwrap_or(0);
     let plural = if primaries == 1 { "y" } else { "ies" };
     match seal["state"].as_str() {
+        Some("lifted") if seal["rollback_running"] == true => println!(
+            "source `{source}`: its seal was lifted at {} by the rollback that is running",
+            text("lifted_at")
+        ),
         Some("lifted") => println!(
             "source `{source}`: its seal was lifted at {} by a rollback that did not finish: clients left on it can write there (run `ecmigrate rollback` again)",
             text("lifted_at")
@@ -419,6 +428,12 @@ mod tests {
         assert_eq!(
             state_of(seal_seen(sealed(3, 0, until(hour), None), lifted, done)),
             Some(json!("lifted"))
+        );
+        let resealed =
+            json!({ "resealed": sealed(2, 1, until(hour), Some("1 of 3 primaries refused")) });
+        assert_eq!(
+            state_of(seal_seen(sealed(3, 0, until(hour), None), resealed, done)),
+            Some(json!("partly_sealed"))
         );
         let rolled_back = seal_seen(
             sealed(3, 0, until(hour), None),

@@ -154,9 +154,13 @@ pub struct CutoverIntent {
     pub switched: Option<CutoverOutputs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_switched: Option<Value>,
-    /// When a rollback lifted the seal on the source; cleared when a failed rollback sealed it again.
+    /// When a rollback lifted the seal on the source (recorded before the lift); cleared when a failed
+    /// rollback sealed it again, or a resumed cutover sealed it anew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_lifted_at: Option<String>,
+    /// The seal as a failed rollback left it when it sealed the source again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resealed: Option<Sealed>,
 }
 
 /// What `ecmigrate rollback` did.

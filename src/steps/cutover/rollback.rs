@@ -36,63 +36,92 @@ async fn switch_back(ctx: &StepContext, spec: &CutoverStep) -> Result<RollbackOu
     let target_endpoint = target_data_endpoint(ctx, &target, load_login(ctx).await?)?;
     // The copy back writes to the source: the seal goes first. The record decides as much as the plan
     // (an edit to `seal_source_hours` after the cutover must not leave the copy back waiting on it).
-    let recorded = recorded_seal(ctx);
-    let seal_lifted = if spec.seal().is_some() || recorded.as_ref().is_some_and(|s| s.primaries > 0)
-    {
-        Some(lift_seal(ctx, &source_endpoint, &switch.to.pause_labels()).await?)
-    } else {
-        None
-    };
-    let result = copy_back_and_switch(
+    let on_record = recorded_seal(ctx).filter(|s| s.primaries > 0);
+    let mut seal_lifted = None;
+    if spec.seal().is_some() || on_record.is_some() {
+        let labels = switch.to.pause_labels();
+        match lift_seal(ctx, &source_endpoint, &labels, on_record.is_some()).await {
+            Ok(closed) => seal_lifted = Some(closed),
+            Err(e) => {
+                // A lift can fail half way: what it unpaused is paused again.
+                if let Some(sealed) = &on_record {
+                    reseal(ctx, &source_endpoint, sealed).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    match copy_back_and_switch(
         ctx,
         spec,
         &switch,
         &target_endpoint,
         source_endpoint.clone(),
     )
-    .await;
-    let intent: CutoverIntent = ctx.intent();
-    if result.is_err() && seal_lifted.is_some() && intent.rollback_switched.is_none() {
-        // Clients stay on the target: the source is sealed again for what was left of its seal.
-        reseal(ctx, &source_endpoint, recorded.as_ref()).await;
+    .await
+    {
+        Ok(mut outputs) => {
+            outputs.seal_lifted = seal_lifted;
+            Ok(outputs)
+        }
+        Err(failure) => {
+            match (&on_record, failure.may_have_switched) {
+                // Clients stay on the target: the source is sealed again for what was left of its seal.
+                (Some(sealed), false) => reseal(ctx, &source_endpoint, sealed).await,
+                // Sealing a source that clients may be back on would stall them for hours.
+                (Some(_), true) => ctx.note(
+                    "the switch back may have been made, so the source is not sealed again: check where clients point, then run `ecmigrate rollback` again",
+                ),
+                (None, _) => {}
+            }
+            Err(failure.error)
+        }
     }
-    result.map(|mut outputs| {
-        outputs.seal_lifted = seal_lifted;
-        outputs
+}
+
+/// A rollback that failed, and whether clients may already point at the source again (a switch was
+/// attempted, or the failure came after it).
+struct RollbackFailure {
+    error: Error,
+    may_have_switched: bool,
+}
+
+/// The seal as it stands on record: as a failed rollback left it, else as the cutover recorded it (in
+/// its outputs once done, in its intent from the moment it held).
+fn recorded_seal(ctx: &StepContext) -> Option<Sealed> {
+    let intent: CutoverIntent = ctx.intent();
+    intent.resealed.or_else(|| {
+        ctx.outputs_of::<CutoverOutputs>(StepKind::Cutover)
+            .and_then(|o| o.sealed)
+            .or_else(|| intent.switched.and_then(|s| s.sealed))
     })
 }
 
-/// The seal the cutover recorded: in its outputs once done, in its intent from the moment it held.
-fn recorded_seal(ctx: &StepContext) -> Option<Sealed> {
-    ctx.outputs_of::<CutoverOutputs>(StepKind::Cutover)
-        .and_then(|o| o.sealed)
-        .or_else(|| {
-            ctx.intent::<CutoverIntent>()
-                .switched
-                .and_then(|s| s.sealed)
-        })
-}
-
-/// Lift the seal on the source, and record that it was lifted before anything else happens.
+/// Lift the seal on the source. When one is on record (`on_record`), the lift is recorded before it is
+/// made: a lift that fails half way, or a run killed after it, leaves `status` saying so.
 async fn lift_seal(
     ctx: &StepContext,
     source_endpoint: &RedisEndpoint,
     labels: &[(&str, String)],
+    on_record: bool,
 ) -> Result<usize> {
     ctx.call_labeled(
         "LiftSeal",
         json!({ "endpoint": source_endpoint.display_url() }),
         labels,
     );
+    if on_record {
+        let mut intent: CutoverIntent = ctx.intent();
+        intent.seal_lifted_at = Some(chrono::Utc::now().to_rfc3339());
+        intent.resealed = None;
+        ctx.record_intent(&intent)?;
+    }
     let closed = fence::lift(source_endpoint).await.map_err(|e| {
         Error::failed(
             format!("the seal on the source could not be lifted: {e}"),
             "check the source's data endpoint; run `ecmigrate rollback` again",
         )
     })?;
-    let mut intent: CutoverIntent = ctx.intent();
-    intent.seal_lifted_at = Some(chrono::Utc::now().to_rfc3339());
-    ctx.record_intent(&intent)?;
     ctx.note(format!(
         "lifted the seal on the source: it takes writes again; {} connection(s) of clients left on it closed, their waiting writes dropped",
         closed.len()
@@ -101,37 +130,52 @@ async fn lift_seal(
 }
 
 /// Seal the source again after a rollback that lifted the seal and then failed, until the recorded seal
-/// would have ended; `status` says so when this fails too.
-async fn reseal(ctx: &StepContext, source_endpoint: &RedisEndpoint, recorded: Option<&Sealed>) {
-    let until = recorded.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s.until).ok());
-    let left = until
+/// would have ended, and record what holds; `status` says the seal is lifted when this fails.
+async fn reseal(ctx: &StepContext, source_endpoint: &RedisEndpoint, recorded: &Sealed) {
+    let left = chrono::DateTime::parse_from_rfc3339(&recorded.until)
+        .ok()
         .map(|u| u.with_timezone(&chrono::Utc) - chrono::Utc::now())
         .and_then(|d| d.to_std().ok())
         .filter(|d| !d.is_zero());
     let Some(left) = left else {
         return;
     };
-    match fence::seal(source_endpoint, left).await {
-        Ok(outcome) if outcome.refused.is_empty() => {
-            let mut intent: CutoverIntent = ctx.intent();
-            intent.seal_lifted_at = None;
-            if ctx.record_intent(&intent).is_ok() {
-                ctx.note(format!(
-                    "the rollback did not finish: the source is sealed again on {} primar{} until the seal's end",
-                    outcome.paused,
-                    if outcome.paused == 1 { "y" } else { "ies" }
-                ));
-            }
+    let outcome = match fence::seal(source_endpoint, left).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            ctx.note(format!(
+                "the rollback did not finish, and the source could not be sealed again: {e}"
+            ));
+            return;
         }
-        Ok(outcome) => ctx.note(format!(
-            "the rollback did not finish, and the source could be sealed again on only {} of {} primaries: {}",
-            outcome.paused,
+    };
+    let error = (!outcome.refused.is_empty()).then(|| {
+        format!(
+            "{} of {} primaries refused: {}",
+            outcome.refused.len(),
             outcome.primaries,
             outcome.refused.join("; ")
-        )),
-        Err(e) => ctx.note(format!(
-            "the rollback did not finish, and the source could not be sealed again: {e}"
-        )),
+        )
+    });
+    ctx.note(format!(
+        "the rollback did not finish: the source is sealed again on {} of {} primaries until the seal's end{}",
+        outcome.paused,
+        outcome.primaries,
+        error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    ));
+    let mut intent: CutoverIntent = ctx.intent();
+    intent.seal_lifted_at = None;
+    intent.resealed = Some(Sealed {
+        primaries: outcome.paused,
+        refused: outcome.refused.len(),
+        keys_copied: 0,
+        error,
+        ..recorded.clone()
+    });
+    if let Err(e) = ctx.record_intent(&intent) {
+        ctx.note(format!(
+            "the new seal could not be recorded in the state: {e}"
+        ));
     }
 }
 
@@ -142,16 +186,31 @@ async fn copy_back_and_switch(
     switch: &Switch<'_>,
     target_endpoint: &RedisEndpoint,
     source_endpoint: RedisEndpoint,
-) -> Result<RollbackOutputs> {
-    let stream = copy_target_back(ctx, target_endpoint, source_endpoint).await?;
+) -> std::result::Result<RollbackOutputs, RollbackFailure> {
+    let before = |error| RollbackFailure {
+        error,
+        may_have_switched: false,
+    };
+    let after = |error| RollbackFailure {
+        error,
+        may_have_switched: true,
+    };
+    let stream = copy_target_back(ctx, target_endpoint, source_endpoint)
+        .await
+        .map_err(before)?;
     ctx.note("the target's keys are back on the source; fencing the target to switch back");
 
     let mut attempts = Vec::new();
+    // A failed switch may still have been made (a lost response, a command that acted, then failed).
+    let mut switch_tried = false;
     let done = loop {
         let attempt = attempts.len() as u32 + 1;
         let outcome = match before_switch(ctx, spec, switch).await {
             Ok(()) => {
-                fenced_switch(ctx, spec, switch, target_endpoint, Some(&stream), attempt).await
+                let outcome =
+                    fenced_switch(ctx, spec, switch, target_endpoint, Some(&stream), attempt).await;
+                switch_tried |= matches!(&outcome, Err(f) if f.kind == FailureKind::Switch);
+                outcome
             }
             Err(e) => Err(FenceFailure {
                 kind: FailureKind::Switch,
@@ -164,10 +223,14 @@ async fn copy_back_and_switch(
             Err(failure) => {
                 attempts.push(json!({ "attempt": attempt, "outcome": failure.kind.as_str(), "error": failure.message }));
                 if failure.kind == FailureKind::Fatal || attempt >= spec.fence_attempts() {
-                    return Err(Error::failed(
+                    let error = Error::failed(
                         format!("the rollback did not complete: {}", failure.message),
                         "clients stay on the target, which is unpaused; fix the cause and run `ecmigrate rollback` again",
-                    ));
+                    );
+                    return Err(RollbackFailure {
+                        error,
+                        may_have_switched: switch_tried,
+                    });
                 }
                 ctx.note(format!(
                     "rollback attempt {attempt}: {}; retrying",
@@ -179,9 +242,11 @@ async fn copy_back_and_switch(
     };
     let mut intent: CutoverIntent = ctx.intent();
     intent.rollback_switched = Some(done.switched.details.clone());
-    ctx.record_intent(&intent)?;
-    switch.settle(ctx, &done.switched).await?;
-    tail_target(ctx, &stream, done.switched.ttl + spec.grace()).await?;
+    ctx.record_intent(&intent).map_err(after)?;
+    switch.settle(ctx, &done.switched).await.map_err(after)?;
+    tail_target(ctx, &stream, done.switched.ttl + spec.grace())
+        .await
+        .map_err(after)?;
     let s = stream.lock().await;
     s.capture.stop();
     let late = s
@@ -237,6 +302,7 @@ pub async fn rollback(
     };
     let state = session.state();
     if state.state == RunStatus::RolledBack {
+        retire_evidence(&session.context(index));
         return Ok(state);
     }
     check_rollback_possible(&plan, &state, index)?;
@@ -277,6 +343,9 @@ pub async fn rollback(
                     state_before
                 };
             })?;
+            if session.state().state == RunStatus::RolledBack {
+                retire_evidence(&ctx);
+            }
             Err(e)
         }
     }

@@ -82,6 +82,11 @@ pub(super) async fn seal_source(
     let mut intent: CutoverIntent = ctx.intent();
     if let Some(switched) = intent.switched.as_mut() {
         switched.sealed = Some(sealed.clone());
+        if sealed.primaries > 0 {
+            // A new seal supersedes what an earlier rollback lifted or sealed again.
+            intent.seal_lifted_at = None;
+            intent.resealed = None;
+        }
         if let Err(e) = ctx.record_intent(&intent) {
             ctx.note(format!("the seal could not be recorded in the state: {e}"));
         }
