@@ -3,7 +3,8 @@
 //! (stream_copy, a postponed cutover released by `ecmigrate cutover`, delete_source) loses no
 //! acknowledged write and pauses writes for less than a second; a rollback brings the target's writes
 //! back onto a cluster source (lifting the seal); a client that stays on the old primaries loses no
-//! acknowledged write either: copied as late writes in the tail, then held by the seal.
+//! acknowledged write either: copied as late writes in the tail, then held by the seal; a primary that
+//! refuses the seal leaves the others sealed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -281,5 +282,59 @@ fn a_client_left_on_the_old_cluster_loses_no_acknowledged_write_once_the_source_
         "{} acknowledged writes of the stale client are not on the target: {:?}",
         missing.len(),
         &missing[..missing.len().min(10)]
+    );
+}
+
+#[test]
+fn a_primary_that_refuses_the_seal_leaves_the_others_sealed_and_status_says_so() {
+    let env = Env::new();
+    cluster_source(&env, 300);
+    let text = crate::cutover::postponed_plan(&env, "", true)
+        .replace("    postpone: true\n", "")
+        .replace("    grace_seconds: 1\n", "    grace_seconds: 3\n")
+        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:");
+    let plan = env.write_plan("plan.yaml", &text);
+    let mut run = env.spawn(&["run", plan.to_str().unwrap(), "--yes"]);
+    // Once clients are switched (the fence has used CLIENT PAUSE), one source primary stops allowing it,
+    // as a changed ACL would: the seal after the tail holds on the other two.
+    let mut ended = false;
+    wait_for("the switch", Duration::from_secs(120), || {
+        ended = run.try_wait().unwrap().is_some();
+        ended || env.journal().contains("\"PointAlias\"")
+    });
+    assert!(!ended, "the run ended early: {:?}", run.finish());
+    let primaries: Vec<RedisEndpoint> = block_on(async {
+        let topology = ecmigrate::data::topology::Topology::discover(&env.source_endpoint())
+            .await
+            .unwrap();
+        topology.shards.iter().map(|s| s.endpoint.clone()).collect()
+    });
+    assert_eq!(primaries.len(), 3);
+    let mut refusing = primaries[0].client().unwrap().get_connection().unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-client|pause")
+        .query(&mut refusing)
+        .unwrap();
+    assert!(
+        !env.journal().contains("\"SealSource\""),
+        "the seal came before the ACL change: the tail was too short for this test"
+    );
+    let done = run.finish();
+    assert_eq!(done.code, 0, "{done:?}");
+
+    let sealed = Env::step(&status(&env, &plan), "cutover")["outputs"]["sealed"].clone();
+    assert_eq!(sealed["primaries"], 2, "{sealed}");
+    assert_eq!(sealed["refused"], 1, "{sealed}");
+    assert_eq!(status(&env, &plan)["seal"]["state"], "partly_sealed");
+    assert_eq!(
+        primaries_whose_writes_wait(&env.source_endpoint(), Duration::from_millis(300)),
+        2
+    );
+    let shown = env.ok(&["status", plan.to_str().unwrap()]).stdout;
+    assert!(
+        shown.contains("source `orders` sealed on 2 primaries only"),
+        "{shown}"
     );
 }
