@@ -173,20 +173,14 @@ fn seal_view(seen: &Seen) -> Option<serde_json::Value> {
             json!({ "state": "lifted", "lifted_at": at, "rollback_running": seen.active }),
         );
     }
-    // As a failed rollback sealed it again; else as the cutover recorded it: in the intent the moment
-    // it held, in the outputs once the step is done.
-    let sealed: Sealed = intent.resealed.or_else(|| {
-        record
-            .outputs
-            .get("sealed")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .or_else(|| intent.switched.and_then(|s| s.sealed))
-    })?;
-    let ran_out = chrono::DateTime::parse_from_rfc3339(&sealed.until)
-        .is_ok_and(|until| until < chrono::Utc::now());
+    let finished: Option<Sealed> = record
+        .outputs
+        .get("sealed")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let sealed = intent.seal_on_record(finished)?;
     let view = if sealed.primaries == 0 {
         "not_sealed"
-    } else if ran_out {
+    } else if sealed.ran_out() {
         "ran_out"
     } else if sealed.refused > 0 {
         "partly_sealed"

@@ -125,6 +125,20 @@ pub struct SealOutcome {
     pub refused: Vec<String>,
 }
 
+impl SealOutcome {
+    /// `N of M primaries refused: …`, when any did.
+    pub fn refusal(&self) -> Option<String> {
+        (!self.refused.is_empty()).then(|| {
+            format!(
+                "{} of {} primaries refused: {}",
+                self.refused.len(),
+                self.primaries,
+                self.refused.join("; ")
+            )
+        })
+    }
+}
+
 /// Pause writes on every primary behind `endpoint` for `bound` and leave the pauses in force (the seal
 /// after the cutover). Unlike [`WriteFence::pause`], a primary that refuses does not undo the others: a
 /// seal on some primaries still stops the clients left on those.

@@ -107,6 +107,23 @@ pub struct Sealed {
     pub error: Option<String>,
 }
 
+impl Sealed {
+    /// How long the seal still holds by itself: `None` once `until` has passed (or cannot be read).
+    pub fn time_left(&self) -> Option<std::time::Duration> {
+        let until = chrono::DateTime::parse_from_rfc3339(&self.until).ok()?;
+        (until.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Whether `until` has passed.
+    pub fn ran_out(&self) -> bool {
+        chrono::DateTime::parse_from_rfc3339(&self.until)
+            .is_ok_and(|until| until < chrono::Utc::now())
+    }
+}
+
 /// `cutover`'s outputs; recorded as the intent `switched` the moment the switch stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CutoverOutputs {
@@ -161,6 +178,16 @@ pub struct CutoverIntent {
     /// The seal as a failed rollback left it when it sealed the source again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resealed: Option<Sealed>,
+}
+
+impl CutoverIntent {
+    /// The seal as it stands on record: as a failed rollback left it, else as the cutover recorded it
+    /// (`finished`: in its outputs once done; else in this intent from the moment it held).
+    pub fn seal_on_record(self, finished: Option<Sealed>) -> Option<Sealed> {
+        self.resealed
+            .or(finished)
+            .or_else(|| self.switched.and_then(|s| s.sealed))
+    }
 }
 
 /// What `ecmigrate rollback` did.

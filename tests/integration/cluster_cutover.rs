@@ -33,6 +33,13 @@ fn cluster_source(env: &Env, keys: u64) {
     env.ok(&["sandbox", "kms", "create", "orders"]);
 }
 
+/// The cutover plan into 2 shards, keeping the source, switching without a hold.
+fn unheld_plan(env: &Env) -> String {
+    crate::cutover::postponed_plan(env, "", true)
+        .replace("    postpone: true\n", "")
+        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:")
+}
+
 fn status(env: &Env, plan: &std::path::Path) -> Value {
     let r = env.ok(&["status", plan.to_str().unwrap(), "--output", "json"]);
     serde_json::from_str(&r.stdout).unwrap()
@@ -105,9 +112,7 @@ fn a_live_writer_through_a_full_cluster_plan_loses_no_write_and_waits_under_a_se
 fn rollback_from_a_cluster_target_brings_its_writes_back_onto_the_cluster_source() {
     let env = Env::new();
     cluster_source(&env, 500);
-    let text = crate::cutover::postponed_plan(&env, "", true)
-        .replace("    postpone: true\n", "")
-        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:");
+    let text = unheld_plan(&env);
     let plan = env.write_plan("plan.yaml", &text);
     env.ok(&["run", plan.to_str().unwrap(), "--yes"]);
     assert_eq!(env.sandbox_status()["aliases"][ALIAS], TARGET);
@@ -238,9 +243,7 @@ impl StaleClient {
 fn a_client_left_on_the_old_cluster_loses_no_acknowledged_write_once_the_source_is_sealed() {
     let env = Env::new();
     cluster_source(&env, 300);
-    let text = crate::cutover::postponed_plan(&env, "", true)
-        .replace("    postpone: true\n", "")
-        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:");
+    let text = unheld_plan(&env);
     let plan = env.write_plan("plan.yaml", &text);
     let source = env.source_endpoint();
     let stale = StaleClient::start(source.clone(), Duration::from_millis(300));
@@ -289,10 +292,7 @@ fn a_client_left_on_the_old_cluster_loses_no_acknowledged_write_once_the_source_
 fn a_primary_that_refuses_the_seal_leaves_the_others_sealed_and_status_says_so() {
     let env = Env::new();
     cluster_source(&env, 300);
-    let text = crate::cutover::postponed_plan(&env, "", true)
-        .replace("    postpone: true\n", "")
-        .replace("    grace_seconds: 1\n", "    grace_seconds: 3\n")
-        .replace("  auth_token:", "  num_node_groups: 2\n  auth_token:");
+    let text = unheld_plan(&env).replace("    grace_seconds: 1\n", "    grace_seconds: 3\n");
     let plan = env.write_plan("plan.yaml", &text);
     let mut run = env.spawn(&["run", plan.to_str().unwrap(), "--yes"]);
     // Once clients are switched (the fence has used CLIENT PAUSE), one source primary stops allowing it,

@@ -86,15 +86,12 @@ struct RollbackFailure {
     may_have_switched: bool,
 }
 
-/// The seal as it stands on record: as a failed rollback left it, else as the cutover recorded it (in
-/// its outputs once done, in its intent from the moment it held).
+/// The seal as it stands on record ([`CutoverIntent::seal_on_record`]).
 fn recorded_seal(ctx: &StepContext) -> Option<Sealed> {
-    let intent: CutoverIntent = ctx.intent();
-    intent.resealed.or_else(|| {
-        ctx.outputs_of::<CutoverOutputs>(StepKind::Cutover)
-            .and_then(|o| o.sealed)
-            .or_else(|| intent.switched.and_then(|s| s.sealed))
-    })
+    let finished = ctx
+        .outputs_of::<CutoverOutputs>(StepKind::Cutover)
+        .and_then(|o| o.sealed);
+    ctx.intent::<CutoverIntent>().seal_on_record(finished)
 }
 
 /// Lift the seal on the source. When one is on record (`on_record`), the lift is recorded before it is
@@ -132,12 +129,7 @@ async fn lift_seal(
 /// Seal the source again after a rollback that lifted the seal and then failed, until the recorded seal
 /// would have ended, and record what holds; `status` says the seal is lifted when this fails.
 async fn reseal(ctx: &StepContext, source_endpoint: &RedisEndpoint, recorded: &Sealed) {
-    let left = chrono::DateTime::parse_from_rfc3339(&recorded.until)
-        .ok()
-        .map(|u| u.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .and_then(|d| d.to_std().ok())
-        .filter(|d| !d.is_zero());
-    let Some(left) = left else {
+    let Some(left) = recorded.time_left() else {
         return;
     };
     let outcome = match fence::seal(source_endpoint, left).await {
@@ -149,14 +141,7 @@ async fn reseal(ctx: &StepContext, source_endpoint: &RedisEndpoint, recorded: &S
             return;
         }
     };
-    let error = (!outcome.refused.is_empty()).then(|| {
-        format!(
-            "{} of {} primaries refused: {}",
-            outcome.refused.len(),
-            outcome.primaries,
-            outcome.refused.join("; ")
-        )
-    });
+    let error = outcome.refusal();
     ctx.note(format!(
         "the rollback did not finish: the source is sealed again on {} of {} primaries until the seal's end{}",
         outcome.paused,

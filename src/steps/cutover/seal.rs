@@ -56,13 +56,7 @@ pub(super) async fn seal_source(
         Ok(outcome) => {
             sealed.primaries = outcome.paused;
             sealed.refused = outcome.refused.len();
-            if !outcome.refused.is_empty() {
-                let e = format!(
-                    "{} of {} primaries refused: {}",
-                    outcome.refused.len(),
-                    outcome.primaries,
-                    outcome.refused.join("; ")
-                );
+            if let Some(e) = outcome.refusal() {
                 ctx.note(format!(
                     "the seal holds on {} of {} primaries ({e}): clients left on the others can write there, and nothing copies it any more",
                     outcome.paused, outcome.primaries
